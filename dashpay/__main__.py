@@ -1,0 +1,3 @@
+from dashpay.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The repository contract: row types and the interface both backends implement.
+
+The repository is the only code that speaks SQL. Every method is one unit of work
+(one transaction) and is blocking: services call it through one
+``trio.to_thread.run_sync`` hop per unit of work, never one per statement.
+
+Times are integers: unix epoch milliseconds (UTC). Money is integer duffs. Fiat
+amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+# Receiver status (one field, moves forward). One source of truth: import these.
+PENDING = "pending"
+PARTIAL = "partial"
+PAID = "paid"
+SETTLED = "settled"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+STATUSES = (PENDING, PARTIAL, PAID, SETTLED, EXPIRED, CANCELLED)
+# Statuses after which no further state change is expected (payments are still
+# recorded and flagged during the monitoring window).
+FINAL_STATUSES = frozenset({SETTLED, EXPIRED, CANCELLED})
+# Statuses that can still be cancelled by the merchant.
+CANCELLABLE_STATUSES = frozenset({PENDING, PARTIAL})
+
+# Callback outbox status.
+OUTBOX_PENDING = "pending"
+OUTBOX_DELIVERED = "delivered"
+OUTBOX_FAILED = "failed"
+OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DELIVERED, OUTBOX_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewReceiver:
+    """What a service asks the repository to create (the address is derived inside
+    the creating transaction from the HD index it allocates)."""
+
+    wallet_id: str
+    chain: int
+    amount_duffs: int
+    created_at: int
+    expires_at: int | None = None
+    fiat_amount: str | None = None
+    fiat_currency: str | None = None
+    rate: str | None = None
+    rate_provider: str | None = None
+    rate_fetched_at: int | None = None
+    callback_url: str | None = None
+    description: str | None = None
+    username: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    receiver_id: int
+    wallet_id: str
+    chain: int
+    hd_index: int
+    address: str
+    amount_duffs: int
+    received_duffs: int
+    status: str
+    overpaid: bool
+    late: bool
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+    paid_at: int | None
+    settled_at: int | None
+    closed_at: int | None  # when it became settled, expired or cancelled
+    fiat_amount: str | None
+    fiat_currency: str | None
+    rate: str | None
+    rate_provider: str | None
+    rate_fetched_at: int | None
+    callback_url: str | None
+    description: str | None
+    username: str | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One transaction's credit to one receiver address, keyed by (txid, address)."""
+
+    payment_id: int
+    receiver_id: int
+    txid: str
+    address: str
+    amount_duffs: int  # sum of all outputs of that tx to that address
+    instant_locked: bool
+    block_height: int | None
+    confirmations: int
+    dropped: bool
+    first_seen_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    event_id: str  # stable across retries; sent as Dashpay-Delivery
+    receiver_id: int
+    event: str
+    payload: str  # JSON text, exactly what is POSTed
+    status: str
+    attempts: int
+    next_attempt_at: int
+    created_at: int
+    delivered_at: int | None
+    last_error: str | None
+
+
+class Repository(Protocol):
+    """Interface of a store. Implementations: ``sqlite.SqliteRepository`` and
+    ``mysql.MysqlRepository``. Errors: ``dashpay.errors.NotFound`` /
+    ``Conflict`` for request problems, ``dashpay.errors.Unavailable`` when the
+    database cannot be reached (the message says which and why, without password)."""
+
+    backend: str  # "sqlite" or "mysql"
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations in order; return the versions applied (may be empty).
+        Safe to call concurrently from several processes."""
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    def ensure_counter(self, wallet_id: str, chain: int) -> None:
+        """Create the HD child counter for (wallet, chain) at 0 if it does not exist."""
+
+    def next_index(self, wallet_id: str, chain: int) -> int:
+        """The HD index the next created receiver will get."""
+
+    def create_receiver(
+        self, new: NewReceiver, derive_address: Callable[[int], str]
+    ) -> tuple[Receiver, bool]:
+        """Allocate the next HD index, derive its address and insert the receiver, in
+        one transaction: concurrent callers never share an index and a failure leaves
+        no gap. With an ``idempotency_key`` that already exists, return
+        ``(existing, False)`` without allocating; else ``(new_receiver, True)``."""
+
+    def get_receiver(self, receiver_id: int) -> Receiver | None: ...
+
+    def list_receivers(
+        self,
+        *,
+        wallet_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Receiver]:
+        """Newest first (highest receiver_id first); ``before_id`` pages backwards."""
+
+    def cancel_receiver(self, receiver_id: int, now: int) -> Receiver:
+        """pending/partial -> cancelled; already cancelled -> unchanged. Raises
+        NotFound, or Conflict for a receiver that is paid, settled or expired."""
+
+    def load_pending(self, wallet_id: str, now: int, monitor_window: int) -> list[Receiver]:
+        """Every receiver of the wallet that is not final, plus final ones whose
+        ``closed_at`` is within ``monitor_window`` ms of ``now``."""
+
+    def count_by_status(self, wallet_id: str) -> dict[str, int]: ...
+
+    def list_payments(self, receiver_id: int) -> list[Payment]:
+        """Oldest first."""
+
+    def get_setting(self, name: str) -> str | None: ...
+
+    def set_setting_if_absent(self, name: str, value: str) -> str:
+        """Store ``value`` unless the setting exists; return the value now stored."""
