@@ -38,6 +38,7 @@ ERROR_KINDS = frozenset(
 
 # CLI exit codes (README "Exit codes").
 EXIT_OK = 0
+EXIT_NOT_READY = 1  # `dashpay status`: the daemon answers but is not ready (health check)
 EXIT_USAGE = 2  # bad command line or invalid input, caught before or by the daemon
 EXIT_UNREACHABLE = 3  # no daemon answering on the control socket
 EXIT_REJECTED = 4  # the daemon refused the request (not_found, conflict, ...)

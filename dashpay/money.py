@@ -25,7 +25,9 @@ class AmountError(ValueError):
 
 def parse_decimal(text: object, *, what: str = "amount") -> Decimal:
     """Parse ``text`` as a finite Decimal; reject floats (they are already rounded)."""
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, bool):
+        raise AmountError(f"{what} must be a number, not true/false")
+    if isinstance(text, float):
         raise AmountError(f"{what} must be given as a decimal string, not a binary float")
     if isinstance(text, int):
         return Decimal(text)
@@ -38,7 +40,9 @@ def parse_decimal(text: object, *, what: str = "amount") -> Decimal:
         try:
             value = Decimal(stripped)
         except InvalidOperation:
-            raise AmountError(f"{what} {text!r} is not a number; give a number such as 1.5") from None
+            raise AmountError(
+                f"{what} {text!r} is not a number; give a number such as 1.5"
+            ) from None
     else:
         raise AmountError(f"{what} must be a decimal string, got {type(text).__name__}")
     if not value.is_finite():

@@ -1,0 +1,449 @@
+"""The control socket server: the trio shell around ``protocol.py``.
+
+Every connection gets its own task in a nursery the server owns, so a client that is
+slow, silent, flooding or malformed only ever stalls itself: partial lines have
+``idle_timeout`` to finish, idle connections ``keepalive_timeout``, handlers
+``request_timeout`` and responses ``send_timeout``. Past ``max_connections`` new clients
+get one ``unavailable`` line and are closed, so the daemon's memory stays bounded.
+
+The socket file is created atomically with its final mode (bound under a temporary name,
+chmod-ed, then hard-linked into place, which fails if the name is taken), so there is no
+moment when it is reachable with looser permissions, and two daemons cannot both claim
+the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket as stdlib_socket
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dashpay.control.protocol import (
+    DEFAULT_REQUEST_TIMEOUT,
+    IDLE_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    ErrorResponse,
+    LineBuffer,
+    LineTooLong,
+    Request,
+    encode_error,
+    encode_result,
+    parse_request,
+)
+from dashpay.errors import INTERNAL, INVALID_PARAMS, UNAVAILABLE, DashpayError
+
+log = logging.getLogger("dashpay.control")
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+# A response that cannot be written within this time means the client is not reading
+# (its receive buffer and ours are full). It is disconnected rather than allowed to
+# hold a connection task and the memory of its unread answers.
+SEND_TIMEOUT = 10.0
+
+# How long the start-up check waits for an existing socket to accept a connection. A
+# live daemon accepts in microseconds; one that is wedged with a full backlog is still
+# "in use" and must not be replaced.
+LIVENESS_PROBE_TIMEOUT = 2.0
+
+# Bytes read per receive: a whole typical request, small enough that one receive never
+# overshoots the line limit by much.
+RECEIVE_CHUNK = 16 * 1024
+
+# Unix socket paths are limited by sockaddr_un.sun_path: 108 bytes on Linux, including
+# the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+LISTEN_BACKLOG = 128
+
+# accept() errors that mean "out of resources right now", not "the listener is broken";
+# like trio.serve_listeners, we pause and try again instead of dying.
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_RETRY_DELAY = 0.1
+
+
+class ControlSocketInUse(DashpayError):
+    """Another process is serving on our socket path."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            UNAVAILABLE,
+            f"another dashpay daemon is already serving on {path}; stop it first or use a "
+            "different [control] socket",
+            path=str(path),
+        )
+        self.path = Path(path)
+
+
+class ControlSocketPathError(DashpayError):
+    """The socket path cannot be used (not a socket, too long, no permission)."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(
+            INVALID_PARAMS,
+            f"cannot use {path} as the control socket: {problem}",
+            path=str(path),
+        )
+        self.path = Path(path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    max_connections: int
+    request_timeout: float
+    idle_timeout: float
+    keepalive_timeout: float
+    send_timeout: float
+
+
+async def serve_control(
+    socket_path: Path,
+    handler: Handler,
+    *,
+    mode: int = 0o660,
+    max_connections: int = 256,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    idle_timeout: float = IDLE_TIMEOUT,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    send_timeout: float = SEND_TIMEOUT,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve JSON-RPC on a Unix socket at ``socket_path`` until cancelled.
+
+    Raises ``ControlSocketInUse`` if a live server answers at the path and
+    ``ControlSocketPathError`` if the path is unusable (a non-socket file there is never
+    removed). A stale socket file is replaced. ``task_status.started()`` is called once
+    the socket listens with its final mode. On exit, cancellation included, open
+    connections are closed and the socket file is removed if it is still ours.
+    """
+    socket_path = Path(socket_path)
+    limits = _Limits(
+        max_connections, request_timeout, idle_timeout, keepalive_timeout, send_timeout
+    )
+    sock, identity = await _bind(socket_path, mode)
+    try:
+        listener = trio.SocketListener(sock)
+        log.info("control socket bound path=%s mode=%o", socket_path, mode)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            await _accept_loop(listener, handler, limits, nursery)
+    finally:
+        sock.close()
+        _remove_if_ours(socket_path, identity)
+
+
+# -- socket file ----------------------------------------------------------------------
+
+
+async def _bind(path: Path, mode: int) -> tuple[trio.socket.SocketType, tuple[int, int]]:
+    """A listening socket at ``path`` with ``mode``, and the file's (dev, inode)."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ControlSocketPathError(
+            path,
+            f"the path is {len(os.fsencode(path))} bytes; Unix sockets allow at most "
+            f"{MAX_SOCKET_PATH_BYTES}: choose a shorter [control] socket path",
+        )
+    _ensure_parent(path.parent)
+    await _clear_stale(path)
+
+    temporary = path.parent / f".{path.name[:16]}.{os.getpid()}.tmp"
+    if len(os.fsencode(temporary)) > MAX_SOCKET_PATH_BYTES:
+        temporary = path.parent / f".dp{os.getpid()}"
+    _unlink_quietly(temporary)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        try:
+            await sock.bind(os.fspath(temporary))
+            os.chmod(temporary, mode)
+            sock.listen(LISTEN_BACKLOG)
+            os.link(temporary, path)
+        finally:
+            _unlink_quietly(temporary)
+        info = os.lstat(path)
+    except FileExistsError:
+        sock.close()
+        raise ControlSocketInUse(path) from None  # someone bound it since our check
+    except PermissionError as exc:
+        sock.close()
+        raise ControlSocketPathError(path, f"permission denied ({exc.strerror})") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (info.st_dev, info.st_ino)
+
+
+def _ensure_parent(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        os.chmod(directory, 0o750)  # mkdir's mode is filtered by the umask
+    except OSError as exc:
+        raise ControlSocketPathError(
+            directory, f"cannot create its directory ({exc.strerror})"
+        ) from None
+
+
+async def _clear_stale(path: Path) -> None:
+    """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ControlSocketPathError(
+            path, "it exists and is not a socket; move it away or set another [control] socket"
+        )
+    if await _answers(path):
+        raise ControlSocketInUse(path)
+    log.info("removing stale control socket path=%s", path)
+    _unlink_quietly(path)
+
+
+async def _answers(path: Path) -> bool:
+    probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    with probe:
+        with trio.move_on_after(LIVENESS_PROBE_TIMEOUT):
+            try:
+                await probe.connect(os.fspath(path))
+            except ConnectionRefusedError:
+                return False
+            except PermissionError:
+                raise ControlSocketPathError(
+                    path, "permission denied while checking whether a daemon is serving on it"
+                ) from None
+            except OSError as exc:
+                log.warning("cannot probe control socket path=%s error=%s", path, exc)
+                return False
+            return True
+        return True  # no verdict in time: something holds the socket; do not steal it
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove_if_ours(path: Path, identity: tuple[int, int]) -> None:
+    try:
+        info = os.lstat(path)
+        if (info.st_dev, info.st_ino) == identity:
+            os.unlink(path)
+            log.info("control socket removed path=%s", path)
+        else:
+            log.warning("control socket was replaced by another file; leaving path=%s", path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove control socket path=%s error=%s", path, exc)
+
+
+# -- connections ----------------------------------------------------------------------
+
+
+async def _accept_loop(
+    listener: trio.SocketListener, handler: Handler, limits: _Limits, nursery: trio.Nursery
+) -> None:
+    active = 0
+    numbers = count(1)
+
+    async def run_connection(stream: trio.SocketStream, number: int) -> None:
+        nonlocal active
+        try:
+            await _serve_connection(stream, handler, limits, number)
+        except Exception:
+            log.exception("control connection failed conn=%d", number)
+        finally:
+            active -= 1
+            await trio.aclose_forcefully(stream)
+
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_RETRY_ERRNOS:
+                raise
+            log.warning("control accept failed, retrying error=%s", exc)
+            await trio.sleep(ACCEPT_RETRY_DELAY)
+            continue
+        number = next(numbers)
+        if active >= limits.max_connections:
+            log.warning(
+                "control connection refused: too many connections conn=%d limit=%d",
+                number,
+                limits.max_connections,
+            )
+            await _refuse(stream, limits.max_connections)
+            continue
+        active += 1
+        nursery.start_soon(run_connection, stream, number)
+
+
+async def _refuse(stream: trio.SocketStream, limit: int) -> None:
+    line = encode_error(
+        None,
+        UNAVAILABLE,
+        f"the daemon is serving its maximum of {limit} control connections; retry shortly",
+    )
+    # A fresh connection's send buffer is empty, so this cannot block for long; the
+    # timeout only guards the accept loop against surprises.
+    with trio.move_on_after(1.0):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(line)
+    await trio.aclose_forcefully(stream)
+
+
+async def _serve_connection(
+    stream: trio.SocketStream, handler: Handler, limits: _Limits, number: int
+) -> None:
+    """Answer requests on one connection, in order, until it closes or misbehaves."""
+    buffer = LineBuffer(MAX_MESSAGE_BYTES)
+    line_started = 0.0  # when the first byte of the unfinished line arrived
+    log.debug("control connection opened conn=%d", number)
+    try:
+        while True:
+            try:
+                line = buffer.next_line()
+            except LineTooLong as exc:
+                log.warning(
+                    "control connection closed: message over limit conn=%d limit=%d",
+                    number,
+                    exc.limit,
+                )
+                await _send(stream, ErrorResponse.from_exception(None, exc).encode(), limits)
+                return
+            if line is not None:
+                reply = await _answer(line, handler, limits, number)
+                if reply is not None and not await _send(stream, reply, limits):
+                    log.warning(
+                        "control connection closed: client is not reading its responses "
+                        "conn=%d send_timeout=%g",
+                        number,
+                        limits.send_timeout,
+                    )
+                    return
+                # A pipelined partial line gets its full idle_timeout from now on: the
+                # time we spent answering is not the client's fault.
+                line_started = trio.current_time()
+                continue
+
+            if buffer.pending:
+                deadline = line_started + limits.idle_timeout
+            else:
+                deadline = trio.current_time() + limits.keepalive_timeout
+            data = None
+            with trio.move_on_at(deadline):
+                data = await stream.receive_some(RECEIVE_CHUNK)
+            if data is None:
+                if buffer.pending:
+                    log.warning(
+                        "control connection closed: incomplete message conn=%d bytes=%d "
+                        "idle_timeout=%g",
+                        number,
+                        buffer.pending,
+                        limits.idle_timeout,
+                    )
+                else:
+                    log.debug("control connection closed: idle conn=%d", number)
+                return
+            if not data:
+                if buffer.pending:
+                    log.info(
+                        "control connection closed by client mid-message conn=%d bytes=%d",
+                        number,
+                        buffer.pending,
+                    )
+                else:
+                    log.debug("control connection closed by client conn=%d", number)
+                return
+            if not buffer.pending:
+                line_started = trio.current_time()
+            buffer.feed(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.debug("control connection broken conn=%d error=%s", number, exc)
+
+
+async def _send(stream: trio.SocketStream, data: bytes, limits: _Limits) -> bool:
+    """Write ``data``; False if the client did not take it within the send timeout."""
+    with trio.move_on_after(limits.send_timeout):
+        await stream.send_all(data)
+        return True
+    return False
+
+
+async def _answer(line: bytes, handler: Handler, limits: _Limits, number: int) -> bytes | None:
+    """The response line for one request line (None for a notification)."""
+    if not line.strip():
+        return None  # a blank line (say, from a human on socat) is not a request
+    request = parse_request(line)
+    if isinstance(request, ErrorResponse):
+        log.info(
+            "control request rejected conn=%d kind=%s message=%s",
+            number,
+            request.kind,
+            request.message,
+        )
+        return request.encode()
+
+    response = await _call(request, handler, limits, number)
+    if request.notification:
+        if isinstance(response, ErrorResponse):
+            log.info(
+                "control notification failed conn=%d method=%s kind=%s",
+                number,
+                request.method,
+                response.kind,
+            )
+        return None
+    if isinstance(response, ErrorResponse):
+        return response.encode()
+    try:
+        return encode_result(request.id, response)
+    except (TypeError, ValueError):
+        log.exception(
+            "control handler returned a result that is not JSON data conn=%d method=%s",
+            number,
+            request.method,
+        )
+        return ErrorResponse(
+            request.id, INTERNAL, f"internal error in {request.method}; see the daemon log"
+        ).encode()
+
+
+async def _call(
+    request: Request, handler: Handler, limits: _Limits, number: int
+) -> Any | ErrorResponse:
+    """Run the handler; its result, or the ErrorResponse for what it raised."""
+    try:
+        with trio.move_on_after(limits.request_timeout):
+            return await handler(request.method, request.params)
+    except DashpayError as exc:
+        return ErrorResponse.from_exception(request.id, exc)
+    except Exception:
+        log.exception("control handler failed conn=%d method=%s", number, request.method)
+        return ErrorResponse(
+            request.id, INTERNAL, f"internal error in {request.method}; see the daemon log"
+        )
+    log.warning(
+        "control request timed out conn=%d method=%s timeout=%g",
+        number,
+        request.method,
+        limits.request_timeout,
+    )
+    return ErrorResponse(
+        request.id,
+        UNAVAILABLE,
+        f"{request.method} did not finish within {limits.request_timeout:g} s; "
+        "check the daemon log and retry",
+    )

@@ -1,0 +1,51 @@
+"""Logging set-up: one line per event, key=value details, journald-friendly.
+
+Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp (the journal adds
+one) and start with a ``<N>`` syslog priority prefix so ``journalctl -p warning``
+works; elsewhere they carry an ISO timestamp for humans.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        text = f"<{priority}>{record.name}: {record.getMessage()}"
+        if record.exc_info:
+            # One record, several lines: the journal keeps them together per stream.
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(level: str = "info", *, stream=None) -> None:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS.get(level, logging.INFO))
+    # Library chatter (httpx logs every request at INFO) is not an operator's event.
+    for noisy in ("httpx", "httpcore", "trio-websocket"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,375 @@
+"""The shared store: MySQL or MariaDB through PyMySQL.
+
+Several daemons (one per wallet, or a standby) and the CLI may use one database at the
+same time, so every unit of work is a short READ COMMITTED transaction and the HD
+counter row is locked with ``SELECT ... FOR UPDATE`` while an index is allocated.
+
+Connections come from a small thread-safe pool (``trio.to_thread.run_sync`` calls
+arrive on varying threads). A connection that raised an OperationalError or
+InterfaceError is closed, never reused. A unit of work that lost its connection before
+COMMIT, or was chosen as a deadlock victim, ran in a transaction the server rolled
+back, so it is retried on a fresh connection; every other failure is reported as
+``Unavailable`` naming the server and database, never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import pymysql
+
+from dashpay.errors import Unavailable
+from dashpay.repository.schema import (
+    SCHEMA_MIGRATIONS_DDL,
+    SqlRepository,
+    closed_error,
+    load_migrations,
+    too_new_message,
+)
+
+log = logging.getLogger("dashpay.repository.mysql")
+
+T = TypeVar("T")
+
+# A caller waits this long for a free pooled connection before the database counts as
+# unavailable; units of work take milliseconds, so only a stuck server runs it out.
+POOL_WAIT_TIMEOUT = 30.0
+# Socket read/write timeout on a connection: longer than InnoDB's default lock wait
+# (50 s) and the migration lock wait, so only a dead server or network trips it.
+IO_TIMEOUT = 90
+# Named advisory lock that serialises migrators across processes (MySQL DDL commits
+# implicitly, so a transaction cannot do it), and how long to wait for it, in seconds.
+MIGRATE_LOCK = "dashpay_migrate"
+MIGRATE_LOCK_TIMEOUT = 30
+# Attempts for a unit of work the server aborted (deadlock victim, lost connection
+# before commit). InnoDB documents deadlocks as normal events to be retried.
+MAX_ATTEMPTS = 3
+# Exact comparisons like SQLite; refuse (not truncate) values that do not fit.
+SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+# Server error codes (MySQL and MariaDB share them).
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_LOCK_DEADLOCK = 1213
+ER_DUP_ENTRY = 1062
+ER_DUP_ENTRY_WITH_KEY_NAME = 1586
+ER_BAD_DB_ERROR = 1049
+ER_ACCESS_DENIED_ERROR = 1045
+ER_NO_SUCH_TABLE = 1146
+CR_CONN_HOST_ERROR = 2003
+CR_SERVER_GONE_ERROR = 2006
+CR_SERVER_LOST = 2013
+ER_CONNECTION_KILLED = 1927  # MariaDB: the server killed this connection
+ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8: idle connection closed by the server
+_CONNECTION_LOST = frozenset(
+    {CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_CONNECTION_KILLED, ER_CLIENT_INTERACTION_TIMEOUT}
+)
+_ROLLED_BACK = frozenset({ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT})
+
+_Connection = pymysql.connections.Connection
+
+
+def _error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    return isinstance(exc, pymysql.InterfaceError) or _error_code(exc) in _CONNECTION_LOST
+
+
+class _Pool:
+    """At most ``size`` open connections; idle ones are reused newest first (a LIFO
+    keeps the fewest connections warm and lets the rest time out server-side)."""
+
+    def __init__(self, connect: Callable[[], _Connection], size: int) -> None:
+        self._connect = connect
+        self._size = size
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self) -> _Connection:
+        if self._closed:
+            raise closed_error("mysql")
+        if not self._slots.acquire(timeout=POOL_WAIT_TIMEOUT):
+            raise Unavailable(
+                f"all {self._size} database connections stayed busy for {POOL_WAIT_TIMEOUT:g} s; "
+                "the database is slow or stuck (or raise pool_size)"
+            )
+        try:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: _Connection, *, reusable: bool) -> None:
+        try:
+            with self._lock:
+                if reusable and not self._closed:
+                    self._idle.put(conn)
+                    return
+            _close_quietly(conn)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = []
+            while True:
+                try:
+                    idle.append(self._idle.get_nowait())
+                except queue.Empty:
+                    break
+        for conn in idle:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: _Connection) -> None:
+    # A broken connection may fail to say goodbye; the server drops the session (and
+    # rolls it back) by itself.
+    with contextlib.suppress(pymysql.MySQLError):
+        conn.close()
+
+
+class MysqlRepository(SqlRepository):
+    backend = "mysql"
+    _for_update = " FOR UPDATE"
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int,
+        user: str,
+        password: str | None,
+        database: str,
+        unix_socket: str | None = None,
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        self.database = database
+        self.where = (
+            f"unix socket {unix_socket}" if unix_socket else f"{host or 'localhost'}:{port}"
+        )
+        self._params: dict[str, Any] = {
+            "host": host or "localhost",
+            "port": port,
+            "user": user,
+            "password": password or "",
+            "database": database,
+            "unix_socket": unix_socket,
+            "charset": "utf8mb4",
+            "autocommit": False,
+            "connect_timeout": connect_timeout,
+            "read_timeout": IO_TIMEOUT,
+            "write_timeout": IO_TIMEOUT,
+        }
+        self._password = password
+        self._user = user
+        self._sql_cache: dict[str, str] = {}
+        self._pool = _Pool(self._connect, pool_size)
+        # Connect once now: a wrong host, password or database is reported at startup,
+        # not at the first request.
+        self._pool.release(self._pool.acquire(), reusable=True)
+
+    # -- connections -------------------------------------------------------------------
+    def _connect(self) -> _Connection:
+        try:
+            conn = pymysql.connect(**self._params)
+        except pymysql.MySQLError as exc:
+            raise self._unavailable("cannot connect to", exc) from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                cur.execute("SET SESSION sql_mode = %s", (SQL_MODE,))
+            conn.commit()
+        except pymysql.MySQLError as exc:
+            _close_quietly(conn)
+            raise self._unavailable("cannot set up a session on", exc) from None
+        return conn
+
+    def _unavailable(self, doing: str, exc: BaseException) -> Unavailable:
+        code = _error_code(exc)
+        args = getattr(exc, "args", ())
+        reason = str(args[1]) if len(args) > 1 else (str(exc) or type(exc).__name__)
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        hint = {
+            ER_BAD_DB_ERROR: (
+                f"create it: CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4, "
+                f"and grant {self._user!r} access to it"
+            ),
+            ER_ACCESS_DENIED_ERROR: "check the user name and password in the database URL",
+            CR_CONN_HOST_ERROR: "is the server running and listening there?",
+            ER_NO_SUCH_TABLE: "the schema is missing: run `dashpay db migrate`",
+        }.get(code or 0)
+        message = f"{doing} MySQL at {self.where} (database {self.database!r}): {reason}"
+        return Unavailable(
+            f"{message}; {hint}" if hint else message,
+            server=self.where,
+            database=self.database,
+            code=code,
+        )
+
+    # -- transport hooks ---------------------------------------------------------------
+    def _run(self, work: Callable[[Any], T], *, write: bool) -> T:
+        attempt = 1
+        while True:
+            conn = self._pool.acquire()
+            reusable = False
+            committing = False
+            try:
+                with conn.cursor() as cur:
+                    if write:
+                        conn.begin()
+                    result = work(cur)
+                    committing = True
+                    conn.commit()
+                reusable = True
+                return result
+            except (pymysql.OperationalError, pymysql.InterfaceError) as exc:
+                aborted = _error_code(exc) in _ROLLED_BACK or (
+                    _lost_connection(exc) and not committing
+                )
+                if aborted and attempt < MAX_ATTEMPTS:
+                    log.warning(
+                        "mysql retry attempt=%d code=%s server=%s",
+                        attempt,
+                        _error_code(exc),
+                        self.where,
+                    )
+                    attempt += 1
+                    continue
+                doing = "lost the connection while committing to" if committing else "cannot use"
+                raise self._unavailable(doing, exc) from None
+            except pymysql.ProgrammingError as exc:
+                reusable = self._rollback(conn)
+                if _error_code(exc) == ER_NO_SUCH_TABLE:
+                    raise self._unavailable("cannot use", exc) from None
+                raise
+            except BaseException:
+                reusable = self._rollback(conn)
+                raise
+            finally:
+                self._pool.release(conn, reusable=reusable)
+
+    @staticmethod
+    def _rollback(conn: _Connection) -> bool:
+        try:
+            conn.rollback()
+        except pymysql.MySQLError:
+            return False
+        return True
+
+    def _read(self, work: Callable[[Any], T]) -> T:
+        return self._run(work, write=False)
+
+    def _write(self, work: Callable[[Any], T]) -> T:
+        return self._run(work, write=True)
+
+    def _execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        if not params:
+            cursor.execute(sql)  # PyMySQL formats (and needs "%" doubled) only with args
+            return cursor
+        query = self._sql_cache.get(sql)
+        if query is None:
+            # Our queries keep "?" and "%" out of string literals; see schema.py.
+            query = self._sql_cache[sql] = sql.replace("%", "%%").replace("?", "%s")
+        cursor.execute(query, tuple(params))
+        return cursor
+
+    def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON DUPLICATE KEY UPDATE {key[0]} = {key[0]}"
+        )
+
+    def _is_unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, pymysql.IntegrityError) and _error_code(exc) in (
+            ER_DUP_ENTRY,
+            ER_DUP_ENTRY_WITH_KEY_NAME,
+        )
+
+    # -- schema ------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        migrations = load_migrations("mysql")
+        known = migrations[-1].version if migrations else 0
+
+        def work(cur: Any) -> list[int]:
+            cur.execute("SELECT GET_LOCK(%s, %s)", (MIGRATE_LOCK, MIGRATE_LOCK_TIMEOUT))
+            if cur.fetchone()[0] != 1:
+                raise Unavailable(
+                    f"another dashpay has been migrating the database {self.database!r} at "
+                    f"{self.where} for over {MIGRATE_LOCK_TIMEOUT} s (lock {MIGRATE_LOCK}); "
+                    "try again when it is done",
+                    server=self.where,
+                    database=self.database,
+                )
+            try:
+                return self._apply(cur, migrations, known)
+            finally:
+                cur.execute("SELECT RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
+
+        applied_now = self._run(work, write=False)
+        for version in applied_now:
+            log.info(
+                "migration applied backend=mysql version=%d server=%s database=%s",
+                version,
+                self.where,
+                self.database,
+            )
+        return applied_now
+
+    def _apply(self, cur: Any, migrations: Sequence[Any], known: int) -> list[int]:
+        """Apply what is missing, holding the migration lock. Each migration's DDL is
+        idempotent, so one interrupted before its version row was written is re-run."""
+        cur.execute(SCHEMA_MIGRATIONS_DDL["mysql"])
+        cur.execute("SELECT version FROM schema_migrations")
+        applied = {int(row[0]) for row in cur.fetchall()}
+        cur.connection.commit()
+        newest = max(applied, default=0)
+        if newest > known:
+            raise Unavailable(
+                too_new_message(newest, known), server=self.where, database=self.database
+            )
+        done: list[int] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                cur.execute(statement)
+            cur.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, time.time_ns() // 1_000_000),
+            )
+            cur.connection.commit()
+            done.append(migration.version)
+        return done
+
+    def schema_version(self) -> int:
+        def work(cur: Any) -> int:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
+            )
+            if cur.fetchone()[0] == 0:
+                return 0
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            return int(cur.fetchone()[0])
+
+        return self._read(work)
+
+    def close(self) -> None:
+        self._pool.close()

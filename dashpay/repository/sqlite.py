@@ -1,0 +1,179 @@
+"""The embedded store: one SQLite file (stdlib ``sqlite3``).
+
+One connection per process, shared by the threads ``trio.to_thread.run_sync`` hands
+work to and serialised by a lock (sqlite3 connections are not safe for concurrent use).
+The connection is in autocommit mode; every write unit of work is an explicit
+``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock up front, so a daemon
+and a ``dashpay db migrate`` in another process serialise instead of failing with
+"database is locked" half-way through. WAL lets readers run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dashpay.errors import Unavailable
+from dashpay.repository.schema import (
+    SCHEMA_MIGRATIONS_DDL,
+    SqlRepository,
+    closed_error,
+    load_migrations,
+    too_new_message,
+)
+
+log = logging.getLogger("dashpay.repository.sqlite")
+
+T = TypeVar("T")
+
+# How long a writer waits for another process's write lock before giving up. Our write
+# transactions last milliseconds; 5 s only runs out when something is badly stuck.
+BUSY_TIMEOUT_MS = 5000
+DIRECTORY_MODE = 0o700  # the database holds callback URLs and settings: owner only
+
+
+class SqliteRepository(SqlRepository):
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot create the directory {self.path.parent} for the SQLite database: "
+                f"{exc.strerror or exc}",
+                path=str(self.path),
+            ) from None
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # autocommit; transactions are explicit
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot open", exc) from None
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable("cannot open", exc) from None
+        if str(mode).lower() != "wal":
+            log.warning("sqlite journal_mode=%s path=%s (WAL is not available here)", mode, path)
+        self._conn: sqlite3.Connection | None = conn
+
+    def _unavailable(self, doing: str, exc: sqlite3.Error) -> Unavailable:
+        reason = str(exc)
+        if "locked" in reason or "busy" in reason:
+            reason += f" (another process held the write lock for more than {BUSY_TIMEOUT_MS} ms)"
+        elif "no such table" in reason:
+            reason += " (the schema is missing: run `dashpay db migrate`)"
+        return Unavailable(
+            f"{doing} the SQLite database {self.path}: {reason}", path=str(self.path)
+        )
+
+    # -- transport hooks ---------------------------------------------------------------
+    def _run(self, work: Callable[[sqlite3.Cursor], T], *, write: bool) -> T:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise closed_error(self.backend)
+            cur = conn.cursor()
+            try:
+                if not write:
+                    return work(cur)
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise self._unavailable("cannot write to", exc) from None
+                try:
+                    result = work(cur)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+                return result
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise self._unavailable("cannot use", exc) from None
+            finally:
+                cur.close()
+
+    def _read(self, work: Callable[[Any], T]) -> T:
+        return self._run(work, write=False)
+
+    def _write(self, work: Callable[[Any], T]) -> T:
+        return self._run(work, write=True)
+
+    def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
+        )
+
+    def _is_unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and exc.sqlite_errorname in (
+            "SQLITE_CONSTRAINT_UNIQUE",
+            "SQLITE_CONSTRAINT_PRIMARYKEY",
+        )
+
+    # -- schema ------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        migrations = load_migrations("sqlite")
+        known = migrations[-1].version if migrations else 0
+
+        def work(cur: sqlite3.Cursor) -> list[int]:
+            # BEGIN IMMEDIATE (in _write) serialises concurrent migrators; SQLite DDL is
+            # transactional, so a failed migration leaves nothing behind.
+            cur.execute(SCHEMA_MIGRATIONS_DDL["sqlite"])
+            applied = {row[0] for row in cur.execute("SELECT version FROM schema_migrations")}
+            newest = max(applied, default=0)
+            if newest > known:
+                raise Unavailable(too_new_message(newest, known), path=str(self.path))
+            done: list[int] = []
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time_ns() // 1_000_000),
+                )
+                done.append(migration.version)
+            return done
+
+        applied_now = self._write(work)
+        for version in applied_now:
+            log.info("migration applied backend=sqlite version=%d path=%s", version, self.path)
+        return applied_now
+
+    def schema_version(self) -> int:
+        def work(cur: sqlite3.Cursor) -> int:
+            exists = cur.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            if exists is None:
+                return 0
+            return int(
+                cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+            )
+
+        return self._read(work)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

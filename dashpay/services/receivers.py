@@ -1,0 +1,150 @@
+"""Receivers: create, show, list, cancel. All business rules for receivers live here;
+the control server only decodes and encodes, the repository only stores."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from dashpay.errors import Conflict, NotFound, PriceUnavailable
+from dashpay.params import (
+    DASH,
+    parse_create_receiver,
+    parse_list_receivers,
+    parse_receiver_id,
+)
+from dashpay.repository.base import STATUSES, NewReceiver, Receiver, Repository
+from dashpay.services.views import receiver_view
+from dashpay.wallet import Wallet
+
+log = logging.getLogger("dashpay.receivers")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverDefaults:
+    expires_after: float  # seconds; 0 = never
+    callback_url: str | None
+
+
+class ReceiverService:
+    """Receiver use cases. ``on_created`` / ``on_cancelled`` tell the payment engine
+    to start or stop watching (it owns the pending table)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        wallet: Wallet,
+        defaults: ReceiverDefaults,
+        *,
+        clock: Callable[[], int] = now_ms,
+        on_created: Callable[[Receiver], Awaitable[None]] | None = None,
+        on_cancelled: Callable[[Receiver], Awaitable[None]] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.wallet = wallet
+        self.defaults = defaults
+        self.clock = clock
+        self.on_created = on_created
+        self.on_cancelled = on_cancelled
+
+    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        request = parse_create_receiver(params)
+        if request.currency != DASH:
+            raise PriceUnavailable(
+                f"no price source is configured for {request.currency}; "
+                "give the amount in DASH (fiat pricing is not available yet)",
+                currency=request.currency,
+            )
+        assert request.amount_duffs is not None
+        created_at = self.clock()
+        expires_after = (
+            self.defaults.expires_after if request.expires_after is None else request.expires_after
+        )
+        new = NewReceiver(
+            wallet_id=self.wallet.wallet_id,
+            chain=self.wallet.chain,
+            amount_duffs=request.amount_duffs,
+            created_at=created_at,
+            expires_at=None if expires_after == 0 else created_at + int(expires_after * 1000),
+            callback_url=request.callback_url or self.defaults.callback_url,
+            description=request.description,
+            username=request.username,
+            idempotency_key=request.idempotency_key,
+        )
+        receiver, created = await trio.to_thread.run_sync(
+            self.repo.create_receiver, new, self.wallet.address
+        )
+        if not created:
+            if receiver.wallet_id != self.wallet.wallet_id:
+                raise Conflict(
+                    "idempotency_key was already used for a receiver of another wallet; "
+                    "use a fresh key"
+                )
+            if receiver.amount_duffs != new.amount_duffs:
+                raise Conflict(
+                    f"idempotency_key {request.idempotency_key!r} was already used for "
+                    f"receiver {receiver.receiver_id} with a different amount; "
+                    "use a fresh key for a new request",
+                    receiver_id=receiver.receiver_id,
+                )
+        else:
+            log.info(
+                "receiver created id=%d index=%d address=%s amount_duffs=%d",
+                receiver.receiver_id,
+                receiver.hd_index,
+                receiver.address,
+                receiver.amount_duffs,
+            )
+            if self.on_created is not None:
+                await self.on_created(receiver)
+        view = receiver_view(receiver)
+        view["created"] = created
+        return view
+
+    async def get(self, params: dict[str, Any]) -> dict[str, Any]:
+        receiver_id = parse_receiver_id(params)
+
+        def load() -> tuple[Receiver | None, list]:
+            receiver = self.repo.get_receiver(receiver_id)
+            payments = self.repo.list_payments(receiver_id) if receiver else []
+            return receiver, payments
+
+        receiver, payments = await trio.to_thread.run_sync(load)
+        if receiver is None:
+            raise NotFound(f"no receiver with id {receiver_id}", receiver_id=receiver_id)
+        return receiver_view(receiver, payments)
+
+    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
+        request = parse_list_receivers(params, STATUSES)
+        receivers = await trio.to_thread.run_sync(
+            lambda: self.repo.list_receivers(
+                wallet_id=self.wallet.wallet_id,
+                status=request.status,
+                limit=request.limit,
+                before_id=request.before_id,
+            )
+        )
+        more = len(receivers) == request.limit
+        return {
+            "receivers": [receiver_view(r) for r in receivers],
+            "next_before_id": receivers[-1].receiver_id if more and receivers else None,
+        }
+
+    async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
+        receiver_id = parse_receiver_id(params)
+        receiver = await trio.to_thread.run_sync(
+            self.repo.cancel_receiver, receiver_id, self.clock()
+        )
+        log.info("receiver cancelled id=%d", receiver_id)
+        if self.on_cancelled is not None:
+            await self.on_cancelled(receiver)
+        return receiver_view(receiver)

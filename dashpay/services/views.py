@@ -1,0 +1,74 @@
+"""The JSON shapes of receivers and payments: what `receiver show --json` prints, what
+the control socket returns and what callbacks carry. One definition, used everywhere."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dashpay.money import format_dash
+from dashpay.repository.base import Payment, Receiver
+
+
+def iso_time(ms: int | None) -> str | None:
+    """Unix milliseconds as ISO 8601 UTC with millisecond precision, e.g.
+    2026-11-26T07:14:11.123Z."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def payment_uri(address: str, amount_duffs: int) -> str:
+    """BIP21-style URI that Dash wallets understand: dash:ADDRESS?amount=1.5"""
+    return f"dash:{address}?amount={format_dash(amount_duffs)}"
+
+
+def receiver_view(receiver: Receiver, payments: list[Payment] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "receiver_id": receiver.receiver_id,
+        "address": receiver.address,
+        "hd_index": receiver.hd_index,
+        "chain": receiver.chain,
+        "status": receiver.status,
+        "amount_duffs": receiver.amount_duffs,
+        "amount_dash": format_dash(receiver.amount_duffs),
+        "received_duffs": receiver.received_duffs,
+        "received_dash": format_dash(receiver.received_duffs),
+        "overpaid": receiver.overpaid,
+        "late": receiver.late,
+        "fiat_amount": receiver.fiat_amount,
+        "fiat_currency": receiver.fiat_currency,
+        "rate": receiver.rate,
+        "rate_provider": receiver.rate_provider,
+        "rate_fetched_at": iso_time(receiver.rate_fetched_at),
+        "callback_url": receiver.callback_url,
+        "description": receiver.description,
+        "username": receiver.username,
+        "idempotency_key": receiver.idempotency_key,
+        "created_at": iso_time(receiver.created_at),
+        "expires_at": iso_time(receiver.expires_at),
+        "paid_at": iso_time(receiver.paid_at),
+        "settled_at": iso_time(receiver.settled_at),
+        "closed_at": iso_time(receiver.closed_at),
+        "updated_at": iso_time(receiver.updated_at),
+        "payment_uri": payment_uri(receiver.address, receiver.amount_duffs),
+    }
+    if payments is not None:
+        view["payments"] = [payment_view(p) for p in payments]
+    return view
+
+
+def payment_view(payment: Payment) -> dict[str, Any]:
+    return {
+        "txid": payment.txid,
+        "address": payment.address,
+        "amount_duffs": payment.amount_duffs,
+        "amount_dash": format_dash(payment.amount_duffs),
+        "instant_locked": payment.instant_locked,
+        "confirmations": payment.confirmations,
+        "block_height": payment.block_height,
+        "dropped": payment.dropped,
+        "first_seen_at": iso_time(payment.first_seen_at),
+        "updated_at": iso_time(payment.updated_at),
+    }

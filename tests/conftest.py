@@ -1,0 +1,228 @@
+"""Fixtures shared by the integration tests: real daemons in subprocesses, the CLI as
+a subprocess, and fresh MariaDB databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# BIP44 account key from dash-keys.md (seed bytes 0..63, m/44'/5'/0'), mainnet.
+TEST_XPUB = "xpub6DSwpQgH8k21nE2z2tyoA7sXf1LBFCimaxuEGMUf7PAFWgqBbSjjGurUw8Stqo3H8y8eFVCzQctpADgP1TFdhGeqU9kwHG4Q1WhmFU7nzgM"
+TEST_XPUB_ADDRESSES = [
+    "XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8o9",
+    "XedpUBKf5mhLTiBTF8tMi12PSsdiL1tG1i",
+    "XiPRFF2D1SjT2NyMJ9viApx8snXkL6pfzL",
+]
+
+
+def require(kind: str) -> bool:
+    return os.environ.get(f"DASHPAY_REQUIRE_{kind}") == "1"
+
+
+def mysql_url_or_skip() -> str:
+    url = os.environ.get("DASHPAY_TEST_MYSQL_URL")
+    if not url:
+        if require("MYSQL"):
+            pytest.fail("DASHPAY_REQUIRE_MYSQL=1 but DASHPAY_TEST_MYSQL_URL is not set")
+        pytest.skip("no MariaDB test server (run tests/run, or tests/mariadb-server start)")
+    return url
+
+
+def _mysql_connect(url: str, database: str | None):
+    import pymysql
+
+    parts = urlsplit(url)
+    query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+    return pymysql.connect(
+        host=parts.hostname or "localhost",
+        port=parts.port or 3306,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+        unix_socket=unquote(query["unix_socket"]) if "unix_socket" in query else None,
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def mysql_database_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test; dropped afterwards."""
+    base = mysql_url_or_skip()
+    name = f"dashpay_t_{secrets.token_hex(6)}"
+    conn = _mysql_connect(base, None)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    parts = urlsplit(base)
+    yield parts._replace(path=f"/{name}").geturl()
+    conn = _mysql_connect(base, None)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory path: Unix socket paths must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHPAY_")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("DASHPAY_TEST_")})
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("JOURNAL_STREAM", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> CliResult:
+    """Run `dashpay ARGS` as a real subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dashpay", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=timeout,
+        cwd=REPO,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_config(directory: Path, database_url: str, **sections: dict[str, object]) -> Path:
+    """A config file for a test daemon; `sections` override/add TOML tables."""
+    data: dict[str, dict[str, object]] = {
+        "wallet": {"xpub": TEST_XPUB, "network": "mainnet"},
+        "database": {"url": database_url},
+        "control": {"socket": str(directory / "control.sock")},
+        # Nothing listens on port 9 (discard) here: Insight is unreachable unless a test
+        # starts a peer and overrides this.
+        "insight": {"url": "http://127.0.0.1:9/insight-api"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in data.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@dataclass
+class DaemonProcess:
+    config: Path
+    socket: Path
+    proc: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, timeout: float = 30) -> CliResult:
+        return run_cli("--config", str(self.config), *args, env=self.env, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon did not stop on {sig}:\n{self.log()}") from None
+        return self.proc.returncode
+
+
+def start_daemon(
+    config: Path,
+    *,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    wait: bool = True,
+) -> DaemonProcess:
+    directory = config.parent
+    log_path = directory / f"daemon-{secrets.token_hex(3)}.log"
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashpay", "--config", str(config), "serve", *args],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=cli_env(env),
+        cwd=REPO,
+    )
+    log_file.close()
+    import tomllib
+
+    socket = Path(tomllib.loads(config.read_text())["control"]["socket"])
+    daemon = DaemonProcess(config, socket, proc, log_path, env or {})
+    if wait:
+        wait_ready(daemon)
+    return daemon
+
+
+def wait_ready(daemon: DaemonProcess, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
+        if daemon.socket.exists():
+            last = daemon.cli("status", "--json")
+            if last.code == 0:
+                return last.json()
+        time.sleep(0.05)
+    raise AssertionError(f"daemon not ready after {timeout}s (last: {last}):\n{daemon.log()}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def database_url(request, short_tmp) -> str:
+    """A fresh database URL for each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{short_tmp / 'dashpay.sqlite3'}"
+    return request.getfixturevalue("mysql_database_url")
+
+
+@pytest.fixture
+def daemon(short_tmp, database_url) -> Iterator[DaemonProcess]:
+    """A running `dashpay serve` on a fresh database (both backends)."""
+    config = write_config(short_tmp, database_url)
+    proc = start_daemon(config)
+    yield proc
+    proc.stop()
