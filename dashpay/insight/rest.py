@@ -1,0 +1,854 @@
+"""Insight REST client: the daemon's way to read address histories, single txs, blocks
+and ChainLocks from an Insight server (dashevo/insight-api on dashcore-node).
+
+Why a module of its own: the socket only tells us about what happens while we are
+connected, so bootstrap, every reconnect and ``dashpay rescan`` rebuild the truth from
+REST. That path must be exact (money), bounded (a broken or hostile server must not make
+us hammer it, hang, or buffer gigabytes) and complete (a history read while the mempool
+moves must not silently lose a transaction).
+
+Two layers, as in the rest of ``insight/``:
+- pure parsers (``parse_tx``, ``parse_history_page``, ``parse_block``, ``parse_status``,
+  ``parse_chainlock``) that turn decoded JSON into values or raise ``InsightMalformed``;
+- ``InsightRest``, a thin httpx-on-trio shell with retries, a shared rate-limit pause,
+  a concurrency limit and a response size limit.
+
+Wire facts used here are in ``docs/insight-protocol.md`` §3 and §4: errors are not JSON
+(400 ``"<message>. Code:<n>"``, 404 ``Not found``, 503 plain text, 429 JSON); ``POST
+/addrs/txs`` takes ``addrs`` as one comma-separated string and windows ``from``/``to`` of
+at most 50; ``vout[].value`` is a DASH string; mempool txs have ``blockheight`` -1 and no
+``blockhash``; REST ``txlock`` is cached until the next block and is true for
+InstantSend *or* ChainLock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+import trio
+
+from dashpay import __version__
+from dashpay.insight.events import SOURCE_REST, TxObserved, frozen_outputs
+from dashpay.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
+
+log = logging.getLogger(__name__)
+
+# --- limits, each with its reason -------------------------------------------------------
+
+# Largest successful response body we buffer (after content decoding, so a gzip bomb is
+# caught too). The biggest answer we ask for is one history page: 50 txs. A standard Dash
+# tx is at most 100 kB; Insight's JSON for it (hex + asm scripts, per-input fields) is
+# roughly 4x that, so a worst-case page is ~20 MB even if the server ignores our
+# noAsm/noScriptSig flags. 32 MiB fits that with room to spare and still bounds the
+# memory a broken or hostile server can make the daemon hold per request (times
+# `concurrency`).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Error bodies are only shown to people as an excerpt; there is no reason to read more.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+ERROR_EXCERPT_CHARS = 200
+# dashd's maxTransactionHistory: a wider window is answered with 503 (protocol §3).
+MAX_PAGE_SIZE = 50
+# Addresses per POST /addrs/txs. 1000 addresses are ~36 kB of body, well under the
+# 100 kB default limit of express's body parser in front of insight-api.
+MAX_ADDRESS_BATCH = 1000
+# Receiver addresses are single-use; a batch whose history is longer than this is a
+# misconfiguration (someone else's busy address) or a hostile server, and paging through
+# it would cost thousands of requests against a 10,800-per-3-hours rate limit.
+MAX_HISTORY_ITEMS = 100_000
+# Reads of one batch before giving up when its history keeps moving under us (a new or
+# evicted mempool tx shifts the pages). Each pass is cheap; the next rescan tries again.
+MAX_HISTORY_PASSES = 3
+# Longest Retry-After we wait inside a call. insight-api's limiter has a fixed 3-hour
+# window; sleeping that long inside a rescan would hold it hostage, so a longer pause
+# fails fast with InsightUnavailable (and later calls keep respecting the pause).
+MAX_RETRY_AFTER = 300.0
+# Trimming flags insight-api reads from the query string only, even on POST (§3): they
+# drop scripts and spent info we never use, which shrinks each history page severalfold.
+HISTORY_QUERY = {"noAsm": "1", "noScriptSig": "1", "noSpent": "1"}
+
+_NETWORKS = {"livenet": "mainnet", "mainnet": "mainnet", "testnet": "testnet", "regtest": "regtest"}
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# Base58 alphabet, P2PKH/P2SH lengths; anything else is not an address Insight decoded.
+_ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
+_NO_CHAINLOCK = "unable to find any chainlock"  # dashd's getbestchainlock error text
+_USER_AGENT = f"dashpay/{__version__}"
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class InsightError(Exception):
+    """Insight did not give a usable answer. The message names the request path (never
+    the host's credentials or query), the HTTP status and an excerpt of the body."""
+
+    def __init__(self, message: str, *, path: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.status = status
+
+
+class InsightUnavailable(InsightError):
+    """Network errors, timeouts, 5xx or 429 that outlasted the retries: try later."""
+
+
+class InsightRejected(InsightError):
+    """A 4xx other than 404/429: the request itself is wrong (e.g. an address for another
+    network). Retrying the same request will not help."""
+
+
+class InsightMalformed(InsightError):
+    """A payload that does not have the documented shape; ``field`` says where."""
+
+    def __init__(self, what: str, field: str, reason: str, *, txid: str | None = None) -> None:
+        where = f"{what} {txid}" if txid else what
+        super().__init__(f"Insight sent a malformed {where}: {field} {reason}")
+        self.field = field
+        self.reason = reason
+        self.txid = txid
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (from {self.path})" if self.path else text
+
+
+# --- values -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    hash: str
+    height: int
+    previous_hash: str | None  # None only for the genesis block
+    confirmations: int  # Insight reports -1 for a block that left the main chain
+    is_main_chain: bool
+    time: int  # unix seconds, from the block header
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLockInfo:
+    block_hash: str
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    network: str  # "mainnet" | "testnet" | "regtest"
+    blocks: int
+    version: int  # dashd's version number, e.g. 180002
+    raw: Mapping[str, Any]  # the whole `info` object, for display
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    total_items: int
+    items: list[Any]  # raw tx objects; parse each with parse_tx
+
+
+# --- pure parsers -----------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _hex64(value: object) -> str | None:
+    if isinstance(value, str) and _HEX64.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def parse_tx(item: object) -> TxObserved:
+    """A REST tx object (``/tx/<txid>`` or one ``/addrs/txs`` item) as a TxObserved.
+
+    ``outputs`` sums, per address, the outputs that pay exactly one address; outputs
+    without one (OP_RETURN, bare multisig, P2PK) are not payments to an address and are
+    left out. Amounts come from the ``value`` DASH string through Decimal and must agree
+    with ``valueSat`` when the server sends it. Raises InsightMalformed naming the field.
+    """
+    if not isinstance(item, dict):
+        raise InsightMalformed("tx", "item", f"is a {type(item).__name__}, not an object")
+    txid = _hex64(item.get("txid"))
+    if txid is None:
+        raise InsightMalformed("tx", "txid", f"{_show(item.get('txid'))} is not 64 hex digits")
+
+    def bad(field: str, reason: str) -> InsightMalformed:
+        return InsightMalformed("tx", field, reason, txid=txid)
+
+    vout = item.get("vout")
+    if not isinstance(vout, list):
+        raise bad("vout", "is missing or not a list")
+    outputs: dict[str, int] = {}
+    for index, out in enumerate(vout):
+        field = f"vout[{index}]"
+        if not isinstance(out, dict):
+            raise bad(field, "is not an object")
+        script = out.get("scriptPubKey")
+        if script is None:
+            continue
+        if not isinstance(script, dict):
+            raise bad(f"{field}.scriptPubKey", "is not an object")
+        addresses = script.get("addresses")
+        if addresses is None:
+            continue
+        if not isinstance(addresses, list):
+            raise bad(f"{field}.scriptPubKey.addresses", "is not a list")
+        if len(addresses) != 1:
+            continue  # bare multisig and the like: not a payment to one address
+        address = addresses[0]
+        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+            raise bad(f"{field}.scriptPubKey.addresses", f"{_show(address)} is not an address")
+        try:
+            duffs = insight_dash_to_duffs(out.get("value"))
+        except AmountError as exc:
+            raise bad(f"{field}.value", f"{_show(out.get('value'))}: {exc}") from None
+        if duffs > MAX_DUFFS:
+            raise bad(f"{field}.value", f"{_show(out.get('value'))} is over 21,000,000 DASH")
+        value_sat = out.get("valueSat")
+        if value_sat is not None and (not _is_int(value_sat) or value_sat != duffs):
+            raise bad(f"{field}.valueSat", f"{_show(value_sat)} disagrees with value {duffs} duffs")
+        outputs[address] = outputs.get(address, 0) + duffs
+
+    height = item.get("blockheight")
+    if height is None or height == -1:
+        block_height = None
+    elif _is_int(height) and height >= 0:
+        block_height = height
+    else:
+        raise bad("blockheight", f"{_show(height)} is not a height or -1")
+
+    confirmations = item.get("confirmations")
+    if confirmations is not None and not (_is_int(confirmations) and confirmations >= 0):
+        raise bad("confirmations", f"{_show(confirmations)} is not a count")
+
+    txlock = item.get("txlock", False)
+    if not isinstance(txlock, bool):
+        raise bad("txlock", f"{_show(txlock)} is not true/false")
+
+    return TxObserved(
+        txid=txid,
+        outputs=frozen_outputs(outputs),
+        instant_locked=txlock,
+        block_height=block_height,
+        confirmations=confirmations,
+        source=SOURCE_REST,
+    )
+
+
+def parse_history_page(payload: object) -> HistoryPage:
+    """The envelope of a ``POST /addrs/txs`` answer: ``{totalItems, from, to, items}``."""
+    if not isinstance(payload, dict):
+        raise InsightMalformed("history page", "body", f"is a {type(payload).__name__}")
+    total = payload.get("totalItems")
+    if not (_is_int(total) and total >= 0):
+        raise InsightMalformed("history page", "totalItems", f"{_show(total)} is not a count")
+    items = payload.get("items")
+    if not isinstance(items, list):
+        raise InsightMalformed("history page", "items", "is missing or not a list")
+    return HistoryPage(total_items=total, items=items)
+
+
+def parse_block(payload: object) -> BlockInfo:
+    """A ``GET /block/<hash>`` answer."""
+    if not isinstance(payload, dict):
+        raise InsightMalformed("block", "body", f"is a {type(payload).__name__}")
+    block_hash = _hex64(payload.get("hash"))
+    if block_hash is None:
+        raise InsightMalformed("block", "hash", f"{_show(payload.get('hash'))} is not 64 hex")
+
+    def bad(field: str, reason: str) -> InsightMalformed:
+        return InsightMalformed("block", field, reason, txid=block_hash)
+
+    height = payload.get("height")
+    if not (_is_int(height) and height >= 0):
+        raise bad("height", f"{_show(height)} is not a height")
+    previous = payload.get("previousblockhash")
+    previous_hash = None if previous is None else _hex64(previous)
+    if previous is not None and previous_hash is None:
+        raise bad("previousblockhash", f"{_show(previous)} is not 64 hex digits")
+    confirmations = payload.get("confirmations")
+    if not _is_int(confirmations):
+        raise bad("confirmations", f"{_show(confirmations)} is not an integer")
+    main = payload.get("isMainChain")
+    if not isinstance(main, bool):
+        raise bad("isMainChain", f"{_show(main)} is not true/false")
+    block_time = payload.get("time")
+    if not (_is_int(block_time) and block_time >= 0):
+        raise bad("time", f"{_show(block_time)} is not a unix time")
+    return BlockInfo(block_hash, height, previous_hash, confirmations, main, block_time)
+
+
+def parse_status(payload: object) -> NodeStatus:
+    """A ``GET /status?q=getInfo`` answer; dashcore-lib's "livenet" is our "mainnet"."""
+    info = payload.get("info") if isinstance(payload, dict) else None
+    if not isinstance(info, dict):
+        raise InsightMalformed("status", "info", "is missing or not an object")
+    name = info.get("network")
+    network = _NETWORKS.get(name) if isinstance(name, str) else None
+    if network is None:
+        raise InsightMalformed(
+            "status", "network", f"{_show(info.get('network'))} is not mainnet/testnet/regtest"
+        )
+    blocks = info.get("blocks")
+    if not (_is_int(blocks) and blocks >= 0):
+        raise InsightMalformed("status", "blocks", f"{_show(blocks)} is not a height")
+    version = info.get("version")
+    if not (_is_int(version) and version >= 0):
+        raise InsightMalformed("status", "version", f"{_show(version)} is not a version number")
+    return NodeStatus(network=network, blocks=blocks, version=version, raw=info)
+
+
+def parse_chainlock(payload: object) -> ChainLockInfo | None:
+    """A ``GET /status?q=getBestChainLock`` answer. None when there is no ChainLock yet,
+    or when the server predates that query (it then answers getInfo instead)."""
+    if not isinstance(payload, dict):
+        raise InsightMalformed("chainlock", "body", f"is a {type(payload).__name__}")
+    lock = payload.get("bestchainlock")
+    if lock is None:
+        return None
+    if not isinstance(lock, dict):
+        raise InsightMalformed("chainlock", "bestchainlock", "is not an object")
+    block_hash = _hex64(lock.get("blockhash"))
+    if block_hash is None:
+        raise InsightMalformed(
+            "chainlock", "blockhash", f"{_show(lock.get('blockhash'))} is not 64 hex digits"
+        )
+    height = lock.get("height")
+    if not (_is_int(height) and height >= 0):
+        raise InsightMalformed("chainlock", "height", f"{_show(height)} is not a height")
+    return ChainLockInfo(block_hash=block_hash, height=height)
+
+
+def _show(value: object) -> str:
+    """A short, log-safe rendering of a hostile value."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _excerpt(body: bytes) -> str:
+    """Printable, one-line, bounded text of an error body."""
+    text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(text) > ERROR_EXCERPT_CHARS:
+        text = text[: ERROR_EXCERPT_CHARS - 3] + "..."
+    return text or "(empty body)"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity. Raises ValueError."""
+    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+
+
+def _is_route_missing(body: bytes) -> bool:
+    """True for the 404s that mean "no such route" (wrong URL prefix) rather than "no
+    such tx/block": insight-api's JSON 404 for unknown routes under its prefix, and
+    express's HTML "Cannot GET" page outside it. A real miss is plain ``Not found``."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        return True
+    return "Cannot GET" in text or "Cannot POST" in text or text.lower().startswith("<!doctype")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """The Retry-After header (RFC 9110 §10.2.3: seconds or an HTTP date) in seconds."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# --- the client -------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class InsightRest:
+    """REST client for one Insight server. Safe to share between tasks.
+
+    Every public method may be cancelled at any point; nothing is left half-done except
+    a shared rate-limit pause, which is meant to outlive the call that saw the 429.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        address_batch: int = 100,
+        page_size: int = 50,
+        concurrency: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        url = _check_base_url(base_url)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        if backoff_initial < 0 or backoff_max < backoff_initial:
+            raise ValueError("backoff needs 0 <= backoff_initial <= backoff_max")
+        if not 1 <= address_batch <= MAX_ADDRESS_BATCH:
+            raise ValueError(f"address_batch must be 1..{MAX_ADDRESS_BATCH}, got {address_batch}")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(
+                f"page_size must be 1..{MAX_PAGE_SIZE} (Insight's largest window), got {page_size}"
+            )
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be positive")
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._address_batch = address_batch
+        self._page_size = page_size
+        self._max_response_bytes = max_response_bytes
+        self._base_path = url.path  # ends with "/"; used in messages instead of the URL
+        self._password = url.password or ""
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._not_before = float("-inf")  # trio clock; shared pause after a 429
+        self._random = random.Random()
+        self._client = httpx.AsyncClient(
+            base_url=url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+        )
+        self.requests_made = 0
+
+    async def __aenter__(self) -> InsightRest:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- public calls -------------------------------------------------------------------
+
+    async def status(self) -> NodeStatus:
+        """The node's network, height and version (``GET /status?q=getInfo``)."""
+        payload = await self._get_json("status", {"q": "getInfo"})
+        return self._parsed(parse_status, payload, "status")
+
+    async def best_chainlock(self) -> ChainLockInfo | None:
+        """The best ChainLock dashd knows, or None if it has none yet."""
+        try:
+            payload = await self._get_json("status", {"q": "getBestChainLock"})
+        except InsightRejected as exc:
+            if _NO_CHAINLOCK in str(exc).lower():
+                return None
+            raise
+        return self._parsed(parse_chainlock, payload, "status")
+
+    async def tx(self, txid: str) -> TxObserved | None:
+        """One transaction, or None if Insight does not know it (never mined, or dropped
+        from the mempool). Note: REST ``txlock`` may lag until the next block."""
+        wanted = _hex64(txid)
+        if wanted is None:
+            raise ValueError(f"txid {_show(txid)} is not 64 hex digits")
+        status, body = await self._request("GET", f"tx/{wanted}")
+        if status == 404:
+            return self._not_found(f"tx/{wanted}", body)
+        payload = self._decode(f"tx/{wanted}", body)
+        tx = self._parsed(parse_tx, payload, f"tx/{wanted}")
+        if tx.txid != wanted:
+            raise InsightError(
+                f"Insight GET {self._base_path}tx/{wanted}: answered with tx {tx.txid}",
+                path=f"{self._base_path}tx/{wanted}",
+            )
+        return tx
+
+    async def block(self, block_hash: str) -> BlockInfo | None:
+        """One block, or None if Insight does not know it."""
+        wanted = _hex64(block_hash)
+        if wanted is None:
+            raise ValueError(f"block hash {_show(block_hash)} is not 64 hex digits")
+        status, body = await self._request("GET", f"block/{wanted}")
+        if status == 404:
+            return self._not_found(f"block/{wanted}", body)
+        block = self._parsed(parse_block, self._decode(f"block/{wanted}", body), f"block/{wanted}")
+        if block.hash != wanted:
+            raise InsightError(
+                f"Insight GET {self._base_path}block/{wanted}: answered with block {block.hash}",
+                path=f"{self._base_path}block/{wanted}",
+            )
+        return block
+
+    async def address_history(
+        self, addresses: Sequence[str], *, skipped: set[str] | None = None
+    ) -> list[TxObserved]:
+        """Every transaction touching ``addresses`` (mempool and confirmed), once each.
+
+        Addresses go ``address_batch`` at a time to ``POST /addrs/txs``, paged by
+        ``page_size``; up to ``concurrency`` requests are in flight. A batch is re-read
+        when its pages disagree (a tx entered or left the mempool while we paged: the
+        totals differ, a page is short, or an item shows up twice), so such a shift never
+        loses a tx; after MAX_HISTORY_PASSES restless reads it raises InsightUnavailable.
+
+        A malformed item is logged and skipped instead of failing the whole history; its
+        txid is added to ``skipped`` if given ("" when the txid itself is unreadable).
+        A caller that treats "absent from history" as "dropped" must not do so for
+        those txids, and must treat the history as incomplete when "" is in the set.
+        """
+        for address in addresses:
+            if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+                raise ValueError(f"{_show(address)} is not a Dash address")
+        unique = list(dict.fromkeys(addresses))
+        results: dict[str, TxObserved] = {}
+        batches = [
+            unique[i : i + self._address_batch] for i in range(0, len(unique), self._address_batch)
+        ]
+        await self._run_all(
+            [_bind(self._batch_history, batch, results, skipped) for batch in batches]
+        )
+        return list(results.values())
+
+    # --- history ------------------------------------------------------------------------
+
+    async def _batch_history(
+        self, batch: list[str], results: dict[str, TxObserved], skipped: set[str] | None
+    ) -> None:
+        for attempt in range(1, MAX_HISTORY_PASSES + 1):
+            first = await self._history_page(batch, 0, self._page_size)
+            total = first.total_items
+            if total > MAX_HISTORY_ITEMS:
+                raise InsightError(
+                    f"Insight reports {total} transactions for a batch of {len(batch)} "
+                    f"addresses, more than the {MAX_HISTORY_ITEMS} a payment processor's "
+                    "single-use addresses can have; check that the wallet's addresses are "
+                    "not shared with something else",
+                    path=f"{self._base_path}addrs/txs",
+                )
+            pages: dict[int, HistoryPage] = {0: first}
+            await self._run_all(
+                [
+                    _bind(self._fetch_page, batch, start, total, pages)
+                    for start in range(self._page_size, total, self._page_size)
+                ]
+            )
+            found, bad_txids, unreadable = _parse_pages(pages)
+            seen = len(found) + len(bad_txids) + unreadable
+            # Complete iff every page saw the same total, no page came back short, and no
+            # item was counted twice: a duplicate means the list shifted between pages,
+            # so some other item may have slipped past unseen.
+            consistent = all(page.total_items == total for page in pages.values()) and all(
+                len(page.items) >= min(start + self._page_size, total) - start
+                for start, page in pages.items()
+            )
+            if consistent and seen >= total:
+                for tx in found.values():
+                    _merge(results, tx)
+                if skipped is not None:
+                    skipped.update(bad_txids)
+                    if unreadable:
+                        skipped.add("")
+                return
+            log.info(
+                "insight_history_moved addresses=%d total=%d seen=%d pass=%d",
+                len(batch),
+                total,
+                seen,
+                attempt,
+            )
+        raise InsightUnavailable(
+            f"Insight POST {self._base_path}addrs/txs: the history of {len(batch)} addresses "
+            f"changed during each of {MAX_HISTORY_PASSES} reads (busy mempool); try again"
+        )
+
+    async def _fetch_page(
+        self, batch: list[str], start: int, total: int, pages: dict[int, HistoryPage]
+    ) -> None:
+        pages[start] = await self._history_page(batch, start, min(start + self._page_size, total))
+
+    async def _history_page(self, batch: list[str], start: int, end: int) -> HistoryPage:
+        path = "addrs/txs"
+        body = {"addrs": ",".join(batch), "from": start, "to": end}
+        status, raw = await self._request("POST", path, params=HISTORY_QUERY, json_body=body)
+        if status == 404:
+            raise self._route_error("POST", path)
+        return self._parsed(parse_history_page, self._decode(path, raw), path)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        status, body = await self._request("GET", path, params=params)
+        if status == 404:
+            raise self._route_error("GET", path)
+        return self._decode(path, body)
+
+    def _decode(self, path: str, body: bytes) -> Any:
+        try:
+            return decode_json(body)
+        except ValueError:
+            raise InsightError(
+                f"Insight {self._base_path}{path}: answered with a body that is not JSON "
+                f"({_excerpt(body)}); check that the Insight URL points at the API prefix",
+                path=self._base_path + path,
+                status=200,
+            ) from None
+
+    def _parsed(self, parser: Callable[[Any], Any], payload: Any, path: str) -> Any:
+        try:
+            return parser(payload)
+        except InsightMalformed as exc:
+            exc.path = self._base_path + path
+            raise
+
+    def _not_found(self, path: str, body: bytes) -> None:
+        if _is_route_missing(body):
+            raise self._route_error("GET", path)
+        return None
+
+    def _route_error(self, method: str, path: str) -> InsightError:
+        return InsightError(
+            f"Insight {method} {self._base_path}{path}: HTTP 404, no such route; check the "
+            "Insight URL's path prefix (usually /insight-api, sometimes /insight-api-dash "
+            "or /api)",
+            path=self._base_path + path,
+            status=404,
+        )
+
+    async def _run_all(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
+        """Run ``jobs`` concurrently. The first InsightError cancels the rest and is
+        raised as itself, not inside an ExceptionGroup, so callers can catch it by type."""
+        if len(jobs) == 1:
+            await jobs[0]()
+            return
+        failures: list[InsightError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run(job: Callable[[], Awaitable[None]]) -> None:
+                try:
+                    await job()
+                except InsightError as exc:
+                    failures.append(exc)
+                    nursery.cancel_scope.cancel()
+
+            for job in jobs:
+                nursery.start_soon(run, job)
+        if failures:
+            raise failures[0]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> tuple[int, bytes]:
+        """Send with retries. Returns (status, body) for 2xx and 404 only.
+
+        Retried: network errors, timeouts, 5xx and 429, with jittered exponential
+        backoff; a 429 also pauses every other request of this client until its
+        Retry-After (or backoff) has passed. Not retried: other 4xx (InsightRejected),
+        redirects and oversized bodies (InsightError).
+        """
+        shown = self._base_path + path  # path only: the URL may carry credentials
+        failure = ""
+        for attempt in range(1, self._max_attempts + 1):
+            await self._wait_for_pause(method, shown)
+            retry_after: float | None = None
+            rate_limited = False
+            try:
+                async with self._limiter:
+                    self.requests_made += 1
+                    with trio.move_on_after(self._timeout) as scope:
+                        status, headers, body = await self._send(method, path, params, json_body)
+                if scope.cancelled_caught:
+                    raise httpx.TimeoutException(f"no complete answer within {self._timeout}s")
+            except httpx.RequestError as exc:
+                failure = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no details'}"
+            except _TooLarge:
+                raise InsightError(
+                    f"Insight {method} {shown}: response larger than "
+                    f"{self._max_response_bytes} bytes, refused",
+                    path=shown,
+                ) from None
+            else:
+                if 200 <= status < 300 or status == 404:
+                    return status, body
+                failure = f"HTTP {status}: {_excerpt(body)}"
+                if 300 <= status < 400:
+                    location = self._scrub(headers.get("location", "?"))
+                    raise InsightError(
+                        f"Insight {method} {shown}: redirected ({status}) to {location}; "
+                        "set the Insight URL to the final address",
+                        path=shown,
+                        status=status,
+                    )
+                if 400 <= status < 500 and status != 429:
+                    raise InsightRejected(
+                        f"Insight {method} {shown}: {failure}", path=shown, status=status
+                    )
+                if status == 429:
+                    rate_limited = True
+                    retry_after = retry_after_seconds(headers.get("retry-after"))
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if rate_limited:
+                # Everyone waits, not just this request: the limit is per client.
+                self._pause_all(delay)
+            if attempt == self._max_attempts:
+                break
+            log.warning(
+                "insight_retry method=%s path=%s attempt=%d delay=%.2f reason=%s",
+                method,
+                shown,
+                attempt,
+                delay,
+                failure,
+            )
+            if not rate_limited:
+                await trio.sleep(delay)  # a 429 pause is waited for at the loop's top
+        raise InsightUnavailable(
+            f"Insight {method} {shown}: gave up after {self._max_attempts} attempts; "
+            f"last: {failure}",
+            path=shown,
+        )
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One exchange; reads at most the size limit of the body (a short excerpt for
+        error statuses, which are only ever shown to people)."""
+        async with self._client.stream(method, path, params=params, json=json_body) as response:
+            ok = 200 <= response.status_code < 300
+            limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
+            declared = response.headers.get("content-length", "")
+            if ok and declared.isascii() and declared.isdigit() and int(declared) > limit:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    if ok:
+                        raise _TooLarge
+                    break
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
+
+    def _pause_all(self, delay: float) -> None:
+        self._not_before = max(self._not_before, trio.current_time() + delay)
+
+    async def _wait_for_pause(self, method: str, shown: str) -> None:
+        while (remaining := self._not_before - trio.current_time()) > 0:
+            if remaining > MAX_RETRY_AFTER:
+                raise InsightUnavailable(
+                    f"Insight {method} {shown}: rate limited by the server for another "
+                    f"{remaining:.0f}s; try later or ask its operator for a higher limit",
+                    path=shown,
+                    status=429,
+                )
+            await trio.sleep_until(self._not_before)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped, jittered to 50-100% so clients that failed together do
+        not come back together."""
+        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
+        return ceiling * self._random.uniform(0.5, 1.0)
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return _excerpt(text.encode())
+
+
+def _check_base_url(base_url: str) -> httpx.URL:
+    """Parse the configured Insight URL; keep its path prefix and make it end in "/"."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"Insight URL is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            "Insight URL must look like http(s)://HOST[:PORT]/insight-api, "
+            f"got scheme {url.scheme or '(none)'!r}"
+        )
+    if url.query or url.fragment:
+        raise ValueError("Insight URL must not have a query (?...) or fragment (#...)")
+    path = url.path if url.path.endswith("/") else url.path + "/"
+    return url.copy_with(path=path)
+
+
+def _parse_pages(
+    pages: dict[int, HistoryPage],
+) -> tuple[dict[str, TxObserved], set[str], int]:
+    """Parse the items of one pass: (good txs by txid, txids of malformed items, number
+    of malformed items whose txid itself is unreadable). Each skip is logged."""
+    found: dict[str, TxObserved] = {}
+    bad: set[str] = set()
+    unreadable = 0
+    for start in sorted(pages):
+        for item in pages[start].items:
+            try:
+                tx = parse_tx(item)
+            except InsightMalformed as exc:
+                if exc.txid:
+                    bad.add(exc.txid)
+                else:
+                    unreadable += 1
+                log.warning(
+                    "insight_item_skipped txid=%s field=%s reason=%s",
+                    exc.txid or "?",
+                    exc.field,
+                    exc.reason,
+                )
+                continue
+            _merge(found, tx)
+    return found, bad - found.keys(), unreadable
+
+
+def _merge(into: dict[str, TxObserved], tx: TxObserved) -> None:
+    """Keep one TxObserved per txid: the most advanced view (more confirmations), and
+    InstantSend-locked if any view said so (a lock never goes away)."""
+    seen = into.get(tx.txid)
+    if seen is None:
+        into[tx.txid] = tx
+        return
+    best = tx if (tx.confirmations or 0) > (seen.confirmations or 0) else seen
+    locked = seen.instant_locked or tx.instant_locked
+    into[tx.txid] = best if best.instant_locked == locked else replace(best, instant_locked=locked)
+
+
+def _bind(function: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await function(*args)
+
+    return call
