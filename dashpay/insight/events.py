@@ -2,13 +2,21 @@
 
 ``TxObserved`` is produced identically by the socket path (``tx``/``txlock`` events),
 by the REST path (address history, ``tx/<txid>``) and by the sandbox.
+
+The socket payloads are parsed here (``parse_tx_payload``, ``parse_block_payload``):
+they come from a server we do not control, so every field is checked and a bad one is
+refused with an ``EventError`` that says what is wrong, rather than let a wrong amount
+reach the payment engine. Shapes are in ``docs/insight-protocol.md`` section 2.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+
+from dashpay.money import MAX_DUFFS
 
 SOURCE_SOCKET = "socket"
 SOURCE_REST = "rest"
@@ -32,3 +40,121 @@ class BlockObserved:
 def frozen_outputs(outputs: dict[str, int]) -> Mapping[str, int]:
     """A read-only view, so a TxObserved can be shared between tasks safely."""
     return MappingProxyType(outputs)
+
+
+# --- socket event payloads --------------------------------------------------------------
+
+# Dash blocks are at most 2 MB (DIP0001) and the smallest output is 34 bytes (8 value +
+# 1 script length + 25 P2PKH script), so no transaction can have more outputs than this;
+# a longer `vout` is not a Dash transaction and would only cost us time to sum.
+MAX_OUTPUTS_PER_TX = 2_000_000 // 34
+# Insight only puts base58 P2PKH/P2SH addresses in `vout` (34 characters on every Dash
+# network; base58 of a 25-byte payload is 25..35 characters, 36 for safety).
+MAX_ADDRESS_CHARS = 36
+_ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SHOW_CHARS = 80
+
+
+class EventError(ValueError):
+    """A socket event payload that does not have the documented shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketConnected:
+    """The socket is subscribed again: events from now on arrive, earlier ones may have
+    been missed (Insight never replays), so the consumer rescans over REST."""
+
+    at: float  # wall time (time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class SocketDisconnected:
+    """A live socket link was lost; events stop until the next ``SocketConnected``."""
+
+    at: float  # wall time (time.time())
+    reason: str
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS] + "..."
+
+
+def _txid(value: object, what: str) -> str:
+    if type(value) is str and len(value) == 64 and _HEX64.fullmatch(value):
+        return value.lower()
+    raise EventError(f"{what} {_show(value)} is not 64 hex digits")
+
+
+def parse_tx_payload(payload: object, *, instant_locked: bool) -> TxObserved:
+    """The payload of a ``tx`` (``instant_locked=False``) or ``txlock`` event.
+
+    ``vout`` is a list of single-key objects ``{address: duffs}``, one per output that has
+    an address; outputs without one are left out by Insight, so a list position is not an
+    output index. Amounts are integer duffs; several outputs to one address are summed.
+    The payload's float ``valueOut`` (DASH) and its ``txlock``/``isRBF`` flags are not
+    read: the event name says whether the tx is locked, and money never passes through
+    a float.
+
+    Zero-value outputs keep their address key (with 0): ``rest.parse_tx`` does the same,
+    so one tx seen over REST and over the socket yields equal ``TxObserved`` values, and
+    the payment engine, not the parser, decides what a zero payment means.
+    """
+    if type(payload) is not dict:
+        raise EventError(f"tx payload is a {type(payload).__name__}, not an object")
+    txid = _txid(payload.get("txid"), "tx event txid")
+    vout = payload.get("vout")
+    if type(vout) is not list:
+        raise EventError(f"tx {txid}: vout is {_show(vout)}, not a list")
+    if len(vout) > MAX_OUTPUTS_PER_TX:
+        raise EventError(
+            f"tx {txid}: vout has {len(vout)} entries; no Dash tx has more than "
+            f"{MAX_OUTPUTS_PER_TX} outputs"
+        )
+    outputs: dict[str, int] = {}
+    total = 0
+    for index, entry in enumerate(vout):
+        if type(entry) is not dict or len(entry) != 1:
+            raise EventError(
+                f"tx {txid}: vout[{index}] is {_show(entry)}, not a single {{address: duffs}}"
+            )
+        ((address, duffs),) = entry.items()
+        if type(address) is not str or not address:
+            raise EventError(f"tx {txid}: vout[{index}] has an empty address")
+        if len(address) > MAX_ADDRESS_CHARS:
+            raise EventError(
+                f"tx {txid}: vout[{index}] address {_show(address)} is longer than "
+                f"{MAX_ADDRESS_CHARS} characters"
+            )
+        if not _ADDRESS.fullmatch(address):
+            raise EventError(
+                f"tx {txid}: vout[{index}] address {_show(address)} is not a base58 address"
+            )
+        if type(duffs) is not int:  # bool and float are refused: amounts are duffs
+            raise EventError(
+                f"tx {txid}: vout[{index}] amount {_show(duffs)} is not an integer of duffs"
+            )
+        if duffs < 0:
+            raise EventError(f"tx {txid}: vout[{index}] amount {duffs} is negative")
+        if duffs > MAX_DUFFS:
+            raise EventError(
+                f"tx {txid}: vout[{index}] amount {duffs} duffs is over 21,000,000 DASH"
+            )
+        total += duffs
+        if total > MAX_DUFFS:
+            raise EventError(
+                f"tx {txid}: outputs add up to more than 21,000,000 DASH ({total} duffs)"
+            )
+        outputs[address] = outputs.get(address, 0) + duffs
+    return TxObserved(
+        txid=txid,
+        outputs=frozen_outputs(outputs),
+        instant_locked=instant_locked,
+        source=SOURCE_SOCKET,
+    )
+
+
+def parse_block_payload(payload: object) -> BlockObserved:
+    """The payload of a ``block`` event: the bare block hash (not an object)."""
+    return BlockObserved(block_hash=_txid(payload, "block event hash"))

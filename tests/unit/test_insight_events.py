@@ -1,0 +1,199 @@
+"""Insight socket payloads (``tx``/``txlock``/``block``) into exact values, from the
+frames of a real socket.io 2.4.1 session, and refusal of every malformed shape."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from dashpay.insight.eio import decode_frame
+from dashpay.insight.events import (
+    MAX_OUTPUTS_PER_TX,
+    SOURCE_SOCKET,
+    BlockObserved,
+    EventError,
+    SocketConnected,
+    SocketDisconnected,
+    TxObserved,
+    parse_block_payload,
+    parse_tx_payload,
+)
+from dashpay.insight.rest import decode_json, parse_tx
+from dashpay.money import MAX_DUFFS
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
+SESSION = json.loads((FIXTURES / "ws-eio3-session-mainnet.json").read_text())
+DECODED = SESSION["decoded"]
+FRAMES = {
+    json.loads(f["frame"][2:])[0]: f["frame"] for f in SESSION["frames"] if f["frame"][:3] == "42["
+}
+TXID = "0f90cf5e03e8b8f8c4468f60fc8328cfcd5617fc2163f485fabfd227c692bf93"
+TESTNET_TXID = "b85334bf2df35c6dd5b294efe92ffc793a78edff75a2ca666fc296ffb04bbba0"
+BLOCK = "0000000000000005dffc9095302167894319765fbd4df76ce2f322aa4e3c2f63"
+ADDRESS = "Xpj8oTSYNf6Dspjh2Eb2x3X71WRRjzjLEF"
+OTHER = "XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8o9"
+
+
+def payload(*vout: dict, txid: str = TXID) -> dict:
+    return {"txid": txid, "valueOut": 0.1, "vout": list(vout), "isRBF": False, "txlock": False}
+
+
+# --- real frames ------------------------------------------------------------------------
+
+
+def test_captured_tx_frame_gives_exact_duffs_and_is_not_locked():
+    frame = decode_frame(FRAMES["tx"])
+    tx = parse_tx_payload(frame.args[0], instant_locked=frame.name == "txlock")
+    assert tx == TxObserved(TXID, {ADDRESS: 99608}, instant_locked=False, source=SOURCE_SOCKET)
+    assert tx.block_height is None and tx.confirmations is None
+
+
+def test_captured_txlock_frame_is_instant_locked():
+    frame = decode_frame(FRAMES["txlock"])
+    tx = parse_tx_payload(frame.args[0], instant_locked=frame.name == "txlock")
+    assert tx.instant_locked is True
+    assert dict(tx.outputs) == {ADDRESS: 99608}
+
+
+def test_captured_block_frame_is_the_bare_hash():
+    frame = decode_frame(FRAMES["block"])
+    assert parse_block_payload(frame.args[0]) == BlockObserved(BLOCK)
+
+
+def test_two_output_testnet_tx_keeps_each_exact_amount():
+    tx = parse_tx_payload(DECODED["tx (testnet, two outputs)"], instant_locked=False)
+    assert dict(tx.outputs) == {
+        "yTCZ7iv1U6p6MXp278FhMFZmKDbmgx89oX": 21247964,
+        "yWSJE2AeQspnykJ3d7cDsoj1sABQmZEHet": 13677426,
+    }
+    assert tx.txid == TESTNET_TXID
+
+
+def test_socket_and_rest_views_of_the_same_tx_agree_on_outputs():
+    rest = decode_json((FIXTURES / "addrs-txs-response-testnet.json").read_bytes())
+    (item,) = [i for i in rest["items"] if i["txid"] == TESTNET_TXID]
+    from_rest = parse_tx(item)
+    from_socket = parse_tx_payload(DECODED["tx (testnet, two outputs)"], instant_locked=False)
+    assert dict(from_socket.outputs) == dict(from_rest.outputs)
+
+
+def test_float_value_out_is_never_read():
+    tx = parse_tx_payload(payload({ADDRESS: 5}) | {"valueOut": "garbage"}, instant_locked=False)
+    assert dict(tx.outputs) == {ADDRESS: 5}
+
+
+# --- normalisation and summing ----------------------------------------------------------
+
+
+def test_outputs_to_the_same_address_are_summed():
+    tx = parse_tx_payload(
+        payload({ADDRESS: 100}, {OTHER: 7}, {ADDRESS: 250}, {ADDRESS: 1}), instant_locked=False
+    )
+    assert dict(tx.outputs) == {ADDRESS: 351, OTHER: 7}
+
+
+def test_txid_and_block_hash_are_lowercased():
+    tx = parse_tx_payload(payload({ADDRESS: 1}, txid=TXID.upper()), instant_locked=True)
+    assert tx.txid == TXID
+    assert parse_block_payload(BLOCK.upper()).block_hash == BLOCK
+
+
+def test_zero_value_output_keeps_its_address_like_rest_does():
+    tx = parse_tx_payload(payload({ADDRESS: 0}, {OTHER: 3}), instant_locked=False)
+    assert dict(tx.outputs) == {ADDRESS: 0, OTHER: 3}
+
+
+def test_tx_without_address_outputs_has_no_outputs():
+    assert dict(parse_tx_payload(payload(), instant_locked=False).outputs) == {}
+
+
+def test_outputs_are_read_only():
+    tx = parse_tx_payload(payload({ADDRESS: 1}), instant_locked=False)
+    with pytest.raises(TypeError):
+        tx.outputs[ADDRESS] = 2  # type: ignore[index]
+
+
+def test_maximum_money_in_one_output_is_accepted():
+    tx = parse_tx_payload(payload({ADDRESS: MAX_DUFFS}), instant_locked=False)
+    assert tx.outputs[ADDRESS] == MAX_DUFFS
+
+
+def test_parse_does_not_modify_the_payload():
+    original = payload({ADDRESS: 1}, {ADDRESS: 2})
+    kept = copy.deepcopy(original)
+    parse_tx_payload(original, instant_locked=False)
+    assert original == kept
+
+
+# --- refusals ---------------------------------------------------------------------------
+
+BAD_TX = {
+    "payload not an object": (["x"], "not an object"),
+    "payload a string": ("tx", "not an object"),
+    "txid missing": ({"vout": []}, "txid None is not 64 hex"),
+    "txid short": (payload(txid="ab" * 31), "is not 64 hex"),
+    "txid not hex": (payload(txid="zz" * 32), "is not 64 hex"),
+    "txid not a string": (payload() | {"txid": 12}, "is not 64 hex"),
+    "vout missing": ({"txid": TXID}, "vout is None, not a list"),
+    "vout an object": (payload() | {"vout": {ADDRESS: 1}}, "not a list"),
+    "entry not an object": (payload([ADDRESS, 1]), "vout[0]"),
+    "entry empty": (payload({}), "vout[0]"),
+    "entry two keys": (payload({ADDRESS: 1, OTHER: 2}), "single"),
+    "address empty": (payload({"": 1}), "empty address"),
+    "address not a string": (payload({5: 1}), "empty address"),
+    "address overlong": (payload({"X" * 37: 1}), "longer than 36"),
+    "address not base58": (payload({"X0OIl" + "a" * 29: 1}), "not a base58 address"),
+    "amount float": (payload({ADDRESS: 99608.0}), "not an integer of duffs"),
+    "amount bool": (payload({ADDRESS: True}), "not an integer of duffs"),
+    "amount string": (payload({ADDRESS: "99608"}), "not an integer of duffs"),
+    "amount null": (payload({ADDRESS: None}), "not an integer of duffs"),
+    "amount negative": (payload({ADDRESS: -1}), "negative"),
+    "amount absurd": (payload({ADDRESS: MAX_DUFFS + 1}), "over 21,000,000 DASH"),
+    "outputs sum absurd": (
+        payload({ADDRESS: MAX_DUFFS}, {OTHER: 1}),
+        "add up to more than 21,000,000 DASH",
+    ),
+    "second entry bad": (payload({ADDRESS: 1}, {OTHER: 1.5}), "vout[1]"),
+}
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_TX.values(), ids=BAD_TX.keys())
+def test_malformed_tx_payload_is_refused_with_a_specific_message(bad, message):
+    with pytest.raises(EventError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_tx_payload(bad, instant_locked=False)
+
+
+def test_error_message_names_the_tx():
+    with pytest.raises(EventError, match=TXID):
+        parse_tx_payload(payload({ADDRESS: -5}), instant_locked=False)
+
+
+def test_more_outputs_than_any_dash_tx_can_have_is_refused():
+    vout = [{ADDRESS: 1}] * (MAX_OUTPUTS_PER_TX + 1)
+    with pytest.raises(EventError, match="no Dash tx has more than"):
+        parse_tx_payload(payload(*vout), instant_locked=False)
+
+
+def test_hostile_excerpt_in_error_message_is_short():
+    with pytest.raises(EventError) as info:
+        parse_tx_payload(payload() | {"txid": "x" * 100_000}, instant_locked=False)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, 5, BLOCK[:-1], BLOCK + "0", "g" * 64, {"hash": BLOCK}, [BLOCK], " " + BLOCK[1:]],
+)
+def test_malformed_block_payload_is_refused(bad):
+    with pytest.raises(EventError, match="block event hash"):
+        parse_block_payload(bad)
+
+
+def test_link_markers_are_frozen_values():
+    assert SocketConnected(at=1.0) == SocketConnected(at=1.0)
+    lost = SocketDisconnected(at=2.0, reason="websocket closed")
+    with pytest.raises(AttributeError):
+        lost.reason = "x"  # type: ignore[misc]
