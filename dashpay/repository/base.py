@@ -10,7 +10,7 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -116,6 +116,82 @@ class OutboxEvent:
     last_error: str | None
 
 
+# What an observation did to a payment row (``PaymentChange.kind``).
+CHANGE_NEW = "new"  # first time this (txid, address) is recorded
+CHANGE_UPDATED = "updated"  # lock, height or confirmations moved
+CHANGE_DROPPED = "dropped"  # it vanished from the address history (double spend, eviction)
+CHANGE_RESTORED = "restored"  # a dropped payment was observed again
+CHANGE_UNCHANGED = "unchanged"  # observed again, nothing new
+CHANGE_KINDS = (CHANGE_NEW, CHANGE_UPDATED, CHANGE_DROPPED, CHANGE_RESTORED, CHANGE_UNCHANGED)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentObservation:
+    """One transaction's credit to one address, as Insight reported it just now."""
+
+    txid: str  # 64 lowercase hex characters
+    address: str  # must be the receiver's address
+    amount_duffs: int  # sum of all outputs of that tx to that address
+    instant_locked: bool
+    block_height: int | None  # None: unknown / mempool -> keep the stored value
+    confirmations: int | None  # None: unknown -> keep the stored value
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentChange:
+    payment: Payment  # the row after this change
+    kind: str  # one of CHANGE_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverUpdate:
+    """A receiver's new money state; every field is written as given."""
+
+    received_duffs: int
+    status: str
+    overpaid: bool
+    late: bool
+    paid_at: int | None
+    settled_at: int | None
+    closed_at: int | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A callback to enqueue; stored with created_at = next_attempt_at = ``now``."""
+
+    event_id: str  # at most 64 characters, unique
+    event: str  # at most 64 characters
+    payload: str  # JSON text, exactly what will be POSTed
+
+
+# The business decision, made inside the transaction after the receiver row is locked
+# and the payment changes are applied: (receiver as stored before this item, all its
+# payments oldest first, this item's changes in the order applied) -> (update or None,
+# events to enqueue). Must be pure: a retried transaction calls it again.
+Decide = Callable[
+    [Receiver, list[Payment], list[PaymentChange]], tuple[ReceiverUpdate | None, list[NewEvent]]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverWork:
+    """One receiver's share of a batch."""
+
+    receiver_id: int
+    observations: tuple[PaymentObservation, ...] = ()
+    dropped_txids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverResult:
+    receiver: Receiver  # as stored after the update
+    payments: list[Payment]  # oldest first
+    changes: list[PaymentChange]  # in the order applied
+    events: list[OutboxEvent]  # the rows inserted, in order
+
+
 class Repository(Protocol):
     """Interface of a store. Implementations: ``sqlite.SqliteRepository`` and
     ``mysql.MysqlRepository``. Errors: ``dashpay.errors.NotFound`` /
@@ -175,3 +251,19 @@ class Repository(Protocol):
 
     def set_setting_if_absent(self, name: str, value: str) -> str:
         """Store ``value`` unless the setting exists; return the value now stored."""
+
+    def update_receivers(
+        self, work: Sequence[ReceiverWork], now: int, decide: Decide
+    ) -> list[ReceiverResult]:
+        """Record observations and drops, let ``decide`` rule, write its update and
+        events: every item in ONE transaction, receivers locked in id order. Payments
+        are upserted on (txid, address) and only move forward (lock, confirmations),
+        except a new block height (reorg) and an explicit drop. Raises NotFound for a
+        missing receiver, Conflict for an observation of another address, InvalidParams
+        for a malformed observation; any error (including from ``decide``) rolls the
+        whole batch back. Results are in the order of ``work``."""
+
+    def list_outbox(
+        self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100
+    ) -> list[OutboxEvent]:
+        """Callback events, oldest (enqueue order) first."""

@@ -11,23 +11,42 @@ present" statement and how to recognise a unique-key violation.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from typing import Any, TypeVar
 
 from dashpay.errors import Conflict, InvalidParams, NotFound, Unavailable
+from dashpay.money import MAX_DUFFS
 from dashpay.repository.base import (
     CANCELLABLE_STATUSES,
     CANCELLED,
+    CHANGE_DROPPED,
+    CHANGE_NEW,
+    CHANGE_RESTORED,
+    CHANGE_UNCHANGED,
+    CHANGE_UPDATED,
     FINAL_STATUSES,
+    OUTBOX_PENDING,
+    OUTBOX_STATUSES,
     PENDING,
     STATUSES,
+    Decide,
+    NewEvent,
     NewReceiver,
+    OutboxEvent,
     Payment,
+    PaymentChange,
+    PaymentObservation,
     Receiver,
+    ReceiverResult,
+    ReceiverUpdate,
+    ReceiverWork,
 )
+
+log = logging.getLogger("dashpay.repository")
 
 T = TypeVar("T")
 
@@ -37,6 +56,22 @@ T = TypeVar("T")
 MAX_LIST_LIMIT = 1000
 
 NOT_FINAL_STATUSES = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
+
+# Ids per "IN (...)" list. SQLite before 3.32 allowed only 999 bound parameters per
+# statement; 512 stays under that with room to spare, and a batch of the engine's target
+# size (~100 receivers) needs one statement.
+MAX_IN_LIST = 512
+# block_height and confirmations are INT UNSIGNED in MySQL; refuse what would not fit
+# rather than let the two backends disagree.
+MAX_UNSIGNED_INT = 2**32 - 1
+# callback_outbox.event_id and .event are VARCHAR(64).
+MAX_EVENT_ID_CHARS = 64
+MAX_EVENT_NAME_CHARS = 64
+# A callback body is a few KiB. 1 MiB keeps a runaway payload out of the outbox and far
+# below MySQL's max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8).
+MAX_PAYLOAD_BYTES = 1024 * 1024
+_TXID = re.compile(r"[0-9a-f]{64}")
+_SHOW_CHARS = 80  # how much of a bad value an error message quotes
 
 # -- migrations ------------------------------------------------------------------------
 
@@ -156,6 +191,18 @@ PAYMENT_COLUMNS = (
     "first_seen_at",
     "updated_at",
 )
+OUTBOX_COLUMNS = (
+    "event_id",
+    "receiver_id",
+    "event",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "delivered_at",
+    "last_error",
+)
 _RECEIVER_BOOLS = frozenset({"overpaid", "late"})
 _PAYMENT_BOOLS = frozenset({"instant_locked", "dropped"})
 # Columns of NewReceiver, in insert order (everything else starts at a fixed value).
@@ -178,6 +225,25 @@ _NEW_RECEIVER_FIELDS = (
 
 _SELECT_RECEIVER = f"SELECT {', '.join(RECEIVER_COLUMNS)} FROM receivers"
 _SELECT_PAYMENT = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
+_SELECT_OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM callback_outbox"
+_INSERT_PAYMENT = (
+    "INSERT INTO payments (receiver_id, txid, address, amount_duffs, instant_locked,"
+    " block_height, confirmations, dropped, first_seen_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
+)
+_UPDATE_PAYMENT = (
+    "UPDATE payments SET instant_locked = ?, block_height = ?, confirmations = ?, dropped = ?,"
+    " updated_at = ? WHERE payment_id = ?"
+)
+_UPDATE_FIELDS = tuple(f.name for f in fields(ReceiverUpdate))
+_UPDATE_RECEIVER = (
+    f"UPDATE receivers SET {', '.join(f'{name} = ?' for name in _UPDATE_FIELDS)}"
+    " WHERE receiver_id = ?"
+)
+_INSERT_EVENT = (
+    "INSERT INTO callback_outbox (event_id, receiver_id, event, payload, status, attempts,"
+    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
+)
 _INSERT_RECEIVER = (
     "INSERT INTO receivers ("
     + ", ".join(("hd_index", "address", "status", "updated_at", *_NEW_RECEIVER_FIELDS))
@@ -208,6 +274,165 @@ def payment_from_row(row: Sequence[Any]) -> Payment:
         for name, value in zip(PAYMENT_COLUMNS, row, strict=True)
     }
     return Payment(**values)
+
+
+def outbox_from_row(row: Sequence[Any]) -> OutboxEvent:
+    return OutboxEvent(**{n: _plain(v) for n, v in zip(OUTBOX_COLUMNS, row, strict=True)})
+
+
+def _in_lists(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
+    """``ids`` (sorted) as ``("?, ?, ...", params)`` chunks for ``IN (...)``, in order.
+    Each list is padded to a power of two by repeating its last id (harmless in an IN
+    list) so the number of distinct statement texts stays small."""
+    for start in range(0, len(ids), MAX_IN_LIST):
+        chunk = list(ids[start : start + MAX_IN_LIST])
+        size = 1
+        while size < len(chunk):
+            size *= 2
+        chunk += [chunk[-1]] * (size - len(chunk))
+        yield ", ".join("?" * size), chunk
+
+
+def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tuple[Payment, str]:
+    """The stored payment after observing it again, and the change kind.
+
+    State only moves forward: the InstantSend lock is never lost and confirmations never
+    go down. A block height that differs from the stored one is the chain's new truth
+    (first mined, or moved by a reorg) and is taken as given, with the confirmations
+    given alongside it; when a reorg comes without a confirmation count, the old count
+    (which belonged to the old block) is reset to 0 rather than kept, so a payment is
+    never treated as more confirmed than it is. A dropped payment seen again is
+    restored. The amount of a (txid, address) is fixed on-chain: a different one is
+    logged and ignored."""
+    if seen.amount_duffs != stored.amount_duffs:
+        log.warning(
+            "payment amount differs, kept the stored one txid=%s address=%s stored=%d seen=%d",
+            stored.txid,
+            stored.address,
+            stored.amount_duffs,
+            seen.amount_duffs,
+        )
+    height, confirmations = stored.block_height, stored.confirmations
+    if seen.block_height is not None and seen.block_height != stored.block_height:
+        height = seen.block_height
+        if seen.confirmations is not None:
+            confirmations = seen.confirmations
+        elif stored.block_height is not None:
+            confirmations = 0
+    elif seen.confirmations is not None:
+        confirmations = max(stored.confirmations, seen.confirmations)
+    merged = replace(
+        stored,
+        instant_locked=stored.instant_locked or seen.instant_locked,
+        block_height=height,
+        confirmations=confirmations,
+        dropped=False,
+    )
+    if merged == stored:
+        return stored, CHANGE_UNCHANGED
+    return replace(merged, updated_at=now), CHANGE_RESTORED if stored.dropped else CHANGE_UPDATED
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 3] + "..."
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_work(items: Sequence[ReceiverWork], now: int) -> None:
+    """Refuse a malformed batch before any lock is taken (InvalidParams says which value
+    is wrong). The address is checked against the receiver inside the transaction."""
+    if not _is_int(now, 0, 2**63 - 1):
+        raise InvalidParams(f"now must be epoch milliseconds (an integer), got {_show(now)}")
+    for item in items:
+        if not isinstance(item, ReceiverWork):
+            raise InvalidParams(f"a batch holds ReceiverWork items, got {_show(item)}")
+        rid = item.receiver_id
+        if not _is_int(rid, 1, 2**63 - 1):
+            raise InvalidParams(f"receiver_id must be a positive integer, got {_show(rid)}")
+        for seen in item.observations:
+            _check_observation(rid, seen)
+        for txid in item.dropped_txids:
+            if not isinstance(txid, str) or not _TXID.fullmatch(txid):
+                raise InvalidParams(
+                    f"dropped txid for receiver {rid} must be 64 lowercase hex characters, "
+                    f"got {_show(txid)}",
+                    receiver_id=rid,
+                )
+
+
+def _check_observation(receiver_id: int, seen: object) -> None:
+    if not isinstance(seen, PaymentObservation):
+        raise InvalidParams(f"expected a PaymentObservation, got {_show(seen)}")
+    problem = None
+    if not isinstance(seen.txid, str) or not _TXID.fullmatch(seen.txid):
+        problem = f"txid must be 64 lowercase hex characters, got {_show(seen.txid)}"
+    elif not isinstance(seen.address, str) or not seen.address:
+        problem = f"address must be a non-empty string, got {_show(seen.address)}"
+    elif not _is_int(seen.amount_duffs, 0, MAX_DUFFS):
+        problem = f"amount_duffs must be an integer from 0 to {MAX_DUFFS}, got " + _show(
+            seen.amount_duffs
+        )
+    elif not isinstance(seen.instant_locked, bool):
+        problem = f"instant_locked must be a bool, got {_show(seen.instant_locked)}"
+    else:
+        for name in ("block_height", "confirmations"):
+            value = getattr(seen, name)
+            if value is not None and not _is_int(value, 0, MAX_UNSIGNED_INT):
+                problem = f"{name} must be None or an integer from 0 to {MAX_UNSIGNED_INT}, got "
+                problem += _show(value)
+                break
+    if problem is not None:
+        raise InvalidParams(
+            f"observation for receiver {receiver_id}: {problem}", receiver_id=receiver_id
+        )
+
+
+def _check_decision(receiver_id: int, decision: object) -> tuple[ReceiverUpdate | None, list]:
+    """``decide``'s answer, or ValueError: a wrong one is a bug in the rules, and writing
+    it would corrupt money state (or hit a CHECK with a database-specific error)."""
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"decide returned {problem} for receiver {receiver_id}")
+
+    if not isinstance(decision, tuple) or len(decision) != 2:
+        raise bad(f"{_show(decision)} instead of (ReceiverUpdate | None, list[NewEvent])")
+    update, events = decision
+    if update is not None:
+        if not isinstance(update, ReceiverUpdate):
+            raise bad(f"an update that is not a ReceiverUpdate: {_show(update)}")
+        if not _is_int(update.received_duffs, 0, 2**63 - 1):
+            raise bad(f"received_duffs {_show(update.received_duffs)}")
+        if update.status not in STATUSES:
+            raise bad(f"unknown status {_show(update.status)}")
+        for name in ("overpaid", "late"):
+            if not isinstance(getattr(update, name), bool):
+                raise bad(f"{name} {_show(getattr(update, name))} (not a bool)")
+        for name in ("paid_at", "settled_at", "closed_at", "updated_at"):
+            value = getattr(update, name)
+            if not (value is None and name != "updated_at") and not _is_int(value, 0, 2**63 - 1):
+                raise bad(f"{name} {_show(value)} (not epoch milliseconds)")
+    if not isinstance(events, list | tuple):
+        raise bad(f"events {_show(events)} (not a list)")
+    for event in events:
+        if not isinstance(event, NewEvent):
+            raise bad(f"an event that is not a NewEvent: {_show(event)}")
+        if not isinstance(event.event_id, str) or not 0 < len(event.event_id) <= MAX_EVENT_ID_CHARS:
+            raise bad(f"event_id {_show(event.event_id)} (1 to {MAX_EVENT_ID_CHARS} characters)")
+        if not isinstance(event.event, str) or not 0 < len(event.event) <= MAX_EVENT_NAME_CHARS:
+            raise bad(f"event name {_show(event.event)} (1 to {MAX_EVENT_NAME_CHARS} characters)")
+        if not isinstance(event.payload, str):
+            raise bad(f"payload {_show(event.payload)} (not JSON text)")
+        if len(event.payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
+            raise bad(f"a {event.event} payload over {MAX_PAYLOAD_BYTES} bytes")
+    return update, list(events)
+
+
+def _apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
+    return replace(receiver, **{name: getattr(update, name) for name in _UPDATE_FIELDS})
 
 
 # -- the shared units of work --------------------------------------------------------
@@ -432,6 +657,207 @@ class SqlRepository:
         sql = f"{_SELECT_PAYMENT} WHERE receiver_id = ? ORDER BY first_seen_at, payment_id"
         rows = self._read(lambda cur: self._execute(cur, sql, (receiver_id,)).fetchall())
         return [payment_from_row(row) for row in rows]
+
+    # Payments: the engine's unit of work ----------------------------------------
+    def update_receivers(
+        self, work: Sequence[ReceiverWork], now: int, decide: Decide
+    ) -> list[ReceiverResult]:
+        items = list(work)
+        check_work(items, now)
+        if not items:
+            return []
+        ids = sorted({item.receiver_id for item in items})
+
+        def unit(cur: Any) -> list[ReceiverResult]:
+            receivers = self._receivers_by_id(cur, ids, lock=True)
+            missing = [rid for rid in ids if rid not in receivers]
+            if missing:
+                raise NotFound(
+                    f"no receiver with id {', '.join(map(str, missing))}",
+                    receiver_id=missing[0],
+                )
+            stored: dict[int, dict[tuple[str, str], Payment]] = {rid: {} for rid in ids}
+            for chunk, params in _in_lists(ids):
+                sql = f"{_SELECT_PAYMENT} WHERE receiver_id IN ({chunk}) ORDER BY payment_id"
+                for row in self._execute(cur, sql, params).fetchall():
+                    payment = payment_from_row(row)
+                    stored[payment.receiver_id][(payment.txid, payment.address)] = payment
+            results = [
+                self._update_one(cur, item, receivers, stored[item.receiver_id], now, decide)
+                for item in items
+            ]
+            # Re-read what was written; a receiver listed twice keeps, for its earlier
+            # items, the state after that item.
+            after = self._receivers_by_id(cur, ids, lock=False)
+            last = {item.receiver_id: index for index, item in enumerate(items)}
+            for rid, index in last.items():
+                results[index] = replace(results[index], receiver=after[rid])
+            return results
+
+        return self._write(unit)
+
+    def _receivers_by_id(self, cur: Any, ids: Sequence[int], *, lock: bool) -> dict[int, Receiver]:
+        """Receivers by id; with ``lock``, locked in ascending id order (every writer of
+        several receivers takes them in that order, so they never deadlock)."""
+        found: dict[int, Receiver] = {}
+        suffix = self._for_update if lock else ""
+        for chunk, params in _in_lists(ids):
+            sql = f"{_SELECT_RECEIVER} WHERE receiver_id IN ({chunk}) ORDER BY receiver_id"
+            for receiver in _receivers(self._execute(cur, sql + suffix, params)):
+                found[receiver.receiver_id] = receiver
+        return found
+
+    def _update_one(
+        self,
+        cur: Any,
+        item: ReceiverWork,
+        receivers: dict[int, Receiver],
+        rows: dict[tuple[str, str], Payment],
+        now: int,
+        decide: Decide,
+    ) -> ReceiverResult:
+        """Apply one item (steps 2-4 of ``update_receivers``); ``receivers`` and
+        ``rows`` are kept equal to the database as it changes."""
+        rid = item.receiver_id
+        receiver = receivers[rid]
+        changes: list[PaymentChange] = []
+        for seen in item.observations:
+            if seen.address != receiver.address:
+                raise Conflict(
+                    f"payment {seen.txid} to address {seen.address} cannot be recorded for "
+                    f"receiver {rid}, whose address is {receiver.address}",
+                    receiver_id=rid,
+                    address=seen.address,
+                )
+            key = (seen.txid, seen.address)
+            old = rows.get(key)
+            if old is None:
+                payment, kind = self._insert_payment(cur, rid, seen, now), CHANGE_NEW
+            else:
+                payment, kind = merge_observation(old, seen, now)
+                if kind != CHANGE_UNCHANGED:
+                    self._write_payment(cur, payment)
+            rows[key] = payment
+            changes.append(PaymentChange(payment, kind))
+        for txid in item.dropped_txids:
+            for key in [k for k, p in rows.items() if p.txid == txid and not p.dropped]:
+                payment = replace(rows[key], dropped=True, updated_at=now)
+                self._write_payment(cur, payment)
+                rows[key] = payment
+                changes.append(PaymentChange(payment, CHANGE_DROPPED))
+        payments = sorted(rows.values(), key=lambda p: (p.first_seen_at, p.payment_id))
+        update, new_events = _check_decision(rid, decide(receiver, list(payments), list(changes)))
+        if update is not None:
+            values = [getattr(update, name) for name in _UPDATE_FIELDS]
+            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
+            receiver = receivers[rid] = _apply_update(receiver, update)
+        events = [self._insert_event(cur, rid, event, now) for event in new_events]
+        return ReceiverResult(receiver, payments, changes, events)
+
+    def _insert_payment(
+        self, cur: Any, receiver_id: int, seen: PaymentObservation, now: int
+    ) -> Payment:
+        confirmations = seen.confirmations or 0
+        values = (
+            receiver_id,
+            seen.txid,
+            seen.address,
+            seen.amount_duffs,
+            int(seen.instant_locked),
+            seen.block_height,
+            confirmations,
+            now,
+            now,
+        )
+        try:
+            self._execute(cur, _INSERT_PAYMENT, values)
+        except Exception as exc:
+            if not self._is_unique_violation(exc):
+                raise
+            # Only possible if a payment row names a receiver other than the one that
+            # owns its address (addresses are unique): the store is inconsistent.
+            sql = "SELECT receiver_id FROM payments WHERE txid = ? AND address = ?"
+            row = self._execute(cur, sql, (seen.txid, seen.address)).fetchone()
+            owner = None if row is None else int(row[0])
+            raise Conflict(
+                f"payment {seen.txid} to address {seen.address} is already recorded for "
+                f"receiver {owner}, not {receiver_id}; the payments table disagrees with "
+                "the receivers table and needs a manual fix",
+                receiver_id=receiver_id,
+                other_receiver_id=owner,
+            ) from None
+        return Payment(
+            payment_id=int(cur.lastrowid),
+            receiver_id=receiver_id,
+            txid=seen.txid,
+            address=seen.address,
+            amount_duffs=seen.amount_duffs,
+            instant_locked=seen.instant_locked,
+            block_height=seen.block_height,
+            confirmations=confirmations,
+            dropped=False,
+            first_seen_at=now,
+            updated_at=now,
+        )
+
+    def _write_payment(self, cur: Any, payment: Payment) -> None:
+        values = (
+            int(payment.instant_locked),
+            payment.block_height,
+            payment.confirmations,
+            int(payment.dropped),
+            payment.updated_at,
+            payment.payment_id,
+        )
+        self._execute(cur, _UPDATE_PAYMENT, values)
+
+    def _insert_event(self, cur: Any, receiver_id: int, event: NewEvent, now: int) -> OutboxEvent:
+        values = (event.event_id, receiver_id, event.event, event.payload, OUTBOX_PENDING, now, now)
+        try:
+            self._execute(cur, _INSERT_EVENT, values)
+        except Exception as exc:
+            if not self._is_unique_violation(exc):
+                raise
+            raise Conflict(
+                f"callback event id {event.event_id} already exists; event ids must be unique",
+                event_id=event.event_id,
+            ) from None
+        return OutboxEvent(
+            event_id=event.event_id,
+            receiver_id=receiver_id,
+            event=event.event,
+            payload=event.payload,
+            status=OUTBOX_PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            delivered_at=None,
+            last_error=None,
+        )
+
+    # Callback outbox -------------------------------------------------------------
+    def list_outbox(
+        self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100
+    ) -> list[OutboxEvent]:
+        if not _is_int(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidParams(
+                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
+            )
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise InvalidParams(
+                f"unknown callback status {status!r}; one of {', '.join(OUTBOX_STATUSES)}"
+            )
+        conditions: list[str] = []
+        params: list[Any] = []
+        for condition, value in (("receiver_id = ?", receiver_id), ("status = ?", status)):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"{_SELECT_OUTBOX}{where} ORDER BY seq LIMIT ?"
+        params.append(limit)
+        rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
+        return [outbox_from_row(row) for row in rows]
 
     # Settings --------------------------------------------------------------------
     def get_setting(self, name: str) -> str | None:

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS receivers (
 CREATE TABLE IF NOT EXISTS payments (
     payment_id     BIGINT       NOT NULL AUTO_INCREMENT,
     receiver_id    BIGINT       NOT NULL,
-    txid           CHAR(64)     NOT NULL,
+    txid           CHAR(64)     NOT NULL CHECK (CHAR_LENGTH(txid) = 64),
     address        VARCHAR(35)  NOT NULL,
     amount_duffs   BIGINT       NOT NULL CHECK (amount_duffs >= 0),
     instant_locked TINYINT      NOT NULL DEFAULT 0 CHECK (instant_locked IN (0, 1)),
