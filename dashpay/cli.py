@@ -50,6 +50,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 
+# A rescan of many receivers takes a while (the daemon's own request limit is higher).
+RESCAN_TIMEOUT = 600.0
 JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
 
 
@@ -110,13 +112,19 @@ def socket_path(g: Globals) -> tuple[Path, str]:
     return sandbox_socket(), "sandbox default (no config file found)"
 
 
-def call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
+def call(
+    ctx: typer.Context,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    timeout: float = 65.0,
+) -> Any:
     from dashpay.control.client import ControlClient, DaemonUnreachable
     from dashpay.control.protocol import RemoteError
 
     path, source = socket_path(ctx.obj)
     try:
-        with ControlClient(path) as client:
+        with ControlClient(path, timeout=timeout) as client:
             return client.call(method, params or {})
     except DaemonUnreachable as exc:
         fail(f"{exc} [socket from {source}]", EXIT_UNREACHABLE)
@@ -283,6 +291,7 @@ def status(
         insight = result.get("insight") or {}
         rows = [
             ("state", result.get("state")),
+            ("why", "; ".join(result.get("reasons") or []) or None),
             ("version", result.get("version")),
             ("uptime", f"{result.get('uptime_seconds', 0):.0f}s"),
             ("sandbox", "yes" if result.get("sandbox") else None),
@@ -429,6 +438,45 @@ def receiver_cancel(
         print_json(result)
     else:
         print(f"receiver {result['receiver_id']} is {result['status']}")
+
+
+@app.command()
+def rescan(
+    ctx: typer.Context,
+    receiver_ids: list[str] | None = typer.Argument(None, metavar="[ID]...", help="Receivers."),
+    all_pending: bool = typer.Option(False, "--all-pending", help="Every watched receiver."),
+    since: str | None = typer.Option(
+        None, "--since", help="Receivers created in this window, e.g. 48h."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Reconcile receivers against Insight (safe from cron at any time)."""
+    chosen = sum((bool(receiver_ids), all_pending, since is not None))
+    if chosen > 1:
+        fail("give receiver IDs, --all-pending or --since, not several", EXIT_USAGE)
+    params: dict[str, Any] = {}
+    if receiver_ids:
+        params["receiver_ids"] = [_receiver_id(i) for i in receiver_ids]
+    elif since is not None:
+        from dashpay.config import parse_duration
+
+        try:
+            parse_duration(since, key="--since")
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+        params["since"] = since
+    else:
+        params["all_pending"] = True
+    result = call(ctx, methods.RESCAN, params, timeout=RESCAN_TIMEOUT)
+    if as_json:
+        print_json(result)
+        return
+    print(
+        f"checked {result['receivers_checked']} receiver(s): "
+        f"{result['payments_found']} payment(s) found, {result['payments_new']} new, "
+        f"{result['payments_dropped']} dropped in {result['duration_seconds']}s"
+        + ("" if result.get("complete", True) else " (incomplete: see the daemon log)")
+    )
 
 
 # -- offline tools --------------------------------------------------------------------

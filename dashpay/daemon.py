@@ -8,12 +8,14 @@ SIGTERM/SIGINT cancel it, which closes the control socket and the store cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,15 @@ from dashpay.config import Config
 from dashpay.control import methods
 from dashpay.control.server import serve_control
 from dashpay.errors import METHOD_NOT_FOUND, DashpayError, Unavailable
+from dashpay.insight.rest import InsightRest
+from dashpay.insight.socketio import InsightSocket
 from dashpay.repository import open_repository
 from dashpay.repository.base import PAID, PARTIAL, PENDING, Repository
+from dashpay.services.accounting import Rules
+from dashpay.services.payments import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
+from dashpay.services.rescan import Reconciler
+from dashpay.services.views import iso_time
 from dashpay.wallet import Wallet
 
 log = logging.getLogger("dashpay.daemon")
@@ -36,6 +44,16 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 STARTING = "starting"
 READY = "ready"
 STOPPING = "stopping"
+DEGRADED = "degraded"
+# A control request may run this long: a rescan of 100k receivers takes tens of seconds.
+CONTROL_REQUEST_TIMEOUT = 600.0
+# A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
+RESCAN_RETRY_INITIAL = 2.0
+RESCAN_RETRY_MAX = 120.0
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else iso_time(int(ts * 1000))
 
 
 def sd_notify(message: str) -> bool:
@@ -69,7 +87,13 @@ class Daemon:
         self.repo: Repository | None = None
         self.wallet: Wallet | None = None
         self.receivers: ReceiverService | None = None
-        self.pending_count = 0
+        self.engine: PaymentEngine | None = None
+        self.insight: InsightSocket | None = None
+        self.rest: InsightRest | None = None
+        self.reconciler: Reconciler | None = None
+        self.last_rescan_error: str | None = None
+        self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
+        self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
         self.handlers: dict[str, Handler] = {methods.STATUS: self.status}
         self._cancel_scope: trio.CancelScope | None = None
 
@@ -88,10 +112,12 @@ class Daemon:
         return await handler(params)
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        state, reasons = self.health()
         result: dict[str, Any] = {
             "version": __version__,
-            "state": self.state,
-            "ready": self.state == READY,
+            "state": state,
+            "ready": state == READY,
+            "reasons": reasons,
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "sandbox": self.sandbox is not None,
@@ -125,7 +151,58 @@ class Daemon:
                 result["receivers"] = by_status
                 result["pending"] = sum(by_status.get(s, 0) for s in (PENDING, PARTIAL, PAID))
                 result["wallet"]["next_index"] = next_index
+        if self.insight is not None:
+            sock = self.insight
+            result["insight"] = {
+                "url": self.config.insight.url,
+                "socket_url": sock.endpoint.display,
+                "state": sock.state,
+                "connected_since": _iso(sock.connected_since),
+                "disconnected_since": _iso(sock.disconnected_since),
+                "last_event_at": _iso(sock.last_event_at),
+                "events_received": sock.events_received,
+                "events_rejected": sock.events_rejected,
+                "reconnects": sock.reconnects,
+            }
+        if self.engine is not None:
+            stats = self.engine.stats
+            result["engine"] = {
+                "watched": len(self.engine.table),
+                "events": stats.events,
+                "matched": stats.matched,
+                "payments_recorded": stats.payments_recorded,
+                "outbox_events": stats.outbox_events,
+                "db_errors": stats.db_errors,
+            }
+        if self.reconciler is not None and self.reconciler.last_full is not None:
+            result["last_rescan"] = {
+                "at": _iso(self.reconciler.last_full_at),
+                **self.reconciler.last_full.as_dict(),
+            }
         return result
+
+    def health(self) -> tuple[str, list[str]]:
+        """The state `status` reports and why it is not simply "ready"."""
+        reasons: list[str] = []
+        sock = self.insight
+        if sock is not None and sock.state != "connected":
+            since = sock.disconnected_since
+            reasons.append(
+                f"insight socket {sock.state}"
+                + (f" since {_iso(since)}" if since else "")
+                + f" ({sock.endpoint.display})"
+            )
+        if self.last_rescan_error:
+            reasons.append(f"last rescan failed: {self.last_rescan_error}")
+        engine = self.engine
+        if engine is not None and engine.stats.last_db_error_at is not None:
+            if time.time() - engine.stats.last_db_error_at < 60:
+                reasons.append(f"database error: {engine.stats.last_db_error}")
+        if self.state == STARTING and sock is not None and sock.state == "connected":
+            reasons.append("rescanning pending receivers")
+        if self.state == READY and reasons:
+            return DEGRADED, reasons
+        return self.state, reasons
 
     # -- lifecycle --------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -176,7 +253,19 @@ class Daemon:
             now,
             int(config.receivers.monitor_window * 1000),
         )
-        self.pending_count = len(pending)
+        engine = PaymentEngine(
+            repo,
+            Rules(
+                tolerance_percent=config.receivers.underpayment_tolerance,
+                confirmations=config.receivers.confirmations,
+            ),
+            monitor_window_ms=int(config.receivers.monitor_window * 1000),
+            on_block=self._on_block,
+            on_connected=self._on_connected,
+        )
+        engine.load(pending)
+        self.engine = engine
+        await nursery.start(engine.run)
         self.receivers = ReceiverService(
             repo,
             wallet,
@@ -184,6 +273,8 @@ class Daemon:
                 expires_after=config.receivers.expires_after,
                 callback_url=config.callbacks.default_url,
             ),
+            on_created=lambda r: engine.submit(ReceiverAdded(r)),
+            on_cancelled=lambda r: engine.submit(ReceiverChanged(r)),
         )
         self.handlers.update(
             {
@@ -195,11 +286,70 @@ class Daemon:
         )
         if self.sandbox is not None:
             self.handlers.update(self.sandbox.handlers())
-        await nursery.start(serve_control, Path(config.control.socket), self.handle)
+        await nursery.start(
+            partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT),
+            Path(config.control.socket),
+            self.handle,
+        )
         log.info("control socket listening path=%s", config.control.socket)
-        self.state = READY
-        sd_notify(f"READY=1\nSTATUS=ready, watching {len(pending)} receivers")
-        log.info("ready pending=%d", len(pending))
+
+        # Insight: subscribe first, then rescan (the engine asks for a rescan on every
+        # SocketConnected), so nothing paid between the two is missed.
+        self.rest = InsightRest(config.insight.url, timeout=config.insight.timeout)
+        self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
+        self.handlers[methods.RESCAN] = self.reconciler.rescan_method
+        self.insight = InsightSocket(
+            config.insight.effective_socket_url,
+            reconnect_initial=config.insight.reconnect_initial,
+            reconnect_max=config.insight.reconnect_max,
+        )
+        nursery.start_soon(self._rescan_loop)
+        nursery.start_soon(self._settlement_loop)
+        nursery.start_soon(self.insight.run, engine.send_channel.clone())
+        sd_notify(f"STATUS=connecting to Insight, {len(pending)} receivers to check")
+        log.info("bootstrap waiting for insight pending=%d", len(pending))
+
+    # -- Insight follow-up tasks --------------------------------------------------------
+    def _on_connected(self, message: Any) -> None:
+        # When a rescan is already queued, it covers this reconnect too.
+        with contextlib.suppress(trio.WouldBlock):
+            self._rescan_wanted.send_nowait(message)
+
+    def _on_block(self, message: Any) -> None:
+        # When a confirmation refresh is already queued, it covers this block too.
+        with contextlib.suppress(trio.WouldBlock):
+            self._block_seen.send_nowait(message)
+
+    async def _rescan_loop(self) -> None:
+        delay = RESCAN_RETRY_INITIAL
+        async for _ in self._rescan_wanted_rx:
+            while True:
+                try:
+                    summary = await self.reconciler.rescan_all_pending()
+                except DashpayError as exc:
+                    self.last_rescan_error = exc.message
+                    log.warning("rescan after connect failed; retrying in %.0fs: %s", delay, exc)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, RESCAN_RETRY_MAX)
+                    continue
+                delay = RESCAN_RETRY_INITIAL
+                self.last_rescan_error = None
+                if self.state == STARTING:
+                    self.state = READY
+                    sd_notify(f"READY=1\nSTATUS=ready, watching {len(self.engine.table)} receivers")
+                    log.info(
+                        "ready receivers=%d rescan_seconds=%.2f",
+                        summary.receivers,
+                        summary.duration_seconds,
+                    )
+                break
+
+    async def _settlement_loop(self) -> None:
+        async for block in self._block_seen_rx:
+            try:
+                await self.reconciler.refresh_confirmations(block)
+            except Exception:
+                log.exception("confirmation refresh failed block=%s", block.block_hash)
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

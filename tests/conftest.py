@@ -176,6 +176,7 @@ def start_daemon(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
     wait: bool = True,
+    ready: bool = True,
 ) -> DaemonProcess:
     directory = config.parent
     log_path = directory / f"daemon-{secrets.token_hex(3)}.log"
@@ -193,11 +194,12 @@ def start_daemon(
     socket = Path(tomllib.loads(config.read_text())["control"]["socket"])
     daemon = DaemonProcess(config, socket, proc, log_path, env or {})
     if wait:
-        wait_ready(daemon)
+        wait_ready(daemon, ready=ready)
     return daemon
 
 
-def wait_ready(daemon: DaemonProcess, timeout: float = 20) -> dict:
+def wait_ready(daemon: DaemonProcess, timeout: float = 20, *, ready: bool = True) -> dict:
+    """Wait until the daemon reports ready (or, with ready=False, answers at all)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -205,7 +207,7 @@ def wait_ready(daemon: DaemonProcess, timeout: float = 20) -> dict:
             raise AssertionError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
         if daemon.socket.exists():
             last = daemon.cli("status", "--json")
-            if last.code == 0:
+            if last.code == 0 or (not ready and last.code == 1 and last.stdout):
                 return last.json()
         time.sleep(0.05)
     raise AssertionError(f"daemon not ready after {timeout}s (last: {last}):\n{daemon.log()}")
@@ -221,8 +223,127 @@ def database_url(request, short_tmp) -> str:
 
 @pytest.fixture
 def daemon(short_tmp, database_url) -> Iterator[DaemonProcess]:
-    """A running `dashpay serve` on a fresh database (both backends)."""
+    """A running `dashpay serve` on a fresh database (both backends), with no Insight
+    server to watch: receivers work, the daemon stays "starting"."""
     config = write_config(short_tmp, database_url)
+    proc = start_daemon(config, ready=False)
+    yield proc
+    proc.stop()
+
+
+# -- a sandbox Insight peer living in the test process --------------------------------
+
+
+class SandboxPeer:
+    """The sandbox network served on a loopback port from a thread of the test process,
+    so a daemon subprocess can be stopped and restarted against the same chain, and the
+    server can be taken down and brought back (socket outage) while the chain lives on."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import trio
+
+        self._trio = trio
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self.port: int | None = None
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("sandbox peer did not start")
+
+    async def _main(self) -> None:
+        trio = self._trio
+        from dashpay.sandbox.network import SandboxNetwork
+
+        self.token = trio.lowlevel.current_trio_token()
+        self.network = SandboxNetwork(lock_delay=0.2)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.network.run)
+            await self._start_server()
+            self._ready.set()
+            self._stop = trio.Event()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _start_server(self) -> None:
+        from functools import partial
+
+        from dashpay.sandbox.server import serve_sandbox
+
+        scope_box: list = []
+
+        async def server(task_status):
+            with self._trio.CancelScope() as scope:
+                scope_box.append(scope)
+                await serve_sandbox(self.network, port=self.port or 0, task_status=task_status)
+
+        self.port = await self._nursery.start(partial(server))
+        self._server_scope = scope_box[0]
+
+    def _call(self, fn, *args):
+        return self._trio.from_thread.run(fn, *args, trio_token=self.token)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/insight-api"
+
+    def pay(self, address: str, duffs: int, *, lock: bool = True, silent: bool = False) -> str:
+        async def go():
+            return await self.network.pay([(address, duffs)], lock=lock, silent=silent)
+
+        return self._call(go)["txid"]
+
+    def pay_many(self, outputs: list[tuple[str, int]], *, lock: bool = True) -> str:
+        async def go():
+            return await self.network.pay(outputs, lock=lock)
+
+        return self._call(go)["txid"]
+
+    def mine(self, blocks: int = 1) -> list[str]:
+        return self._call(self.network.mine, blocks)
+
+    def lock(self, txid: str) -> None:
+        self._call(self.network.lock, txid)
+
+    def drop(self, txid: str) -> None:
+        self._call(self.network.drop, txid)
+
+    def server_down(self) -> None:
+        async def go():
+            self._server_scope.cancel()
+            await self._trio.sleep(0.05)
+
+        self._call(go)
+
+    def server_up(self) -> None:
+        self._call(self._start_server)
+
+    def close(self) -> None:
+        async def go():
+            self._stop.set()
+
+        self._call(go)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def sandbox_peer() -> Iterator[SandboxPeer]:
+    peer = SandboxPeer()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def watching_daemon(short_tmp, database_url, sandbox_peer) -> Iterator[DaemonProcess]:
+    """`dashpay serve` on a testnet wallet watching the in-test sandbox peer."""
+    config = write_config(
+        short_tmp,
+        database_url,
+        wallet={"xpub": TEST_XPUB, "network": "testnet"},
+        insight={"url": sandbox_peer.url, "reconnect_initial": "0.1s", "reconnect_max": "0.5s"},
+    )
     proc = start_daemon(config)
     yield proc
     proc.stop()

@@ -154,9 +154,10 @@ def test_unreachable_daemon_exits_3_and_says_which_socket(short_tmp):
 def test_status_reports_wallet_database_and_next_index(daemon):
     daemon.cli("receiver", "new", "--amount", "1")
     status = daemon.cli("status", "--json")
-    assert status.code == 0, status.stderr
+    assert status.code == 1  # answering, but not ready: no Insight to watch
     data = status.json()
-    assert data["ready"] is True and data["state"] == "ready"
+    assert data["ready"] is False and data["state"] == "starting"
+    assert any("insight" in reason for reason in data["reasons"])
     assert data["wallet"]["network"] == "mainnet"
     assert len(data["wallet"]["fingerprint"]) == 8
     assert data["wallet"]["next_index"] == 1
@@ -164,7 +165,7 @@ def test_status_reports_wallet_database_and_next_index(daemon):
     assert data["database"]["backend"] in ("sqlite", "mysql")
     assert "***" in data["database"]["url"] or data["database"]["backend"] == "sqlite"
     human = daemon.cli("status")
-    assert human.code == 0 and "ready" in human.stdout
+    assert human.code == 1 and "starting" in human.stdout
 
 
 def test_fifty_concurrent_creates_get_fifty_consecutive_indices(daemon):
@@ -217,7 +218,7 @@ def test_hostile_control_clients_do_not_disturb_a_good_client(daemon):
     # The malformed client's connection still serves a well-formed request afterwards.
     garbage.sendall(b'{"jsonrpc":"2.0","id":2,"method":"status"}\n')
     reply = json.loads(garbage.recv(65536).split(b"\n")[0])
-    assert reply["id"] == 2 and reply["result"]["state"] == "ready"
+    assert reply["id"] == 2 and reply["result"]["state"] == "starting"
     for s in (garbage, oversized, half):
         s.close()
 

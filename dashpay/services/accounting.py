@@ -1,0 +1,222 @@
+"""The accounting rules: from a receiver and its payments to its status, flags and the
+events a merchant is told about. Pure functions; the repository calls ``decide``
+inside the transaction that records the payments (DESIGN.md §4, transactional outbox).
+
+Rules (the README's "Receiver lifecycle" is the user-facing copy of this):
+- ``received_duffs`` is the sum of the receiver's non-dropped payments, always
+  recomputed from the rows, never incremented.
+- paid when ``received >= amount - floor(amount * tolerance%)``; settled when paid and
+  every counted payment is InstantSend-locked or has the required confirmations.
+- Status moves forward (pending -> partial -> paid -> settled). Only a dropped payment
+  moves it back, and only as far as the money says.
+- expired: not paid by ``expires_at``. A late payment that completes it makes it paid
+  (flag ``late``); a smaller late payment is recorded, flagged and reported.
+- cancelled stays cancelled; money sent to it anyway is recorded, flagged ``late`` and
+  reported so the merchant can refund it.
+- overpaid: received more than the amount due (derived, so a drop can clear it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from decimal import ROUND_FLOOR, Decimal
+
+from dashpay.repository.base import (
+    CANCELLED,
+    EXPIRED,
+    FINAL_STATUSES,
+    PAID,
+    PARTIAL,
+    PENDING,
+    SETTLED,
+    NewEvent,
+    Payment,
+    PaymentChange,
+    Receiver,
+    ReceiverUpdate,
+)
+
+# Callback events: one source of truth (README "Callbacks" lists them for merchants).
+EVENT_PARTIAL = "receiver.partial"  # a payment arrived; still short of the amount due
+EVENT_PAID = "receiver.paid"  # the amount due is reached
+EVENT_SETTLED = "receiver.settled"  # ...and every counted payment is locked/confirmed
+EVENT_EXPIRED = "receiver.expired"  # not paid in time
+EVENT_DROPPED = "receiver.payment_dropped"  # a mempool payment vanished (double spend)
+EVENT_OVERPAID = "receiver.overpaid"  # another payment after the receiver was paid
+EVENT_LATE = "receiver.late_payment"  # money after expiry/cancel that does not complete it
+EVENTS = (
+    EVENT_PARTIAL,
+    EVENT_PAID,
+    EVENT_SETTLED,
+    EVENT_EXPIRED,
+    EVENT_DROPPED,
+    EVENT_OVERPAID,
+    EVENT_LATE,
+)
+
+_RANK = {PENDING: 0, PARTIAL: 1, PAID: 2, SETTLED: 3}
+_ARRIVALS = ("new", "restored")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    tolerance_percent: Decimal = Decimal(0)  # underpayment accepted as paid, 0..100
+    confirmations: int = 1  # or an InstantSend lock
+
+
+def paid_threshold(amount_duffs: int, tolerance_percent: Decimal) -> int:
+    """The smallest received amount that counts as paid. The allowance is rounded
+    down, so the merchant never accepts more shortfall than configured."""
+    allowance = (Decimal(amount_duffs) * tolerance_percent / 100).to_integral_value(ROUND_FLOOR)
+    return amount_duffs - int(allowance)
+
+
+def payment_settled(payment: Payment, rules: Rules) -> bool:
+    return payment.instant_locked or payment.confirmations >= rules.confirmations
+
+
+def money_status(receiver: Receiver, counted: list[Payment], rules: Rules) -> str:
+    """What the money alone says: pending, partial, paid or settled."""
+    received = sum(p.amount_duffs for p in counted)
+    if received >= paid_threshold(receiver.amount_duffs, rules.tolerance_percent) and counted:
+        if all(payment_settled(p, rules) for p in counted):
+            return SETTLED
+        return PAID
+    return PARTIAL if received > 0 else PENDING
+
+
+PayloadBuilder = Callable[[str, str, int, Receiver, Payment | None], str]
+
+
+def new_event_id() -> str:
+    """Stable delivery id (``Dashpay-Delivery``): 128 random bits."""
+    return "evt_" + secrets.token_hex(16)
+
+
+def decide(
+    receiver: Receiver,
+    payments: list[Payment],
+    changes: list[PaymentChange],
+    *,
+    now: int,
+    rules: Rules,
+    payload: PayloadBuilder,
+    event_id: Callable[[], str] = new_event_id,
+) -> tuple[ReceiverUpdate | None, list[NewEvent]]:
+    """The receiver's new state and the events to enqueue, given its payments after
+    this transaction's changes. Returns ``(None, [])`` when nothing changes."""
+    counted = [p for p in payments if not p.dropped]
+    received = sum(p.amount_duffs for p in counted)
+    arrived = [c.payment for c in changes if c.kind in _ARRIVALS and not c.payment.dropped]
+    dropped = [c.payment for c in changes if c.kind == "dropped"]
+    old = receiver.status
+    money = money_status(receiver, counted, rules)
+    late = receiver.late
+    pending_events: list[tuple[str, Payment | None]] = []
+
+    if old == CANCELLED:
+        status = CANCELLED
+        if arrived:
+            late = True
+            pending_events += [(EVENT_LATE, p) for p in arrived]
+    else:
+        expired_now = (
+            old in (PENDING, PARTIAL)
+            and receiver.expires_at is not None
+            and now >= receiver.expires_at
+        )
+        closed = old == EXPIRED or expired_now
+        if closed and _RANK[money] < _RANK[PAID]:
+            status = EXPIRED
+            if arrived and old == EXPIRED:
+                late = True
+                pending_events += [(EVENT_LATE, p) for p in arrived]
+            elif arrived:  # arrived in the same step as expiry: report the payment too
+                pending_events += [(EVENT_PARTIAL, p) for p in arrived]
+            if old != EXPIRED:
+                pending_events.append((EVENT_EXPIRED, None))
+        else:
+            base = PENDING if old == EXPIRED else old
+            if dropped or _RANK[money] >= _RANK[base]:
+                status = money
+            else:
+                status = base  # forward only, unless money was taken away
+            if (
+                closed
+                and arrived
+                and any(
+                    receiver.expires_at is not None and p.first_seen_at > receiver.expires_at
+                    for p in arrived
+                )
+            ):
+                late = True
+            was_paid = _RANK.get(old, -1) >= _RANK[PAID]
+            now_paid = _RANK[status] >= _RANK[PAID]
+            for p in arrived:
+                if was_paid:
+                    pending_events.append((EVENT_OVERPAID, p))
+                elif not now_paid:
+                    pending_events.append((EVENT_PARTIAL, p))
+            if now_paid and not was_paid:
+                pending_events.append((EVENT_PAID, arrived[-1] if arrived else None))
+            if status == SETTLED and old != SETTLED:
+                pending_events.append((EVENT_SETTLED, None))
+    pending_events += [(EVENT_DROPPED, p) for p in dropped]
+
+    paid_at, settled_at = receiver.paid_at, receiver.settled_at
+    if status in _RANK:  # money decides; a drop can take "paid" back
+        if _RANK[status] < _RANK[PAID]:
+            paid_at = None
+        elif paid_at is None:
+            paid_at = now
+        if status != SETTLED:
+            settled_at = None
+        elif settled_at is None:
+            settled_at = now
+    if status != old:
+        closed_at = now if status in FINAL_STATUSES else None
+    else:
+        closed_at = receiver.closed_at
+    update = ReceiverUpdate(
+        received_duffs=received,
+        status=status,
+        overpaid=received > receiver.amount_duffs,
+        late=late,
+        paid_at=paid_at,
+        settled_at=settled_at,
+        closed_at=closed_at,
+        updated_at=now,
+    )
+    unchanged = (
+        received == receiver.received_duffs
+        and status == old
+        and update.overpaid == receiver.overpaid
+        and late == receiver.late
+        and paid_at == receiver.paid_at
+        and settled_at == receiver.settled_at
+        and closed_at == receiver.closed_at
+    )
+    if unchanged and not pending_events:
+        return None, []
+    after = apply_update(receiver, update)
+    events = []
+    for name, payment in pending_events:
+        ident = event_id()
+        events.append(NewEvent(ident, name, payload(name, ident, now, after, payment)))
+    return (None if unchanged else update), events
+
+
+def apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
+    return replace(
+        receiver,
+        received_duffs=update.received_duffs,
+        status=update.status,
+        overpaid=update.overpaid,
+        late=update.late,
+        paid_at=update.paid_at,
+        settled_at=update.settled_at,
+        closed_at=update.closed_at,
+        updated_at=update.updated_at,
+    )

@@ -1,0 +1,302 @@
+"""Reconciliation against Insight REST: rescans and settlement checks.
+
+A rescan reads the complete history of the receivers' addresses, records every payment
+found (through the engine, so it is the same single code path as a socket event), and
+marks dropped the mempool payments Insight no longer knows (double spends, evictions).
+It runs at every socket (re)connect, because Insight never replays missed events, and
+whenever `dashpay rescan` asks; a full rescan already running is joined, not repeated.
+
+The settlement checker refreshes confirmations of unsettled payments after each new
+block (Insight sends no event when a mempool tx is mined).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from dashpay.errors import InvalidParams, NotFound, Unavailable
+from dashpay.insight.events import BlockObserved, TxObserved
+from dashpay.insight.rest import InsightError, InsightRest
+from dashpay.params import receiver_id_value
+from dashpay.repository.base import PaymentObservation, ReceiverWork, Repository
+from dashpay.services.payments import PaymentEngine
+
+log = logging.getLogger("dashpay.rescan")
+
+# Receivers per history request batch handed to the engine at once; the REST client
+# batches addresses itself, this bounds memory for a 100k-receiver rescan.
+RESCAN_CHUNK = 2_000
+# Concurrent tx lookups while checking confirmations or drops.
+LOOKUP_CONCURRENCY = 8
+# Receivers a single `dashpay rescan ID ...` call may name.
+MAX_RESCAN_IDS = 1_000
+
+
+@dataclass(slots=True)
+class RescanSummary:
+    receivers: int = 0
+    transactions: int = 0
+    payments_found: int = 0
+    payments_new: int = 0
+    payments_dropped: int = 0
+    started_at: float = 0.0
+    duration_seconds: float = 0.0
+    complete: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "receivers_checked": self.receivers,
+            "transactions_seen": self.transactions,
+            "payments_found": self.payments_found,
+            "payments_new": self.payments_new,
+            "payments_dropped": self.payments_dropped,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "complete": self.complete,
+        }
+
+
+def observations_for(
+    tx: TxObserved, addresses: dict[str, int]
+) -> list[tuple[int, PaymentObservation]]:
+    out = []
+    for address, duffs in tx.outputs.items():
+        receiver_id = addresses.get(address)
+        if receiver_id is not None:
+            out.append(
+                (
+                    receiver_id,
+                    PaymentObservation(
+                        txid=tx.txid,
+                        address=address,
+                        amount_duffs=duffs,
+                        instant_locked=tx.instant_locked,
+                        block_height=tx.block_height,
+                        confirmations=tx.confirmations,
+                    ),
+                )
+            )
+    return out
+
+
+class Reconciler:
+    def __init__(
+        self, repo: Repository, rest: InsightRest, engine: PaymentEngine, wallet_id: str
+    ) -> None:
+        self.repo = repo
+        self.rest = rest
+        self.engine = engine
+        self.wallet_id = wallet_id
+        self._full: trio.Event | None = None
+        self._full_result: RescanSummary | None = None
+        self.last_full: RescanSummary | None = None
+        self.last_full_at: float | None = None
+        self.running = 0
+
+    # -- control method -----------------------------------------------------------------
+    async def rescan_method(self, params: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"receiver_ids", "all_pending", "since"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise InvalidParams(f"unknown parameter(s): {', '.join(unknown)}")
+        ids = params.get("receiver_ids")
+        since = params.get("since")
+        chosen = sum(
+            x is not None and x is not False for x in (ids, since, params.get("all_pending"))
+        )
+        if chosen > 1:
+            raise InvalidParams("give receiver ids, all_pending or since, not several")
+        if ids is not None:
+            if not isinstance(ids, list) or not ids or len(ids) > MAX_RESCAN_IDS:
+                raise InvalidParams(f"receiver_ids must be a list of 1 to {MAX_RESCAN_IDS} ids")
+            targets = await self._targets_by_id([receiver_id_value(i) for i in ids])
+            summary = await self.rescan(targets)
+        elif since is not None:
+            from dashpay.config import parse_duration
+
+            try:
+                seconds = parse_duration(since if not isinstance(since, bool) else "x", key="since")
+            except ValueError as exc:
+                raise InvalidParams(str(exc)) from None
+            cutoff = time.time_ns() // 1_000_000 - int(seconds * 1000)
+            targets = await trio.to_thread.run_sync(self._targets_since, cutoff)
+            summary = await self.rescan(targets)
+        else:
+            summary = await self.rescan_all_pending()
+        return summary.as_dict()
+
+    async def _targets_by_id(self, ids: list[int]) -> list[tuple[int, str]]:
+        def load() -> list[tuple[int, str]]:
+            out = []
+            for receiver_id in ids:
+                receiver = self.repo.get_receiver(receiver_id)
+                if receiver is None or receiver.wallet_id != self.wallet_id:
+                    raise NotFound(f"no receiver with id {receiver_id}", receiver_id=receiver_id)
+                out.append((receiver.receiver_id, receiver.address))
+            return out
+
+        return await trio.to_thread.run_sync(load)
+
+    def _targets_since(self, cutoff: int) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        before = None
+        while True:
+            page = self.repo.list_receivers(wallet_id=self.wallet_id, limit=1000, before_id=before)
+            for receiver in page:
+                if receiver.created_at >= cutoff:
+                    out.append((receiver.receiver_id, receiver.address))
+            if len(page) < 1000 or page[-1].created_at < cutoff:
+                return out
+            before = page[-1].receiver_id
+
+    # -- rescans ------------------------------------------------------------------------
+    async def rescan_all_pending(self) -> RescanSummary:
+        """Rescan every watched receiver; joins a full rescan that is already running."""
+        if self._full is not None:
+            event = self._full
+            await event.wait()
+            assert self._full_result is not None
+            return self._full_result
+        self._full = trio.Event()
+        try:
+            summary = await self.rescan(self.engine.watched())
+            self._full_result = summary
+            self.last_full, self.last_full_at = summary, time.time()
+            return summary
+        finally:
+            event, self._full = self._full, None
+            event.set()
+
+    async def rescan(self, targets: list[tuple[int, str]]) -> RescanSummary:
+        summary = RescanSummary(started_at=time.time())
+        started = time.monotonic()
+        self.running += 1
+        try:
+            for start in range(0, len(targets), RESCAN_CHUNK):
+                await self._rescan_chunk(targets[start : start + RESCAN_CHUNK], summary)
+        finally:
+            self.running -= 1
+            summary.duration_seconds = time.monotonic() - started
+        log.info(
+            "rescan done receivers=%d found=%d new=%d dropped=%d seconds=%.2f complete=%s",
+            summary.receivers,
+            summary.payments_found,
+            summary.payments_new,
+            summary.payments_dropped,
+            summary.duration_seconds,
+            summary.complete,
+        )
+        return summary
+
+    async def _rescan_chunk(self, targets: list[tuple[int, str]], summary: RescanSummary) -> None:
+        addresses = {address: receiver_id for receiver_id, address in targets}
+        skipped: set[str] = set()
+        try:
+            history = await self.rest.address_history(list(addresses), skipped=skipped)
+        except (InsightError, ValueError) as exc:
+            raise Unavailable(f"Insight REST failed during the rescan: {exc}") from None
+        summary.receivers += len(targets)
+        summary.transactions += len(history)
+        per_receiver: dict[int, list[PaymentObservation]] = defaultdict(list)
+        seen: dict[int, set[str]] = defaultdict(set)
+        for tx in history:
+            for receiver_id, obs in observations_for(tx, addresses):
+                per_receiver[receiver_id].append(obs)
+                seen[receiver_id].add(obs.txid)
+        summary.payments_found += sum(len(v) for v in per_receiver.values())
+        # Every target goes through the engine, with or without observations: the
+        # results carry each receiver's stored payments, needed for the drop check.
+        work = [ReceiverWork(rid, tuple(per_receiver.get(rid, ()))) for rid, _ in targets]
+        results = await self.engine.apply(work)
+        summary.payments_new += sum(
+            1 for r in results for c in r.changes if c.kind in ("new", "restored")
+        )
+        if "" in skipped:
+            summary.complete = False  # an unreadable history item: no drop decisions
+            return
+        candidates = [
+            (r.receiver.receiver_id, p.txid)
+            for r in results
+            for p in r.payments
+            if not p.dropped
+            and p.block_height is None
+            and p.confirmations == 0
+            and p.txid not in seen.get(r.receiver.receiver_id, set())
+            and p.txid not in skipped
+        ]
+        if not candidates:
+            return
+        gone = await self._confirm_gone([txid for _, txid in candidates])
+        drops: dict[int, list[str]] = defaultdict(list)
+        for receiver_id, txid in candidates:
+            if txid in gone:
+                drops[receiver_id].append(txid)
+        if drops:
+            dropped = await self.engine.apply(
+                [ReceiverWork(rid, (), tuple(txids)) for rid, txids in drops.items()]
+            )
+            summary.payments_dropped += sum(
+                1 for r in dropped for c in r.changes if c.kind == "dropped"
+            )
+
+    async def _confirm_gone(self, txids: list[str]) -> set[str]:
+        """The txids Insight answers 404 for (a plain 'Not found', not a routing error)."""
+        gone: set[str] = set()
+        limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
+
+        async def check(txid: str) -> None:
+            async with limiter:
+                try:
+                    if await self.rest.tx(txid) is None:
+                        gone.add(txid)
+                except InsightError as exc:
+                    log.warning("drop check skipped txid=%s error=%s", txid, exc)
+
+        async with trio.open_nursery() as nursery:
+            for txid in set(txids):
+                nursery.start_soon(check, txid)
+        return gone
+
+    # -- settlement ---------------------------------------------------------------------
+    async def refresh_confirmations(self, block: BlockObserved) -> None:
+        """After a new block, look up every unsettled payment and record what changed."""
+        pending = self.engine.table.awaiting_settlement(self.engine.rules.confirmations)
+        if not pending:
+            return
+        work: dict[int, list[PaymentObservation]] = defaultdict(list)
+        limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
+
+        async def lookup(receiver_id: int, address: str, txid: str) -> None:
+            async with limiter:
+                try:
+                    tx = await self.rest.tx(txid)
+                except InsightError as exc:
+                    log.warning("confirmation check failed txid=%s error=%s", txid, exc)
+                    return
+            if tx is None:
+                return  # gone or not yet indexed: the next rescan decides
+            duffs = tx.outputs.get(address)
+            if duffs is None:
+                return
+            work[receiver_id].append(
+                PaymentObservation(
+                    txid=tx.txid,
+                    address=address,
+                    amount_duffs=duffs,
+                    instant_locked=tx.instant_locked,
+                    block_height=tx.block_height,
+                    confirmations=tx.confirmations,
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            for receiver_id, address, txids in pending:
+                for txid in txids:
+                    nursery.start_soon(lookup, receiver_id, address, txid)
+        if work:
+            await self.engine.apply([ReceiverWork(rid, tuple(obs)) for rid, obs in work.items()])
