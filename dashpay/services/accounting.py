@@ -154,13 +154,22 @@ def decide(
                 late = True
             was_paid = _RANK.get(old, -1) >= _RANK[PAID]
             now_paid = _RANK[status] >= _RANK[PAID]
+            # One event per arriving payment, in arrival order, as if they had come one
+            # at a time (a rescan or a busy batch can bring several at once).
+            threshold = paid_threshold(receiver.amount_duffs, rules.tolerance_percent)
+            running = received - sum(p.amount_duffs for p in arrived)
+            paid_seen = was_paid
             for p in arrived:
-                if was_paid:
+                running += p.amount_duffs
+                if paid_seen:
                     pending_events.append((EVENT_OVERPAID, p))
-                elif not now_paid:
+                elif running >= threshold and now_paid:
+                    pending_events.append((EVENT_PAID, p))
+                    paid_seen = True
+                else:
                     pending_events.append((EVENT_PARTIAL, p))
-            if now_paid and not was_paid:
-                pending_events.append((EVENT_PAID, arrived[-1] if arrived else None))
+            if now_paid and not paid_seen:
+                pending_events.append((EVENT_PAID, None))
             if status == SETTLED and old != SETTLED:
                 pending_events.append((EVENT_SETTLED, None))
     pending_events += [(EVENT_DROPPED, p) for p in dropped]

@@ -261,3 +261,8 @@ def test_receiver_commands_do_not_import_heavy_modules(short_tmp):
         if "|" in line
     }
     assert not imported & {"trio", "httpx", "bip_utils", "pymysql", "coincurve"}, imported
+
+
+def test_sandbox_commands_outside_sandbox_mode_say_so(daemon):
+    result = daemon.cli("sandbox", "mine")
+    assert result.code == 4 and "sandbox mode" in result.stderr

@@ -271,3 +271,11 @@ def test_received_is_always_the_sum_of_counted_payments(amounts):
         assert r.received_duffs == sum(x.amount_duffs for x in payments)
         expected = "paid" if r.received_duffs >= DUE else "partial"
         assert r.status == expected
+
+
+def test_several_payments_in_one_step_each_get_their_own_event():
+    p1, p2, p3 = payment("a", 30_000_000), payment("b", 80_000_000), payment("c", 5)
+    update, names, events = run(receiver(), [p1, p2, p3], [(p1, "new"), (p2, "new"), (p3, "new")])
+    assert update.status == "paid" and update.received_duffs == 110_000_005
+    assert names == ["receiver.partial", "receiver.paid", "receiver.overpaid"]
+    assert [json.loads(e.payload)["txid"] for e in events] == [p1.txid, p2.txid, p3.txid]

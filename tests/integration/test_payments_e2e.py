@@ -1,0 +1,191 @@
+"""Payments end to end: a real daemon subprocess watching the sandbox Insight peer over
+the real protocol (socket.io EIO3 + REST), both database backends."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from dashpay.config import parse_database_url
+from dashpay.repository import open_repository
+from tests.conftest import start_daemon
+
+COIN = 100_000_000
+
+
+def new_receiver(daemon, amount: str = "1", *extra: str) -> dict:
+    result = daemon.cli("receiver", "new", "--amount", amount, "--json", *extra)
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+def show(daemon, receiver_id: int) -> dict:
+    result = daemon.cli("receiver", "show", str(receiver_id), "--json")
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+def wait_for(daemon, receiver_id: int, predicate, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = show(daemon, receiver_id)
+        if predicate(data):
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out; last state: {json.dumps(data, indent=1)}\n{daemon.log()}"
+            )
+        time.sleep(0.1)
+
+
+def outbox(database_url: str, receiver_id: int) -> list[tuple[str, dict]]:
+    repo = open_repository(parse_database_url(database_url))
+    try:
+        return [(e.event, json.loads(e.payload)) for e in repo.list_outbox(receiver_id=receiver_id)]
+    finally:
+        repo.close()
+
+
+def test_partial_then_full_payment_then_settled_with_events_in_order(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.pay(r["address"], 40_000_000, lock=False)
+    wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "partial")
+    txid = sandbox_peer.pay(r["address"], 60_000_000, lock=False)
+    paid = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "paid")
+    assert paid["received_duffs"] == COIN and len(paid["payments"]) == 2
+    sandbox_peer.mine(1)  # confirmations come from REST after the block event
+    settled = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    assert all(p["confirmations"] >= 1 for p in settled["payments"])
+    events = outbox(database_url, r["receiver_id"])
+    assert [name for name, _ in events] == ["receiver.partial", "receiver.paid", "receiver.settled"]
+    assert events[1][1]["txid"] == txid
+    assert events[2][1]["receiver"]["status"] == "settled"
+
+
+def test_instant_lock_settles_and_the_same_tx_is_counted_once(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "0.5")
+    txid = sandbox_peer.pay(r["address"], 50_000_000, lock=True)  # tx, then txlock
+    settled = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    assert settled["received_duffs"] == 50_000_000
+    assert [p["txid"] for p in settled["payments"]] == [txid]
+    # A rescan sees the same tx again; still one payment, no new event.
+    rescan = watching_daemon.cli("rescan", str(r["receiver_id"]), "--json")
+    assert rescan.code == 0, rescan.stderr
+    assert rescan.json()["payments_found"] == 1 and rescan.json()["payments_new"] == 0
+    assert show(watching_daemon, r["receiver_id"])["received_duffs"] == 50_000_000
+    names = [n for n, _ in outbox(database_url, r["receiver_id"])]
+    assert names == ["receiver.paid", "receiver.settled"]
+
+
+def test_tx_paying_three_receivers_and_twice_one_address(watching_daemon, sandbox_peer):
+    a, b, c = (new_receiver(watching_daemon, "1") for _ in range(3))
+    sandbox_peer.pay_many(
+        [
+            (a["address"], 30_000_000),
+            (b["address"], COIN),
+            (a["address"], 70_000_000),
+            (c["address"], 1),
+        ],
+        lock=True,
+    )
+    assert (
+        wait_for(watching_daemon, a["receiver_id"], lambda d: d["status"] == "settled")[
+            "received_duffs"
+        ]
+        == COIN
+    )
+    assert (
+        wait_for(watching_daemon, b["receiver_id"], lambda d: d["status"] == "settled")[
+            "received_duffs"
+        ]
+        == COIN
+    )
+    assert (
+        wait_for(watching_daemon, c["receiver_id"], lambda d: d["status"] == "partial")[
+            "received_duffs"
+        ]
+        == 1
+    )
+
+
+def test_silent_payment_is_found_by_a_rescan(watching_daemon, sandbox_peer):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.pay(r["address"], COIN, silent=True, lock=False)
+    time.sleep(0.5)
+    assert show(watching_daemon, r["receiver_id"])["status"] == "pending"
+    result = watching_daemon.cli("rescan", "--all-pending", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["payments_new"] == 1
+    assert show(watching_daemon, r["receiver_id"])["status"] == "paid"
+
+
+def test_payment_while_stopped_is_found_at_bootstrap(watching_daemon, sandbox_peer):
+    r = new_receiver(watching_daemon, "1")
+    watching_daemon.stop()
+    sandbox_peer.pay(r["address"], COIN, lock=True)
+    again = start_daemon(watching_daemon.config)
+    try:
+        data = wait_for(again, r["receiver_id"], lambda d: d["status"] in ("paid", "settled"))
+        assert data["received_duffs"] == COIN and len(data["payments"]) == 1
+    finally:
+        again.stop()
+
+
+def test_payment_while_the_socket_is_down_is_found_after_reconnect(watching_daemon, sandbox_peer):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.server_down()
+    sandbox_peer.pay(r["address"], COIN, lock=False)
+    time.sleep(0.3)
+    sandbox_peer.server_up()
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "paid")
+    assert data["received_duffs"] == COIN
+
+
+def test_dropped_mempool_payment_is_marked_and_reported(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "1")
+    txid = sandbox_peer.pay(r["address"], COIN, lock=False)
+    wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "paid")
+    sandbox_peer.drop(txid)
+    result = watching_daemon.cli("rescan", str(r["receiver_id"]), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["payments_dropped"] == 1
+    data = show(watching_daemon, r["receiver_id"])
+    assert data["status"] == "pending" and data["received_duffs"] == 0
+    assert data["payments"][0]["dropped"] is True
+    names = [n for n, _ in outbox(database_url, r["receiver_id"])]
+    assert names == ["receiver.paid", "receiver.payment_dropped"]
+
+
+def test_cancelled_receiver_paid_anyway_is_recorded_and_flagged(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "1")
+    assert watching_daemon.cli("receiver", "cancel", str(r["receiver_id"])).code == 0
+    sandbox_peer.pay(r["address"], COIN, lock=True)
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["received_duffs"] == COIN)
+    assert data["status"] == "cancelled" and data["late"] is True
+    assert [n for n, _ in outbox(database_url, r["receiver_id"])] == ["receiver.late_payment"]
+
+
+def test_expiry_then_late_payment(watching_daemon, sandbox_peer, database_url):
+    r = new_receiver(watching_daemon, "1", "--expires-after", "1s")
+    wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "expired")
+    sandbox_peer.pay(r["address"], COIN, lock=True)
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    assert data["late"] is True
+    names = [n for n, _ in outbox(database_url, r["receiver_id"])]
+    assert names == ["receiver.expired", "receiver.paid", "receiver.settled"]
+
+
+def test_status_is_ready_and_reports_insight(watching_daemon):
+    status = watching_daemon.cli("status", "--json")
+    assert status.code == 0
+    data = status.json()
+    assert data["state"] == "ready" and data["insight"]["state"] == "connected"
+    assert data["last_rescan"]["complete"] is True
