@@ -25,7 +25,7 @@ from dashpay import __version__
 from dashpay.config import Config
 from dashpay.control import methods
 from dashpay.control.server import serve_control
-from dashpay.errors import METHOD_NOT_FOUND, DashpayError, Unavailable
+from dashpay.errors import CONFLICT, METHOD_NOT_FOUND, DashpayError, Unavailable
 from dashpay.insight.rest import InsightRest
 from dashpay.insight.socketio import InsightSocket
 from dashpay.repository import open_repository
@@ -45,6 +45,11 @@ STARTING = "starting"
 READY = "ready"
 STOPPING = "stopping"
 DEGRADED = "degraded"
+STANDBY = "standby"
+# How long one GET_LOCK wait of a standby lasts, and how often the owner checks that
+# its lock connection is alive (a takeover happens within about these times).
+STANDBY_POLL_SECONDS = 1
+OWNERSHIP_CHECK_SECONDS = 2.0
 # A control request may run this long: a rescan of 100k receivers takes tens of seconds.
 CONTROL_REQUEST_TIMEOUT = 600.0
 # A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
@@ -92,6 +97,13 @@ class Daemon:
         self.rest: InsightRest | None = None
         self.reconciler: Reconciler | None = None
         self.last_rescan_error: str | None = None
+        self.owner_lock: Any = None
+        self.ownership_lost_since: float | None = None
+        self.exit_code = 0
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        # Ping at half the watchdog period, as sd_watchdog_enabled(3) recommends.
+        self._watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
+        self._watchdog_last = 0.0
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
         self.handlers: dict[str, Handler] = {methods.STATUS: self.status}
@@ -147,6 +159,9 @@ class Daemon:
                 by_status, next_index = await trio.to_thread.run_sync(counts)
             except DashpayError as exc:
                 result["database"]["error"] = exc.message
+                result["reasons"].append(f"database error: {exc.message}")
+                if result["state"] == READY:
+                    result["state"], result["ready"] = DEGRADED, False
             else:
                 result["receivers"] = by_status
                 result["pending"] = sum(by_status.get(s, 0) for s in (PENDING, PARTIAL, PAID))
@@ -192,6 +207,8 @@ class Daemon:
                 + (f" since {_iso(since)}" if since else "")
                 + f" ({sock.endpoint.display})"
             )
+        if self.ownership_lost_since is not None:
+            reasons.append(f"wallet lock lost since {_iso(self.ownership_lost_since)}")
         if self.last_rescan_error:
             reasons.append(f"last rescan failed: {self.last_rescan_error}")
         engine = self.engine
@@ -227,6 +244,8 @@ class Daemon:
             self.state = STOPPING
             sd_notify("STOPPING=1")
             with trio.CancelScope(shield=True):
+                if self.owner_lock is not None:
+                    await trio.to_thread.run_sync(self.owner_lock.release)
                 await trio.to_thread.run_sync(repo.close)
             log.info("stopped")
 
@@ -245,6 +264,7 @@ class Daemon:
             wallet.network,
             wallet.chain,
         )
+        await self._own_wallet(nursery, repo, wallet)
         sd_notify("STATUS=loading pending receivers")
         now = time.time_ns() // 1_000_000
         pending = await trio.to_thread.run_sync(
@@ -262,6 +282,7 @@ class Daemon:
             monitor_window_ms=int(config.receivers.monitor_window * 1000),
             on_block=self._on_block,
             on_connected=self._on_connected,
+            on_tick=self._on_tick,
         )
         engine.load(pending)
         self.engine = engine
@@ -286,12 +307,6 @@ class Daemon:
         )
         if self.sandbox is not None:
             self.handlers.update(self.sandbox.handlers())
-        await nursery.start(
-            partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT),
-            Path(config.control.socket),
-            self.handle,
-        )
-        log.info("control socket listening path=%s", config.control.socket)
 
         # Insight: subscribe first, then rescan (the engine asks for a rescan on every
         # SocketConnected), so nothing paid between the two is missed.
@@ -308,6 +323,79 @@ class Daemon:
         nursery.start_soon(self.insight.run, engine.send_channel.clone())
         sd_notify(f"STATUS=connecting to Insight, {len(pending)} receivers to check")
         log.info("bootstrap waiting for insight pending=%d", len(pending))
+
+    async def _own_wallet(self, nursery: trio.Nursery, repo: Repository, wallet: Wallet) -> None:
+        """Become the wallet's single owner (DESIGN.md §10). On SQLite a second daemon
+        refuses to start; on MySQL it answers `status` as a standby and takes over when
+        the owner's database connection dies."""
+        lock = repo.owner_lock(f"dashpay:{wallet.wallet_id}")
+        self.owner_lock = lock
+        if not await trio.to_thread.run_sync(lock.try_acquire, 0):
+            if lock.exclusive_machine:
+                raise DashpayError(
+                    CONFLICT,
+                    f"another dashpay daemon ({lock.holder()}) is already using "
+                    f"{self.config.database.display_url()}; stop it first",
+                )
+            await self._start_control(nursery)
+            self.state = STANDBY
+            sd_notify("STATUS=standby: another daemon owns this wallet")
+            log.warning(
+                "standby: another daemon owns wallet fingerprint=%s; waiting to take over",
+                wallet.fingerprint,
+            )
+            while not await trio.to_thread.run_sync(lock.try_acquire, STANDBY_POLL_SECONDS):
+                pass
+            log.warning("took over wallet fingerprint=%s", wallet.fingerprint)
+            self.state = STARTING
+        else:
+            await self._start_control(nursery)
+        if not lock.exclusive_machine:
+            nursery.start_soon(self._watch_ownership, lock)
+
+    async def _start_control(self, nursery: trio.Nursery) -> None:
+        path = Path(self.config.control.socket)
+        await nursery.start(
+            partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT), path, self.handle
+        )
+        log.info("control socket listening path=%s", path)
+
+    async def _watch_ownership(self, lock: Any) -> None:
+        """The lock lives on a database connection. If that connection dies (database
+        outage, network), try to take the lock back: if nobody else took it meanwhile
+        we carry on; if a standby owns the wallet now, we stop. Recording stays safe in
+        between: payments are upserts and decisions run under row locks."""
+        while True:
+            await trio.sleep(OWNERSHIP_CHECK_SECONDS)
+            if await trio.to_thread.run_sync(lock.alive):
+                self.ownership_lost_since = None
+                continue
+            if self.ownership_lost_since is None:
+                self.ownership_lost_since = time.time()
+                log.warning("wallet lock connection lost; taking the lock back")
+            try:
+                regained = await trio.to_thread.run_sync(lock.try_acquire, 0)
+            except Exception as exc:  # the database is still unreachable: keep trying
+                log.debug("wallet lock not regained yet: %s", exc)
+                continue
+            if regained:
+                log.info("wallet lock regained")
+                self.ownership_lost_since = None
+                continue
+            log.error("another daemon owns the wallet now; stopping (standby took over)")
+            self.exit_code = 1
+            if self._cancel_scope is not None:
+                self._cancel_scope.cancel()
+            return
+
+    def _on_tick(self) -> None:
+        """Called by the engine loop once a second: proof of life for systemd."""
+        if self._watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._watchdog_last >= self._watchdog_interval:
+            self._watchdog_last = now
+            sd_notify("WATCHDOG=1")
 
     # -- Insight follow-up tasks --------------------------------------------------------
     def _on_connected(self, message: Any) -> None:
@@ -352,26 +440,69 @@ class Daemon:
                 log.exception("confirmation refresh failed block=%s", block.block_hash)
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        signals_wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        with trio.open_signal_receiver(*signals_wanted) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload()
+                    continue
                 log.info("signal received signal=%s; shutting down", signal.Signals(signum).name)
                 self.state = STOPPING
+                sd_notify("STOPPING=1")
                 scope.cancel()
                 return
 
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what can change live (the log
+        level); everything else needs a restart, and a broken file changes nothing."""
+        from dashpay.config import ConfigError, load_config
+        from dashpay.logs import setup_logging
 
-def run_daemon(config: Config, *, sandbox: Any | None = None) -> int:
-    """Run until SIGTERM/SIGINT; the process exit code."""
+        if self.config.path is None:
+            log.info("SIGHUP: no config file to reload")
+            return
+        try:
+            fresh = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded, it has an error: %s", exc)
+            return
+        setup_logging(fresh.logging.level)
+        log.info("SIGHUP: reloaded %s log_level=%s", self.config.path, fresh.logging.level)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of a single member: trio's
+    nurseries wrap a start-up refusal raised inside them."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run_main(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a daemon's trio main; turn start-up refusals into an exit code and a log line."""
     from dashpay.control.server import ControlSocketInUse
 
     try:
-        trio.run(Daemon(config, sandbox=sandbox).run)
-    except ControlSocketInUse as exc:
-        log.error("%s", exc)
-        return 2
-    except DashpayError as exc:
-        log.error("cannot start: %s", exc.message)
-        return 2 if exc.kind == "invalid_params" else 5
-    except KeyboardInterrupt:
-        return 130
-    return 0
+        return trio.run(main)
+    except BaseException as exc:  # noqa: BLE001 - re-raised unless it is a known refusal
+        leaf = _leaf(exc)
+        if isinstance(leaf, ControlSocketInUse):
+            log.error("%s", leaf)
+            return 2
+        if isinstance(leaf, DashpayError):
+            log.error("cannot start: %s", leaf.message)
+            return 5 if leaf.kind == "unavailable" else 2
+        if isinstance(leaf, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def run_daemon(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; the process exit code."""
+    daemon = Daemon(config)
+
+    async def main() -> int:
+        await daemon.run()
+        return daemon.exit_code
+
+    return run_main(main)

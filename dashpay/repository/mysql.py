@@ -184,6 +184,12 @@ class MysqlRepository(SqlRepository):
         # not at the first request.
         self._pool.release(self._pool.acquire(), reusable=True)
 
+    def owner_lock(self, name: str):
+        """GET_LOCK(name) on a dedicated connection: the owner of a wallet (HA)."""
+        from dashpay.repository.locks import MysqlOwnerLock
+
+        return MysqlOwnerLock(self._connect, name)
+
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> _Connection:
         try:

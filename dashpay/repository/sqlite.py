@@ -40,6 +40,12 @@ DIRECTORY_MODE = 0o700  # the database holds callback URLs and settings: owner o
 class SqliteRepository(SqlRepository):
     backend = "sqlite"
 
+    def owner_lock(self, name: str):
+        """An exclusive lock on ``<database>.lock``: one daemon per SQLite database."""
+        from dashpay.repository.locks import FileOwnerLock
+
+        return FileOwnerLock(self.path.with_name(self.path.name + ".lock"))
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()

@@ -151,8 +151,7 @@ def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> int:
-    from dashpay.control.server import ControlSocketInUse
-    from dashpay.daemon import Daemon
+    from dashpay.daemon import Daemon, run_main
 
     if config is not None:
         if config.wallet is None or config.wallet.network != NETWORK:
@@ -168,7 +167,7 @@ def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> i
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         log.info("sandbox state directory: %s", state)
 
-    async def main() -> None:
+    async def main() -> int:
         from dashpay.sandbox.network import SandboxNetwork
         from dashpay.sandbox.server import serve_sandbox
 
@@ -181,14 +180,9 @@ def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> i
             else:
                 cfg = with_sandbox_insight(config, port, socket)
             log.info("sandbox insight listening url=%s", cfg.insight.url)
-            await Daemon(cfg, sandbox=SandboxRuntime(network, cfg.insight.url)).run()
+            daemon = Daemon(cfg, sandbox=SandboxRuntime(network, cfg.insight.url))
+            await daemon.run()
             nursery.cancel_scope.cancel()
+        return daemon.exit_code
 
-    try:
-        trio.run(main)
-    except ControlSocketInUse as exc:
-        log.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_main(main)

@@ -108,6 +108,7 @@ class PaymentEngine:
         on_events: Callable[[list[OutboxEvent]], None] | None = None,
         on_block: Callable[[BlockObserved], None] | None = None,
         on_connected: Callable[[SocketConnected], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
         self.rules = rules
@@ -116,6 +117,7 @@ class PaymentEngine:
         self.on_events = on_events
         self.on_block = on_block
         self.on_connected = on_connected
+        self.on_tick = on_tick
         self.table = PendingTable()
         self.stats = EngineStats()
         self.send_channel, self._receive = trio.open_memory_channel[Any](QUEUE_SIZE)
@@ -223,6 +225,8 @@ class PaymentEngine:
                 ids.append(item.receiver_id)
             callbacks.append((message, ids))
         elif isinstance(message, Tick):
+            if self.on_tick is not None:
+                self.on_tick()
             for receiver_id in self.table.due_to_expire(now):
                 _item(work, receiver_id)
             for receiver_id in self.table.past_window(now, self.monitor_window_ms):
@@ -341,5 +345,3 @@ def _item(work: dict[int, _Pending], receiver_id: int) -> _Pending:
     if item is None:
         item = work[receiver_id] = _Pending(receiver_id)
     return item
-
-
