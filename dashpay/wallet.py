@@ -102,7 +102,7 @@ def _checksum(payload: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:_CHECKSUM_SIZE]
 
 
-def _b58decode_check(text: str) -> bytes:
+def b58decode_check(text: str) -> bytes:
     """Decode base58check text to its payload; raise _Base58Error with a plain reason."""
     number = 0
     for position, char in enumerate(text, 1):
@@ -124,7 +124,7 @@ def _b58decode_check(text: str) -> bytes:
     return payload
 
 
-def _b58encode_check(payload: bytes) -> str:
+def b58encode_check(payload: bytes) -> str:
     raw = payload + _checksum(payload)
     number = int.from_bytes(raw, "big")
     chars = []
@@ -158,7 +158,7 @@ class ExtendedPublicKey:
 
     def serialize(self, version: bytes) -> str:
         """Base58check text of this key under the given 4 version bytes."""
-        return _b58encode_check(
+        return b58encode_check(
             version
             + bytes([self.depth])
             + self.parent_fingerprint
@@ -192,7 +192,7 @@ def parse_extended_public_key(text: str, network: str) -> ExtendedPublicKey:
             "paste only the key (one line, no surrounding text)"
         )
     try:
-        raw = _b58decode_check(text)
+        raw = b58decode_check(text)
     except _Base58Error as exc:
         raise WalletKeyError(f"extended public key {_abbrev(text)} is not valid: {exc}") from None
     if len(raw) != EXTENDED_KEY_SIZE:
@@ -382,7 +382,7 @@ def validate_address(address: str, network: str) -> str:
             f"address is {len(text)} characters; a Dash address is 34: paste only the address"
         )
     try:
-        raw = _b58decode_check(text)
+        raw = b58decode_check(text)
     except _Base58Error as exc:
         raise AddressError(f"address {text!r} is not valid: {exc}") from None
     if len(raw) != ADDRESS_SIZE - _CHECKSUM_SIZE:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashpay.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.wallet import b58decode_check, b58encode_check
 
 NETWORK = "testnet"
 
@@ -105,8 +106,6 @@ _P2SH_VERSION = 0x13
 _COINBASE_TAG = b"/dashpay-sandbox/"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
 
 class SandboxError(ValueError):
@@ -200,23 +199,9 @@ def _sha256d(data: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
-def _b58check_encode(payload: bytes) -> str:
-    data = payload + _sha256d(payload)[:4]
-    number = int.from_bytes(data, "big")
-    chars = []
-    while number:
-        number, digit = divmod(number, 58)
-        chars.append(_B58[digit])
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return "1" * zeros + "".join(reversed(chars))
-
-
 def _b58_payload(address: str) -> bytes:
     """Version byte + hash160 of an address already checked by validate_address."""
-    number = 0
-    for char in address:
-        number = number * 58 + _B58_INDEX[char]
-    return number.to_bytes(25, "big")[:21]
+    return b58decode_check(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,7 +670,7 @@ class SandboxChain:
         return f"{self._rng.getrandbits(size * 8):0{size * 2}x}"
 
     def _random_address(self) -> str:
-        return _b58check_encode(bytes([_P2PKH_VERSION]) + self._rng.randbytes(20))
+        return b58encode_check(bytes([_P2PKH_VERSION]) + self._rng.randbytes(20))
 
     def _new_txid(self) -> str:
         while True:

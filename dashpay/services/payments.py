@@ -54,6 +54,18 @@ DB_RETRY_INITIAL = 0.5
 DB_RETRY_MAX = 30.0
 
 
+def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
+    """What a transaction says about one address it pays."""
+    return PaymentObservation(
+        txid=tx.txid,
+        address=address,
+        amount_duffs=duffs,
+        instant_locked=tx.instant_locked,
+        block_height=tx.block_height,
+        confirmations=tx.confirmations,
+    )
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -204,14 +216,7 @@ class PaymentEngine:
                 if entry is None:
                     continue
                 matched = True
-                obs = PaymentObservation(
-                    txid=message.txid,
-                    address=address,
-                    amount_duffs=duffs,
-                    instant_locked=message.instant_locked,
-                    block_height=message.block_height,
-                    confirmations=message.confirmations,
-                )
+                obs = observation(message, address, duffs)
                 if entry.is_news(obs):
                     _item(work, entry.receiver_id).observations.append(obs)
             if matched:

@@ -25,7 +25,7 @@ from dashpay.insight.events import BlockObserved, TxObserved
 from dashpay.insight.rest import InsightError, InsightRest
 from dashpay.params import receiver_id_value
 from dashpay.repository.base import PaymentObservation, ReceiverWork, Repository
-from dashpay.services.payments import PaymentEngine
+from dashpay.services.payments import PaymentEngine, observation
 
 log = logging.getLogger("dashpay.rescan")
 
@@ -68,19 +68,7 @@ def observations_for(
     for address, duffs in tx.outputs.items():
         receiver_id = addresses.get(address)
         if receiver_id is not None:
-            out.append(
-                (
-                    receiver_id,
-                    PaymentObservation(
-                        txid=tx.txid,
-                        address=address,
-                        amount_duffs=duffs,
-                        instant_locked=tx.instant_locked,
-                        block_height=tx.block_height,
-                        confirmations=tx.confirmations,
-                    ),
-                )
-            )
+            out.append((receiver_id, observation(tx, address, duffs)))
     return out
 
 
@@ -283,16 +271,7 @@ class Reconciler:
             duffs = tx.outputs.get(address)
             if duffs is None:
                 return
-            work[receiver_id].append(
-                PaymentObservation(
-                    txid=tx.txid,
-                    address=address,
-                    amount_duffs=duffs,
-                    instant_locked=tx.instant_locked,
-                    block_height=tx.block_height,
-                    confirmations=tx.confirmations,
-                )
-            )
+            work[receiver_id].append(observation(tx, address, duffs))
 
         async with trio.open_nursery() as nursery:
             for receiver_id, address, txids in pending:
