@@ -169,6 +169,12 @@ def render_receiver(receiver: dict[str, Any]) -> None:
         ("address", receiver["address"]),
         ("status", receiver["status"] + (f" ({', '.join(flags)})" if flags else "")),
         ("amount", amount),
+        (
+            "rate",
+            f"{receiver['rate']} {receiver['fiat_currency']}/DASH ({receiver['rate_provider']})"
+            if receiver.get("rate")
+            else None,
+        ),
         ("received", f"{receiver['received_dash']} DASH"),
         ("payment uri", receiver["payment_uri"]),
         ("hd index", f"{receiver['chain']}/{receiver['hd_index']}"),
@@ -292,6 +298,7 @@ def status(
         rows = [
             ("state", result.get("state")),
             ("why", "; ".join(result.get("reasons") or []) or None),
+            ("warnings", "; ".join(result.get("warnings") or []) or None),
             ("version", result.get("version")),
             ("uptime", f"{result.get('uptime_seconds', 0):.0f}s"),
             ("sandbox", "yes" if result.get("sandbox") else None),
@@ -302,6 +309,7 @@ def status(
             ("pending receivers", result.get("pending")),
             ("insight", insight.get("state")),
             ("last insight event", insight.get("last_event_at")),
+            ("callbacks pending", (result.get("callbacks") or {}).get("pending")),
         ]
         _console().print(_fields_table(rows))
     if not result.get("ready"):
@@ -479,6 +487,18 @@ def rescan(
     )
 
 
+@app.command()
+def price(
+    ctx: typer.Context,
+    currencies: list[str] | None = typer.Argument(None, help="Currency codes, e.g. USD EUR."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show the DASH price of fiat currencies: quote, provider and age."""
+    from dashpay.cli_prices import price_command
+
+    price_command(ctx, currencies, as_json)
+
+
 # -- offline tools --------------------------------------------------------------------
 
 
@@ -649,6 +669,11 @@ def sandbox_lock(
     """InstantSend-lock a sandbox transaction now."""
     result = call(ctx, methods.SANDBOX_LOCK, {"txid": txid})
     print_json(result) if as_json else print(f"locked {txid}")
+
+
+from dashpay.cli_callbacks import callbacks_app  # noqa: E402 - it imports this module's helpers lazily
+
+app.add_typer(callbacks_app, name="callbacks")
 
 
 def main() -> None:

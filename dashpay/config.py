@@ -64,12 +64,35 @@ DEFAULT_POOL_SIZE = 4
 # With InstantSend and ChainLocks one confirmation is final on Dash; more than a day of
 # blocks (576) is a typo.
 MAX_CONFIRMATIONS = 576
+# Cloud metadata services outside the link-local ranges, refused with them when
+# block_link_local is on: AWS's IPv6 endpoint (fd00:ec2::254, a unique-local address
+# that would otherwise pass as private) and Alibaba Cloud's (100.100.100.200, in the
+# carrier-grade NAT range). The IPv4 endpoints of AWS, GCP, Azure and Oracle are
+# 169.254.169.254, already link-local.
+CLOUD_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+# Concurrent callback deliveries. Each holds one connection and one task; a thousand
+# is far beyond what one merchant backend wants to receive at once.
+MAX_CALLBACKS_IN_FLIGHT = 1000
 # MySQL identifiers (database names) are at most 64 characters.
 MAX_DATABASE_NAME_CHARS = 64
 DEFAULT_MYSQL_PORT = 3306
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/dashpay/dashpay.sqlite3"
 NETWORKS = ("mainnet", "testnet")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Fiat price providers of DASH, with their public API base URLs (docs/prices.md). The
+# adapters live in dashpay.services.valuation; this is the one list of their names.
+PRICE_PROVIDER_URLS = {
+    "coingecko": "https://api.coingecko.com",
+    "kraken": "https://api.kraken.com",
+    "coinbase": "https://api.coinbase.com",
+}
+PRICE_PROVIDERS = tuple(PRICE_PROVIDER_URLS)
+PRICE_STRATEGIES = ("first", "median")
+# Currencies the refresher keeps warm. Each costs one request per provider per refresh,
+# and public APIs rate-limit (CoinGecko's free tier: a few dozen calls a minute).
+MAX_PRICE_CURRENCIES = 32
 
 # These are looked up through the module at call time so tests can point them elsewhere.
 DEFAULT_CONFIG_PATH = paths.DEFAULT_CONFIG_PATH
@@ -447,6 +470,79 @@ def _host_list(value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _provider_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _WrongType
+    if not value:
+        raise _Invalid("is empty", f"list providers to try in order, e.g. {list(PRICE_PROVIDERS)}")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _Invalid(f"every entry must be a string, found {_describe(item)}")
+        name = item.strip().lower()
+        if name not in PRICE_PROVIDERS:
+            raise _Invalid(
+                f"{_quote(item)} is not a known price provider",
+                f"known: {', '.join(PRICE_PROVIDERS)}",
+            )
+        if name in names:
+            raise _Invalid(f"{_quote(item)} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _currency_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _WrongType
+    if len(value) > MAX_PRICE_CURRENCIES:
+        raise _Invalid(f"lists {len(value)} currencies; at most {MAX_PRICE_CURRENCIES}")
+    codes: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _Invalid(f"every entry must be a string, found {_describe(item)}")
+        code = item.strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code) or code == "DASH":
+            raise _Invalid(
+                f"{_quote(item)} is not a 3-letter fiat currency code",
+                'use ISO 4217 codes such as "USD" or "EUR"',
+            )
+        if code not in codes:
+            codes.append(code)
+    return tuple(codes)
+
+
+def _provider_table(name: str) -> Callable[[Any], str]:
+    """[prices.<name>]: a table whose only key is ``url``, the provider's API base URL
+    (paths such as /api/v3/simple/price are appended to it)."""
+    default = PRICE_PROVIDER_URLS[name]
+    example = f'write [prices.{name}] followed by url = "{default}"'
+
+    def check(value: Any) -> str:
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"must be a table with a url key, found {_describe(value)}", example)
+        unknown = sorted(str(key) for key in value if key != "url")
+        if unknown:
+            raise _Invalid(f"unknown key {_quote(unknown[0])}", "the only key here is url")
+        if "url" not in value:
+            return default
+        try:
+            url = _url("http", "https", strip_slash=True)(value["url"])
+        except _WrongType:
+            found = _describe(value["url"])
+            raise _Invalid(f"url: expected http(s) URL, found {found}", example) from None
+        except _Invalid as exc:
+            raise _Invalid(f"url: {exc.message}", exc.hint or example) from None
+        parts = urlsplit(url)
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            raise _Invalid(
+                f"url: {_quote(_redact_url(url))} has a query or fragment",
+                "give only the base URL; dashpay appends the API path and query",
+            )
+        return url
+
+    return check
+
+
 # -- the table of every key -----------------------------------------------------------
 
 
@@ -560,6 +656,42 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
         ),
         "allow_private_targets": KeySpec("boolean (true or false)", True, _boolean),
         "block_link_local": KeySpec("boolean (true or false)", True, _boolean),
+        "max_in_flight": KeySpec(
+            f"integer from 1 to {MAX_CALLBACKS_IN_FLIGHT}",
+            16,
+            _integer(1, MAX_CALLBACKS_IN_FLIGHT),
+        ),
+    },
+    "prices": {
+        "providers": KeySpec(
+            f"array of price providers ({', '.join(PRICE_PROVIDERS)}), in the order tried",
+            list(PRICE_PROVIDERS),
+            _provider_list,
+        ),
+        "strategy": KeySpec(
+            " or ".join(f'"{name}"' for name in PRICE_STRATEGIES),
+            "first",
+            _choice(*PRICE_STRATEGIES),
+        ),
+        "currencies": KeySpec(
+            f"array of up to {MAX_PRICE_CURRENCIES} 3-letter currency codes",
+            ["USD"],
+            _currency_list,
+        ),
+        "refresh": KeySpec(_DURATION, "60s", _duration(allow_zero=False)),
+        "max_age": KeySpec(_DURATION, "10m", _duration(allow_zero=False)),
+        "max_deviation": KeySpec(
+            'percentage from 0 to 100 (number or string, e.g. "20")', 20, _percent
+        ),
+        "timeout": KeySpec(_DURATION, "5s", _duration(allow_zero=False)),
+        **{
+            name: KeySpec(
+                "table with url = the provider's http(s) API base URL",
+                {"url": url},
+                _provider_table(name),
+            )
+            for name, url in PRICE_PROVIDER_URLS.items()
+        },
     },
     "logging": {
         "level": KeySpec(
@@ -643,6 +775,16 @@ class ReceiversConfig:
     confirmations: int = _default("receivers", "confirmations")
 
 
+def is_metadata_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Link-local or a known cloud metadata address (where credentials can be read)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.scope_id is not None:
+            address = ipaddress.IPv6Address(str(address).partition("%")[0])
+    return address.is_link_local or address in CLOUD_METADATA_ADDRESSES
+
+
 @dataclass(frozen=True, slots=True)
 class CallbacksConfig:
     default_url: str | None = _default("callbacks", "default_url")
@@ -655,6 +797,7 @@ class CallbacksConfig:
     allow_hosts: tuple[str, ...] = _default("callbacks", "allow_hosts")
     allow_private_targets: bool = _default("callbacks", "allow_private_targets")
     block_link_local: bool = _default("callbacks", "block_link_local")
+    max_in_flight: int = _default("callbacks", "max_in_flight")
 
     def allows_host(self, host: str) -> bool:
         """Whether a callback may go to ``host`` under ``allow_hosts`` (empty = any).
@@ -677,15 +820,16 @@ class CallbacksConfig:
     def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether a callback may connect to this resolved IP address.
 
-        Link-local (169.254.0.0/16 and fe80::/10: cloud metadata services) only when
-        ``block_link_local`` is off; loopback and private networks only when
-        ``allow_private_targets`` is on; multicast and unspecified addresses never.
+        Link-local (169.254.0.0/16 and fe80::/10: cloud metadata services) and the other
+        ``CLOUD_METADATA_ADDRESSES`` only when ``block_link_local`` is off; loopback and
+        private networks only when ``allow_private_targets`` is on; multicast and
+        unspecified addresses never.
         """
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if address.is_multicast or address.is_unspecified:
             return False
-        if address.is_link_local:
+        if is_metadata_target(address):
             return not self.block_link_local
         if not address.is_global:
             return self.allow_private_targets
@@ -698,6 +842,29 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PricesConfig:
+    """[prices]: where DASH's fiat price comes from and how long a quote may be used.
+    ``max_deviation`` is a percentage; durations are seconds; one URL per provider."""
+
+    providers: tuple[str, ...] = _default("prices", "providers")
+    strategy: str = _default("prices", "strategy")  # "first" or "median"
+    currencies: tuple[str, ...] = _default("prices", "currencies")
+    refresh: float = _default("prices", "refresh")
+    max_age: float = _default("prices", "max_age")
+    max_deviation: Decimal = _default("prices", "max_deviation")  # percent
+    timeout: float = _default("prices", "timeout")
+    coingecko: str = _default("prices", "coingecko")
+    kraken: str = _default("prices", "kraken")
+    coinbase: str = _default("prices", "coinbase")
+
+    def url(self, provider: str) -> str:
+        """The API base URL of a provider in ``PRICE_PROVIDERS``."""
+        if provider not in PRICE_PROVIDERS:
+            raise ValueError(f"unknown price provider {provider!r}")
+        return getattr(self, provider)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None
     wallet: WalletConfig | None
@@ -707,6 +874,7 @@ class Config:
     receivers: ReceiversConfig
     callbacks: CallbacksConfig
     logging: LoggingConfig
+    prices: PricesConfig = field(default_factory=PricesConfig)
 
 
 # -- database URLs --------------------------------------------------------------------
@@ -1085,6 +1253,7 @@ def config_from_dict(
             receivers=ReceiversConfig(**reader.section("receivers")),
             callbacks=_build_callbacks(reader, base_dir, env),
             logging=LoggingConfig(**reader.section("logging")),
+            prices=_build_prices(reader),
         )
     except ConfigError as exc:
         if exc.path is None:
@@ -1213,6 +1382,20 @@ def _build_insight(reader: _Reader) -> InsightConfig:
     return insight
 
 
+def _build_prices(reader: _Reader) -> PricesConfig:
+    prices = PricesConfig(**reader.section("prices"))
+    if prices.refresh >= prices.max_age:
+        raise reader.error(
+            "prices",
+            "refresh",
+            f"{format_duration(prices.refresh)} is not shorter than max_age "
+            f"({format_duration(prices.max_age)}): quotes would expire before they are "
+            "refreshed and creating a receiver would wait on the providers",
+            "make refresh a fraction of max_age (the defaults are 60s and 10m)",
+        )
+    return prices
+
+
 def _build_callbacks(
     reader: _Reader, base_dir: Path | None, env: Mapping[str, str]
 ) -> CallbacksConfig:
@@ -1272,8 +1455,8 @@ def _check_callback_target(reader: _Reader, callbacks: CallbacksConfig) -> None:
         return
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if address.is_link_local:
-        why = "is link-local (where cloud metadata services live) and block_link_local is on"
+    if is_metadata_target(address):
+        why = "is link-local or a cloud metadata address and block_link_local is on"
         fix = "point it at another host (or set block_link_local = false)"
     elif address.is_multicast or address.is_unspecified:
         why, fix = "is a multicast or unspecified address", "point it at a real host"

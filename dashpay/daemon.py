@@ -31,9 +31,11 @@ from dashpay.insight.socketio import InsightSocket
 from dashpay.repository import open_repository
 from dashpay.repository.base import PAID, PARTIAL, PENDING, Repository
 from dashpay.services.accounting import Rules
+from dashpay.services.callbacks import CallbackSender, CallbackService, resolve_secret
 from dashpay.services.payments import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler
+from dashpay.services.valuation import PriceService
 from dashpay.services.views import iso_time
 from dashpay.wallet import Wallet
 
@@ -46,6 +48,9 @@ READY = "ready"
 STOPPING = "stopping"
 DEGRADED = "degraded"
 STANDBY = "standby"
+# A callback still undelivered after this long means the merchant's endpoint is down
+# or refusing: worth a warning in `status` (retries go on for [callbacks] give_up_after).
+CALLBACK_BACKLOG_WARNING_SECONDS = 600
 # How long one GET_LOCK wait of a standby lasts, and how often the owner checks that
 # its lock connection is alive (a takeover happens within about these times).
 STANDBY_POLL_SECONDS = 1
@@ -93,6 +98,8 @@ class Daemon:
         self.wallet: Wallet | None = None
         self.receivers: ReceiverService | None = None
         self.engine: PaymentEngine | None = None
+        self.callbacks: CallbackService | None = None
+        self.prices: PriceService | None = None
         self.insight: InsightSocket | None = None
         self.rest: InsightRest | None = None
         self.reconciler: Reconciler | None = None
@@ -130,6 +137,7 @@ class Daemon:
             "state": state,
             "ready": state == READY,
             "reasons": reasons,
+            "warnings": [],
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "sandbox": self.sandbox is not None,
@@ -149,14 +157,15 @@ class Daemon:
         if self.repo is not None and self.wallet is not None:
             repo, wallet = self.repo, self.wallet
 
-            def counts() -> tuple[dict[str, int], int]:
+            def counts() -> tuple[dict[str, int], int, int]:
                 return (
                     repo.count_by_status(wallet.wallet_id),
                     repo.next_index(wallet.wallet_id, wallet.chain),
+                    repo.unpaid_gap(wallet.wallet_id, wallet.chain),
                 )
 
             try:
-                by_status, next_index = await trio.to_thread.run_sync(counts)
+                by_status, next_index, gap = await trio.to_thread.run_sync(counts)
             except DashpayError as exc:
                 result["database"]["error"] = exc.message
                 result["reasons"].append(f"database error: {exc.message}")
@@ -166,6 +175,14 @@ class Daemon:
                 result["receivers"] = by_status
                 result["pending"] = sum(by_status.get(s, 0) for s in (PENDING, PARTIAL, PAID))
                 result["wallet"]["next_index"] = next_index
+                result["wallet"]["unpaid_in_a_row"] = gap
+                assert self.config.wallet is not None
+                if gap > self.config.wallet.gap_limit_warning:
+                    result["warnings"].append(
+                        f"{gap} receivers in a row are unpaid (gap_limit_warning "
+                        f"{self.config.wallet.gap_limit_warning}): your wallet may not show "
+                        "payments past its gap limit; see README 'Gap limit'"
+                    )
         if self.insight is not None:
             sock = self.insight
             result["insight"] = {
@@ -189,6 +206,17 @@ class Daemon:
                 "outbox_events": stats.outbox_events,
                 "db_errors": stats.db_errors,
             }
+        if self.callbacks is not None:
+            try:
+                result["callbacks"] = view = await self.callbacks.status_view()
+            except DashpayError as exc:
+                result["callbacks"] = view = {"error": exc.message}
+            age = view.get("oldest_pending_age_seconds")
+            if age is not None and age > CALLBACK_BACKLOG_WARNING_SECONDS:
+                result["warnings"].append(
+                    f"{view.get('pending')} callback(s) pending, the oldest for {age:.0f}s: "
+                    "check the merchant endpoint (dashpay callbacks list --status pending)"
+                )
         if self.reconciler is not None and self.reconciler.last_full is not None:
             result["last_rescan"] = {
                 "at": _iso(self.reconciler.last_full_at),
@@ -287,13 +315,25 @@ class Daemon:
         engine.load(pending)
         self.engine = engine
         await nursery.start(engine.run)
+        secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
+        sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret)
+        engine.on_events = sender.wake
+        await nursery.start(sender.run)
+        self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
+        self.handlers.update(self.callbacks.handlers())
+        self.prices = PriceService(repo, config.prices)
+        await nursery.start(self.prices.refresh_loop)
+        self.handlers[methods.PRICE_GET] = self.prices.price_get
         self.receivers = ReceiverService(
             repo,
             wallet,
             ReceiverDefaults(
                 expires_after=config.receivers.expires_after,
                 callback_url=config.callbacks.default_url,
+                gap_limit_warning=config.wallet.gap_limit_warning,
+                gap_limit_max=config.wallet.gap_limit_max,
             ),
+            prices=self.prices,
             on_created=lambda r: engine.submit(ReceiverAdded(r)),
             on_cancelled=lambda r: engine.submit(ReceiverChanged(r)),
         )

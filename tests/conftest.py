@@ -130,6 +130,11 @@ def write_config(directory: Path, database_url: str, **sections: dict[str, objec
         # Nothing listens on port 9 (discard) here: Insight is unreachable unless a test
         # starts a peer and overrides this.
         "insight": {"url": "http://127.0.0.1:9/insight-api"},
+        # Tests never reach real price providers; price tests point these at their own
+        # loopback servers.
+        "prices.coingecko": {"url": "http://127.0.0.1:9"},
+        "prices.kraken": {"url": "http://127.0.0.1:9"},
+        "prices.coinbase": {"url": "http://127.0.0.1:9"},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -194,7 +199,11 @@ def start_daemon(
     socket = Path(tomllib.loads(config.read_text())["control"]["socket"])
     daemon = DaemonProcess(config, socket, proc, log_path, env or {})
     if wait:
-        wait_ready(daemon, ready=ready)
+        try:
+            wait_ready(daemon, ready=ready)
+        except BaseException:
+            daemon.stop(signal.SIGKILL)  # never leak a daemon holding locks
+            raise
     return daemon
 
 

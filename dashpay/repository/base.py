@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from dashpay.repository.prices import PriceQuote
 
 # Receiver status (one field, moves forward). One source of truth: import these.
 PENDING = "pending"
@@ -114,6 +117,49 @@ class OutboxEvent:
     created_at: int
     delivered_at: int | None
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRecord:
+    """An outbox row with what the sender and the CLI need around it."""
+
+    seq: int  # enqueue order; a receiver's events are delivered in this order
+    event: OutboxEvent
+    wallet_id: str  # of the receiver: a daemon only delivers its own wallet's events
+    callback_url: str | None  # the receiver's own URL; None: the configured default
+    first_attempt_at: int | None  # start of the give-up horizon; reset by a manual retry
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAttempt:
+    """One delivery attempt, as logged."""
+
+    attempt_id: int
+    event_id: str
+    attempted_at: int
+    http_status: int | None  # None: no HTTP answer (network error, timeout, refused)
+    error: str | None  # None for a 2xx
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What the sender learned from one attempt and what becomes of the event:
+    ``status`` delivered, pending (retry at ``next_attempt_at``) or failed."""
+
+    attempted_at: int
+    duration_ms: int
+    http_status: int | None
+    error: str | None
+    status: str  # one of OUTBOX_STATUSES
+    next_attempt_at: int | None = None  # required when status is pending
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackBacklog:
+    pending: int
+    failed: int
+    oldest_pending_created_at: int | None
 
 
 # What an observation did to a payment row (``PaymentChange.kind``).
@@ -222,6 +268,9 @@ class Repository(Protocol):
         no gap. With an ``idempotency_key`` that already exists, return
         ``(existing, False)`` without allocating; else ``(new_receiver, True)``."""
 
+    def unpaid_gap(self, wallet_id: str, chain: int) -> int:
+        """Consecutive never-paid addresses at the end of (wallet, chain)."""
+
     def get_receiver(self, receiver_id: int) -> Receiver | None: ...
 
     def list_receivers(
@@ -267,3 +316,59 @@ class Repository(Protocol):
         self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100
     ) -> list[OutboxEvent]:
         """Callback events, oldest (enqueue order) first."""
+
+    def due_callbacks(
+        self, wallet_id: str, now: int, limit: int
+    ) -> tuple[list[CallbackRecord], int | None]:
+        """The callbacks to deliver now: for every receiver of the wallet, its oldest
+        pending event (its head), if that is due (``next_attempt_at <= now``); at most
+        ``limit``, earliest due first. Later events of a receiver are never returned
+        while an earlier one is pending, which is what keeps a receiver's events in
+        order. Also returns the earliest ``next_attempt_at`` after ``now`` of any
+        pending event of the wallet (a lower bound for when to look again), or None."""
+
+    def record_callback_attempt(self, event_id: str, outcome: AttemptOutcome) -> OutboxEvent:
+        """Log one attempt and apply its outcome to the event in ONE transaction:
+        attempts + 1, status, ``next_attempt_at``, ``delivered_at``, ``last_error``, and
+        ``first_attempt_at`` if it was not set. Raises NotFound for an unknown event and
+        Conflict for an event that is not pending (nothing is written then)."""
+
+    def retry_callback(self, event_id: str, wallet_id: str, now: int) -> OutboxEvent:
+        """Queue an event for delivery again now, keeping its event id: a failed or
+        delivered event becomes pending, a pending one is due at once. The give-up
+        horizon starts again. Raises NotFound (also for another wallet's event)."""
+
+    def retry_failed_callbacks(
+        self, wallet_id: str, now: int, *, receiver_id: int | None = None
+    ) -> int:
+        """``retry_callback`` for every failed event of the wallet (or of one of its
+        receivers); returns how many were queued again."""
+
+    def get_callback(self, event_id: str) -> tuple[CallbackRecord, list[CallbackAttempt]] | None:
+        """One event and its attempts, oldest first (the newest ``MAX_ATTEMPTS_SHOWN``)."""
+
+    def list_callbacks(
+        self,
+        *,
+        wallet_id: str | None = None,
+        receiver_id: int | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[CallbackRecord]:
+        """Newest first (highest seq first); ``before_seq`` pages backwards."""
+
+    def callback_backlog(self, wallet_id: str) -> CallbackBacklog:
+        """How many events of the wallet are pending and failed, and when the oldest
+        pending one was enqueued."""
+
+    # Price cache (dashpay.repository.prices.PriceCacheMixin) -------------------------
+    def save_quote(self, quote: PriceQuote) -> PriceQuote:
+        """Store an accepted quote as its currency's cached quote unless the stored one
+        is newer; return the quote now stored. InvalidParams for a malformed quote."""
+
+    def get_quote(self, currency: str) -> PriceQuote | None:
+        """The cached quote of a currency (any age), or None."""
+
+    def list_quotes(self) -> list[PriceQuote]:
+        """Every cached quote, by currency code."""

@@ -29,10 +29,16 @@ from dashpay.repository.base import (
     CHANGE_UNCHANGED,
     CHANGE_UPDATED,
     FINAL_STATUSES,
+    OUTBOX_DELIVERED,
+    OUTBOX_FAILED,
     OUTBOX_PENDING,
     OUTBOX_STATUSES,
     PENDING,
     STATUSES,
+    AttemptOutcome,
+    CallbackAttempt,
+    CallbackBacklog,
+    CallbackRecord,
     Decide,
     NewEvent,
     NewReceiver,
@@ -45,6 +51,7 @@ from dashpay.repository.base import (
     ReceiverUpdate,
     ReceiverWork,
 )
+from dashpay.repository.prices import PriceCacheMixin
 
 log = logging.getLogger("dashpay.repository")
 
@@ -70,6 +77,13 @@ MAX_EVENT_NAME_CHARS = 64
 # A callback body is a few KiB. 1 MiB keeps a runaway payload out of the outbox and far
 # below MySQL's max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8).
 MAX_PAYLOAD_BYTES = 1024 * 1024
+# An attempt's error text (an exception message, or a status line with an excerpt of the
+# response body) is for people reading `callbacks show`; 500 characters say what
+# happened without letting a hostile endpoint fill the attempts table.
+MAX_ATTEMPT_ERROR_CHARS = 500
+# `callbacks show` lists this many of an event's newest attempts. The retry policy makes
+# about 80 attempts in 3 days; more means many manual retries, and the newest matter.
+MAX_ATTEMPTS_SHOWN = 1000
 _TXID = re.compile(r"[0-9a-f]{64}")
 _SHOW_CHARS = 80  # how much of a bad value an error message quotes
 
@@ -226,6 +240,19 @@ _NEW_RECEIVER_FIELDS = (
 _SELECT_RECEIVER = f"SELECT {', '.join(RECEIVER_COLUMNS)} FROM receivers"
 _SELECT_PAYMENT = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
 _SELECT_OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM callback_outbox"
+# An outbox row with its receiver's wallet and callback URL (CallbackRecord).
+_SELECT_CALLBACK = (
+    "SELECT o.seq, "
+    + ", ".join(f"o.{name}" for name in OUTBOX_COLUMNS)
+    + ", r.wallet_id, r.callback_url, o.first_attempt_at"
+    " FROM callback_outbox o JOIN receivers r ON r.receiver_id = o.receiver_id"
+)
+# The receiver's head: its oldest pending event. Only a head is ever delivered.
+_IS_HEAD = (
+    "o.seq = (SELECT MIN(h.seq) FROM callback_outbox h"
+    " WHERE h.receiver_id = o.receiver_id AND h.status = ?)"
+)
+_ATTEMPT_COLUMNS = ("attempt_id", "event_id", "attempted_at", "http_status", "error", "duration_ms")
 _INSERT_PAYMENT = (
     "INSERT INTO payments (receiver_id, txid, address, amount_duffs, instant_locked,"
     " block_height, confirmations, dropped, first_seen_at, updated_at)"
@@ -278,6 +305,44 @@ def payment_from_row(row: Sequence[Any]) -> Payment:
 
 def outbox_from_row(row: Sequence[Any]) -> OutboxEvent:
     return OutboxEvent(**{n: _plain(v) for n, v in zip(OUTBOX_COLUMNS, row, strict=True)})
+
+
+def callback_from_row(row: Sequence[Any]) -> CallbackRecord:
+    width = len(OUTBOX_COLUMNS)
+    seq, outbox, rest = row[0], row[1 : width + 1], row[width + 1 :]
+    wallet_id, callback_url, first_attempt_at = (_plain(value) for value in rest)
+    return CallbackRecord(
+        seq=int(seq),
+        event=outbox_from_row(outbox),
+        wallet_id=wallet_id,
+        callback_url=callback_url,
+        first_attempt_at=first_attempt_at,
+    )
+
+
+def attempt_from_row(row: Sequence[Any]) -> CallbackAttempt:
+    return CallbackAttempt(**{n: _plain(v) for n, v in zip(_ATTEMPT_COLUMNS, row, strict=True)})
+
+
+def check_outcome(outcome: object) -> AttemptOutcome:
+    """An attempt outcome fit to store (a wrong one is a bug in the sender: ValueError);
+    the error text is cut to ``MAX_ATTEMPT_ERROR_CHARS``."""
+    if not isinstance(outcome, AttemptOutcome):
+        raise ValueError(f"expected an AttemptOutcome, got {_show(outcome)}")
+    if outcome.status not in OUTBOX_STATUSES:
+        raise ValueError(f"unknown callback status {_show(outcome.status)}")
+    if not _is_int(outcome.attempted_at, 0, 2**63 - 1):
+        raise ValueError(f"attempted_at {_show(outcome.attempted_at)} is not epoch milliseconds")
+    if outcome.status == OUTBOX_PENDING and not _is_int(outcome.next_attempt_at, 0, 2**63 - 1):
+        raise ValueError("a retried attempt needs next_attempt_at (epoch milliseconds)")
+    if outcome.http_status is not None and not _is_int(outcome.http_status, 100, 999):
+        raise ValueError(f"http_status {_show(outcome.http_status)} is not an HTTP status")
+    if not _is_int(outcome.duration_ms, 0, 2**63 - 1):
+        raise ValueError(f"duration_ms {_show(outcome.duration_ms)} is not a duration")
+    error = outcome.error
+    if error is not None and len(error) > MAX_ATTEMPT_ERROR_CHARS:
+        error = error[: MAX_ATTEMPT_ERROR_CHARS - 3] + "..."
+    return replace(outcome, error=error, duration_ms=min(outcome.duration_ms, MAX_UNSIGNED_INT))
 
 
 def _in_lists(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
@@ -442,7 +507,7 @@ class DuplicateAddress(Exception):
     """Internal: the derived address already belongs to another receiver."""
 
 
-class SqlRepository:
+class SqlRepository(PriceCacheMixin):
     """The ``Repository`` interface written once over DB-API cursors. Subclasses
     provide the transport; see the module docstring for the hooks."""
 
@@ -484,6 +549,30 @@ class SqlRepository:
             )
             row = cur.fetchone()
             return 0 if row is None else int(row[0])
+
+        return self._read(work)
+
+    def unpaid_gap(self, wallet_id: str, chain: int) -> int:
+        """Consecutive derived addresses at the end of the chain that never received
+        anything: what a wallet's gap limit is compared against."""
+
+        def work(cur: Any) -> int:
+            self._execute(
+                cur,
+                "SELECT next_index FROM hd_counters WHERE wallet_id = ? AND chain = ?",
+                (wallet_id, chain),
+            )
+            row = cur.fetchone()
+            next_index = 0 if row is None else int(row[0])
+            self._execute(
+                cur,
+                "SELECT MAX(hd_index) FROM receivers"
+                " WHERE wallet_id = ? AND chain = ? AND received_duffs > 0",
+                (wallet_id, chain),
+            )
+            row = cur.fetchone()
+            last_paid = -1 if row is None or row[0] is None else int(row[0])
+            return next_index - 1 - last_paid
 
         return self._read(work)
 
@@ -858,6 +947,193 @@ class SqlRepository:
         params.append(limit)
         rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
         return [outbox_from_row(row) for row in rows]
+
+    # Callback delivery -----------------------------------------------------------
+    def due_callbacks(
+        self, wallet_id: str, now: int, limit: int
+    ) -> tuple[list[CallbackRecord], int | None]:
+        if not _is_int(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidParams(
+                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
+            )
+        due_sql = (
+            f"{_SELECT_CALLBACK} WHERE o.status = ? AND o.next_attempt_at <= ?"
+            f" AND r.wallet_id = ? AND {_IS_HEAD} ORDER BY o.next_attempt_at, o.seq LIMIT ?"
+        )
+        later_sql = (
+            "SELECT MIN(o.next_attempt_at) FROM callback_outbox o"
+            " JOIN receivers r ON r.receiver_id = o.receiver_id"
+            " WHERE o.status = ? AND o.next_attempt_at > ? AND r.wallet_id = ?"
+        )
+
+        def work(cur: Any) -> tuple[list[CallbackRecord], int | None]:
+            params = (OUTBOX_PENDING, now, wallet_id, OUTBOX_PENDING, limit)
+            due = [callback_from_row(row) for row in self._execute(cur, due_sql, params)]
+            row = self._execute(cur, later_sql, (OUTBOX_PENDING, now, wallet_id)).fetchone()
+            later = None if row is None or row[0] is None else int(row[0])
+            return due, later
+
+        return self._read(work)
+
+    def record_callback_attempt(self, event_id: str, outcome: AttemptOutcome) -> OutboxEvent:
+        outcome = check_outcome(outcome)
+        lock = "SELECT status FROM callback_outbox WHERE event_id = ?" + self._for_update
+        insert = (
+            "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
+            " duration_ms) VALUES (?, ?, ?, ?, ?)"
+        )
+        update = (
+            "UPDATE callback_outbox SET attempts = attempts + 1, status = ?,"
+            " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,"
+            " last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)"
+            " WHERE event_id = ?"
+        )
+        delivered_at = None
+        if outcome.status == OUTBOX_DELIVERED:
+            delivered_at = outcome.attempted_at + outcome.duration_ms
+
+        def work(cur: Any) -> OutboxEvent:
+            row = self._execute(cur, lock, (event_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no callback event {event_id}", event_id=event_id)
+            status = _plain(row[0])
+            if status != OUTBOX_PENDING:
+                raise Conflict(
+                    f"callback event {event_id} is {status}, not pending; its attempt was "
+                    "not recorded",
+                    event_id=event_id,
+                    status=status,
+                )
+            self._execute(
+                cur,
+                insert,
+                (
+                    event_id,
+                    outcome.attempted_at,
+                    outcome.http_status,
+                    outcome.error,
+                    outcome.duration_ms,
+                ),
+            )
+            next_at = outcome.next_attempt_at if outcome.status == OUTBOX_PENDING else None
+            self._execute(
+                cur,
+                update,
+                (
+                    outcome.status,
+                    next_at,
+                    delivered_at,
+                    outcome.error,
+                    outcome.attempted_at,
+                    event_id,
+                ),
+            )
+            return self._outbox_event(cur, event_id)
+
+        return self._write(work)
+
+    def _outbox_event(self, cur: Any, event_id: str) -> OutboxEvent:
+        row = self._execute(cur, f"{_SELECT_OUTBOX} WHERE event_id = ?", (event_id,)).fetchone()
+        return outbox_from_row(row)
+
+    def retry_callback(self, event_id: str, wallet_id: str, now: int) -> OutboxEvent:
+        find = (
+            "SELECT r.wallet_id FROM callback_outbox o"
+            " JOIN receivers r ON r.receiver_id = o.receiver_id WHERE o.event_id = ?"
+        )
+        requeue = (
+            "UPDATE callback_outbox SET status = ?, next_attempt_at = ?, delivered_at = NULL,"
+            " first_attempt_at = NULL WHERE event_id = ?"
+        )
+
+        def work(cur: Any) -> OutboxEvent:
+            row = self._execute(cur, find, (event_id,)).fetchone()
+            if row is None or _plain(row[0]) != wallet_id:
+                raise NotFound(f"no callback event {event_id}", event_id=event_id)
+            self._execute(cur, requeue, (OUTBOX_PENDING, now, event_id))
+            return self._outbox_event(cur, event_id)
+
+        return self._write(work)
+
+    def retry_failed_callbacks(
+        self, wallet_id: str, now: int, *, receiver_id: int | None = None
+    ) -> int:
+        owners = "SELECT receiver_id FROM receivers WHERE wallet_id = ?"
+        params: list[Any] = [OUTBOX_PENDING, now, OUTBOX_FAILED, wallet_id]
+        if receiver_id is not None:
+            owners += " AND receiver_id = ?"
+            params.append(receiver_id)
+        sql = (
+            "UPDATE callback_outbox SET status = ?, next_attempt_at = ?, first_attempt_at = NULL"
+            f" WHERE status = ? AND receiver_id IN ({owners})"
+        )
+        return self._write(lambda cur: int(self._execute(cur, sql, params).rowcount))
+
+    def get_callback(self, event_id: str) -> tuple[CallbackRecord, list[CallbackAttempt]] | None:
+        attempts_sql = (
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM callback_attempts WHERE event_id = ?"
+            " ORDER BY attempted_at DESC, attempt_id DESC LIMIT ?"
+        )
+
+        def work(cur: Any) -> tuple[CallbackRecord, list[CallbackAttempt]] | None:
+            sql = f"{_SELECT_CALLBACK} WHERE o.event_id = ?"
+            row = self._execute(cur, sql, (event_id,)).fetchone()
+            if row is None:
+                return None
+            rows = self._execute(cur, attempts_sql, (event_id, MAX_ATTEMPTS_SHOWN)).fetchall()
+            return callback_from_row(row), [attempt_from_row(r) for r in reversed(rows)]
+
+        return self._read(work)
+
+    def list_callbacks(
+        self,
+        *,
+        wallet_id: str | None = None,
+        receiver_id: int | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[CallbackRecord]:
+        if not _is_int(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidParams(
+                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
+            )
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise InvalidParams(
+                f"unknown callback status {status!r}; one of {', '.join(OUTBOX_STATUSES)}"
+            )
+        conditions: list[str] = []
+        params: list[Any] = []
+        for condition, value in (
+            ("r.wallet_id = ?", wallet_id),
+            ("o.receiver_id = ?", receiver_id),
+            ("o.status = ?", status),
+            ("o.seq < ?", before_seq),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"{_SELECT_CALLBACK}{where} ORDER BY o.seq DESC LIMIT ?"
+        params.append(limit)
+        rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
+        return [callback_from_row(row) for row in rows]
+
+    def callback_backlog(self, wallet_id: str) -> CallbackBacklog:
+        sql = (
+            "SELECT o.status, COUNT(*), MIN(o.created_at) FROM callback_outbox o"
+            " JOIN receivers r ON r.receiver_id = o.receiver_id"
+            " WHERE r.wallet_id = ? AND o.status IN (?, ?) GROUP BY o.status"
+        )
+        params = (wallet_id, OUTBOX_PENDING, OUTBOX_FAILED)
+        rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
+        found = {_plain(status): (int(count), oldest) for status, count, oldest in rows}
+        pending, oldest = found.get(OUTBOX_PENDING, (0, None))
+        return CallbackBacklog(
+            pending=pending,
+            failed=found.get(OUTBOX_FAILED, (0, None))[0],
+            oldest_pending_created_at=None if oldest is None else int(oldest),
+        )
 
     # Settings --------------------------------------------------------------------
     def get_setting(self, name: str) -> str | None:

@@ -46,10 +46,23 @@ def sandbox_key(state: Path) -> str:
     return key
 
 
+def sandbox_prices(config: Config, insight_port: int) -> Any:
+    """Prices from the sandbox server's fixed CoinGecko-shaped route: no traffic leaves
+    the machine, and fiat receivers can be tried."""
+    from dashpay.sandbox.server import SANDBOX_PRICE_PREFIX
+
+    return dataclasses.replace(
+        config.prices,
+        providers=("coingecko",),
+        coingecko=f"http://127.0.0.1:{insight_port}{SANDBOX_PRICE_PREFIX}",
+    )
+
+
 def sandbox_config(state: Path, insight_port: int, socket: str | None = None) -> Config:
     base = default_config()
     return dataclasses.replace(
         base,
+        prices=sandbox_prices(base, insight_port),
         wallet=WalletConfig(xpub=sandbox_key(state), network=NETWORK),
         database=parse_database_url(f"sqlite:///{state / paths.SANDBOX_DB_NAME}"),
         control=ControlConfig(socket=Path(socket) if socket else state / paths.SANDBOX_SOCKET_NAME),
@@ -67,6 +80,7 @@ def with_sandbox_insight(config: Config, insight_port: int, socket: str | None) 
     return dataclasses.replace(
         config,
         control=control,
+        prices=sandbox_prices(config, insight_port),
         insight=dataclasses.replace(
             config.insight, url=f"http://127.0.0.1:{insight_port}/insight-api", socket_url=None
         ),

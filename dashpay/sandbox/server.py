@@ -24,6 +24,7 @@ import logging
 import math
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -190,6 +191,22 @@ def _body(request: HttpRequest) -> Any:
 # --- responses -------------------------------------------------------------------------
 
 
+# A CoinGecko-shaped price route, so fiat receivers work in the sandbox without any
+# traffic leaving the machine. The prices are made up and fixed: sandbox money.
+SANDBOX_PRICE_PREFIX = "/sandbox-prices"
+SANDBOX_PRICE_PATH = SANDBOX_PRICE_PREFIX + "/api/v3/simple/price"
+SANDBOX_PRICES = {"usd": "30", "eur": "28", "gbp": "24", "chf": "27", "jpy": "4500"}
+
+
+def _sandbox_price(query: dict[str, Any]) -> HttpResponse:
+    wanted = str(query.get("vs_currencies", "")).lower()
+    coin: dict[str, Any] = {"last_updated_at": int(time.time())}
+    for currency in wanted.split(","):
+        if currency in SANDBOX_PRICES:
+            coin[currency] = int(SANDBOX_PRICES[currency])
+    return _json({"dash": coin})
+
+
 def _json(value: Any, status: int = 200) -> HttpResponse:
     body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return HttpResponse(status, body, _JSON, _COMMON_HEADERS)
@@ -278,6 +295,8 @@ class InsightApp:
             return self._socket_io_request(_query(parts.query))
         if request.method == "OPTIONS":
             return HttpResponse(204, b"", None, _COMMON_HEADERS)
+        if path == SANDBOX_PRICE_PATH:
+            return _sandbox_price(_query(parts.query))
         segments = [s for s in path.split("/") if s]
         count = len(self.prefix_parts)
         if [s.lower() for s in segments[:count]] != self.prefix_parts:

@@ -7,7 +7,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -22,6 +23,9 @@ from dashpay.repository.base import STATUSES, NewReceiver, Receiver, Repository
 from dashpay.services.views import receiver_view
 from dashpay.wallet import Wallet
 
+if TYPE_CHECKING:
+    from dashpay.services.valuation import PriceService
+
 log = logging.getLogger("dashpay.receivers")
 
 
@@ -33,6 +37,8 @@ def now_ms() -> int:
 class ReceiverDefaults:
     expires_after: float  # seconds; 0 = never
     callback_url: str | None
+    gap_limit_warning: int = 20  # Electrum's default gap limit
+    gap_limit_max: int | None = None  # refuse new receivers past this many unpaid
 
 
 class ReceiverService:
@@ -46,6 +52,7 @@ class ReceiverService:
         defaults: ReceiverDefaults,
         *,
         clock: Callable[[], int] = now_ms,
+        prices: PriceService | None = None,
         on_created: Callable[[Receiver], Awaitable[None]] | None = None,
         on_cancelled: Callable[[Receiver], Awaitable[None]] | None = None,
     ) -> None:
@@ -53,18 +60,25 @@ class ReceiverService:
         self.wallet = wallet
         self.defaults = defaults
         self.clock = clock
+        self.prices = prices
         self.on_created = on_created
         self.on_cancelled = on_cancelled
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         request = parse_create_receiver(params)
-        if request.currency != DASH:
-            raise PriceUnavailable(
-                f"no price source is configured for {request.currency}; "
-                "give the amount in DASH (fiat pricing is not available yet)",
-                currency=request.currency,
-            )
-        assert request.amount_duffs is not None
+        fiat = None
+        if request.currency == DASH:
+            assert request.amount_duffs is not None
+            amount_duffs = request.amount_duffs
+        else:
+            if self.prices is None:
+                raise PriceUnavailable(
+                    f"no price source is configured for {request.currency}; "
+                    "give the amount in DASH",
+                    currency=request.currency,
+                )
+            fiat = await self.prices.convert(request.amount, request.currency)
+            amount_duffs = fiat.amount_duffs
         created_at = self.clock()
         expires_after = (
             self.defaults.expires_after if request.expires_after is None else request.expires_after
@@ -72,24 +86,57 @@ class ReceiverService:
         new = NewReceiver(
             wallet_id=self.wallet.wallet_id,
             chain=self.wallet.chain,
-            amount_duffs=request.amount_duffs,
+            amount_duffs=amount_duffs,
             created_at=created_at,
             expires_at=None if expires_after == 0 else created_at + int(expires_after * 1000),
             callback_url=request.callback_url or self.defaults.callback_url,
             description=request.description,
             username=request.username,
             idempotency_key=request.idempotency_key,
+            fiat_amount=None if fiat is None else fiat.fiat_amount,
+            fiat_currency=None if fiat is None else fiat.fiat_currency,
+            rate=None if fiat is None else fiat.rate,
+            rate_provider=None if fiat is None else fiat.rate_provider,
+            rate_fetched_at=None if fiat is None else fiat.rate_fetched_at,
         )
-        receiver, created = await trio.to_thread.run_sync(
-            self.repo.create_receiver, new, self.wallet.address
-        )
+
+        def work() -> tuple[Receiver, bool, int]:
+            gap = self.repo.unpaid_gap(self.wallet.wallet_id, self.wallet.chain)
+            limit = self.defaults.gap_limit_max
+            if limit is not None and gap >= limit:
+                raise Conflict(
+                    f"{gap} receivers in a row are unpaid ([wallet] gap_limit_max = {limit}); "
+                    "a wallet stops looking past its gap limit, so payments to newer "
+                    "addresses would not show in it. Raise the gap limit in the wallet "
+                    "(Electrum: wallet.change_gap_limit(N) in its console) and in "
+                    "[wallet] gap_limit_max, or wait until some receivers are paid",
+                    gap=gap,
+                )
+            receiver, created = self.repo.create_receiver(new, self.wallet.address)
+            return receiver, created, gap + 1 if created else gap
+
+        receiver, created, gap = await trio.to_thread.run_sync(work)
+        if created and gap > self.defaults.gap_limit_warning:
+            log.warning(
+                "gap limit warning unpaid_in_a_row=%d gap_limit_warning=%d: the merchant's "
+                "wallet may not show payments to addresses past its gap limit",
+                gap,
+                self.defaults.gap_limit_warning,
+            )
         if not created:
             if receiver.wallet_id != self.wallet.wallet_id:
                 raise Conflict(
                     "idempotency_key was already used for a receiver of another wallet; "
                     "use a fresh key"
                 )
-            if receiver.amount_duffs != new.amount_duffs:
+            if fiat is not None:  # the rate moves: the request is what must match
+                same = receiver.fiat_currency == fiat.fiat_currency and (
+                    receiver.fiat_amount is not None
+                    and Decimal(receiver.fiat_amount) == request.amount
+                )
+            else:
+                same = receiver.fiat_currency is None and receiver.amount_duffs == amount_duffs
+            if not same:
                 raise Conflict(
                     f"idempotency_key {request.idempotency_key!r} was already used for "
                     f"receiver {receiver.receiver_id} with a different amount; "

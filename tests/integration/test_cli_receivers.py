@@ -266,3 +266,23 @@ def test_receiver_commands_do_not_import_heavy_modules(short_tmp):
 def test_sandbox_commands_outside_sandbox_mode_say_so(daemon):
     result = daemon.cli("sandbox", "mine")
     assert result.code == 4 and "sandbox mode" in result.stderr
+
+
+def test_gap_limit_warns_in_status_and_can_refuse_new_receivers(short_tmp, database_url):
+    from tests.conftest import start_daemon, write_config
+
+    config = write_config(
+        short_tmp, database_url, wallet={"gap_limit_warning": 2, "gap_limit_max": 3}
+    )
+    daemon = start_daemon(config, ready=False)
+    try:
+        for _ in range(3):
+            assert daemon.cli("receiver", "new", "--amount", "1").code == 0
+        status = daemon.cli("status", "--json").json()
+        assert status["wallet"]["unpaid_in_a_row"] == 3
+        assert any("gap" in w for w in status["warnings"])
+        refused = daemon.cli("receiver", "new", "--amount", "1")
+        assert refused.code == 4 and "gap_limit_max" in refused.stderr
+        assert "gap limit warning" in daemon.log()
+    finally:
+        daemon.stop()

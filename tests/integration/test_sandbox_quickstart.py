@@ -68,3 +68,32 @@ def test_serve_sandbox_walkthrough_without_any_config(short_tmp):
             proc.kill()
     assert proc.returncode == 0, (short_tmp / "serve.log").read_text()
     assert not (short_tmp / "state" / "dashpay" / "control.sock").exists()
+
+
+def test_sandbox_prices_fiat_receivers_from_its_own_fixed_rate(short_tmp):
+    env = {"XDG_STATE_HOME": str(short_tmp / "state"), "HOME": str(short_tmp)}
+    log = (short_tmp / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashpay", "serve", "--sandbox"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=cli_env(env),
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while run_cli("status", env=env).code != 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        created = run_cli(
+            "receiver", "new", "--amount", "25", "--currency", "USD", "--json", env=env
+        )
+        assert created.code == 0, created.stderr
+        data = created.json()
+        # 25 USD at the sandbox's fixed 30 USD/DASH, rounded up to the duff.
+        assert data["amount_duffs"] == 83_333_334
+        assert (data["fiat_amount"], data["fiat_currency"]) == ("25", "USD")
+        assert data["rate_provider"] == "coingecko"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)

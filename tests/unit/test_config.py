@@ -99,6 +99,7 @@ def test_minimal_file_loads_with_every_default(tmp_path):
     assert config.callbacks.allow_hosts == ()
     assert config.callbacks.allow_private_targets is True
     assert config.callbacks.block_link_local is True
+    assert config.callbacks.max_in_flight == 16
     assert config.logging.level == "info"
 
 
@@ -204,6 +205,7 @@ def test_section_that_is_not_a_table_is_refused():
         ("[wallet]\ngap_limit_warning = 20.0", "wallet.gap_limit_warning", "found float 20.0"),
         ("[callbacks]\nallow_private_targets = 1", "callbacks.allow_private_targets", "integer 1"),
         ('[callbacks]\nblock_link_local = "yes"', "callbacks.block_link_local", 'string "yes"'),
+        ("[callbacks]\nmax_in_flight = 0", "callbacks.max_in_flight", "out of range"),
         ("[insight]\ntimeout = true", "insight.timeout", "found boolean true"),
         ("[insight]\nurl = 5", "insight.url", "found integer 5"),
         ('[callbacks]\nallow_hosts = "a.example"', "callbacks.allow_hosts", "found string"),
@@ -741,6 +743,7 @@ def test_default_callback_url_credentials_are_not_echoed(tmp_path):
         ("", "http://169.254.169.254/latest", "link-local"),
         ("", "http://[fe80::1]/cb", "link-local"),
         ("", "http://[::ffff:169.254.169.254]/cb", "link-local"),
+        ("", "http://[fd00:ec2::254]/cb", "cloud metadata"),
         ("allow_private_targets = false", "http://10.0.0.5/cb", "private or loopback"),
         ("allow_private_targets = false", "http://127.0.0.1:8080/cb", "private or loopback"),
         ("", "http://0.0.0.0/cb", "unspecified"),
@@ -809,6 +812,11 @@ def test_invalid_allow_hosts_entries_are_refused(tmp_path, entry):
         ({"allow_private_targets": False}, "2606:4700::1111", True),
         ({}, "224.0.0.1", False),
         ({}, "0.0.0.0", False),
+        ({}, "fd00:ec2::254", False),
+        ({}, "100.100.100.200", False),
+        ({}, "fe80::1%eth0", False),
+        ({"block_link_local": False}, "fd00:ec2::254", True),
+        ({}, "fd00:ec2::253", True),
     ],
 )
 def test_allows_address(kwargs, address, allowed):
@@ -938,3 +946,97 @@ def test_duration_keys_are_parsed_with_parse_duration():
         for key, spec in keys.items():
             if spec.type.startswith("duration"):
                 assert spec.parse(spec.default) == parse_duration(spec.default), key
+
+
+# -- [prices] -----------------------------------------------------------------------------
+
+
+def test_prices_defaults():
+    prices = default_config().prices
+    assert prices.providers == ("coingecko", "kraken", "coinbase")
+    assert prices.strategy == "first"
+    assert prices.currencies == ("USD",)
+    assert (prices.refresh, prices.max_age, prices.timeout) == (60.0, 600.0, 5.0)
+    assert prices.max_deviation == Decimal(20)
+    assert prices.url("coingecko") == "https://api.coingecko.com"
+    assert prices.url("kraken") == "https://api.kraken.com"
+    assert prices.url("coinbase") == "https://api.coinbase.com"
+
+
+def test_prices_settings_are_read(tmp_path):
+    config = load_text(
+        tmp_path,
+        "[prices]\n"
+        'providers = ["Kraken", "coinbase"]\n'
+        'strategy = "median"\n'
+        'currencies = ["eur", "USD", "EUR"]\n'
+        'refresh = "30s"\nmax_age = "5m"\nmax_deviation = "7.5"\ntimeout = "2s"\n'
+        "[prices.kraken]\n"
+        'url = "http://127.0.0.1:8080/kraken/"\n',
+    )
+    prices = config.prices
+    assert prices.providers == ("kraken", "coinbase")
+    assert prices.strategy == "median"
+    assert prices.currencies == ("EUR", "USD")
+    assert (prices.refresh, prices.max_age, prices.timeout) == (30.0, 300.0, 2.0)
+    assert prices.max_deviation == Decimal("7.5")
+    assert prices.url("kraken") == "http://127.0.0.1:8080/kraken"
+    assert prices.url("coingecko") == "https://api.coingecko.com"
+
+
+@pytest.mark.parametrize(
+    "toml, key, needle",
+    [
+        ('providers = ["binance"]', "prices.providers", "not a known price provider"),
+        ('providers = ["kraken", "KRAKEN"]', "prices.providers", "listed twice"),
+        ("providers = []", "prices.providers", "is empty"),
+        ('providers = "kraken"', "prices.providers", "found string"),
+        ("providers = [5]", "prices.providers", "must be a string"),
+        ('strategy = "average"', "prices.strategy", "not one of first, median"),
+        ('currencies = ["DASH"]', "prices.currencies", "not a 3-letter fiat currency code"),
+        ('currencies = ["USDT"]', "prices.currencies", "not a 3-letter fiat currency code"),
+        (
+            "currencies = "
+            + str([f"A{a}{b}" for a in "ABCDEF" for b in "ABCDEF"]).replace("'", '"'),
+            "prices.currencies",
+            "at most 32",
+        ),
+        ("max_deviation = 120", "prices.max_deviation", "percentage from 0 to 100"),
+        ('max_age = "0s"', "prices.max_age", "longer than 0"),
+        ('refresh = "10m"', "prices.refresh", "not shorter than max_age"),
+        ('refresh = "1h"\nmax_age = "30m"', "prices.refresh", "not shorter than max_age"),
+        ('coingecko = "https://api.coingecko.com"', "prices.coingecko", "must be a table"),
+    ],
+)
+def test_bad_prices_settings_are_refused(tmp_path, toml, key, needle):
+    error = load_error(tmp_path, f"[prices]\n{toml}\n")
+    assert error.key == key
+    assert needle in str(error)
+
+
+@pytest.mark.parametrize(
+    "table, needle",
+    [
+        ('url = "ftp://api.kraken.com"', "must start with http:// or https://"),
+        ("url = 5", "expected http(s) URL, found integer 5"),
+        ('url = "https://api.kraken.com/?key=1"', "query or fragment"),
+        ('url = "https://api.kraken.com/#x"', "query or fragment"),
+        ('url = "https://api.kraken.com"\ntimeout = "1s"', 'unknown key "timeout"'),
+    ],
+)
+def test_bad_provider_tables_are_refused(tmp_path, table, needle):
+    error = load_error(tmp_path, f"[prices.kraken]\n{table}\n")
+    assert error.key == "prices.kraken"
+    assert needle in str(error)
+    assert "[prices] kraken:" in str(error)
+
+
+def test_unknown_provider_table_is_refused_with_the_known_ones(tmp_path):
+    error = load_error(tmp_path, '[prices.binance]\nurl = "https://api.binance.com"\n')
+    assert error.key == "prices"
+    assert 'unknown key "binance"' in str(error)
+
+
+def test_provider_url_password_is_not_echoed(tmp_path):
+    error = load_error(tmp_path, '[prices.coinbase]\nurl = "https://u:Sekrit99@cb.example/?q"\n')
+    assert "Sekrit99" not in str(error)

@@ -72,10 +72,11 @@ CREATE TABLE IF NOT EXISTS callback_outbox (
     created_at      BIGINT       NOT NULL,
     delivered_at    BIGINT       NULL,
     last_error      TEXT         NULL,
+    first_attempt_at BIGINT      NULL,
     PRIMARY KEY (seq),
     UNIQUE KEY callback_outbox_event_uq (event_id),
     KEY callback_outbox_due_ix (status, next_attempt_at),
-    KEY callback_outbox_receiver_ix (receiver_id, seq),
+    KEY callback_outbox_receiver_ix (receiver_id, status, seq),
     CONSTRAINT callback_outbox_receiver_fk
         FOREIGN KEY (receiver_id) REFERENCES receivers (receiver_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin ROW_FORMAT=DYNAMIC;

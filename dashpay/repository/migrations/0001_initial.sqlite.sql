@@ -64,10 +64,13 @@ CREATE TABLE callback_outbox (
     created_at      INTEGER NOT NULL,
     delivered_at    INTEGER,
     last_error      TEXT,
+    -- start of the retry horizon (give_up_after): the first attempt, reset by a manual retry
+    first_attempt_at INTEGER,
     CONSTRAINT callback_outbox_event_uq UNIQUE (event_id)
 );
 CREATE INDEX callback_outbox_due_ix ON callback_outbox (status, next_attempt_at);
-CREATE INDEX callback_outbox_receiver_ix ON callback_outbox (receiver_id, seq);
+-- (receiver_id, status, seq) finds a receiver's oldest pending event (its head) at once
+CREATE INDEX callback_outbox_receiver_ix ON callback_outbox (receiver_id, status, seq);
 
 CREATE TABLE callback_attempts (
     attempt_id   INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,954 @@
+"""Callbacks: the sender task that drains the outbox, and the ``callbacks.*`` methods.
+
+The payment engine writes an event row in the same transaction as the change that
+caused it (DESIGN.md §6); this module delivers those rows. Design choices, in short:
+
+- **Rows, not timers.** The only state is in the outbox: the sender asks the
+  repository what is due, posts it, and records the attempt and its outcome in one
+  transaction. A restart resumes from the rows; nothing is scheduled in memory.
+- **At least once.** An event is marked delivered only after a 2xx; a crash between
+  the answer and the commit sends it again after the restart, with the same
+  ``Dashpay-Delivery`` id, which is what merchants de-duplicate on.
+- **Order per receiver.** Only a receiver's oldest pending event (its head) is ever
+  due, and a receiver with a delivery in flight is skipped, so its events go out one
+  at a time in enqueue order. A failed event (4xx, or retries given up) leaves the
+  line; the next one goes out. Different receivers are delivered concurrently, up to
+  ``max_in_flight``, and one origin (scheme, host, port) may hold at most
+  ``max_in_flight - max_in_flight // 4`` of them (at least one slot stays free when
+  ``max_in_flight`` > 1), so a hanging endpoint never stalls everyone else.
+- **Retries.** Network errors, timeouts, 408, 429 and 5xx are retried with delays that
+  double from ``backoff_initial`` (measured as the time since the first attempt plus
+  ``backoff_initial``, so a restart or a long ``Retry-After`` does not reset the
+  growth) up to ``backoff_max``; a ``Retry-After`` asks for a longer wait, never a
+  shorter one. The last attempt is made when ``give_up_after`` has passed since the
+  first, then the event is failed. Redirects (3xx) and other 4xx fail at once. A
+  manual retry (``callbacks.retry``) starts a fresh horizon.
+- **Safety.** Only http/https. Every address of the target host is checked against
+  ``[callbacks]`` rules (allow_hosts, private targets, link-local and cloud metadata)
+  *when the connection is made*, and the connection goes to exactly the addresses
+  that were checked (``GuardedNetworkBackend``), so DNS rebinding cannot slip a
+  metadata address in between the check and the connect. TLS still verifies the host
+  name. Proxies from the environment are not used (they would bypass the check).
+  Response bodies are read only up to ``MAX_RESPONSE_BYTES`` for ``BODY_READ_SECONDS``
+  and never decompressed; an attempt as a whole is bounded by ``[callbacks] timeout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+import trio
+
+from dashpay import __version__
+from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
+from dashpay.control import methods
+from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.params import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_URL_CHARS,
+    receiver_id_value,
+    validate_callback_url,
+)
+from dashpay.repository.base import (
+    OUTBOX_DELIVERED,
+    OUTBOX_FAILED,
+    OUTBOX_PENDING,
+    OUTBOX_STATUSES,
+    AttemptOutcome,
+    CallbackAttempt,
+    CallbackRecord,
+    Repository,
+)
+from dashpay.services.accounting import new_event_id
+from dashpay.services.signing import signature_header
+from dashpay.services.views import iso_time
+
+log = logging.getLogger("dashpay.callbacks")
+
+# The event `callbacks test` sends: signed like any other, never stored in the outbox.
+EVENT_PING = "ping"
+# Where the generated secret lives (settings table) when the config sets none.
+SECRET_SETTING = "callback_secret"
+# token_urlsafe(32): 256 random bits, 43 characters; far above MIN_SECRET_CHARS.
+GENERATED_SECRET_BYTES = 32
+USER_AGENT = f"dashpay/{__version__}"
+
+# Only the status line matters; the body is read for the attempt log and so that a
+# small answer can be read to its end and the connection kept alive. 16 KiB holds any
+# sensible acknowledgement (h11 allows 16 KiB of headers too); past it the connection
+# is closed instead of downloading a huge body.
+MAX_RESPONSE_BYTES = 16 * 1024
+# How much of an error response is kept in the attempt log (`callbacks show`).
+RESPONSE_EXCERPT_CHARS = 200
+# How long the body of an answer may take once its status is known. The status
+# decides the outcome; a body dripping in slowly must not hold a delivery slot.
+BODY_READ_SECONDS = 1.0
+# The longest the sender sleeps without looking at the outbox. It is woken when events
+# are enqueued or retried and sleeps until the next retry is due; this only bounds the
+# delay for rows another process wrote.
+MAX_IDLE_SECONDS = 60.0
+# Back-off while the database is unreachable.
+DB_RETRY_INITIAL = 0.5
+DB_RETRY_MAX = 30.0
+# Heads fetched per look at the outbox, per free delivery slot: room to skip receivers
+# that are in flight or origins at their limit without asking again.
+DUE_FETCH_FACTOR = 4
+# Extra connections beyond max_in_flight for `callbacks test`, so a busy sender never
+# makes a merchant's test wait for a free connection.
+TEST_CONNECTIONS = 2
+# Transient answers (RFC 9110): request timeout, too many requests, and server errors.
+RETRYABLE_STATUSES = frozenset({408, 429})
+# How deep _describe looks into wrapped exceptions (httpx -> httpcore -> OSError/ssl).
+MAX_EXCEPTION_CHAIN = 8
+# event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
+MAX_EVENT_ID_CHARS = 64
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- the secret -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackSecret:
+    value: str = field(repr=False)
+    source: str  # where it came from, for `callbacks secret` and the log
+
+
+def resolve_secret(rules: CallbacksConfig, repo: Repository) -> CallbackSecret:
+    """The HMAC key: ``[callbacks] secret_file`` or ``secret`` when set, else the one
+    generated at the first start and kept in the database (blocking: call it in a
+    thread). Several daemons sharing a database generate at most one between them."""
+    if rules.secret is not None:
+        if rules.secret_file is not None:
+            return CallbackSecret(rules.secret, f"[callbacks] secret_file {rules.secret_file}")
+        return CallbackSecret(rules.secret, "[callbacks] secret")
+    fresh = secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    stored = repo.set_setting_if_absent(SECRET_SETTING, fresh)
+    if stored == fresh:
+        log.info("callback secret generated and stored setting=%s", SECRET_SETTING)
+    return CallbackSecret(stored, f"generated, stored in the database (setting {SECRET_SETTING})")
+
+
+# -- where a callback may go --------------------------------------------------------------
+
+
+class TargetRefused(Exception):
+    """The [callbacks] rules forbid this target; retrying will not help."""
+
+
+def refusal_reason(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, rules: CallbacksConfig
+) -> str | None:
+    """Why a resolved address may not be connected to, or None when it may."""
+    if rules.allows_address(address):
+        return None
+    if address.is_multicast or address.is_unspecified:
+        return f"{address} is a multicast or unspecified address"
+    if is_metadata_target(address):
+        return (
+            f"{address} is link-local or a cloud metadata address "
+            "(refused while [callbacks] block_link_local is on)"
+        )
+    return f"{address} is private or loopback (refused while allow_private_targets is off)"
+
+
+async def checked_addresses(host: str, port: int, rules: CallbacksConfig) -> list[str]:
+    """The addresses to connect to for ``host``: every one that DNS gives must pass the
+    rules, or TargetRefused says which does not. A name that does not resolve is a
+    connection error (retried: DNS outages pass)."""
+    name = host.strip().removeprefix("[").removesuffix("]")
+    if not rules.allows_host(name):
+        raise TargetRefused(f"{name} is not in [callbacks] allow_hosts")
+    try:
+        candidates = [ipaddress.ip_address(name)]
+    except ValueError:
+        candidates = await _resolve(name, port)
+    for address in candidates:
+        reason = refusal_reason(address, rules)
+        if reason is not None:
+            shown = reason if str(address) == name else f"{name} resolves to {reason}"
+            raise TargetRefused(shown)
+    return [str(address) for address in candidates]
+
+
+async def _resolve(name: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        infos = await trio.socket.getaddrinfo(name, port, type=trio.socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"cannot resolve {name}: {exc}") from None
+    candidates = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not candidates:
+        raise httpcore.ConnectError(f"{name} has no addresses")
+    return candidates
+
+
+class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's trio backend with the target check at connect time: it resolves the
+    host itself, checks every address, and connects to those exact addresses."""
+
+    def __init__(self, rules: CallbacksConfig) -> None:
+        self.rules = rules
+        self._inner = httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await checked_addresses(host, port, self.rules)
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        raise TargetRefused("callbacks never go to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a connection pool that uses ``GuardedNetworkBackend``.
+
+    httpx does not take a network backend, so the pool it built is replaced; the check
+    below fails loudly at start-up should a future httpx stop using ``_pool``."""
+
+    def __init__(self, rules: CallbacksConfig, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False, retries=0)
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError("this httpx version keeps no _pool; the callback guard needs one")
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedNetworkBackend(rules),
+        )
+
+
+# -- one attempt --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one POST learned."""
+
+    http_status: int | None
+    error: str | None  # None for a 2xx
+    duration_ms: int
+    refused: bool = False  # the target rules forbid it (never retried)
+    retry_after: float | None = None  # seconds the server asked us to wait
+    excerpt: str = ""  # the start of the response body, printable
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) as
+    seconds from ``now`` (unix seconds); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text[:12]))  # 12 digits are 30,000 years: the rest is noise
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
+
+
+def is_retryable(delivery: Delivery) -> bool:
+    if delivery.refused:
+        return False
+    status = delivery.http_status
+    return status is None or status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def plan_outcome(
+    rules: CallbacksConfig,
+    delivery: Delivery,
+    *,
+    attempted_at: int,
+    first_attempt_at: int | None,
+    attempts_before: int,
+    now: int,
+) -> AttemptOutcome:
+    """The event's fate after an attempt (times in epoch ms): delivered on a 2xx;
+    failed on a refusal, a redirect or another 4xx, or when the give-up horizon has
+    passed; else pending until the next attempt (see the module docstring)."""
+
+    def outcome(status: str, error: str | None, next_at: int | None = None) -> AttemptOutcome:
+        return AttemptOutcome(
+            attempted_at=attempted_at,
+            duration_ms=delivery.duration_ms,
+            http_status=delivery.http_status,
+            error=error,
+            status=status,
+            next_attempt_at=next_at,
+        )
+
+    status = delivery.http_status
+    if status is not None and 200 <= status <= 299:
+        return outcome(OUTBOX_DELIVERED, None)
+    if not is_retryable(delivery):
+        return outcome(OUTBOX_FAILED, delivery.error)
+    start = attempted_at if first_attempt_at is None else first_attempt_at
+    deadline = start + int(rules.give_up_after * 1000)
+    if attempted_at >= deadline:  # this was the attempt made at the horizon: the last
+        attempts = attempts_before + 1
+        span = format_duration(round((attempted_at - start) / 1000))
+        return outcome(
+            OUTBOX_FAILED, f"{delivery.error} (gave up after {attempts} attempts in {span})"
+        )
+    elapsed = (now - start) / 1000
+    delay = min(rules.backoff_max, max(rules.backoff_initial, elapsed + rules.backoff_initial))
+    if delivery.retry_after is not None:
+        delay = max(delay, delivery.retry_after)
+    next_at = min(now + math.ceil(delay * 1000), deadline)
+    return outcome(OUTBOX_PENDING, delivery.error, next_at)
+
+
+def _printable(data: bytes, limit: int = RESPONSE_EXCERPT_CHARS) -> str:
+    text = data.decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 2])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _status_error(status: int, excerpt: str) -> str | None:
+    if 200 <= status <= 299:
+        return None
+    text = f"HTTP {status}"
+    if 300 <= status <= 399:
+        text += " (redirects are not followed: use the final URL as the callback URL)"
+    return f"{text}: {excerpt}" if excerpt else text
+
+
+def _describe(exc: BaseException) -> str:
+    """The most specific message in the exception's chain: httpx and httpcore wrap the
+    OSError or ssl error that says what happened, sometimes with an empty message."""
+    message = ""
+    seen: BaseException | None = exc
+    for _ in range(MAX_EXCEPTION_CHAIN):
+        if seen is None:
+            break
+        message = str(seen) or message
+        seen = seen.__cause__ or seen.__context__
+    message = message or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError | httpcore.ConnectError):
+        return f"cannot connect: {message}"
+    return f"{type(exc).__name__}: {message}"
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def display_origin(url: str) -> str:
+    """scheme://host[:port] of a URL: safe to log (no credentials, path or query)."""
+    scheme, host, port = origin_of(url)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+# -- the sender ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SenderStats:
+    attempts: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    last_delivered_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    db_errors: int = 0
+
+
+class CallbackSender:
+    """The task that delivers the outbox (``await nursery.start(sender.run)``).
+
+    ``wake()`` tells it that events were enqueued or retried (the payment engine's
+    ``on_events``). On cancellation it stops starting deliveries, abandons those in
+    flight (they are sent again after a restart), and lets a result that is being
+    written finish (the write is shielded)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        rules: CallbacksConfig,
+        wallet_id: str,
+        secret: CallbackSecret,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.repo = repo
+        self.rules = rules
+        self.wallet_id = wallet_id
+        self.secret = secret
+        self.clock = clock
+        self.max_in_flight = rules.max_in_flight
+        reserve = max(1, self.max_in_flight // 4) if self.max_in_flight > 1 else 0
+        self.origin_limit = self.max_in_flight - reserve
+        self.stats = SenderStats()
+        self.running = False
+        self._in_flight: set[int] = set()  # receiver ids with a delivery in flight
+        self._per_origin: collections.Counter[tuple[str, str, int | None]] = collections.Counter()
+        self._wakeup = trio.Event()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def wake(self, *_: Any) -> None:
+        """Look at the outbox now (safe to call from any trio task, any number of times)."""
+        self._wakeup.set()
+
+    # -- the loop ---------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        limits = httpx.Limits(
+            max_connections=self.max_in_flight + TEST_CONNECTIONS,
+            max_keepalive_connections=self.max_in_flight,
+        )
+        transport = GuardedTransport(self.rules, limits)
+        timeout = httpx.Timeout(self.rules.timeout)
+        async with (
+            httpx.AsyncClient(
+                transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            self._client = client
+            self.running = True
+            log.info(
+                "callback sender started max_in_flight=%d default_url=%s secret=%s",
+                self.max_in_flight,
+                display_origin(self.rules.default_url) if self.rules.default_url else None,
+                self.secret.source,
+            )
+            task_status.started()
+            try:
+                await self._loop(nursery)
+            finally:
+                self.running = False
+                self._client = None
+
+    async def _loop(self, nursery: trio.Nursery) -> None:
+        db_delay = DB_RETRY_INITIAL
+        while True:
+            self._wakeup = trio.Event()
+            try:
+                pause = await self._dispatch(nursery)
+                db_delay = DB_RETRY_INITIAL
+            except Unavailable as exc:
+                self.stats.db_errors += 1
+                log.warning("callback outbox unavailable; retrying in %.1fs: %s", db_delay, exc)
+                pause = db_delay
+                db_delay = min(db_delay * 2, DB_RETRY_MAX)
+            with trio.move_on_after(pause):
+                await self._wakeup.wait()
+
+    async def _dispatch(self, nursery: trio.Nursery) -> float:
+        """Start what is due and can go now; return how long to sleep unless woken."""
+        free = self.max_in_flight - len(self._in_flight)
+        if free <= 0:
+            return MAX_IDLE_SECONDS  # a finishing delivery wakes us
+        limit = min(MAX_LIST_LIMIT, free * DUE_FETCH_FACTOR + len(self._in_flight))
+        due, later = await trio.to_thread.run_sync(
+            self.repo.due_callbacks, self.wallet_id, self.clock(), limit
+        )
+        skipped = False
+        for record in due:
+            if free == 0:
+                skipped = True
+                break
+            receiver_id = record.event.receiver_id
+            if receiver_id in self._in_flight:
+                continue  # its head is being delivered; wait for the outcome
+            url = record.callback_url or self.rules.default_url
+            origin = origin_of(url) if url else None
+            if origin is not None and self._per_origin[origin] >= self.origin_limit:
+                skipped = True
+                continue
+            self._in_flight.add(receiver_id)
+            if origin is not None:
+                self._per_origin[origin] += 1
+            nursery.start_soon(self._deliver, record, url, origin)
+            free -= 1
+        if skipped or len(due) == limit:
+            return MAX_IDLE_SECONDS  # more is due; a finishing delivery wakes us
+        if later is None:
+            return MAX_IDLE_SECONDS
+        return min(MAX_IDLE_SECONDS, max(0.0, (later - self.clock()) / 1000))
+
+    async def _deliver(
+        self, record: CallbackRecord, url: str | None, origin: tuple[str, str, int | None] | None
+    ) -> None:
+        event = record.event
+        try:
+            attempted_at = self.clock()
+            if url is None:
+                delivery = Delivery(
+                    http_status=None,
+                    error="no callback URL: the receiver has none and [callbacks] default_url "
+                    "is not set (set one, then `dashpay callbacks retry --all-failed`)",
+                    duration_ms=0,
+                    refused=True,
+                )
+            else:
+                try:
+                    body = event.payload.encode("utf-8")
+                    delivery = await self.post(url, event.event, event.event_id, body)
+                except Exception as exc:  # a surprise from a hostile peer must not stop us
+                    log.exception("callback attempt crashed event_id=%s", event.event_id)
+                    delivery = Delivery(None, f"internal error: {_describe(exc)}", 0)
+            outcome = plan_outcome(
+                self.rules,
+                delivery,
+                attempted_at=attempted_at,
+                first_attempt_at=record.first_attempt_at,
+                attempts_before=event.attempts,
+                now=self.clock(),
+            )
+            self._count(record, url, outcome)
+            await self._record(event.event_id, outcome)
+        finally:
+            self._in_flight.discard(event.receiver_id)
+            if origin is not None:
+                self._per_origin[origin] -= 1
+                if self._per_origin[origin] <= 0:
+                    del self._per_origin[origin]
+            self.wake()
+
+    def _count(self, record: CallbackRecord, url: str | None, outcome: AttemptOutcome) -> None:
+        event = record.event
+        self.stats.attempts += 1
+        target = display_origin(url) if url else None
+        if outcome.status == OUTBOX_DELIVERED:
+            self.stats.delivered += 1
+            self.stats.last_delivered_at = time.time()
+            log.info(
+                "callback delivered event_id=%s receiver=%d event=%s target=%s status=%s "
+                "duration_ms=%d",
+                event.event_id,
+                event.receiver_id,
+                event.event,
+                target,
+                outcome.http_status,
+                outcome.duration_ms,
+            )
+            return
+        self.stats.last_error = outcome.error
+        self.stats.last_error_at = time.time()
+        if outcome.status == OUTBOX_PENDING:
+            self.stats.retried += 1
+            assert outcome.next_attempt_at is not None
+            log.warning(
+                "callback retry event_id=%s receiver=%d target=%s attempt=%d in_seconds=%.1f "
+                "error=%s",
+                event.event_id,
+                event.receiver_id,
+                target,
+                event.attempts + 1,
+                (outcome.next_attempt_at - self.clock()) / 1000,
+                outcome.error,
+            )
+        else:
+            self.stats.failed += 1
+            log.error(
+                "callback failed event_id=%s receiver=%d target=%s attempt=%d error=%s",
+                event.event_id,
+                event.receiver_id,
+                target,
+                event.attempts + 1,
+                outcome.error,
+            )
+
+    async def _record(self, event_id: str, outcome: AttemptOutcome) -> None:
+        """Write the outcome; while the database is down, keep trying (the receiver
+        stays in flight, so its next event waits). Each write is shielded: a shutdown
+        lets it finish, so a delivered event is not sent again needlessly."""
+        delay = DB_RETRY_INITIAL
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        self.repo.record_callback_attempt, event_id, outcome
+                    )
+                return
+            except Unavailable as exc:
+                self.stats.db_errors += 1
+                log.warning(
+                    "callback attempt not recorded event_id=%s; retrying in %.1fs: %s",
+                    event_id,
+                    delay,
+                    exc,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+            except (NotFound, Conflict) as exc:
+                log.warning("callback attempt not recorded event_id=%s: %s", event_id, exc)
+                return
+
+    # -- one POST -----------------------------------------------------------------------
+    def headers(self, event: str, event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "identity",  # never spend CPU inflating an answer
+            "Dashpay-Event": event,
+            "Dashpay-Delivery": event_id,
+            "Dashpay-Signature": signature_header(self.secret.value, body, timestamp),
+        }
+
+    async def post(self, url: str, event: str, event_id: str, body: bytes) -> Delivery:
+        """Sign and POST ``body`` once, within ``[callbacks] timeout``. Never raises for
+        a network or HTTP problem: the Delivery says what happened."""
+        client = self._client
+        if client is None:
+            raise Unavailable("the callback sender is not running")
+        try:
+            validate_callback_url(url, what="callback URL")
+        except InvalidParams as exc:
+            return Delivery(None, exc.message, 0, refused=True)
+        headers = self.headers(event, event_id, body, self.clock() // 1000)
+        started = trio.current_time()
+        status: int | None = None
+        error: str | None = None
+        refused = False
+        retry_after: str | None = None
+        excerpt = ""
+        with trio.move_on_after(self.rules.timeout) as deadline:
+            try:
+                async with client.stream("POST", url, content=body, headers=headers) as response:
+                    status = response.status_code
+                    retry_after = response.headers.get("retry-after")
+                    excerpt = await _read_excerpt(response)
+            except TargetRefused as exc:
+                error, refused = f"refused: {exc}", True
+            except httpx.TimeoutException:
+                error = f"timed out after {format_duration(self.rules.timeout)}"
+            except (httpx.HTTPError, httpx.InvalidURL, httpcore.ConnectError) as exc:
+                error = _describe(exc)
+        if status is not None:
+            error = _status_error(status, excerpt)
+        elif deadline.cancelled_caught:
+            error = f"no answer within {format_duration(self.rules.timeout)}"
+        duration_ms = max(0, round((trio.current_time() - started) * 1000))
+        return Delivery(
+            http_status=status,
+            error=error,
+            duration_ms=duration_ms,
+            refused=refused,
+            retry_after=retry_after_seconds(retry_after, time.time()),
+            excerpt=excerpt,
+        )
+
+
+async def _read_excerpt(response: httpx.Response) -> str:
+    """The start of the body, as printable text: at most MAX_RESPONSE_BYTES, for at most
+    BODY_READ_SECONDS, never decompressed; a broken body is not an error (the status
+    has already been received)."""
+    data = bytearray()
+    with trio.move_on_after(BODY_READ_SECONDS):
+        try:
+            async with aclosing(response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    data += chunk
+                    if len(data) >= MAX_RESPONSE_BYTES:
+                        break
+        except httpx.HTTPError:
+            pass
+    return _printable(bytes(data))
+
+
+# -- control methods ----------------------------------------------------------------------
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def _only(params: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidParams("params must be a JSON object")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidParams(
+            f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return params
+
+
+def event_id_value(value: Any) -> str:
+    """An event id as printed by `callbacks list` (printable ASCII, no spaces)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_EVENT_ID_CHARS
+        or not all("\x21" <= ch <= "\x7e" for ch in value)
+    ):
+        raise InvalidParams(
+            f"event_id must be an event id such as evt_0123abcd... (up to "
+            f"{MAX_EVENT_ID_CHARS} printable characters), got {str(value)[:80]!r}"
+        )
+    return value
+
+
+def _positive_int(params: dict[str, Any], name: str) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
+        raise InvalidParams(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def attempt_view(attempt: CallbackAttempt) -> dict[str, Any]:
+    return {
+        "attempted_at": iso_time(attempt.attempted_at),
+        "http_status": attempt.http_status,
+        "error": attempt.error,
+        "duration_ms": attempt.duration_ms,
+    }
+
+
+def callback_view(record: CallbackRecord, default_url: str | None) -> dict[str, Any]:
+    event = record.event
+    return {
+        "event_id": event.event_id,
+        "event": event.event,
+        "receiver_id": event.receiver_id,
+        "status": event.status,
+        "attempts": event.attempts,
+        "url": record.callback_url or default_url,
+        "created_at": iso_time(event.created_at),
+        "next_attempt_at": iso_time(event.next_attempt_at)
+        if event.status == OUTBOX_PENDING
+        else None,
+        "first_attempt_at": iso_time(record.first_attempt_at),
+        "delivered_at": iso_time(event.delivered_at),
+        "last_error": event.last_error,
+        "seq": record.seq,
+    }
+
+
+class CallbackService:
+    """The ``callbacks.*`` control methods. Each takes the request's params dict,
+    validates every value (InvalidParams / NotFound) and returns JSON-ready data."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        sender: CallbackSender,
+        wallet_id: str,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.repo = repo
+        self.sender = sender
+        self.wallet_id = wallet_id
+        self.clock = clock
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            methods.CALLBACKS_LIST: self.list,
+            methods.CALLBACKS_GET: self.get,
+            methods.CALLBACKS_RETRY: self.retry,
+            methods.CALLBACKS_TEST: self.test,
+            methods.CALLBACKS_SECRET: self.secret,
+        }
+
+    @property
+    def default_url(self) -> str | None:
+        return self.sender.rules.default_url
+
+    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
+        """params: status (pending|delivered|failed), receiver_id, limit (1-1000, default
+        50), before (a seq from ``next_before``). Newest first."""
+        params = _only(params, {"status", "receiver_id", "limit", "before"})
+        status = params.get("status")
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise InvalidParams(
+                f"status must be one of {', '.join(OUTBOX_STATUSES)}, got {status!r}"
+            )
+        receiver_id = params.get("receiver_id")
+        if receiver_id is not None:
+            receiver_id = receiver_id_value(receiver_id)
+        limit = params.get("limit", DEFAULT_LIST_LIMIT)
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise InvalidParams(
+                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
+            )
+        before = _positive_int(params, "before")
+        records = await trio.to_thread.run_sync(
+            lambda: self.repo.list_callbacks(
+                wallet_id=self.wallet_id,
+                receiver_id=receiver_id,
+                status=status,
+                limit=limit,
+                before_seq=before,
+            )
+        )
+        more = len(records) == limit
+        return {
+            "events": [callback_view(r, self.default_url) for r in records],
+            "next_before": records[-1].seq if more and records else None,
+        }
+
+    async def get(self, params: dict[str, Any]) -> dict[str, Any]:
+        """params: event_id. The event, its body and its attempt log."""
+        params = _only(params, {"event_id"})
+        event_id = event_id_value(params.get("event_id"))
+        found = await trio.to_thread.run_sync(self.repo.get_callback, event_id)
+        if found is None or found[0].wallet_id != self.wallet_id:
+            raise NotFound(f"no callback event {event_id}", event_id=event_id)
+        record, attempts = found
+        view = callback_view(record, self.default_url)
+        try:
+            view["payload"] = json.loads(record.event.payload)
+        except ValueError:
+            view["payload"] = record.event.payload
+        view["attempt_log"] = [attempt_view(a) for a in attempts]
+        return view
+
+    async def retry(self, params: dict[str, Any]) -> dict[str, Any]:
+        """params: event_id, or all_failed: true (optionally with receiver_id). Queues the
+        event(s) for delivery now with the same event id; a delivered event is sent
+        again, a pending one skips its back-off."""
+        params = _only(params, {"event_id", "all_failed", "receiver_id"})
+        all_failed = params.get("all_failed", False)
+        if not isinstance(all_failed, bool):
+            raise InvalidParams(f"all_failed must be true or false, got {all_failed!r}")
+        has_id = params.get("event_id") is not None
+        if has_id == all_failed:
+            raise InvalidParams("give either event_id or all_failed: true")
+        now = self.clock()
+        if all_failed:
+            receiver_id = params.get("receiver_id")
+            if receiver_id is not None:
+                receiver_id = receiver_id_value(receiver_id)
+            count = await trio.to_thread.run_sync(
+                lambda: self.repo.retry_failed_callbacks(
+                    self.wallet_id, now, receiver_id=receiver_id
+                )
+            )
+            log.info("callbacks retried all_failed=true count=%d receiver=%s", count, receiver_id)
+            self.sender.wake()
+            return {"retried": count, "event_ids": None}
+        if params.get("receiver_id") is not None:
+            raise InvalidParams("receiver_id goes with all_failed, not with event_id")
+        event_id = event_id_value(params["event_id"])
+        event = await trio.to_thread.run_sync(
+            self.repo.retry_callback, event_id, self.wallet_id, now
+        )
+        log.info("callback retried event_id=%s receiver=%d", event_id, event.receiver_id)
+        self.sender.wake()
+        return {"retried": 1, "event_ids": [event_id]}
+
+    async def test(self, params: dict[str, Any]) -> dict[str, Any]:
+        """params: url. POSTs a signed ``ping`` event (not stored, not retried) and
+        reports the answer, so a merchant can check their endpoint and signature code."""
+        params = _only(params, {"url"})
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise InvalidParams("url is required, e.g. https://shop.example/dashpay/callback")
+        if len(url) > MAX_URL_CHARS:
+            raise InvalidParams(f"url is {len(url)} characters long; at most {MAX_URL_CHARS}")
+        validate_callback_url(url, what="url")
+        event_id = new_event_id()
+        created = self.clock()
+        body = json.dumps(
+            {
+                "event": EVENT_PING,
+                "event_id": event_id,
+                "created_at": iso_time(created),
+                "receiver": None,
+                "payment": None,
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
+        delivery = await self.sender.post(url, EVENT_PING, event_id, body)
+        ok = delivery.http_status is not None and 200 <= delivery.http_status <= 299
+        log.info(
+            "callback test target=%s status=%s ok=%s", display_origin(url), delivery.http_status, ok
+        )
+        return {
+            "url": url,
+            "ok": ok,
+            "http_status": delivery.http_status,
+            "error": delivery.error,
+            "duration_ms": delivery.duration_ms,
+            "response_excerpt": delivery.excerpt,
+            "event_id": event_id,
+            "body": body.decode("utf-8"),
+        }
+
+    async def secret(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The HMAC secret in use, so the merchant can copy it into their handler."""
+        _only(params, set())
+        return {"secret": self.sender.secret.value, "source": self.sender.secret.source}
+
+    async def status_view(self) -> dict[str, Any]:
+        """For `dashpay status`: the sender's counters and the outbox backlog."""
+        stats = self.sender.stats
+        result: dict[str, Any] = {
+            "running": self.sender.running,
+            "in_flight": self.sender.in_flight,
+            "attempts": stats.attempts,
+            "delivered": stats.delivered,
+            "retried": stats.retried,
+            "failed": stats.failed,
+            "last_error": stats.last_error,
+        }
+        try:
+            backlog = await trio.to_thread.run_sync(self.repo.callback_backlog, self.wallet_id)
+        except DashpayError as exc:
+            result["error"] = exc.message
+            return result
+        oldest = backlog.oldest_pending_created_at
+        result["pending"] = backlog.pending
+        result["failed_total"] = backlog.failed
+        result["oldest_pending_age_seconds"] = (
+            None if oldest is None else max(0, round((self.clock() - oldest) / 1000, 3))
+        )
+        return result

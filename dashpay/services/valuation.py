@@ -1,0 +1,1046 @@
+"""Fiat prices of DASH: provider adapters, the strategy that picks a price, the persistent
+cache, and the exact conversion of a fiat amount to duffs.
+
+Why this much care: a wrong price silently charges a customer the wrong amount, and price
+sources fail and change (an exchange dropping its DASH market has broken a default rate
+source twice). So dashpay never depends on one source: it asks several providers (in
+order, or all at once for a median), treats every answer as hostile input, rejects a
+price that jumps away from the last good quote when other providers disagree, keeps the
+last good quote in the database, and uses it only while it is younger than
+``[prices] max_age`` (DESIGN.md §7, docs/prices.md).
+
+Two layers:
+- pure functions: each provider's ``parse`` (decoded JSON -> a reading or an error),
+  ``decode_json``, ``sane_price``, ``fiat_to_duffs`` and ``convert``;
+- ``PriceService``: one shared httpx client on trio, one fetch at a time per currency
+  (callers that arrive meanwhile share its result), the in-memory view of the cache, the
+  refresher task and the ``price.get`` control handler. ``quote`` never waits on the
+  network while a cached quote is younger than ``max_age``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import Any, ClassVar, Protocol
+
+import httpx
+import trio
+
+from dashpay import __version__
+from dashpay.config import PricesConfig, format_duration
+from dashpay.errors import DashpayError, InvalidParams, PriceUnavailable
+from dashpay.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.repository.base import Repository
+from dashpay.repository.prices import CURRENCY_CODE, MAX_PRICE_CHARS, PriceQuote
+from dashpay.services.views import iso_time
+
+log = logging.getLogger("dashpay.prices")
+
+# --- limits, each with its reason -------------------------------------------------------
+
+# A ticker answer is tiny (Kraken's, the largest, is about 350 bytes). 64 KiB leaves room
+# for a provider's error page while bounding what a broken or hostile server can make us
+# buffer.
+MAX_RESPONSE_BYTES = 64 * 1024
+# How much of a bad answer a log line or an error message quotes.
+EXCERPT_CHARS = 120
+# A price has at most this many significant digits. CoinGecko's precision=full prints
+# about 17; more is garbage, and the text must fit price_quotes.price (VARCHAR(64)).
+MAX_PRICE_DIGITS = 30
+# Plausible DASH prices in any currency a provider quotes: DASH has traded between about
+# 0.2 and 1,500 USD, which is below 4e7 even in the weakest currencies (VND, IDR). The
+# bounds are orders of magnitude wider; outside them the answer is garbage.
+MIN_PRICE = Decimal("0.000001")
+MAX_PRICE = Decimal("1e12")
+# fiat_to_duffs refuses amounts and rates outside 10^-30 .. 10^30: their exact ratio
+# would need integers of unbounded size (a hostile Decimal('1E+999999') has a million
+# digits).
+MAX_DECIMAL_EXPONENT = 30
+# On-demand currencies (asked for, not in [prices] currencies) are refreshed too, at
+# most this many (each costs requests per refresh; public APIs rate-limit), and only
+# while someone asked for them within the last day.
+MAX_ON_DEMAND_CURRENCIES = 32
+ON_DEMAND_IDLE_MS = 24 * 3600 * 1000
+# A provider's "I do not quote this currency" is remembered this long, for at most this
+# many (provider, currency) pairs: it does not change by the minute, and a client asking
+# for made-up codes must not make us ask the provider every time.
+NOT_QUOTED_TTL_MS = 3600 * 1000
+MAX_NOT_QUOTED = 1024
+# After a failed fetch, a currency with no usable cached quote is refused at once, not
+# fetched again, until the refresher's next round has had time to retry it (one refresh
+# interval plus the longest a round can take), but never longer than this: during an
+# outage receiver creations must fail fast, not each wait for every provider's timeout.
+MAX_FAILURE_HOLD_MS = 5 * 60 * 1000
+# price.get answers for at most this many currencies per call.
+MAX_REQUEST_CURRENCIES = 32
+
+DASH = "DASH"
+_USER_AGENT = f"dashpay/{__version__}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """A provider gave no usable answer (network, timeout, HTTP status). The message says
+    why, without the provider's name (the caller adds it)."""
+
+
+class BadAnswer(ProviderError):
+    """The provider answered, but with something that is not a sane price: HTML, garbage,
+    a changed JSON shape, zero, a negative or non-finite number, a stale price."""
+
+
+class NotQuoted(ProviderError):
+    """The provider says it does not quote DASH in this currency."""
+
+
+# --- pure helpers -----------------------------------------------------------------------
+
+
+def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """A printable, shortened rendering of (part of) an answer for messages."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    text = " ".join(text.split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def parse_currency_code(value: Any, *, what: str = "currency") -> str:
+    """A fiat currency code: three letters (any case in, upper case out), not DASH."""
+    if not isinstance(value, str):
+        raise InvalidParams(f"{what} must be a 3-letter code such as USD, got {value!r:.40}")
+    code = value.strip().upper()
+    if code == DASH:
+        raise InvalidParams(f"{what} DASH needs no price; give a fiat code such as USD")
+    if not CURRENCY_CODE.fullmatch(code):
+        raise InvalidParams(
+            f"{what} must be a 3-letter ISO 4217 code such as USD or EUR, got {value!r:.40}"
+        )
+    return code
+
+
+def decode_json(body: bytes) -> Any:
+    """A provider's body as JSON, with JSON numbers as exact Decimals (``NaN`` and
+    ``Infinity`` become Decimals too, so ``sane_price`` can name them). BadAnswer for
+    anything that is not JSON, with a hint when it is an HTML page."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadAnswer(f"the answer is not UTF-8 text: {excerpt(body)}") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise BadAnswer("the answer is empty")
+    if stripped.startswith("<"):
+        raise BadAnswer(f"the answer is an HTML page, not JSON: {excerpt(stripped)}")
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+    except (ValueError, RecursionError):
+        raise BadAnswer(f"the answer is not JSON: {excerpt(stripped)}") from None
+
+
+def sane_price(value: Any) -> Decimal:
+    """``value`` as a positive, finite, plausible Decimal, else BadAnswer saying what is
+    wrong with it. Text must be a plain decimal number; a bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        kind = "boolean" if isinstance(value, bool) else type(value).__name__
+        raise BadAnswer(f"the price is a {kind}, not a number: {excerpt(str(value))}")
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > MAX_PRICE_CHARS:
+            raise BadAnswer(f"the price is {len(text)} characters long: {excerpt(text)}")
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise BadAnswer(f"the price is not a number: {excerpt(text)}") from None
+        if "_" in text or (number.is_finite() and not text.lstrip("+-")[:1].isdigit()):
+            raise BadAnswer(f"the price is not a plain decimal number: {excerpt(text)}")
+    elif isinstance(value, int):
+        if abs(value) > MAX_PRICE:
+            raise BadAnswer(f"the price {excerpt(str(value), 40)} is implausibly large")
+        number = Decimal(value)
+    else:
+        number = value
+    if number.is_nan():
+        raise BadAnswer("the price is NaN")
+    if number.is_infinite():
+        raise BadAnswer(f"the price is {number} (infinite)")
+    if number == 0:
+        raise BadAnswer("the price is zero")
+    if number < 0:
+        raise BadAnswer(f"the price is negative ({number})")
+    if len(number.as_tuple().digits) > MAX_PRICE_DIGITS:
+        raise BadAnswer(f"the price has more than {MAX_PRICE_DIGITS} digits: {number}")
+    if not MIN_PRICE <= number <= MAX_PRICE:
+        raise BadAnswer(f"the price {number} is implausible (outside {MIN_PRICE} to {MAX_PRICE})")
+    return number
+
+
+def price_text(price: Decimal) -> str:
+    """Exact plain decimal text of a price ("22.135"; never an exponent)."""
+    return format(price.normalize(), "f")
+
+
+def fiat_to_duffs(amount: Decimal, rate: Decimal) -> int:
+    """``amount`` (fiat) at ``rate`` (fiat per DASH) in duffs, rounded UP to the duff:
+    ceil(amount / rate * 10^8), computed exactly with integers (no float, no Decimal
+    context rounding). A merchant never receives less than the fiat amount asked for.
+    ValueError for a non-positive, non-finite or absurdly scaled input."""
+    for name, value in (("amount", amount), ("rate", rate)):
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise ValueError(f"{name} must be a Decimal, got {type(value).__name__}")
+        value = Decimal(value)
+        if not value.is_finite() or value <= 0:
+            raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
+            raise ValueError(f"{name} {value} is out of range")
+    amount_num, amount_den = Decimal(amount).as_integer_ratio()
+    rate_num, rate_den = Decimal(rate).as_integer_ratio()
+    numerator = amount_num * rate_den * DUFFS_PER_DASH
+    denominator = amount_den * rate_num
+    return -(-numerator // denominator)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A price of 1 DASH in ``currency``: who said so and when (epoch milliseconds)."""
+
+    currency: str
+    price: Decimal
+    provider: str
+    fetched_at: int
+
+    def age_ms(self, now: int) -> int:
+        return max(0, now - self.fetched_at)
+
+    def row(self) -> PriceQuote:
+        return PriceQuote(self.currency, price_text(self.price), self.provider, self.fetched_at)
+
+    @classmethod
+    def from_row(cls, row: PriceQuote) -> Quote:
+        return cls(row.currency, Decimal(row.price), row.provider, row.fetched_at)
+
+
+@dataclass(frozen=True, slots=True)
+class FiatConversion:
+    """What a fiat receiver stores: the duffs due and the fiat terms they came from."""
+
+    amount_duffs: int
+    fiat_amount: str
+    fiat_currency: str
+    rate: str
+    rate_provider: str
+    rate_fetched_at: int
+
+
+def convert(amount: Decimal, quote: Quote) -> FiatConversion:
+    """``amount`` of ``quote.currency`` in duffs at the quote's price, rounded up.
+    InvalidParams when the amount is worth more than 21,000,000 DASH."""
+    duffs = fiat_to_duffs(amount, quote.price)
+    if duffs > MAX_DUFFS:
+        raise InvalidParams(
+            f"{amount} {quote.currency} is more than 21,000,000 DASH at "
+            f"{price_text(quote.price)} {quote.currency} per DASH"
+        )
+    return FiatConversion(
+        amount_duffs=duffs,
+        fiat_amount=format(amount, "f"),
+        fiat_currency=quote.currency,
+        rate=price_text(quote.price),
+        rate_provider=quote.provider,
+        rate_fetched_at=quote.fetched_at,
+    )
+
+
+def median(prices: Sequence[Decimal]) -> Decimal:
+    """The median, exact: the mean of the middle two of an even count is computed with
+    enough precision that nothing is rounded (two prices of at most 30 digits)."""
+    ordered = sorted(prices)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    with localcontext() as context:
+        context.prec = 2 * MAX_PRICE_DIGITS + 10
+        return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+# --- provider adapters ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A provider's raw price (not yet checked) and, if it says so, when that price was
+    last updated (unix seconds)."""
+
+    value: Any
+    as_of: int | None = None
+
+
+class Provider(Protocol):
+    name: ClassVar[str]
+    base_url: str
+
+    def quotes(self, currency: str) -> bool:
+        """Whether the provider may quote DASH in ``currency`` (False: never ask)."""
+
+    def request(self, currency: str) -> tuple[str, dict[str, str]]:
+        """The URL and query parameters of the price request."""
+
+    def parse(self, status: int, payload: Any, currency: str) -> Reading:
+        """The reading in a decoded answer of HTTP ``status``, or ProviderError."""
+
+
+def _object(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise BadAnswer(f"{what} is a JSON {_json_kind(payload)}, expected an object")
+    return payload
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _status_error(status: int, detail: str) -> ProviderError:
+    if status == 429:
+        return ProviderError(f"rate limited (HTTP 429): {detail}")
+    return ProviderError(f"HTTP {status}: {detail}")
+
+
+# CoinGecko's fiat vs-currencies (GET /api/v3/simple/supported_vs_currencies, less the
+# crypto, commodity and defunct ones: btc, eth, ..., xdr, xag, xau, vef, bits, sats).
+# fmt: off
+COINGECKO_FIAT = frozenset({
+    "USD", "AED", "ARS", "AUD", "BDT", "BHD", "BMD", "BRL", "CAD", "CHF", "CLP", "CNY", "CZK",
+    "DKK", "EUR", "GBP", "GEL", "HKD", "HUF", "IDR", "ILS", "INR", "JPY", "KRW", "KWD", "LKR",
+    "MMK", "MXN", "MYR", "NGN", "NOK", "NZD", "PHP", "PKR", "PLN", "RUB", "SAR", "SEK", "SGD",
+    "THB", "TRY", "TWD", "UAH", "VND", "ZAR",
+})
+# fmt: on
+
+
+@dataclass(frozen=True, slots=True)
+class CoinGecko:
+    """``GET /api/v3/simple/price?ids=dash&vs_currencies=usd``:
+    ``{"dash":{"usd":22.15,"last_updated_at":1747833614}}``; a vs-currency it does not
+    support gives ``{"dash":{}}``."""
+
+    base_url: str
+    name: ClassVar[str] = "coingecko"
+
+    def quotes(self, currency: str) -> bool:
+        return currency in COINGECKO_FIAT
+
+    def request(self, currency: str) -> tuple[str, dict[str, str]]:
+        params = {
+            "ids": "dash",
+            "vs_currencies": currency.lower(),
+            "include_last_updated_at": "true",
+            "precision": "full",
+        }
+        return f"{self.base_url}/api/v3/simple/price", params
+
+    def parse(self, status: int, payload: Any, currency: str) -> Reading:
+        if status != 200:
+            detail = excerpt(json.dumps(payload, default=str))
+            if isinstance(payload, dict) and isinstance(payload.get("status"), dict):
+                detail = excerpt(str(payload["status"].get("error_message", detail)))
+            raise _status_error(status, detail)
+        coin = _object(payload, "the answer").get("dash")
+        if not isinstance(coin, dict):
+            raise BadAnswer('the answer has no "dash" object (has the coin id changed?)')
+        key = currency.lower()
+        if key not in coin:
+            if set(coin) <= {"last_updated_at"}:
+                raise NotQuoted(f"it does not quote DASH in {currency}")
+            raise BadAnswer(f'the answer has no "{key}" price for dash')
+        value = coin[key]
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise BadAnswer(f"the price is a JSON {_json_kind(value)}, expected a number")
+        as_of = coin.get("last_updated_at")
+        if isinstance(as_of, bool) or not isinstance(as_of, int):
+            as_of = None
+        return Reading(value, as_of)
+
+
+@dataclass(frozen=True, slots=True)
+class Kraken:
+    """``GET /0/public/Ticker?pair=DASHUSD``: ``{"error":[],"result":{"DASHUSD":{...,
+    "c":["22.14000","0.5"],...}}}``; the price is ``c[0]``, the last trade. Errors come
+    with HTTP 200 in ``error``. DASH trades on Kraken against USD and EUR only."""
+
+    base_url: str
+    name: ClassVar[str] = "kraken"
+    currencies: ClassVar[frozenset[str]] = frozenset({"USD", "EUR"})
+
+    def quotes(self, currency: str) -> bool:
+        return currency in self.currencies
+
+    def request(self, currency: str) -> tuple[str, dict[str, str]]:
+        return f"{self.base_url}/0/public/Ticker", {"pair": f"DASH{currency}"}
+
+    def parse(self, status: int, payload: Any, currency: str) -> Reading:
+        pair = f"DASH{currency}"
+        if status != 200:
+            errors = payload.get("error") if isinstance(payload, dict) else None
+            detail = "; ".join(map(str, errors[:3])) if isinstance(errors, list) else ""
+            raise _status_error(status, excerpt(detail or json.dumps(payload, default=str)))
+        answer = _object(payload, "the answer")
+        errors = answer.get("error", [])
+        if not isinstance(errors, list):
+            raise BadAnswer(f'"error" is a JSON {_json_kind(errors)}, expected an array')
+        if errors:
+            detail = excerpt("; ".join(str(e) for e in errors[:3]))
+            if any(str(e).startswith("EQuery:Unknown asset pair") for e in errors):
+                # We only ask for pairs Kraken listed: the market was dropped.
+                raise ProviderError(f"Kraken no longer knows the pair {pair}: {detail}")
+            raise ProviderError(f"Kraken error: {detail}")
+        result = _object(answer.get("result"), '"result"')
+        ticker = result.get(pair)
+        if ticker is None and len(result) == 1:
+            # Kraken keys results by its own pair name, which for older assets carries
+            # X/Z prefixes (XXBTZUSD); accept the one entry if it is this DASH pair.
+            key, only = next(iter(result.items()))
+            if key.startswith(("DASH", "XDASH")) and key.endswith(currency):
+                ticker = only
+        if not isinstance(ticker, dict):
+            raise BadAnswer(f"the answer has no {pair} ticker (keys: {excerpt(str(list(result)))})")
+        last = ticker.get("c")
+        if not isinstance(last, list) or not last:
+            raise BadAnswer(f'the {pair} ticker has no "c" (last trade) array')
+        if not isinstance(last[0], str):
+            raise BadAnswer(f"the last trade price is a JSON {_json_kind(last[0])}, not text")
+        return Reading(last[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Coinbase:
+    """``GET /v2/prices/DASH-USD/spot``: ``{"data":{"amount":"22.135","base":"DASH",
+    "currency":"USD"}}``. It converts to most fiat currencies, so any code may be
+    asked; an unknown one gives 404 ``{"errors":[{"id":"not_found","message":"Invalid
+    currency"}]}``."""
+
+    base_url: str
+    name: ClassVar[str] = "coinbase"
+
+    def quotes(self, currency: str) -> bool:
+        return True
+
+    def request(self, currency: str) -> tuple[str, dict[str, str]]:
+        return f"{self.base_url}/v2/prices/DASH-{currency}/spot", {}
+
+    def parse(self, status: int, payload: Any, currency: str) -> Reading:
+        if status != 200:
+            messages: list[str] = []
+            errors = payload.get("errors") if isinstance(payload, dict) else None
+            if isinstance(errors, list):
+                messages = [str(e.get("message", "")) for e in errors[:3] if isinstance(e, dict)]
+            detail = excerpt("; ".join(messages) or json.dumps(payload, default=str))
+            text = " ".join(messages).lower()
+            if status in (400, 404) and "currency" in text:
+                if "base" in text:
+                    raise ProviderError(f"Coinbase no longer quotes DASH: {detail}")
+                raise NotQuoted(f"it does not quote DASH in {currency}: {detail}")
+            raise _status_error(status, detail)
+        data = _object(_object(payload, "the answer").get("data"), '"data"')
+        if data.get("base") != DASH or data.get("currency") != currency:
+            raise BadAnswer(
+                f"the answer is for {excerpt(str(data.get('base')), 20)}-"
+                f"{excerpt(str(data.get('currency')), 20)}, not DASH-{currency}"
+            )
+        amount = data.get("amount")
+        if not isinstance(amount, str):
+            raise BadAnswer(f"the amount is a JSON {_json_kind(amount)}, not text")
+        return Reading(amount)
+
+
+PROVIDER_TYPES: Mapping[str, type] = {cls.name: cls for cls in (CoinGecko, Kraken, Coinbase)}
+
+
+def make_providers(config: PricesConfig) -> tuple[Provider, ...]:
+    """The configured providers, in the order they are tried."""
+    return tuple(PROVIDER_TYPES[name](config.url(name)) for name in config.providers)
+
+
+# --- the service ------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    provider: str
+    price: Decimal
+
+
+@dataclass
+class _Round:
+    """What one fetch learned: each failed provider's reason, in provider order."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    not_quoted: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    at: int  # epoch ms
+    reasons: dict[str, str]
+
+
+@dataclass
+class _Flight:
+    """One fetch of a currency in progress; callers arriving meanwhile wait for it."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    quote: Quote | None = None
+    error: DashpayError | None = None
+
+
+class PriceService:
+    """Quotes for fiat receivers and ``dashpay price``. Run ``refresh_loop`` in the
+    daemon's nursery; it closes the shared HTTP client when it ends."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        config: PricesConfig,
+        *,
+        clock: Callable[[], int] = now_ms,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.repo = repo
+        self.config = config
+        self.clock = clock
+        self.providers = make_providers(config)
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(config.timeout),
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+        )
+        self._quotes: dict[str, Quote] = {}
+        self._failures: dict[str, _Failure] = {}
+        self._inflight: dict[str, _Flight] = {}
+        self._on_demand: dict[str, int] = {}  # currency -> when last asked for (ms)
+        self._not_quoted: dict[tuple[str, str], int] = {}  # (provider, currency) -> until
+        self._down: set[str] = set()  # providers whose last request failed (log once)
+        self._wake = trio.Event()
+        for currency in config.currencies:
+            if not self._askable(currency):
+                log.warning(
+                    "price currency=%s is in [prices] currencies but none of the providers "
+                    "%s quotes it; it is not refreshed",
+                    currency,
+                    ",".join(config.providers),
+                )
+
+    @property
+    def max_age_ms(self) -> int:
+        return int(self.config.max_age * 1000)
+
+    @property
+    def refresh_ms(self) -> int:
+        return int(self.config.refresh * 1000)
+
+    @property
+    def hold_ms(self) -> int:
+        """How long a failed fetch answers for its currency (see MAX_FAILURE_HOLD_MS)."""
+        round_ms = int(self.config.timeout * 1000) * len(self.providers)
+        return min(self.refresh_ms + round_ms, MAX_FAILURE_HOLD_MS)
+
+    # -- public API ---------------------------------------------------------------------
+    async def quote(self, currency: str) -> Quote:
+        """A quote of 1 DASH in ``currency`` young enough to price a receiver.
+
+        Returns the cached quote without touching the network while it is younger than
+        ``max_age``. Otherwise fetches one (callers arriving meanwhile share that
+        fetch), unless a fetch failed so recently that the refresher is still on it
+        (``hold_ms``): then it fails at once. Raises InvalidParams for a malformed code
+        or one no configured provider quotes, PriceUnavailable (naming each provider's
+        failure and the cache's age) when there is no usable price."""
+        currency = parse_currency_code(currency)
+        self._check_quotable(currency)
+        now = self.clock()
+        self._track(currency, now)
+        cached = await self._cached(currency)
+        if cached is not None and cached.age_ms(now) <= self.max_age_ms:
+            return cached
+        failure = self._failures.get(currency)
+        if failure is not None and now - failure.at < self.hold_ms:
+            raise self._unavailable(currency, failure.reasons, now)
+        return await self._refresh_once(currency)
+
+    async def convert(self, amount: Decimal, currency: str) -> FiatConversion:
+        """``amount`` of fiat ``currency`` in duffs at a usable quote, rounded up."""
+        return convert(amount, await self.quote(currency))
+
+    async def price_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Control method ``price.get``: ``{"currencies": ["USD", ...]}`` (default: the
+        configured ones and those asked for lately). Each entry has the quote, or an
+        ``error`` (kind and message) and the stale ``cached`` quote if there is one."""
+        if not isinstance(params, dict):
+            raise InvalidParams("params must be a JSON object")
+        unknown = sorted(set(params) - {"currencies"})
+        if unknown:
+            raise InvalidParams(f"unknown parameter(s): {', '.join(unknown)}; allowed: currencies")
+        raw = params.get("currencies")
+        if raw is None:
+            currencies = list(dict.fromkeys([*self.config.currencies, *self._on_demand]))
+        else:
+            if not isinstance(raw, list) or not raw:
+                raise InvalidParams("currencies must be a non-empty array of codes like USD")
+            if len(raw) > MAX_REQUEST_CURRENCIES:
+                raise InvalidParams(f"at most {MAX_REQUEST_CURRENCIES} currencies per call")
+            currencies = list(dict.fromkeys(parse_currency_code(c) for c in raw))
+        entries: list[dict[str, Any]] = [{} for _ in currencies]
+
+        async def one(index: int, currency: str) -> None:
+            try:
+                entries[index] = self._view(await self.quote(currency))
+            except DashpayError as exc:
+                stale = self._quotes.get(currency)
+                entries[index] = {
+                    "currency": currency,
+                    "error": {"kind": exc.kind, "message": exc.message},
+                    "cached": None if stale is None else self._view(stale),
+                }
+
+        async with trio.open_nursery() as nursery:
+            for index, currency in enumerate(currencies):
+                nursery.start_soon(one, index, currency)
+        return {
+            "quotes": entries,
+            "strategy": self.config.strategy,
+            "providers": list(self.config.providers),
+            "max_age_seconds": self.config.max_age,
+            "refresh_seconds": self.config.refresh,
+        }
+
+    async def refresh_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the configured and recently asked-for currencies fresh, every
+        ``[prices] refresh``. Reports started after loading the cache from the database
+        (no network wait). Runs until cancelled; then closes the HTTP client."""
+        try:
+            await self._load_cache()
+            task_status.started()
+            while True:
+                self._wake = trio.Event()
+                await self.refresh_now()
+                with trio.move_on_after(self.config.refresh):
+                    await self._wake.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def refresh_now(self) -> None:
+        """One refresh round: every tracked currency whose quote is older than half the
+        refresh interval is fetched, concurrently. Failures are logged, not raised."""
+        now = self.clock()
+        for currency, asked in list(self._on_demand.items()):
+            if now - asked > ON_DEMAND_IDLE_MS:
+                del self._on_demand[currency]
+                log.info("price no longer refreshed currency=%s (not asked for in a day)", currency)
+        currencies = dict.fromkeys([*self.config.currencies, *self._on_demand])
+        async with trio.open_nursery() as nursery:
+            for currency in currencies:
+                cached = self._quotes.get(currency)
+                if cached is not None and cached.age_ms(now) < self.refresh_ms // 2:
+                    continue
+                if not self._askable(currency):
+                    continue  # nobody quotes it (logged at start, or said so lately)
+                nursery.start_soon(self._refresh_quietly, currency)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- cache --------------------------------------------------------------------------
+    async def _load_cache(self) -> None:
+        try:
+            rows = await trio.to_thread.run_sync(self.repo.list_quotes)
+        except DashpayError as exc:
+            log.warning("price cache not loaded: %s", exc.message)
+            return
+        for row in rows:
+            self._quotes[row.currency] = Quote.from_row(row)
+        if rows:
+            now = self.clock()
+            log.info(
+                "price cache loaded %s",
+                " ".join(f"{r.currency}={r.price}@{format_age(now - r.fetched_at)}" for r in rows),
+            )
+
+    async def _cached(self, currency: str) -> Quote | None:
+        cached = self._quotes.get(currency)
+        if cached is None:
+            row = await trio.to_thread.run_sync(self.repo.get_quote, currency)
+            if row is not None:
+                cached = self._quotes[currency] = Quote.from_row(row)
+        return cached
+
+    def _track(self, currency: str, now: int) -> None:
+        """Refresh ``currency`` from now on (an on-demand currency while it is asked for)."""
+        if currency in self.config.currencies:
+            return
+        new = self._on_demand.pop(currency, None) is None
+        self._on_demand[currency] = now
+        while len(self._on_demand) > MAX_ON_DEMAND_CURRENCIES:
+            dropped = next(iter(self._on_demand))
+            del self._on_demand[dropped]
+            log.info("price no longer refreshed currency=%s (too many on demand)", dropped)
+        if new:
+            self._wake.set()
+
+    # -- fetching -----------------------------------------------------------------------
+    def _check_quotable(self, currency: str) -> None:
+        if self._askable(currency):
+            return
+        reasons = []
+        for provider in self.providers:
+            if not provider.quotes(currency):
+                reasons.append(f"{provider.name} does not quote {currency}")
+            else:
+                reasons.append(f"{provider.name} said it does not quote {currency}")
+        raise InvalidParams(
+            f"no configured price provider quotes DASH in {currency} ({'; '.join(reasons)}); "
+            "use another currency, give the amount in DASH, or add a provider to "
+            "[prices] providers",
+            currency=currency,
+        )
+
+    def _askable(self, currency: str) -> list[Provider]:
+        now = self.clock()
+        askable = []
+        for provider in self.providers:
+            until = self._not_quoted.get((provider.name, currency))
+            if until is not None and until <= now:
+                del self._not_quoted[(provider.name, currency)]
+                until = None
+            if provider.quotes(currency) and until is None:
+                askable.append(provider)
+        return askable
+
+    async def _refresh_quietly(self, currency: str) -> None:
+        failing = currency in self._failures
+        try:
+            await self._refresh_once(currency)
+        except DashpayError as exc:
+            level = logging.DEBUG if failing else logging.WARNING
+            log.log(level, "price refresh failed currency=%s: %s", currency, exc.message)
+
+    async def _refresh_once(self, currency: str) -> Quote:
+        """Fetch ``currency`` now, or wait for the fetch already running (one at a time
+        per currency). If the fetching caller is cancelled, a waiter fetches itself."""
+        while True:
+            flight = self._inflight.get(currency)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.quote is not None:
+                return flight.quote
+        flight = self._inflight[currency] = _Flight()
+        try:
+            flight.quote = await self._fetch(currency)
+            return flight.quote
+        except DashpayError as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._inflight[currency]
+            flight.done.set()
+
+    async def _fetch(self, currency: str) -> Quote:
+        providers = self._askable(currency)
+        if not providers:
+            self._check_quotable(currency)
+        reference = self._quotes.get(currency)
+        if self.config.strategy == "median":
+            choice, round_ = await self._median(providers, currency, reference)
+        else:
+            choice, round_ = await self._first(providers, currency, reference)
+        if choice is None:
+            if round_.not_quoted and len(round_.not_quoted) == len(providers):
+                self._on_demand.pop(currency, None)
+                self._check_quotable(currency)  # every provider just said it does not
+            now = self.clock()
+            self._failures[currency] = _Failure(now, round_.failures)
+            raise self._unavailable(currency, round_.failures, now)
+        price, provider = choice
+        fresh = Quote(currency, price, provider, self.clock())
+        stored = await trio.to_thread.run_sync(self.repo.save_quote, fresh.row())
+        quote = Quote.from_row(stored)  # a newer one stored by another process wins
+        self._quotes[currency] = quote
+        if self._failures.pop(currency, None) is not None:
+            log.info(
+                "price available again currency=%s price=%s provider=%s",
+                currency,
+                price_text(price),
+                provider,
+            )
+        log.debug(
+            "price accepted currency=%s price=%s provider=%s", currency, price_text(price), provider
+        )
+        return quote
+
+    def _near(self, price: Decimal, reference: Decimal) -> bool:
+        """Whether ``price`` is within ``max_deviation`` percent of ``reference``."""
+        return abs(price - reference) * 100 <= reference * self.config.max_deviation
+
+    def _reject(self, answer: _Answer, currency: str, why: str, round_: _Round) -> None:
+        log.warning(
+            "price rejected provider=%s currency=%s price=%s reason=%s",
+            answer.provider,
+            currency,
+            price_text(answer.price),
+            why,
+        )
+        round_.failures[answer.provider] = f"rejected {price_text(answer.price)}: {why}"
+
+    @staticmethod
+    def _deviation(price: Decimal, reference: Decimal) -> str:
+        with localcontext() as context:
+            context.prec = 10
+            return f"{(price - reference) / reference * 100:+.1f}%"
+
+    async def _first(
+        self, providers: Sequence[Provider], currency: str, reference: Quote | None
+    ) -> tuple[tuple[Decimal, str] | None, _Round]:
+        """Providers in order; the first sane answer near the last good quote wins. An
+        answer far from it waits for a second opinion: a later provider that agrees
+        confirms it (the market moved); one near the old quote refutes it."""
+        round_ = _Round()
+        suspects: list[_Answer] = []
+        for provider in providers:
+            price = await self._ask(provider, currency, round_)
+            if price is None:
+                continue
+            answer = _Answer(provider.name, price)
+            if reference is None or self._near(price, reference.price):
+                self._refute(suspects, currency, reference, provider.name, round_)
+                return (price, provider.name), round_
+            partner = next((s for s in suspects if self._near(price, s.price)), None)
+            if partner is not None:
+                for suspect in suspects:
+                    if suspect is not partner:
+                        why = f"{partner.provider} and {provider.name} agree on another price"
+                        self._reject(suspect, currency, why, round_)
+                self._log_move(currency, reference, partner, f"confirmed by {provider.name}")
+                return (partner.price, partner.provider), round_
+            suspects.append(answer)
+        if len(suspects) == 1 and reference is not None:
+            self._log_move(currency, reference, suspects[0], "no other provider answered")
+            return (suspects[0].price, suspects[0].provider), round_
+        self._refute(suspects, currency, reference, "the other providers", round_)
+        return None, round_
+
+    def _refute(
+        self,
+        suspects: Sequence[_Answer],
+        currency: str,
+        reference: Quote | None,
+        by: str,
+        round_: _Round,
+    ) -> None:
+        """Reject answers far from the last good quote that ``by`` disagrees with."""
+        if reference is None:
+            return
+        for suspect in suspects:
+            why = (
+                f"{self._deviation(suspect.price, reference.price)} from the last good quote "
+                f"{price_text(reference.price)}, and {by} disagree(s)"
+            )
+            self._reject(suspect, currency, why, round_)
+
+    async def _median(
+        self, providers: Sequence[Provider], currency: str, reference: Quote | None
+    ) -> tuple[tuple[Decimal, str] | None, _Round]:
+        """Every provider at once; the median of the sane answers. An answer far from
+        the last good quote that no other answer agrees with is dropped first."""
+        round_ = _Round()
+        prices: dict[str, Decimal] = {}
+
+        async def ask(provider: Provider) -> None:
+            price = await self._ask(provider, currency, round_)
+            if price is not None:
+                prices[provider.name] = price
+
+        async with trio.open_nursery() as nursery:
+            for provider in providers:
+                nursery.start_soon(ask, provider)
+        answers = [_Answer(p.name, prices[p.name]) for p in providers if p.name in prices]
+        kept: list[_Answer] = []
+        for answer in answers:
+            others = [a for a in answers if a is not answer]
+            if (
+                reference is not None
+                and others
+                and not self._near(answer.price, reference.price)
+                and not any(self._near(other.price, answer.price) for other in others)
+            ):
+                why = (
+                    f"{self._deviation(answer.price, reference.price)} from the last good "
+                    f"quote {price_text(reference.price)}, and "
+                    f"{', '.join(a.provider for a in others)} disagree"
+                )
+                self._reject(answer, currency, why, round_)
+            else:
+                kept.append(answer)
+        if not kept:
+            return None, round_
+        if len(kept) == 1:
+            if reference is not None and not self._near(kept[0].price, reference.price):
+                self._log_move(currency, reference, kept[0], "no other provider answered")
+            return (kept[0].price, kept[0].provider), round_
+        label = f"median({','.join(a.provider for a in kept)})"
+        return (median([a.price for a in kept]), label), round_
+
+    def _log_move(self, currency: str, reference: Quote, answer: _Answer, why: str) -> None:
+        log.warning(
+            "price moved currency=%s from=%s to=%s (%s) provider=%s: %s",
+            currency,
+            price_text(reference.price),
+            price_text(answer.price),
+            self._deviation(answer.price, reference.price),
+            answer.provider,
+            why,
+        )
+
+    async def _ask(self, provider: Provider, currency: str, round_: _Round) -> Decimal | None:
+        """One provider's sane price, or None with the reason recorded in ``round_``."""
+        try:
+            price = await self._request_price(provider, currency)
+        except NotQuoted as exc:
+            now = self.clock()
+            if len(self._not_quoted) >= MAX_NOT_QUOTED:
+                del self._not_quoted[next(iter(self._not_quoted))]
+            self._not_quoted[(provider.name, currency)] = now + NOT_QUOTED_TTL_MS
+            round_.not_quoted.add(provider.name)
+            round_.failures[provider.name] = str(exc)
+            log.info("price provider=%s currency=%s: %s", provider.name, currency, exc)
+            return None
+        except ProviderError as exc:
+            round_.failures[provider.name] = str(exc)
+            if isinstance(exc, BadAnswer) or provider.name not in self._down:
+                log.warning(
+                    "price provider failed provider=%s currency=%s reason=%s",
+                    provider.name,
+                    currency,
+                    exc,
+                )
+            else:
+                log.debug("price provider still failing provider=%s reason=%s", provider.name, exc)
+            self._down.add(provider.name)
+            return None
+        if provider.name in self._down:
+            self._down.discard(provider.name)
+            log.info("price provider answers again provider=%s", provider.name)
+        return price
+
+    async def _request_price(self, provider: Provider, currency: str) -> Decimal:
+        url, params = provider.request(currency)
+        timeout = self.config.timeout
+        try:
+            with trio.move_on_after(timeout) as scope:
+                status, headers, body = await self._get(url, params)
+        except httpx.RequestError as exc:
+            detail = excerpt(str(exc)) if str(exc) else "no details"
+            raise ProviderError(f"{type(exc).__name__}: {detail}") from None
+        except _TooLarge:
+            raise BadAnswer(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes") from None
+        if scope.cancelled_caught:
+            raise ProviderError(f"no answer within {format_duration(timeout)}")
+        if 300 <= status < 400:
+            raise ProviderError(
+                f"redirected (HTTP {status}) to {excerpt(headers.get('location', '?'), 80)}; "
+                f"set [prices.{provider.name}] url to the final address"
+            )
+        try:
+            payload = decode_json(body)
+        except BadAnswer:
+            if 200 <= status < 300:
+                raise
+            raise _status_error(status, excerpt(body)) from None
+        reading = provider.parse(status, payload, currency)
+        price = sane_price(reading.value)
+        if reading.as_of is not None:
+            age = self.clock() - reading.as_of * 1000
+            if age > self.max_age_ms:
+                raise BadAnswer(
+                    f"its price {price_text(price)} was last updated {format_age(age)} ago"
+                )
+        return price
+
+    async def _get(self, url: str, params: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+        """One GET; reads at most ``MAX_RESPONSE_BYTES`` of the body."""
+        async with self._client.stream("GET", url, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
+
+    # -- messages -----------------------------------------------------------------------
+    def _unavailable(self, currency: str, reasons: Mapping[str, str], now: int) -> PriceUnavailable:
+        failed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        cached = self._quotes.get(currency)
+        limit = format_duration(self.config.max_age)
+        if cached is None:
+            cache = "there is no cached price"
+            age = None
+        else:
+            age = cached.age_ms(now)
+            state = "older than" if age > self.max_age_ms else "within"
+            cache = (
+                f"the cached price ({price_text(cached.price)} {currency} from "
+                f"{cached.provider}) is {format_age(age)} old, {state} [prices] max_age = {limit}"
+            )
+        return PriceUnavailable(
+            f"no fresh DASH price in {currency}: {failed or 'no provider answered'}; {cache}. "
+            "Check the network and the [prices] provider URLs; amounts in DASH need no price",
+            currency=currency,
+            failures=dict(reasons),
+            cache_age_seconds=None if age is None else age // 1000,
+        )
+
+    def _view(self, quote: Quote) -> dict[str, Any]:
+        age = quote.age_ms(self.clock())
+        return {
+            "currency": quote.currency,
+            "price": price_text(quote.price),
+            "provider": quote.provider,
+            "fetched_at": iso_time(quote.fetched_at),
+            "age_seconds": age // 1000,
+            "fresh": age <= self.max_age_ms,
+        }
+
+
+def format_age(ms: int) -> str:
+    """An age in whole seconds as "42s", "12m30s", "3h" (under a second: "0s")."""
+    return format_duration(max(0, ms) // 1000)

@@ -1,0 +1,546 @@
+"""The callback sender against a real HTTP server on 127.0.0.1, with real repositories
+(SQLite and MariaDB). Events enter the outbox through the payment unit of work
+(``update_receivers`` with the real accounting rules and payloads), exactly as the
+engine writes them; the sender runs in-process under trio."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+import trio
+
+from dashpay import __version__
+from dashpay.config import CallbacksConfig, parse_database_url
+from dashpay.errors import InvalidParams, NotFound
+from dashpay.repository import open_repository
+from dashpay.repository.base import (
+    OUTBOX_DELIVERED,
+    OUTBOX_FAILED,
+    OUTBOX_PENDING,
+    NewReceiver,
+    OutboxEvent,
+    PaymentObservation,
+    Receiver,
+    ReceiverWork,
+    Repository,
+)
+from dashpay.services import accounting
+from dashpay.services.callbacks import (
+    MAX_RESPONSE_BYTES,
+    CallbackSecret,
+    CallbackSender,
+    CallbackService,
+    now_ms,
+    resolve_secret,
+)
+from dashpay.services.payloads import event_payload
+from dashpay.services.signing import verify_signature
+from tests.integration.conftest import CallbackServer, Reply, free_port
+
+WALLET = "c0ffee00c0ffee00"
+SECRET = CallbackSecret("test-secret-0123456789abcdef", "test")
+COIN = 100_000_000
+
+
+def rules(**overrides) -> CallbacksConfig:
+    settings = {
+        "timeout": 1.0,
+        "backoff_initial": 0.1,
+        "backoff_max": 0.4,
+        "give_up_after": 60.0,
+        "max_in_flight": 4,
+    }
+    settings.update(overrides)
+    return CallbacksConfig(**settings)
+
+
+def new_receiver(repo: Repository, url: str | None, amount: int = COIN) -> Receiver:
+    new = NewReceiver(
+        wallet_id=WALLET, chain=0, amount_duffs=amount, created_at=now_ms(), callback_url=url
+    )
+    receiver, _ = repo.create_receiver(new, lambda index: f"X{WALLET[:8]}{index:025d}")
+    return receiver
+
+
+def observe(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> list[OutboxEvent]:
+    """Record observations through the engine's unit of work; the events it enqueued."""
+    now = now_ms()
+
+    def decide(r, payments, changes):
+        return accounting.decide(
+            r, payments, changes, now=now, rules=accounting.Rules(), payload=event_payload
+        )
+
+    [result] = repo.update_receivers([ReceiverWork(receiver.receiver_id, seen)], now, decide)
+    return result.events
+
+
+def payment(receiver: Receiver, duffs: int, *, locked: bool = False, txid: str | None = None):
+    return PaymentObservation(
+        txid or secrets.token_hex(32), receiver.address, duffs, locked, None, None
+    )
+
+
+def lifecycle(repo: Repository, receiver: Receiver) -> list[OutboxEvent]:
+    """partial, paid, settled: three events of one receiver, in this order."""
+    first = payment(receiver, receiver.amount_duffs * 4 // 10)
+    second = payment(receiver, receiver.amount_duffs - first.amount_duffs)
+    events = observe(repo, receiver, first)
+    events += observe(repo, receiver, second)
+    events += observe(repo, receiver, replace(first, instant_locked=True))
+    events += observe(repo, receiver, replace(second, instant_locked=True))
+    assert [e.event for e in events] == [
+        accounting.EVENT_PARTIAL,
+        accounting.EVENT_PAID,
+        accounting.EVENT_SETTLED,
+    ]
+    return events
+
+
+def paid(repo: Repository, receiver: Receiver) -> OutboxEvent:
+    [event] = observe(repo, receiver, payment(receiver, receiver.amount_duffs))
+    return event
+
+
+def sender_for(repo: Repository, **overrides) -> CallbackSender:
+    return CallbackSender(repo, rules(**overrides), WALLET, SECRET)
+
+
+@asynccontextmanager
+async def running(sender: CallbackSender) -> AsyncIterator[CallbackSender]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sender.run)
+        yield sender
+        nursery.cancel_scope.cancel()
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+def status_of(repo: Repository, event_id: str) -> str:
+    return repo.get_callback(event_id)[0].event.status
+
+
+def attempts_of(repo: Repository, event_id: str) -> list[tuple[int | None, str | None]]:
+    return [(a.http_status, a.error) for a in repo.get_callback(event_id)[1]]
+
+
+# -- the request ------------------------------------------------------------------------
+
+
+async def test_a_delivery_is_a_signed_post_of_the_stored_body(outbox_repo, http_server):
+    receiver = new_receiver(outbox_repo, http_server.url())
+    event = paid(outbox_repo, receiver)
+    async with running(sender_for(outbox_repo)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    [request] = http_server.to("/cb")
+    assert request.body == event.payload.encode("utf-8")
+    headers = request.headers
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == f"dashpay/{__version__}"
+    assert headers["dashpay-event"] == "receiver.paid"
+    assert headers["dashpay-delivery"] == event.event_id
+    signature = headers["dashpay-signature"]
+    assert verify_signature(SECRET.value, request.body, signature)
+    assert not verify_signature("another-secret-0123456789", request.body, signature)
+    assert not verify_signature(SECRET.value, request.body + b" ", signature)
+    timestamp = int(signature.split(",")[0].removeprefix("t="))
+    assert abs(timestamp - time.time()) < 10
+    body = json.loads(request.body)
+    assert body["event_id"] == event.event_id and body["receiver_id"] == receiver.receiver_id
+    assert body["receiver"]["status"] == "settled" or body["receiver"]["status"] == "paid"
+    record, attempts = outbox_repo.get_callback(event.event_id)
+    assert record.event.attempts == 1 and record.event.delivered_at is not None
+    assert [(a.http_status, a.error) for a in attempts] == [(200, None)]
+
+
+async def test_one_connection_is_kept_alive_for_many_deliveries(outbox_repo, http_server):
+    events = [paid(outbox_repo, new_receiver(outbox_repo, http_server.url())) for _ in range(6)]
+    async with running(sender_for(outbox_repo, max_in_flight=1)):
+        await eventually(
+            lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_DELIVERED for e in events)
+        )
+    ports = {r.client_port for r in http_server.to("/cb")}
+    assert len(http_server.to("/cb")) == 6 and len(ports) == 1
+
+
+# -- retries ------------------------------------------------------------------------------
+
+
+async def test_server_errors_are_retried_with_growing_delays_until_success(
+    outbox_repo, http_server
+):
+    http_server.script("/cb", Reply(500, b"boom"), Reply(503, b""), Reply(200))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo, backoff_initial=0.2, backoff_max=1.0)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    requests = http_server.to("/cb")
+    assert [r.delivery for r in requests] == [event.event_id] * 3
+    first_gap, second_gap = (b.at - a.at for a, b in zip(requests, requests[1:], strict=False))
+    assert first_gap >= 0.19 and second_gap >= 0.39  # 0.2 s, then doubled
+    assert attempts_of(outbox_repo, event.event_id) == [
+        (500, "HTTP 500: boom"),
+        (503, "HTTP 503"),
+        (200, None),
+    ]
+
+
+async def test_a_timeout_is_retried(outbox_repo, http_server):
+    http_server.script("/cb", Reply(hang=True), Reply(200))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    started = trio.current_time()
+    async with running(sender_for(outbox_repo, timeout=0.5)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    assert trio.current_time() - started >= 0.5
+    [(status, error), second] = attempts_of(outbox_repo, event.event_id)
+    assert status is None and ("timed out" in error or "no answer" in error)
+    assert second == (200, None)
+
+
+async def test_connection_refused_is_retried_until_the_server_is_up(outbox_repo):
+    port = free_port()
+    event = paid(outbox_repo, new_receiver(outbox_repo, f"http://127.0.0.1:{port}/cb"))
+    async with running(sender_for(outbox_repo)):
+        await eventually(lambda: len(attempts_of(outbox_repo, event.event_id)) >= 2)
+        assert status_of(outbox_repo, event.event_id) == OUTBOX_PENDING
+        server = CallbackServer(port=port).start()
+        try:
+            await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+        finally:
+            server.stop()
+    attempts = attempts_of(outbox_repo, event.event_id)
+    assert all(s is None and "cannot connect" in e for s, e in attempts[:-1])
+    assert attempts[-1] == (200, None)
+    assert len(server.to("/cb")) == 1
+
+
+async def test_a_client_error_fails_at_once_without_retry(outbox_repo, http_server):
+    http_server.always("/cb", Reply(400, b'{"error":"unknown order"}'))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo, backoff_initial=0.05)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+        await trio.sleep(0.3)  # several back-off periods: nothing more is sent
+    assert len(http_server.to("/cb")) == 1
+    record, _ = outbox_repo.get_callback(event.event_id)
+    assert record.event.last_error == 'HTTP 400: {"error":"unknown order"}'
+
+
+async def test_a_redirect_is_not_followed_and_fails(outbox_repo, http_server):
+    http_server.always("/cb", Reply(302, b"", headers=(("Location", "/elsewhere"),)))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+    assert http_server.to("/elsewhere") == []
+    assert (
+        "redirects are not followed" in outbox_repo.get_callback(event.event_id)[0].event.last_error
+    )
+
+
+async def test_retry_after_is_honoured(outbox_repo, http_server):
+    http_server.script("/cb", Reply(429, headers=(("Retry-After", "1"),)), Reply(200))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo, backoff_initial=0.05, backoff_max=0.1)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    first, second = http_server.to("/cb")
+    assert second.at - first.at >= 0.99  # not the 0.05 s back-off: the server asked for 1 s
+
+
+async def test_give_up_after_the_horizon_fails_the_event(outbox_repo, http_server):
+    http_server.always("/cb", Reply(500))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo, backoff_initial=0.05, give_up_after=0.4)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+    record, attempts = outbox_repo.get_callback(event.event_id)
+    assert "gave up after" in record.event.last_error
+    assert len(attempts) >= 3 and len(http_server.to("/cb")) == len(attempts)
+    assert attempts[-1].attempted_at - attempts[0].attempted_at >= 400
+
+
+# -- order and concurrency --------------------------------------------------------------
+
+
+async def test_each_receivers_events_stay_in_order_under_concurrent_failures(
+    outbox_repo, http_server
+):
+    paths = ["/a", "/b", "/c"]
+    http_server.script("/a", Reply(500), Reply(200, delay=0.1), Reply(500), Reply(500))
+    http_server.script("/b", Reply(200, delay=0.2), Reply(502), Reply(200))
+    http_server.script("/c", Reply(hang=True), Reply(503), Reply(200))
+    for path in paths:
+        http_server.always(path, Reply(200, delay=0.05))
+    expected = {}
+    for path in paths:
+        receiver = new_receiver(outbox_repo, http_server.url(path))
+        expected[path] = [e.event_id for e in lifecycle(outbox_repo, receiver)]
+    everything = [i for ids in expected.values() for i in ids]
+    async with running(sender_for(outbox_repo, timeout=0.4, backoff_initial=0.05)):
+        await eventually(
+            lambda: all(status_of(outbox_repo, i) == OUTBOX_DELIVERED for i in everything)
+        )
+    for path in paths:
+        sent = [r.delivery for r in http_server.to(path)]
+        order = [i for n, i in enumerate(sent) if n == 0 or sent[n - 1] != i]
+        assert order == expected[path], path  # retries repeat an event, never reorder
+    assert http_server.max_active >= 2  # receivers were served concurrently
+
+
+async def test_a_hanging_endpoint_does_not_delay_other_receivers(outbox_repo, http_server):
+    hanging = CallbackServer().start()  # another origin (port): a merchant's other site
+    try:
+        hanging.always("/cb", Reply(hang=True))
+        stuck = [paid(outbox_repo, new_receiver(outbox_repo, hanging.url())) for _ in range(6)]
+        healthy = paid(outbox_repo, new_receiver(outbox_repo, http_server.url("/ok")))
+        started = trio.current_time()
+        async with running(sender_for(outbox_repo, timeout=5.0, max_in_flight=4)):
+            await eventually(lambda: status_of(outbox_repo, healthy.event_id) == OUTBOX_DELIVERED)
+            assert trio.current_time() - started < 2.0  # well before any hang times out
+            assert all(status_of(outbox_repo, e.event_id) == OUTBOX_PENDING for e in stuck)
+            assert len(hanging.requests) == 3  # one origin never takes every slot
+    finally:
+        hanging.stop()
+
+
+async def test_a_huge_response_body_does_not_stall_the_sender(outbox_repo, http_server):
+    http_server.always("/huge", Reply(200, huge=1 << 30))
+    http_server.always("/big-error", Reply(500, huge=1 << 30))
+    huge = paid(outbox_repo, new_receiver(outbox_repo, http_server.url("/huge")))
+    failing = paid(outbox_repo, new_receiver(outbox_repo, http_server.url("/big-error")))
+    started = trio.current_time()
+    async with running(
+        sender_for(outbox_repo, timeout=5.0, backoff_initial=30.0, backoff_max=30.0)
+    ):
+        await eventually(lambda: status_of(outbox_repo, huge.event_id) == OUTBOX_DELIVERED)
+        await eventually(lambda: len(attempts_of(outbox_repo, failing.event_id)) == 1)
+    assert trio.current_time() - started < 3.0
+    [(status, error)] = attempts_of(outbox_repo, failing.event_id)
+    assert status == 500 and error.startswith("HTTP 500: xxx") and len(error) < 300
+    assert MAX_RESPONSE_BYTES < 1 << 30
+
+
+async def test_a_slowly_dripping_body_does_not_hold_the_delivery(outbox_repo, http_server):
+    http_server.always("/drip", Reply(200, drip=0.2))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url("/drip")))
+    started = trio.current_time()
+    async with running(sender_for(outbox_repo, timeout=10.0)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    assert trio.current_time() - started < 3.0  # the body would take days
+
+
+# -- restart and manual retry ---------------------------------------------------------
+
+
+async def test_a_restart_during_backoff_resumes_with_no_lost_and_no_extra_delivery(
+    outbox_repo, http_server, database_url
+):
+    http_server.script("/cb", Reply(500))
+    receiver = new_receiver(outbox_repo, http_server.url())
+    first, second, third = lifecycle(outbox_repo, receiver)
+    async with running(sender_for(outbox_repo, backoff_initial=1.0, backoff_max=1.0)):
+        await eventually(lambda: len(attempts_of(outbox_repo, first.event_id)) == 1)
+    # The daemon is gone; the retry is a row, due about 1 s after the first attempt.
+    assert status_of(outbox_repo, first.event_id) == OUTBOX_PENDING
+    assert len(http_server.to("/cb")) == 1
+    again = open_repository(parse_database_url(database_url))
+    try:
+        async with running(sender_for(again, backoff_initial=1.0, backoff_max=1.0)):
+            await eventually(
+                lambda: status_of(again, third.event_id) == OUTBOX_DELIVERED, timeout=10
+            )
+            await trio.sleep(0.3)
+    finally:
+        again.close()
+    sent = http_server.to("/cb")
+    assert [r.delivery for r in sent] == [
+        first.event_id,
+        first.event_id,
+        second.event_id,
+        third.event_id,
+    ]
+    assert sent[1].at - sent[0].at >= 0.95  # the back-off survived the restart
+
+
+async def test_manual_retry_redelivers_with_the_same_delivery_id(outbox_repo, http_server):
+    http_server.script("/cb", Reply(410), Reply(200))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    sender = sender_for(outbox_repo)
+    service = CallbackService(outbox_repo, sender, WALLET)
+    async with running(sender):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+        result = await service.retry({"event_id": event.event_id})
+        assert result == {"retried": 1, "event_ids": [event.event_id]}
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    first, second = http_server.to("/cb")
+    assert first.delivery == second.delivery == event.event_id
+    assert first.body == second.body
+    assert verify_signature(SECRET.value, second.body, second.headers["dashpay-signature"])
+
+
+async def test_retry_all_failed_redelivers_every_failed_event(outbox_repo, http_server):
+    http_server.script("/cb", Reply(404), Reply(404))
+    events = [paid(outbox_repo, new_receiver(outbox_repo, http_server.url())) for _ in range(2)]
+    sender = sender_for(outbox_repo, max_in_flight=1)
+    service = CallbackService(outbox_repo, sender, WALLET)
+    async with running(sender):
+        await eventually(
+            lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_FAILED for e in events)
+        )
+        assert await service.retry({"all_failed": True}) == {"retried": 2, "event_ids": None}
+        await eventually(
+            lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_DELIVERED for e in events)
+        )
+    assert len(http_server.to("/cb")) == 4
+
+
+# -- where callbacks may go -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[fe80::1]/cb"],
+)
+async def test_link_local_and_metadata_targets_are_refused(outbox_repo, url):
+    event = paid(outbox_repo, new_receiver(outbox_repo, url))
+    async with running(sender_for(outbox_repo)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+    [(status, error)] = attempts_of(outbox_repo, event.event_id)
+    assert status is None and error.startswith("refused:") and "block_link_local" in error
+
+
+async def test_a_name_is_checked_at_connect_time_by_what_it_resolves_to(outbox_repo, http_server):
+    # "localhost" passes any name check but resolves to loopback, which these rules
+    # forbid: the guard must look at the resolved address, and nothing may arrive.
+    url = f"http://localhost:{http_server.port}/cb"
+    event = paid(outbox_repo, new_receiver(outbox_repo, url))
+    async with running(sender_for(outbox_repo, allow_private_targets=False)):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+    [(_, error)] = attempts_of(outbox_repo, event.event_id)
+    assert "localhost resolves to" in error and "allow_private_targets" in error
+    assert http_server.requests == []
+
+
+async def test_hosts_outside_allow_hosts_are_refused(outbox_repo, http_server):
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    async with running(sender_for(outbox_repo, allow_hosts=("shop.example",))):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
+    assert "allow_hosts" in attempts_of(outbox_repo, event.event_id)[0][1]
+    assert http_server.requests == []
+
+
+async def test_without_any_url_the_event_fails_at_once_and_the_default_url_is_used(
+    outbox_repo, http_server
+):
+    lost = paid(outbox_repo, new_receiver(outbox_repo, None))
+    async with running(sender_for(outbox_repo)):
+        await eventually(lambda: status_of(outbox_repo, lost.event_id) == OUTBOX_FAILED)
+    assert "no callback URL" in attempts_of(outbox_repo, lost.event_id)[0][1]
+    sender = sender_for(outbox_repo, default_url=http_server.url("/default"))
+    async with running(sender):
+        await CallbackService(outbox_repo, sender, WALLET).retry({"all_failed": True})
+        await eventually(lambda: status_of(outbox_repo, lost.event_id) == OUTBOX_DELIVERED)
+    assert [r.delivery for r in http_server.to("/default")] == [lost.event_id]
+
+
+async def test_https_is_verified_against_the_host_name(
+    outbox_repo, https_server, tls_files, monkeypatch
+):
+    # The guard connects to a checked IP address; TLS must still verify the name in the
+    # URL: "localhost" matches the certificate, the bare address does not.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.ca))
+    by_name = paid(
+        outbox_repo, new_receiver(outbox_repo, f"https://localhost:{https_server.port}/cb")
+    )
+    by_address = paid(outbox_repo, new_receiver(outbox_repo, https_server.url()))
+    async with running(sender_for(outbox_repo, backoff_initial=30.0, backoff_max=30.0)):
+        await eventually(lambda: status_of(outbox_repo, by_name.event_id) == OUTBOX_DELIVERED)
+        await eventually(lambda: len(attempts_of(outbox_repo, by_address.event_id)) == 1)
+    [(status, error)] = attempts_of(outbox_repo, by_address.event_id)
+    assert status is None and "certificate" in error.lower()
+    assert [r.delivery for r in https_server.requests] == [by_name.event_id]
+
+
+# -- the control methods ----------------------------------------------------------------
+
+
+async def test_the_test_method_sends_a_signed_ping_and_reports_the_answer(outbox_repo, http_server):
+    http_server.script("/bad", Reply(500, b"handler crashed"))
+    sender = sender_for(outbox_repo)
+    service = CallbackService(outbox_repo, sender, WALLET)
+    async with running(sender):
+        good = await service.test({"url": http_server.url("/good")})
+        bad = await service.test({"url": http_server.url("/bad")})
+        refused = await service.test({"url": "http://169.254.169.254/"})
+        with pytest.raises(InvalidParams):
+            await service.test({"url": "ftp://shop.example/"})
+    assert good["ok"] is True and good["http_status"] == 200 and good["error"] is None
+    [ping] = http_server.to("/good")
+    assert ping.event == "ping" and ping.delivery == good["event_id"]
+    assert json.loads(ping.body)["event"] == "ping" and ping.body.decode() == good["body"]
+    assert verify_signature(SECRET.value, ping.body, ping.headers["dashpay-signature"])
+    assert bad["ok"] is False and bad["http_status"] == 500
+    assert bad["response_excerpt"] == "handler crashed"
+    assert refused["ok"] is False and refused["error"].startswith("refused:")
+    assert outbox_repo.list_callbacks() == []  # a ping is never stored
+
+
+async def test_list_get_and_their_parameters(outbox_repo, http_server):
+    http_server.script("/cb", Reply(500), Reply(200))
+    receiver = new_receiver(outbox_repo, http_server.url())
+    event = paid(outbox_repo, receiver)
+    sender = sender_for(outbox_repo, backoff_initial=0.05)
+    service = CallbackService(outbox_repo, sender, WALLET)
+    async with running(sender):
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    listed = await service.list({"status": "delivered", "receiver_id": receiver.receiver_id})
+    assert [e["event_id"] for e in listed["events"]] == [event.event_id]
+    assert listed["events"][0]["url"] == http_server.url() and listed["next_before"] is None
+    shown = await service.get({"event_id": event.event_id})
+    assert shown["payload"] == json.loads(event.payload)
+    assert [a["http_status"] for a in shown["attempt_log"]] == [500, 200]
+    assert shown["status"] == "delivered" and shown["attempts"] == 2
+    for bad in ({"status": "lost"}, {"limit": 0}, {"receiver_id": -1}, {"nope": 1}):
+        with pytest.raises(InvalidParams):
+            await service.list(bad)
+    with pytest.raises(NotFound):
+        await service.get({"event_id": "evt_unknown"})
+    for bad in ({}, {"event_id": "has space"}, {"event_id": 5}):
+        with pytest.raises(InvalidParams):
+            await service.get(bad)
+    for bad in ({}, {"event_id": event.event_id, "all_failed": True}, {"all_failed": "yes"}):
+        with pytest.raises(InvalidParams):
+            await service.retry(bad)
+
+
+async def test_the_generated_secret_is_made_once_and_config_wins(outbox_repo):
+    first = await trio.to_thread.run_sync(resolve_secret, rules(), outbox_repo)
+    second = await trio.to_thread.run_sync(resolve_secret, rules(), outbox_repo)
+    assert first.value == second.value and len(first.value) >= 40
+    assert "generated" in first.source
+    configured = await trio.to_thread.run_sync(
+        resolve_secret, rules(secret="configured-secret-123456"), outbox_repo
+    )
+    assert configured.value == "configured-secret-123456"
+    service = CallbackService(
+        outbox_repo, CallbackSender(outbox_repo, rules(), WALLET, first), WALLET
+    )
+    assert await service.secret({}) == {"secret": first.value, "source": first.source}
+
+
+async def test_status_reports_the_backlog(outbox_repo, http_server):
+    http_server.always("/cb", Reply(500))
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    sender = sender_for(outbox_repo, backoff_initial=30.0, backoff_max=30.0)
+    service = CallbackService(outbox_repo, sender, WALLET)
+    async with running(sender):
+        await eventually(lambda: len(attempts_of(outbox_repo, event.event_id)) == 1)
+        status = await service.status_view()
+    assert status["running"] is True and status["pending"] == 1 and status["retried"] == 1
+    assert status["oldest_pending_age_seconds"] >= 0 and status["failed_total"] == 0
