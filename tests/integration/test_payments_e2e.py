@@ -189,3 +189,44 @@ def test_status_is_ready_and_reports_insight(watching_daemon):
     data = status.json()
     assert data["state"] == "ready" and data["insight"]["state"] == "connected"
     assert data["last_rescan"]["complete"] is True
+
+
+def test_second_payment_after_settlement_is_recorded_as_overpaid(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.pay(r["address"], COIN, lock=True)
+    wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    extra = sandbox_peer.pay(r["address"], 5_000, lock=True)
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: len(d["payments"]) == 2)
+    assert data["status"] == "settled" and data["overpaid"] is True
+    assert data["received_duffs"] == COIN + 5_000
+    events = outbox(database_url, r["receiver_id"])
+    assert [n for n, _ in events] == ["receiver.paid", "receiver.settled", "receiver.overpaid"]
+    assert events[-1][1]["txid"] == extra
+
+
+def test_underpayment_within_tolerance_counts_as_paid(short_tmp, sandbox_peer):
+    from tests.conftest import TEST_XPUB, write_config
+
+    config = write_config(
+        short_tmp,
+        f"sqlite:///{short_tmp / 'db.sqlite3'}",
+        wallet={"xpub": TEST_XPUB, "network": "testnet"},
+        insight={"url": sandbox_peer.url},
+        receivers={"underpayment_tolerance": "1"},
+    )
+    daemon = start_daemon(config)
+    try:
+        r = new_receiver(daemon, "1")
+        sandbox_peer.pay(r["address"], COIN - 1_000_000, lock=True)  # 1 % short
+        data = wait_for(daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+        assert data["received_duffs"] == COIN - 1_000_000 and data["overpaid"] is False
+        short = new_receiver(daemon, "1")
+        sandbox_peer.pay(short["address"], COIN - 1_000_001, lock=True)
+        assert (
+            wait_for(daemon, short["receiver_id"], lambda d: d["received_duffs"] > 0)["status"]
+            == "partial"
+        )
+    finally:
+        daemon.stop()
