@@ -430,6 +430,7 @@ class CallbackSender:
         self.stats = SenderStats()
         self.running = False
         self._in_flight: set[int] = set()  # receiver ids with a delivery in flight
+        self._finished_during_query: set[int] | None = None
         self._per_origin: collections.Counter[tuple[str, str, int | None]] = collections.Counter()
         self._wakeup = trio.Event()
         self._client: httpx.AsyncClient | None = None
@@ -492,9 +493,15 @@ class CallbackSender:
         if free <= 0:
             return MAX_IDLE_SECONDS  # a finishing delivery wakes us
         limit = min(MAX_LIST_LIMIT, free * DUE_FETCH_FACTOR + len(self._in_flight))
+        # A delivery that finishes while the query runs makes the answer stale for its
+        # receiver: the query may have read the head before that outcome was committed,
+        # and sending it again would be a needless duplicate. Those receivers wait for
+        # the next round (the finishing delivery wakes the loop).
+        self._finished_during_query = finished = set()
         due, later = await trio.to_thread.run_sync(
             self.repo.due_callbacks, self.wallet_id, self.clock(), limit
         )
+        self._finished_during_query = None
         skipped = False
         for record in due:
             if free == 0:
@@ -503,6 +510,9 @@ class CallbackSender:
             receiver_id = record.event.receiver_id
             if receiver_id in self._in_flight:
                 continue  # its head is being delivered; wait for the outcome
+            if receiver_id in finished:
+                skipped = True
+                continue
             url = record.callback_url or self.rules.default_url
             origin = origin_of(url) if url else None
             if origin is not None and self._per_origin[origin] >= self.origin_limit:
@@ -551,6 +561,8 @@ class CallbackSender:
             self._count(record, url, outcome)
             await self._record(event.event_id, outcome)
         finally:
+            if self._finished_during_query is not None:
+                self._finished_during_query.add(event.receiver_id)
             self._in_flight.discard(event.receiver_id)
             if origin is not None:
                 self._per_origin[origin] -= 1
