@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("dashpay.receivers")
 
 
+# How often receiver creation looks at the unpaid gap when only a warning depends on it.
+GAP_CHECK_INTERVAL = 60.0
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -61,6 +65,7 @@ class ReceiverService:
         self.defaults = defaults
         self.clock = clock
         self.prices = prices
+        self._next_gap_check = 0.0
         self.on_created = on_created
         self.on_cancelled = on_cancelled
 
@@ -100,10 +105,18 @@ class ReceiverService:
             rate_fetched_at=None if fiat is None else fiat.rate_fetched_at,
         )
 
-        def work() -> tuple[Receiver, bool, int]:
-            gap = self.repo.unpaid_gap(self.wallet.wallet_id, self.wallet.chain)
-            limit = self.defaults.gap_limit_max
-            if limit is not None and gap >= limit:
+        limit = self.defaults.gap_limit_max
+        # The gap query scans an index; with no hard limit it only feeds a warning,
+        # which needs no more than one look a minute.
+        check_gap = limit is not None or time.monotonic() >= self._next_gap_check
+
+        def work() -> tuple[Receiver, bool, int | None]:
+            gap = (
+                self.repo.unpaid_gap(self.wallet.wallet_id, self.wallet.chain)
+                if check_gap
+                else None
+            )
+            if limit is not None and gap is not None and gap >= limit:
                 raise Conflict(
                     f"{gap} receivers in a row are unpaid ([wallet] gap_limit_max = {limit}); "
                     "a wallet stops looking past its gap limit, so payments to newer "
@@ -113,10 +126,14 @@ class ReceiverService:
                     gap=gap,
                 )
             receiver, created = self.repo.create_receiver(new, self.wallet.address)
+            if gap is None:
+                return receiver, created, None
             return receiver, created, gap + 1 if created else gap
 
         receiver, created, gap = await trio.to_thread.run_sync(work)
-        if created and gap > self.defaults.gap_limit_warning:
+        if gap is not None:
+            self._next_gap_check = time.monotonic() + GAP_CHECK_INTERVAL
+        if created and gap is not None and gap > self.defaults.gap_limit_warning:
             log.warning(
                 "gap limit warning unpaid_in_a_row=%d gap_limit_warning=%d: the merchant's "
                 "wallet may not show payments to addresses past its gap limit",

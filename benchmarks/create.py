@@ -1,0 +1,186 @@
+"""create: `receiver.create` over the control socket from 16 concurrent clients, and
+`dashpay receiver new` as a process.
+
+The clients are threads of this process, each with its own connection, released
+together; the rate is receivers created over the time until the last answer. Every
+answer's address and HD index, and the receivers table afterwards, must show zero
+reuse (the original processor hands one address to two concurrent requests).
+
+`dashpay receiver new` is timed as a user runs it: a new process each time, wall time
+from spawn to exit. This environment sets PYTHONDONTWRITEBYTECODE=1, so dashpay's own
+modules (installed editable) are compiled on every start; the "compiled" variant
+first writes bytecode with `python -m compileall` into a private PYTHONPYCACHEPREFIX
+(plus one run that writes the dependencies' bytecode there), as a packaged install
+has it, without touching the source tree.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.harness import (
+    PYTHON,
+    BenchError,
+    child_env,
+    median,
+    query_one,
+)
+from benchmarks.runner import Case, Options, Target
+from benchmarks.stack import daemon_stack
+from dashpay.control.client import ControlClient
+
+DESCRIPTION = "receiver.create with 16 concurrent clients; `dashpay receiver new` wall time"
+SHOWN = ("creates_per_second", "reused", "cli_as_is_ms", "cli_compiled_ms")
+UNITS = {"creates_per_second": "/s", "cli_as_is_ms": "ms", "cli_compiled_ms": "ms"}
+ORIGINAL = {"creates_per_second": 108, "reused": "yes, under concurrency"}
+AMOUNT = "0.1"
+CLI_TIMEOUT = 60.0
+
+
+def cases(options: Options) -> list[Case]:
+    if options.quick:
+        small = {"clients": 4, "receivers": 32}
+        return [
+            Case("sqlite", {"backend": "sqlite", **small}),
+            Case("mariadb", {"backend": "mysql", **small}, needs_mysql=True),
+            Case("cli", {"backend": "sqlite", "invocations": 2}),
+        ]
+    zero_reuse = Target("reused", "<=", 0)
+    return [
+        Case(
+            "sqlite, 16 clients",
+            {"backend": "sqlite", "clients": 16, "receivers": 4_000},
+            [Target("creates_per_second", ">=", 2_000), zero_reuse],
+            ORIGINAL,
+        ),
+        Case(
+            "mariadb, 16 clients",
+            {"backend": "mysql", "clients": 16, "receivers": 2_000},
+            [Target("creates_per_second", ">=", 600), zero_reuse],
+            ORIGINAL,
+            needs_mysql=True,
+        ),
+        Case(
+            "dashpay receiver new (process)",
+            {"backend": "sqlite", "invocations": 20},
+            [Target("cli_as_is_ms", "<=", 150), Target("cli_compiled_ms", "<=", 150)],
+        ),
+    ]
+
+
+def run(case: Case, options: Options) -> dict[str, Any]:
+    if "invocations" in case.parameters:
+        return _run_cli(case, options)
+    return _run_concurrent(case, options)
+
+
+def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
+    clients, total = case.parameters["clients"], case.parameters["receivers"]
+    per_client = total // clients
+    with daemon_stack(
+        case.parameters["backend"], 0, mysql_url=options.mysql_url, insight_url=options.insight_url
+    ) as stack:
+        for _ in range(clients):  # warm-up: connections, caches, the first transactions
+            stack.daemon.call("receiver.create", {"amount": AMOUNT})
+        barrier = threading.Barrier(clients + 1)
+        answers: list[list[dict[str, Any]]] = [[] for _ in range(clients)]
+        errors: list[str] = []
+        ended: list[float] = []
+
+        def client(index: int) -> None:
+            with ControlClient(stack.daemon.socket, timeout=60) as control:
+                control.call("status")  # connect before the start signal
+                barrier.wait()
+                try:
+                    for _ in range(per_client):
+                        answers[index].append(control.call("receiver.create", {"amount": AMOUNT}))
+                except Exception as exc:  # reported below, the run is invalid
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                ended.append(time.monotonic())
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        started = time.monotonic()
+        for thread in threads:
+            thread.join()
+        elapsed = max(ended) - started
+        rows, addresses, indexes = query_one(
+            stack.database_url,
+            "SELECT COUNT(*), COUNT(DISTINCT address), COUNT(DISTINCT hd_index) FROM receivers",
+        )
+    if errors:
+        raise BenchError(f"{len(errors)} create calls failed, first: {errors[0]}")
+    created = [answer for per in answers for answer in per]
+    reused_addresses = len(created) - len({a["address"] for a in created})
+    reused_indexes = len(created) - len({a["hd_index"] for a in created})
+    reused_in_table = (rows - addresses) + (rows - indexes)
+    return {
+        "receivers": len(created),
+        "clients": clients,
+        "seconds": round(elapsed, 4),
+        "creates_per_second": round(len(created) / elapsed, 1),
+        "reused": reused_addresses + reused_indexes + reused_in_table,
+        "reused_addresses_in_answers": reused_addresses,
+        "reused_indexes_in_answers": reused_indexes,
+        "table_rows": rows,
+        "table_distinct_addresses": addresses,
+    }
+
+
+def _cli_command(config: Path) -> list[str]:
+    script = Path(PYTHON).parent / "dashpay"
+    head = [str(script)] if script.exists() else [PYTHON, "-m", "dashpay"]
+    return [*head, "--config", str(config), "receiver", "new", "--amount", AMOUNT, "--json"]
+
+
+def _time_cli(command: list[str], env: dict[str, str], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        proc = subprocess.run(
+            command, capture_output=True, env=env, cwd=harness.SOURCE, timeout=CLI_TIMEOUT
+        )
+        times.append(time.perf_counter() - started)
+        if proc.returncode != 0:
+            raise BenchError(f"dashpay receiver new failed: {proc.stderr.decode()[-500:]}")
+    return times
+
+
+def _run_cli(case: Case, options: Options) -> dict[str, Any]:
+    count = case.parameters["invocations"]
+    with (
+        daemon_stack("sqlite", 0, mysql_url=None, insight_url=options.insight_url) as stack,
+        tempfile.TemporaryDirectory(prefix="dpb-pyc-") as prefix,
+    ):
+        command = _cli_command(stack.config)
+        as_is = _time_cli(command, child_env(), count)
+        writing = child_env({"PYTHONPYCACHEPREFIX": prefix})
+        writing.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run(
+            [PYTHON, "-m", "compileall", "-q", str(harness.SOURCE / "dashpay")],
+            env=writing,
+            check=True,
+            capture_output=True,
+            timeout=CLI_TIMEOUT,
+        )
+        _time_cli(command, writing, 1)  # writes the dependencies' bytecode into the prefix
+        reading = child_env({"PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"})
+        compiled = _time_cli(command, reading, count)
+    tree_has_bytecode = any((harness.SOURCE / "dashpay").glob("**/__pycache__/*.pyc"))
+    return {
+        "invocations": count,
+        "cli_as_is_ms": round(median(as_is) * 1000, 1),
+        "cli_compiled_ms": round(median(compiled) * 1000, 1),
+        "cli_as_is_min_ms": round(min(as_is) * 1000, 1),
+        "cli_compiled_min_ms": round(min(compiled) * 1000, 1),
+        "pythondontwritebytecode": child_env().get("PYTHONDONTWRITEBYTECODE"),
+        "source_tree_had_bytecode": tree_has_bytecode,
+    }

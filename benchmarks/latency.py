@@ -1,0 +1,110 @@
+"""latency: sequential matched payments, event -> callback received.
+
+One payment at a time: the peer writes its ``tx`` event and notes when; the daemon
+records it and enqueues the callback; the loopback HTTP server notes when the callback
+arrives; then the next payment. Latency is the callback's arrival minus the frame's
+write (one CLOCK_MONOTONIC for both processes). When the daemon sends no callbacks
+yet, the furthest stage is the outbox row (the engine's "event" log line, written
+right after the commit) and the JSON says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.harness import BenchError, percentile, settle
+from benchmarks.record import STAGE_CALLBACK, STAGE_OUTBOX, callback_grace
+from benchmarks.runner import Case, Options, Target
+from benchmarks.seed import AMOUNT_DUFFS, receivers_to_pay
+from benchmarks.stack import daemon_stack
+
+DESCRIPTION = "sequential matched payments: event written -> callback received, p50/p99"
+SHOWN = ("p50_ms", "p99_ms", "measured_to")
+# Shown in the report table besides the targets.
+REPORT_EXTRA = ("outbox_p50_ms", "outbox_p99_ms")
+UNITS = {"p50_ms": "ms", "p99_ms": "ms", "outbox_p50_ms": "ms", "outbox_p99_ms": "ms"}
+PAYMENT_TIMEOUT = 10.0
+ORIGINAL = {"p50_ms": 14.6, "p99_ms": 25}
+
+NOTES = [
+    "callback_sender_wired false means dashpay/daemon.py did not start the callback "
+    "sender when this ran: latencies stop at the outbox row (the engine's event log "
+    "line, written right after the commit), not the callback.",
+]
+
+
+def cases(options: Options) -> list[Case]:
+    if options.quick:
+        sizes = {"pending": 50, "payments": 5}
+        return [
+            Case("sqlite", {"backend": "sqlite", **sizes}),
+            Case("mariadb", {"backend": "mysql", **sizes}, needs_mysql=True),
+        ]
+    sizes = {"pending": 10_000, "payments": 200}
+    targets = [Target("p50_ms", "<=", 5), Target("p99_ms", "<=", 20)]
+    return [
+        Case("sqlite, 10k pending", {"backend": "sqlite", **sizes}, targets, ORIGINAL),
+        Case(
+            "mariadb, 10k pending",
+            {"backend": "mysql", **sizes},
+            targets,
+            ORIGINAL,
+            needs_mysql=True,
+        ),
+    ]
+
+
+def run(case: Case, options: Options) -> dict[str, Any]:
+    pending, count = case.parameters["pending"], case.parameters["payments"]
+    with daemon_stack(
+        case.parameters["backend"],
+        pending,
+        mysql_url=options.mysql_url,
+        insight_url=options.insight_url,
+        callbacks=True,
+    ) as stack:
+        daemon, peer, sink = stack.daemon, stack.peer, stack.sink
+        assert peer is not None and sink is not None
+        targets = receivers_to_pay(stack.database_url, count + 1)
+        settle(options.quick)
+        # A first payment warms every path up and tells whether callbacks are sent.
+        warm_id, warm_address = targets[0]
+        peer.pay([(warm_address, AMOUNT_DUFFS)])
+        daemon.wait_for(lambda: warm_id in daemon.first_event, PAYMENT_TIMEOUT, "first payment")
+        wired = sink.wait_for(lambda: warm_id in sink.first, callback_grace(options))
+        to_outbox, to_callback = [], []
+        for receiver_id, address in targets[1:]:
+            job = peer.pay([(address, AMOUNT_DUFFS)])
+            daemon.wait_for(
+                lambda rid=receiver_id: rid in daemon.first_event,
+                PAYMENT_TIMEOUT,
+                f"the outbox event of receiver {receiver_id}",
+            )
+            if wired and not sink.wait_for(
+                lambda rid=receiver_id: rid in sink.first, PAYMENT_TIMEOUT
+            ):
+                raise BenchError(f"no callback for receiver {receiver_id}")
+            delivery = peer.job(job["job"])["deliveries"]
+            written = min(d["first_write"] for d in delivery)
+            to_outbox.append(daemon.first_event[receiver_id].at - written)
+            if wired:
+                to_callback.append(sink.first[receiver_id].at - written)
+        redelivered = sink.redeliveries()
+    measured = to_callback if wired else to_outbox
+    result: dict[str, Any] = {
+        "payments": count,
+        "measured_to": STAGE_CALLBACK if wired else STAGE_OUTBOX,
+        "callback_sender_wired": wired,
+        "p50_ms": _ms(percentile(measured, 50)),
+        "p90_ms": _ms(percentile(measured, 90)),
+        "p99_ms": _ms(percentile(measured, 99)),
+        "max_ms": _ms(max(measured)),
+        "outbox_p50_ms": _ms(percentile(to_outbox, 50)),
+        "outbox_p99_ms": _ms(percentile(to_outbox, 99)),
+        "callbacks_redelivered": redelivered,
+    }
+    return result
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

@@ -1,0 +1,87 @@
+"""memory: resident memory idle, and per pending receiver.
+
+Idle: a ready daemon with no receivers, connected to the peer. Per receiver: two
+daemons on the same code, one with no receivers and one with N pending, both pointed at
+a closed Insight port so no rescan runs (its buffers would be counted as receivers);
+once `status` shows the N receivers watched, (RSS(N) - RSS(0)) / N. RSS is VmRSS from
+/proc after a short settle; the peak (VmHWM) is reported too, because loading the table
+holds every row as a Receiver for a moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import BenchError
+from benchmarks.runner import Case, Options, Target
+from benchmarks.stack import daemon_stack
+
+DESCRIPTION = "RSS idle, and RSS per pending receiver"
+SHOWN = ("rss_mb", "bytes_per_receiver", "peak_mb")
+UNITS = {"rss_mb": "MB", "bytes_per_receiver": "B", "peak_mb": "MB"}
+SETTLE_SECONDS = 1.0
+WATCH_TIMEOUT = 600.0
+
+
+def cases(options: Options) -> list[Case]:
+    if options.quick:
+        return [Case("idle", {"pending": 0}), Case("2k pending", {"pending": 2_000})]
+    return [
+        Case("idle", {"pending": 0}, [Target("rss_mb", "<=", 80)], {"rss_mb": 114}),
+        Case(
+            "1M pending",
+            {"pending": 1_000_000},
+            [Target("bytes_per_receiver", "<=", 400)],
+        ),
+    ]
+
+
+def run(case: Case, options: Options) -> dict[str, Any]:
+    pending = case.parameters["pending"]
+    if pending == 0:
+        with daemon_stack("sqlite", 0, mysql_url=None, insight_url=options.insight_url) as stack:
+            time.sleep(SETTLE_SECONDS)
+            rss, peak = _rss(stack.daemon.pid)
+        return {"rss_mb": _mb(rss), "peak_mb": _mb(peak)}
+    base_rss, _ = _offline(0, options)
+    rss, peak = _offline(pending, options)
+    return {
+        "pending": pending,
+        "rss_mb": _mb(rss),
+        "peak_mb": _mb(peak),
+        "baseline_rss_mb": _mb(base_rss),
+        "bytes_per_receiver": round((rss - base_rss) / pending, 1),
+    }
+
+
+def _offline(pending: int, options: Options) -> tuple[int, int]:
+    """RSS and peak of a daemon watching ``pending`` receivers, Insight unreachable."""
+    with daemon_stack(
+        "sqlite", pending, mysql_url=None, insight_url=None, with_insight=False
+    ) as stack:
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while (stack.daemon.status().get("engine") or {}).get("watched") != pending:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the daemon did not load {pending} receivers in time")
+            time.sleep(0.2)
+        time.sleep(SETTLE_SECONDS)
+        return _rss(stack.daemon.pid)
+
+
+def _rss(pid: int) -> tuple[int, int]:
+    values = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024
+    if "VmRSS" not in values:
+        raise BenchError(f"cannot read the memory of process {pid}")
+    return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
+
+
+def _mb(value: int) -> float:
+    return round(value / 1e6, 1)

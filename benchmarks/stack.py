@@ -1,0 +1,85 @@
+"""One benchmark run's set-up: a database with N pending receivers, the peer, a
+callback receiver and `dashpay serve`, torn down in reverse order."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.harness import (
+    BENCH_XPUB,
+    NETWORK,
+    UNREACHABLE_INSIGHT,
+    CallbackSink,
+    DaemonProcess,
+    Peer,
+    database,
+    open_peer,
+    workdir,
+    write_config,
+)
+from benchmarks.seed import prepare
+
+# A rescan reads ~1,000 receivers per REST request; allow a generous 1 ms per receiver.
+READY_SECONDS_PER_RECEIVER = 0.001
+READY_SECONDS_BASE = 60.0
+
+
+def wallet_id() -> str:
+    from dashpay.wallet import Wallet
+
+    return Wallet(BENCH_XPUB, NETWORK).wallet_id
+
+
+@dataclass
+class Stack:
+    directory: Path
+    database_url: str
+    config: Path
+    daemon: DaemonProcess
+    peer: Peer | None
+    sink: CallbackSink | None
+    ready_seconds: float | None
+
+
+@contextlib.contextmanager
+def daemon_stack(
+    backend: str,
+    pending: int,
+    *,
+    mysql_url: str | None,
+    insight_url: str | None,
+    callbacks: bool = False,
+    with_insight: bool = True,
+    wait_ready: bool = True,
+) -> Iterator[Stack]:
+    """A ready daemon (unless ``wait_ready`` is False) watching ``pending`` receivers.
+
+    ``with_insight=False`` points the daemon at a closed port: it loads its pending
+    table and answers `status` but never connects (no rescan traffic)."""
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(workdir())
+        database_url = stack.enter_context(database(backend, directory, mysql_url))
+        peer = stack.enter_context(open_peer(insight_url)) if with_insight else None
+        sink = CallbackSink() if callbacks else None
+        if sink is not None:
+            stack.callback(sink.close)
+        config = write_config(
+            directory,
+            database_url,
+            peer.insight_url if peer is not None else UNREACHABLE_INSIGHT,
+            callback_url=sink.url if sink is not None else None,
+        )
+        prepare(config, database_url, wallet_id(), pending)
+        daemon = DaemonProcess.start(config)
+        stack.callback(daemon.stop)
+        ready = None
+        if wait_ready and with_insight:
+            ready = daemon.wait_ready(READY_SECONDS_BASE + pending * READY_SECONDS_PER_RECEIVER)
+            assert peer is not None
+            peer.wait_subscribed()
+        else:
+            daemon.wait_control(READY_SECONDS_BASE + pending * READY_SECONDS_PER_RECEIVER)
+        yield Stack(directory, database_url, config, daemon, peer, sink, ready)

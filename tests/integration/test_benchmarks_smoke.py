@@ -1,0 +1,131 @@
+"""The benchmark suite works: every scenario of `benchmarks/run --quick` runs end to end
+against real daemons, the benchmark peer and (when available) MariaDB, and writes a
+result file with the machine's facts, each run and the medians.
+
+No timing is asserted here: targets live in benchmarks/results/*.json, never in tests.
+What is asserted is that each scenario measured what it claims (every flood event
+counted, every payment recorded, no address reused, the daemon ready).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env, require
+
+SCENARIOS = ("ingest", "record", "latency", "create", "bootstrap", "memory")
+RUN_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory) -> tuple[Path, bool, subprocess.CompletedProcess]:
+    """`benchmarks/run --quick` once for the whole module, results in a temp dir."""
+    results = tmp_path_factory.mktemp("bench-results")
+    mysql_url = os.environ.get("DASHPAY_TEST_MYSQL_URL")
+    if require("MYSQL") and not mysql_url:
+        pytest.fail("DASHPAY_REQUIRE_MYSQL=1 but DASHPAY_TEST_MYSQL_URL is not set")
+    args = ["--mysql-url", mysql_url] if mysql_url else ["--no-mysql"]
+    env = cli_env()
+    if mysql_url:
+        env["DASHPAY_TEST_MYSQL_URL"] = mysql_url
+    proc = subprocess.run(
+        [str(REPO / "benchmarks" / "run"), "--quick", "--results-dir", str(results), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=RUN_TIMEOUT,
+    )
+    return results, bool(mysql_url), proc
+
+
+def _load(results: Path, scenario: str) -> dict:
+    return json.loads((results / f"{scenario}.json").read_text())
+
+
+def _runs(data: dict, with_mysql: bool) -> list[tuple[str, dict]]:
+    out = []
+    for case in data["cases"]:
+        if "skipped" in case:
+            assert not with_mysql, f"{data['scenario']} {case['name']} skipped: {case['skipped']}"
+            continue
+        assert case["runs"], f"{data['scenario']} {case['name']} has no runs"
+        out += [(case["name"], run) for run in case["runs"]]
+    return out
+
+
+def test_quick_run_of_every_scenario_succeeds_and_writes_one_result_file_each(quick_results):
+    results, with_mysql, proc = quick_results
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for scenario in SCENARIOS:
+        data = _load(results, scenario)
+        assert data["scenario"] == scenario and data["quick"] is True
+        machine = data["machine"]
+        assert machine["cores"] >= 1 and machine["cpu_model"] and machine["python"]
+        assert machine["packages"]["dashpay"] and machine["packages"]["trio"]
+        for name, run in _runs(data, with_mysql):
+            assert "error" not in run, f"{scenario} {name}: {run['error']}"
+        for case in data["cases"]:
+            if "skipped" not in case:
+                assert case["median"], f"{scenario} {case['name']} has no median"
+    assert not list(results.glob("*.tmp")), "a result file was left half-written"
+
+
+def test_ingest_counts_every_flooded_event_and_rejects_none(quick_results):
+    results, with_mysql, _ = quick_results
+    for _, run in _runs(_load(results, "ingest"), with_mysql):
+        assert run["events_counted"] == run["events"] > 0
+        assert run["rejected"] == 0
+        assert run["events_per_second"] > 0 and run["frame_chars"] > 200
+
+
+def test_record_and_latency_measure_every_payment_to_the_outbox_or_the_callback(quick_results):
+    results, with_mysql, _ = quick_results
+    for scenario in ("record", "latency"):
+        for name, run in _runs(_load(results, scenario), with_mysql):
+            assert run["measured_to"] in ("outbox row written", "callback received"), name
+            assert run["payments"] > 0
+    for _, run in _runs(_load(results, "record"), with_mysql):
+        assert run["payments_per_second"] > 0 and run["outbox_per_second"] > 0
+    for _, run in _runs(_load(results, "latency"), with_mysql):
+        assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+
+
+def test_concurrent_creates_never_reuse_an_address(quick_results):
+    results, with_mysql, _ = quick_results
+    concurrent = [r for n, r in _runs(_load(results, "create"), with_mysql) if "clients" in r]
+    assert concurrent
+    for run in concurrent:
+        assert run["reused"] == 0
+        assert run["table_distinct_addresses"] == run["table_rows"] >= run["receivers"]
+    cli = [r for n, r in _runs(_load(results, "create"), with_mysql) if "invocations" in r]
+    assert cli and cli[0]["cli_as_is_ms"] > 0 and cli[0]["cli_compiled_ms"] > 0
+
+
+def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):
+    results, with_mysql, _ = quick_results
+    for _, run in _runs(_load(results, "bootstrap"), with_mysql):
+        assert run["state"] == "ready" and run["ready_seconds"] > 0
+    memory = _runs(_load(results, "memory"), with_mysql)
+    assert all(run["rss_mb"] > 0 for _, run in memory)
+    assert any("bytes_per_receiver" in run for _, run in memory)
+
+
+def test_report_prints_a_table_row_for_every_scenario(quick_results):
+    results, _, _ = quick_results
+    proc = subprocess.run(
+        [str(REPO / "benchmarks" / "run"), "report", "--results-dir", str(results)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for scenario in SCENARIOS:
+        assert f"| {scenario} |" in proc.stdout
