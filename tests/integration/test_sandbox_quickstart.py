@@ -3,15 +3,19 @@ config anywhere, then plain CLI commands in another terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from tests.conftest import REPO, cli_env, run_cli
 
 
-def test_serve_sandbox_walkthrough_without_any_config(short_tmp):
+@contextlib.contextmanager
+def serve_sandbox(short_tmp) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
+    """`dashpay serve --sandbox` with its state under short_tmp, until ready."""
     env = {"XDG_STATE_HOME": str(short_tmp / "state"), "HOME": str(short_tmp)}
     log = (short_tmp / "serve.log").open("w")
     proc = subprocess.Popen(
@@ -27,6 +31,17 @@ def test_serve_sandbox_walkthrough_without_any_config(short_tmp):
             assert proc.poll() is None, (short_tmp / "serve.log").read_text()
             assert time.monotonic() < deadline, (short_tmp / "serve.log").read_text()
             time.sleep(0.1)
+        yield proc, env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        finally:
+            proc.kill()
+
+
+def test_serve_sandbox_walkthrough_without_any_config(short_tmp):
+    with serve_sandbox(short_tmp) as (proc, env):
         state = short_tmp / "state" / "dashpay"
         assert (state / "sandbox.sqlite3").exists() and (state / "control.sock").exists()
         assert (state / "sandbox-wallet.txt").read_text().startswith("tpub")
@@ -56,35 +71,14 @@ def test_serve_sandbox_walkthrough_without_any_config(short_tmp):
         status = run_cli("status", "--json", env=env).json()
         assert status["sandbox"] is True and status["wallet"]["network"] == "testnet"
         assert status["insight"]["state"] == "connected"
-        # Sandbox methods are refused with a clear reason outside sandbox mode (see
-        # test_cli_receivers); here a bad address is refused with exit 2.
         bad = run_cli("sandbox", "pay", "XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8o9", "1", env=env)
         assert bad.code == 2 and "testnet" in bad.stderr
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        finally:
-            proc.kill()
     assert proc.returncode == 0, (short_tmp / "serve.log").read_text()
     assert not (short_tmp / "state" / "dashpay" / "control.sock").exists()
 
 
 def test_sandbox_prices_fiat_receivers_from_its_own_fixed_rate(short_tmp):
-    env = {"XDG_STATE_HOME": str(short_tmp / "state"), "HOME": str(short_tmp)}
-    log = (short_tmp / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashpay", "serve", "--sandbox"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=cli_env(env),
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while run_cli("status", env=env).code != 0:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+    with serve_sandbox(short_tmp) as (_, env):
         created = run_cli(
             "receiver", "new", "--amount", "25", "--currency", "USD", "--json", env=env
         )
@@ -94,6 +88,3 @@ def test_sandbox_prices_fiat_receivers_from_its_own_fixed_rate(short_tmp):
         assert data["amount_duffs"] == 83_333_334
         assert (data["fiat_amount"], data["fiat_currency"]) == ("25", "USD")
         assert data["rate_provider"] == "coingecko"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(15)
