@@ -384,8 +384,13 @@ class Daemon:
                 "standby: another daemon owns wallet fingerprint=%s; waiting to take over",
                 wallet.fingerprint,
             )
-            while not await trio.to_thread.run_sync(lock.try_acquire, STANDBY_POLL_SECONDS):
-                pass
+            while True:
+                try:
+                    if await trio.to_thread.run_sync(lock.try_acquire, STANDBY_POLL_SECONDS):
+                        break
+                except Exception as exc:  # database unreachable: a standby just waits
+                    log.warning("standby cannot reach the database, retrying: %s", exc)
+                    await trio.sleep(STANDBY_POLL_SECONDS)
             log.warning("took over wallet fingerprint=%s", wallet.fingerprint)
             self.state = STARTING
         else:

@@ -677,27 +677,16 @@ class SqlRepository(PriceCacheMixin):
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Receiver]:
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_LIST_LIMIT
-        ):
-            raise InvalidParams(
-                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
-            )
+        _check_limit(limit)
         if status is not None and status not in STATUSES:
             raise InvalidParams(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-        conditions: list[str] = []
-        params: list[Any] = []
-        for condition, value in (
-            ("wallet_id = ?", wallet_id),
-            ("status = ?", status),
-            ("receiver_id < ?", before_id),
-        ):
-            if value is not None:
-                conditions.append(condition)
-                params.append(value)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, params = _where(
+            (
+                ("wallet_id = ?", wallet_id),
+                ("status = ?", status),
+                ("receiver_id < ?", before_id),
+            )
+        )
         sql = f"{_SELECT_RECEIVER}{where} ORDER BY receiver_id DESC LIMIT ?"
         params.append(limit)
         return self._read(lambda cur: _receivers(self._execute(cur, sql, params)))
@@ -928,21 +917,12 @@ class SqlRepository(PriceCacheMixin):
     def list_outbox(
         self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100
     ) -> list[OutboxEvent]:
-        if not _is_int(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidParams(
-                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
-            )
+        _check_limit(limit)
         if status is not None and status not in OUTBOX_STATUSES:
             raise InvalidParams(
                 f"unknown callback status {status!r}; one of {', '.join(OUTBOX_STATUSES)}"
             )
-        conditions: list[str] = []
-        params: list[Any] = []
-        for condition, value in (("receiver_id = ?", receiver_id), ("status = ?", status)):
-            if value is not None:
-                conditions.append(condition)
-                params.append(value)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, params = _where((("receiver_id = ?", receiver_id), ("status = ?", status)))
         sql = f"{_SELECT_OUTBOX}{where} ORDER BY seq LIMIT ?"
         params.append(limit)
         rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
@@ -952,10 +932,7 @@ class SqlRepository(PriceCacheMixin):
     def due_callbacks(
         self, wallet_id: str, now: int, limit: int
     ) -> tuple[list[CallbackRecord], int | None]:
-        if not _is_int(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidParams(
-                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
-            )
+        _check_limit(limit)
         due_sql = (
             f"{_SELECT_CALLBACK} WHERE o.status = ? AND o.next_attempt_at <= ?"
             f" AND r.wallet_id = ? AND {_IS_HEAD} ORDER BY o.next_attempt_at, o.seq LIMIT ?"
@@ -1094,26 +1071,19 @@ class SqlRepository(PriceCacheMixin):
         limit: int = 50,
         before_seq: int | None = None,
     ) -> list[CallbackRecord]:
-        if not _is_int(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidParams(
-                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
-            )
+        _check_limit(limit)
         if status is not None and status not in OUTBOX_STATUSES:
             raise InvalidParams(
                 f"unknown callback status {status!r}; one of {', '.join(OUTBOX_STATUSES)}"
             )
-        conditions: list[str] = []
-        params: list[Any] = []
-        for condition, value in (
-            ("r.wallet_id = ?", wallet_id),
-            ("o.receiver_id = ?", receiver_id),
-            ("o.status = ?", status),
-            ("o.seq < ?", before_seq),
-        ):
-            if value is not None:
-                conditions.append(condition)
-                params.append(value)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, params = _where(
+            (
+                ("r.wallet_id = ?", wallet_id),
+                ("o.receiver_id = ?", receiver_id),
+                ("o.status = ?", status),
+                ("o.seq < ?", before_seq),
+            )
+        )
         sql = f"{_SELECT_CALLBACK}{where} ORDER BY o.seq DESC LIMIT ?"
         params.append(limit)
         rows = self._read(lambda cur: self._execute(cur, sql, params).fetchall())
@@ -1150,6 +1120,19 @@ class SqlRepository(PriceCacheMixin):
             return _plain(row.fetchone()[0])
 
         return self._write(work)
+
+
+def _check_limit(limit: object) -> None:
+    if not _is_int(limit, 1, MAX_LIST_LIMIT):
+        raise InvalidParams(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+
+
+def _where(filters: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the filters whose value is not None, and its parameters."""
+    used = [(condition, value) for condition, value in filters if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
 
 
 def _receivers(cursor: Any) -> list[Receiver]:
