@@ -4,8 +4,8 @@ Idle: a ready daemon with no receivers, connected to the peer. Per receiver: two
 daemons on the same code, one with no receivers and one with N pending, both pointed at
 a closed Insight port so no rescan runs (its buffers would be counted as receivers);
 once `status` shows the N receivers watched, (RSS(N) - RSS(0)) / N. RSS is VmRSS from
-/proc after a short settle; the peak (VmHWM) is reported too, because loading the table
-holds every row as a Receiver for a moment.
+/proc after a short settle; the peak (VmHWM) is reported too: loading the table must
+not need much more memory than the table itself.
 """
 
 from __future__ import annotations

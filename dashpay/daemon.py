@@ -294,25 +294,24 @@ class Daemon:
         )
         await self._own_wallet(nursery, repo, wallet)
         sd_notify("STATUS=loading pending receivers")
-        now = time.time_ns() // 1_000_000
-        pending = await trio.to_thread.run_sync(
-            repo.load_pending,
-            wallet.wallet_id,
-            now,
-            int(config.receivers.monitor_window * 1000),
-        )
+        monitor_window_ms = int(config.receivers.monitor_window * 1000)
         engine = PaymentEngine(
             repo,
             Rules(
                 tolerance_percent=config.receivers.underpayment_tolerance,
                 confirmations=config.receivers.confirmations,
             ),
-            monitor_window_ms=int(config.receivers.monitor_window * 1000),
+            monitor_window_ms=monitor_window_ms,
             on_block=self._on_block,
             on_connected=self._on_connected,
             on_tick=self._on_tick,
         )
-        engine.load(pending)
+        # Streamed into the table chunk by chunk in one worker thread: a million
+        # pending receivers never exist as a million full rows at once.
+        now = time.time_ns() // 1_000_000
+        pending = await trio.to_thread.run_sync(
+            engine.load, repo.iter_pending(wallet.wallet_id, now, monitor_window_ms)
+        )
         self.engine = engine
         await nursery.start(engine.run)
         secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
@@ -361,8 +360,8 @@ class Daemon:
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
         nursery.start_soon(self.insight.run, engine.send_channel.clone())
-        sd_notify(f"STATUS=connecting to Insight, {len(pending)} receivers to check")
-        log.info("bootstrap waiting for insight pending=%d", len(pending))
+        sd_notify(f"STATUS=connecting to Insight, {pending} receivers to check")
+        log.info("bootstrap waiting for insight pending=%d", pending)
 
     async def _own_wallet(self, nursery: trio.Nursery, repo: Repository, wallet: Wallet) -> None:
         """Become the wallet's single owner (DESIGN.md §10). On SQLite a second daemon

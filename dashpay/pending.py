@@ -4,12 +4,21 @@ Owned by the payment engine task alone (no locks: nobody else touches it). It is
 cache of the database, refreshed from every unit of work's result; the database stays
 the source of truth, so a restart rebuilds the table from it and a rescan.
 
-Memory per entry matters (1M pending receivers must fit): a slots object with a
-payments dict only once the receiver has payments.
+Memory per entry matters (1M pending receivers must fit in ~300 B each): an entry is a
+slots object with five fields, its status one of six shared strings, and a payments
+dict only once the receiver has payments. The table is loaded from slim rows streamed
+in chunks (``Repository.iter_pending``), never from full ``Receiver`` rows.
+
+The engine's one-second tick must not walk a million entries, so the table keeps two
+indexes on the side: receivers that can expire filed by ``expires_at`` and final
+receivers filed by ``closed_at`` (``Deadlines``), and the ids of receivers holding a
+payment that is not yet settled. A tick then costs what is due, not the table size.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dashpay.repository.base import (
@@ -17,12 +26,25 @@ from dashpay.repository.base import (
     PAID,
     PARTIAL,
     PENDING,
+    STATUSES,
     Payment,
     PaymentObservation,
+    PendingRow,
     Receiver,
 )
 
-EXPIRABLE = (PENDING, PARTIAL)
+EXPIRABLE = frozenset((PENDING, PARTIAL))
+# Statuses whose unsettled payments the settlement checker follows.
+SETTLING = frozenset((PARTIAL, PAID)) | FINAL_STATUSES
+# One string object per status for the whole table: a million entries would otherwise
+# each keep their own copy of 'pending' as the database driver handed it out (~56 B).
+_INTERNED = {status: status for status in STATUSES}
+# Width of a Deadlines bucket. A tick looks at the buckets that have begun, so an id
+# whose time is later in the current bucket is looked at again on every tick until it
+# is due (10 ticks at most), while a bucket costs ~150 B however few ids it holds:
+# with receivers expiring at 1,000/s a bucket holds 10,000 ids (<1 B of overhead each),
+# and it takes one expiry every 10 s before the overhead reaches the table's own size.
+DEADLINE_BUCKET_MS = 10_000
 
 
 @dataclass(slots=True)
@@ -65,21 +87,67 @@ class PendingReceiver:
             if not p.dropped and not p.instant_locked and p.confirmations < confirmations
         ]
 
-    def refresh(self, receiver: Receiver, payments: list[Payment]) -> None:
-        self.status = receiver.status
-        self.expires_at = receiver.expires_at
-        self.closed_at = receiver.closed_at
-        if payments:
-            self.payments = {
-                p.txid: KnownPayment(p.instant_locked, p.confirmations, p.block_height, p.dropped)
-                for p in payments
-            }
+    @property
+    def expiry(self) -> int | None:
+        """When it expires if it still can, else None."""
+        return self.expires_at if self.status in EXPIRABLE else None
+
+    @property
+    def closing(self) -> int | None:
+        """When it became final (its monitoring window started), else None."""
+        return self.closed_at if self.status in FINAL_STATUSES else None
+
+
+class Deadlines:
+    """Receiver ids filed under a time (epoch ms): a calendar of buckets
+    ``DEADLINE_BUCKET_MS`` wide, with a heap of the bucket numbers in use.
+
+    Filing is a hint, checked against the entry when taken out (lazy deletion): an id
+    whose entry left the table or whose time changed is simply dropped then, so nothing
+    is ever searched for and removed. Per id it costs one list slot (8 B) where a heap
+    of ``(time, id)`` tuples would cost ~72 B.
+    """
+
+    __slots__ = ("_buckets", "_heap")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[int]] = {}
+        self._heap: list[int] = []  # the keys of _buckets
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._buckets.values())
+
+    def file(self, when: int, receiver_id: int) -> None:
+        key = when // DEADLINE_BUCKET_MS
+        ids = self._buckets.get(key)
+        if ids is None:
+            self._buckets[key] = [receiver_id]
+            heapq.heappush(self._heap, key)
+        else:
+            ids.append(receiver_id)
+
+    def take(self, until: int) -> list[int]:
+        """Remove and return the ids of every bucket that may hold a time <= ``until``
+        (each id once). The caller files again those that must stay."""
+        last = until // DEADLINE_BUCKET_MS
+        heap, buckets = self._heap, self._buckets
+        taken: dict[int, None] = {}
+        while heap and heap[0] <= last:
+            taken.update(dict.fromkeys(buckets.pop(heapq.heappop(heap))))
+        return list(taken)
 
 
 class PendingTable:
     def __init__(self) -> None:
         self._by_address: dict[str, PendingReceiver] = {}
         self._by_id: dict[int, PendingReceiver] = {}
+        # Invariant: an entry that can expire is filed in _expiries under its
+        # expires_at, a final one in _closings under its closed_at.
+        self._expiries = Deadlines()
+        self._closings = Deadlines()
+        # Ids whose payments include one neither dropped nor InstantSend-locked: what
+        # the settlement checker may have to follow (it also checks confirmations).
+        self._unsettled: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -90,51 +158,130 @@ class PendingTable:
     def by_id(self, receiver_id: int) -> PendingReceiver | None:
         return self._by_id.get(receiver_id)
 
+    def load(self, rows: Iterable[PendingRow]) -> int:
+        """Bootstrap: add every row (as ``Repository.iter_pending`` yields them);
+        returns how many were read."""
+        count = 0
+        put = self._put
+        for receiver_id, address, status, expires_at, closed_at in rows:
+            put(receiver_id, address, status, expires_at, closed_at)
+            count += 1
+        return count
+
     def add(self, receiver: Receiver) -> PendingReceiver:
+        return self._put(
+            receiver.receiver_id,
+            receiver.address,
+            receiver.status,
+            receiver.expires_at,
+            receiver.closed_at,
+        )
+
+    def refresh(self, receiver: Receiver, payments: list[Payment]) -> PendingReceiver | None:
+        """Take a recorded receiver's new state (a unit of work's result), if it is
+        still in the table."""
         entry = self._by_id.get(receiver.receiver_id)
         if entry is None:
-            entry = PendingReceiver(
-                receiver.receiver_id,
-                receiver.address,
-                receiver.status,
-                receiver.expires_at,
-                receiver.closed_at,
-            )
-            self._by_id[receiver.receiver_id] = entry
-            self._by_address[receiver.address] = entry
-        else:
-            entry.status = receiver.status
-            entry.expires_at = receiver.expires_at
-            entry.closed_at = receiver.closed_at
+            return None
+        self._update(entry, receiver.status, receiver.expires_at, receiver.closed_at)
+        if payments:
+            entry.payments = {
+                p.txid: KnownPayment(p.instant_locked, p.confirmations, p.block_height, p.dropped)
+                for p in payments
+            }
+            if any(not p.dropped and not p.instant_locked for p in payments):
+                self._unsettled.add(entry.receiver_id)
+            else:
+                self._unsettled.discard(entry.receiver_id)
         return entry
 
     def remove(self, receiver_id: int) -> None:
         entry = self._by_id.pop(receiver_id, None)
         if entry is not None:
             self._by_address.pop(entry.address, None)
+            self._unsettled.discard(receiver_id)
 
     def entries(self) -> list[PendingReceiver]:
         return list(self._by_id.values())
 
+    def _put(
+        self,
+        receiver_id: int,
+        address: str,
+        status: str,
+        expires_at: int | None,
+        closed_at: int | None,
+    ) -> PendingReceiver:
+        entry = self._by_id.get(receiver_id)
+        if entry is not None:
+            self._update(entry, status, expires_at, closed_at)
+            return entry
+        entry = PendingReceiver(
+            receiver_id, address, _INTERNED.get(status, status), expires_at, closed_at
+        )
+        self._by_id[receiver_id] = entry
+        self._by_address[address] = entry
+        if (when := entry.expiry) is not None:
+            self._expiries.file(when, receiver_id)
+        if (when := entry.closing) is not None:
+            self._closings.file(when, receiver_id)
+        return entry
+
+    def _update(
+        self, entry: PendingReceiver, status: str, expires_at: int | None, closed_at: int | None
+    ) -> None:
+        expiry, closing = entry.expiry, entry.closing
+        entry.status = _INTERNED.get(status, status)
+        entry.expires_at = expires_at
+        entry.closed_at = closed_at
+        # Filed again only when the time it is filed under changes (an old filing is
+        # dropped when taken); an unchanged one is already where it belongs.
+        if (when := entry.expiry) is not None and when != expiry:
+            self._expiries.file(when, entry.receiver_id)
+        if (when := entry.closing) is not None and when != closing:
+            self._closings.file(when, entry.receiver_id)
+
     def due_to_expire(self, now: int) -> list[int]:
-        return [
-            e.receiver_id
-            for e in self._by_id.values()
-            if e.status in EXPIRABLE and e.expires_at is not None and e.expires_at <= now
-        ]
+        """Receivers not paid by their ``expires_at <= now``. Each stays due (and is
+        returned again at the next tick) until its status moves on, as the engine
+        expects if recording the expiry failed."""
+        due = []
+        expiries = self._expiries
+        last = now // DEADLINE_BUCKET_MS
+        for receiver_id in expiries.take(now):
+            entry = self._by_id.get(receiver_id)
+            when = None if entry is None else entry.expiry
+            if when is None or when // DEADLINE_BUCKET_MS > last:
+                continue  # gone, cannot expire any more, or filed again elsewhere
+            if when <= now:
+                due.append(receiver_id)
+            expiries.file(when, receiver_id)
+        return due
 
     def past_window(self, now: int, window: int) -> list[int]:
-        """Final receivers whose monitoring window is over: they leave the table."""
-        return [
-            e.receiver_id
-            for e in self._by_id.values()
-            if e.status in FINAL_STATUSES and e.closed_at is not None and e.closed_at + window < now
-        ]
+        """Final receivers whose monitoring window is over (``closed_at + window <
+        now``): they leave the table. Until the caller removes one it stays filed."""
+        due = []
+        closings = self._closings
+        until = now - window
+        last = until // DEADLINE_BUCKET_MS
+        for receiver_id in closings.take(until):
+            entry = self._by_id.get(receiver_id)
+            when = None if entry is None else entry.closing
+            if when is None or when // DEADLINE_BUCKET_MS > last:
+                continue
+            if when + window < now:
+                due.append(receiver_id)
+            closings.file(when, receiver_id)
+        return due
 
     def awaiting_settlement(self, confirmations: int) -> list[tuple[int, str, list[str]]]:
+        """Receivers with payments short of ``confirmations`` and not locked, by id:
+        proportional to the receivers with such payments, not to the table."""
         out = []
-        for e in self._by_id.values():
-            if e.status in (PARTIAL, PAID) or e.status in FINAL_STATUSES:
+        for receiver_id in sorted(self._unsettled):
+            e = self._by_id[receiver_id]
+            if e.status in SETTLING:
                 txids = e.unsettled_txids(confirmations)
                 if txids:
                     out.append((e.receiver_id, e.address, txids))

@@ -10,9 +10,9 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from dashpay.repository.prices import PriceQuote
@@ -86,6 +86,17 @@ class Receiver:
     description: str | None
     username: str | None
     idempotency_key: str | None
+
+
+class PendingRow(NamedTuple):
+    """The five columns of a receiver the pending table keeps (``iter_pending``): a
+    plain tuple, so loading a million of them never builds full ``Receiver`` rows."""
+
+    receiver_id: int
+    address: str
+    status: str
+    expires_at: int | None
+    closed_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,9 +298,13 @@ class Repository(Protocol):
         """pending/partial -> cancelled; already cancelled -> unchanged. Raises
         NotFound, or Conflict for a receiver that is paid, settled or expired."""
 
-    def load_pending(self, wallet_id: str, now: int, monitor_window: int) -> list[Receiver]:
+    def iter_pending(
+        self, wallet_id: str, now: int, monitor_window: int, *, chunk: int = ...
+    ) -> Iterator[PendingRow]:
         """Every receiver of the wallet that is not final, plus final ones whose
-        ``closed_at`` is within ``monitor_window`` ms of ``now``."""
+        ``closed_at`` is within ``monitor_window`` ms of ``now``, in receiver id order.
+        Lazy: rows are read ``chunk`` at a time, each chunk its own short read (keyset
+        on receiver_id), so neither the driver nor the server buffers the whole set."""
 
     def count_by_status(self, wallet_id: str) -> dict[str, int]: ...
 

@@ -46,6 +46,7 @@ from dashpay.repository.base import (
     Payment,
     PaymentChange,
     PaymentObservation,
+    PendingRow,
     Receiver,
     ReceiverResult,
     ReceiverUpdate,
@@ -63,6 +64,10 @@ T = TypeVar("T")
 MAX_LIST_LIMIT = 1000
 
 NOT_FINAL_STATUSES = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
+# Pending receivers read per query by iter_pending: large enough that the per-query
+# cost vanishes (100 queries for 1M receivers), small enough that a chunk of rows is
+# ~2 MB on its way through the driver instead of ~1 GB for the whole table at once.
+PENDING_CHUNK = 10_000
 
 # Ids per "IN (...)" list. SQLite before 3.32 allowed only 999 bound parameters per
 # statement; 512 stays under that with room to spare, and a batch of the engine's target
@@ -514,6 +519,8 @@ class SqlRepository(PriceCacheMixin):
     backend: str
     # Appended to a SELECT that must lock the rows it reads until commit.
     _for_update: str = ""
+    # After "FROM receivers": read in primary key order (see iter_pending).
+    _primary_key_scan: str = ""
 
     # Hooks -----------------------------------------------------------------------
     def _read(self, work: Callable[[Any], T]) -> T:
@@ -715,14 +722,29 @@ class SqlRepository(PriceCacheMixin):
 
         return self._write(work)
 
-    def load_pending(self, wallet_id: str, now: int, monitor_window: int) -> list[Receiver]:
+    def iter_pending(
+        self, wallet_id: str, now: int, monitor_window: int, *, chunk: int = PENDING_CHUNK
+    ) -> Iterator[PendingRow]:
         marks = ", ".join("?" * len(NOT_FINAL_STATUSES))
+        # Keyset on the primary key: every chunk resumes after the last id read, so
+        # the whole load is one pass over the table however many chunks it takes.
         sql = (
-            f"{_SELECT_RECEIVER} WHERE wallet_id = ? AND (status IN ({marks}) OR closed_at >= ?)"
-            " ORDER BY receiver_id"
+            "SELECT receiver_id, address, status, expires_at, closed_at FROM receivers"
+            f"{self._primary_key_scan} WHERE receiver_id > ? AND wallet_id = ?"
+            f" AND (status IN ({marks}) OR closed_at >= ?) ORDER BY receiver_id LIMIT ?"
         )
-        params = (wallet_id, *NOT_FINAL_STATUSES, now - monitor_window)
-        return self._read(lambda cur: _receivers(self._execute(cur, sql, params)))
+        cutoff = now - monitor_window
+        after = 0  # ids start at 1
+        while True:
+            params = (after, wallet_id, *NOT_FINAL_STATUSES, cutoff, chunk)
+            rows = self._read(lambda cur, p=params: self._execute(cur, sql, p).fetchall())
+            for receiver_id, address, status, expires_at, closed_at in rows:
+                yield PendingRow(
+                    receiver_id, _plain(address), _plain(status), expires_at, closed_at
+                )
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0]
 
     def count_by_status(self, wallet_id: str) -> dict[str, int]:
         sql = "SELECT status, COUNT(*) FROM receivers WHERE wallet_id = ? GROUP BY status"

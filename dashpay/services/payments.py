@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from dashpay.repository.base import (
     FINAL_STATUSES,
     OutboxEvent,
     PaymentObservation,
+    PendingRow,
     Receiver,
     ReceiverResult,
     ReceiverWork,
@@ -135,10 +136,10 @@ class PaymentEngine:
         self.send_channel, self._receive = trio.open_memory_channel[Any](QUEUE_SIZE)
 
     # -- API for other tasks ------------------------------------------------------------
-    def load(self, receivers: list[Receiver]) -> None:
-        """Bootstrap: fill the table before the engine runs."""
-        for receiver in receivers:
-            self.table.add(receiver)
+    def load(self, rows: Iterable[PendingRow]) -> int:
+        """Bootstrap: fill the table before the engine runs (from a worker thread is
+        fine: nothing else reads the table yet). Returns how many rows were read."""
+        return self.table.load(rows)
 
     async def submit(self, message: Any) -> None:
         await self.send_channel.send(message)
@@ -306,9 +307,7 @@ class PaymentEngine:
         events: list[OutboxEvent] = []
         for result in results:
             receiver = result.receiver
-            entry = self.table.by_id(receiver.receiver_id)
-            if entry is not None:
-                entry.refresh(receiver, result.payments)
+            self.table.refresh(receiver, result.payments)
             self.stats.payments_recorded += sum(1 for c in result.changes if c.kind == "new")
             events.extend(result.events)
             for event in result.events:

@@ -23,6 +23,7 @@ from dashpay.repository.base import (
     STATUSES,
     NewReceiver,
     Payment,
+    PendingRow,
     Receiver,
     Repository,
 )
@@ -490,29 +491,46 @@ def test_cancel_of_a_missing_receiver_is_not_found(repo: Repository) -> None:
 # -- the pending table -------------------------------------------------------------------
 
 
-def test_load_pending_has_open_receivers_and_recently_closed_ones(
-    store: Store, repo: Repository
+@pytest.mark.parametrize("chunk", [1, 2, 5, 10_000])
+def test_iter_pending_has_open_receivers_and_recently_closed_ones(
+    store: Store, repo: Repository, chunk: int
 ) -> None:
     window = 24 * 3600 * 1000
     now = T0 + 10 * window
-    pending, partial, paid, recent, edge, old, expired_old = (create(repo) for _ in range(7))
+    pending = create(repo, expires_at=T0 + 3_600_000)
+    # another wallet's receiver between ours: a chunk boundary must not stop on it
     other_wallet = repo.create_receiver(
         new(wallet=OTHER_WALLET), fake_address(OTHER_WALLET, CHAIN)
     )[0]
+    partial, paid, recent, edge, old, expired_old = (create(repo) for _ in range(6))
     force_status(store, partial.receiver_id, PARTIAL, None)
     force_status(store, paid.receiver_id, PAID, None)
     force_status(store, recent.receiver_id, SETTLED, now - 1_000)
     force_status(store, edge.receiver_id, CANCELLED, now - window)
     force_status(store, old.receiver_id, CANCELLED, now - window - 1)
     force_status(store, expired_old.receiver_id, EXPIRED, now - 2 * window)
-    loaded = repo.load_pending(WALLET, now, window)
-    assert [r.receiver_id for r in loaded] == [
-        r.receiver_id for r in (pending, partial, paid, recent, edge)
+    loaded = list(repo.iter_pending(WALLET, now, window, chunk=chunk))
+    assert loaded == [
+        PendingRow(pending.receiver_id, pending.address, PENDING, T0 + 3_600_000, None),
+        PendingRow(partial.receiver_id, partial.address, PARTIAL, None, None),
+        PendingRow(paid.receiver_id, paid.address, PAID, None, None),
+        PendingRow(recent.receiver_id, recent.address, SETTLED, None, now - 1_000),
+        PendingRow(edge.receiver_id, edge.address, CANCELLED, None, now - window),
     ]
-    assert {r.status for r in loaded} == {PENDING, PARTIAL, PAID, SETTLED, CANCELLED}
-    assert [r.receiver_id for r in repo.load_pending(OTHER_WALLET, now, window)] == [
-        other_wallet.receiver_id
+    assert all(type(row.receiver_id) is int and type(row.address) is str for row in loaded)
+    assert list(repo.iter_pending(OTHER_WALLET, now, window, chunk=chunk)) == [
+        PendingRow(other_wallet.receiver_id, other_wallet.address, PENDING, None, None)
     ]
+
+
+def test_iter_pending_reads_chunk_by_chunk(repo: Repository) -> None:
+    """Each chunk is its own read resuming after the last id: a receiver created while
+    the table loads is still found if it comes after the chunks already read."""
+    first, second = create(repo), create(repo)
+    rows = repo.iter_pending(WALLET, T0, 0, chunk=1)
+    assert next(rows).receiver_id == first.receiver_id
+    later = create(repo)
+    assert [row.receiver_id for row in rows] == [second.receiver_id, later.receiver_id]
 
 
 # -- settings --------------------------------------------------------------------------
