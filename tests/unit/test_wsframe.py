@@ -145,7 +145,10 @@ def test_an_incomplete_head_waits_and_an_endless_one_is_refused():
 @pytest.mark.parametrize(
     ("head", "message"),
     [
-        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0", r"refused the websocket upgrade \(HTTP 404 Not Found\)"),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0",
+            r"refused the websocket upgrade \(HTTP 404 Not Found\)",
+        ),
         (b"HTTP/1.1 400 Bad Request", r"\(HTTP 400 Bad Request\)"),
         (b"SSH-2.0-OpenSSH_9.6", "not HTTP"),
     ],
@@ -165,7 +168,9 @@ def test_a_101_with_wrong_or_missing_proofs_is_refused():
     with pytest.raises(HandshakeError, match="Upgrade: websocket"):
         wsframe.check_handshake_response(good.replace(b"Upgrade: websocket", b"Upgrade: h2c"), key)
     with pytest.raises(HandshakeError, match="Connection: Upgrade"):
-        wsframe.check_handshake_response(good.replace(b"Connection: Upgrade", b"Connection: close"), key)
+        wsframe.check_handshake_response(
+            good.replace(b"Connection: Upgrade", b"Connection: close"), key
+        )
     with pytest.raises(HandshakeError, match="extension"):
         wsframe.check_handshake_response(
             accept_head(key, "Sec-WebSocket-Extensions: permessage-deflate"), key
@@ -219,7 +224,7 @@ def test_lengths_in_their_longer_forms_are_accepted():
 STREAM_PARTS = [
     text('42["tx",{"a":1}]'),
     server_frame(0x9, b"are you there"),  # ping
-    server_frame(0x1, "frag".encode(), fin=False),
+    server_frame(0x1, b"frag", fin=False),
     server_frame(0xA, b"pong!"),  # a control frame between fragments
     server_frame(0x0, " mé".encode()[:3], fin=False),  # splits the two-byte é
     server_frame(0x0, " mé".encode()[3:] + b"nt"),
@@ -354,5 +359,7 @@ def test_a_message_exactly_at_the_limit_passes():
 def test_arbitrary_bytes_never_raise(data):
     r = FrameReader(max_message_bytes=256)
     for event in r.receive_data(data) + r.receive_data(data):
-        assert isinstance(event, str | BinaryMessage | PingReceived | PongReceived | CloseReceived | Failure)
+        assert isinstance(
+            event, str | BinaryMessage | PingReceived | PongReceived | CloseReceived | Failure
+        )
     r.data_to_send()
