@@ -323,19 +323,12 @@ class FrameReader:
         if second & 0x80:
             return self._fail(events, CLOSE_PROTOCOL_ERROR, "server frame is masked (RFC 6455 5.1)")
         size = second & 0x7F
-        header = 2
-        if size == 126:
-            header = 4
-            if end - pos < header:
-                self._need = header
-                return 0
-            size = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
-        elif size == 127:
-            header = 10
-            if end - pos < header:
-                self._need = header
-                return 0
-            size = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+        header = 2 if size < 126 else 4 if size == 126 else 10  # 7, 16 or 64-bit length
+        if end - pos < header:
+            self._need = header
+            return 0
+        if header > 2:
+            size = int.from_bytes(buffer[pos + 2 : pos + header], "big")
             if size >> 63:
                 return self._fail(events, CLOSE_PROTOCOL_ERROR, "frame length has its top bit set")
         if opcode >= OP_CLOSE:

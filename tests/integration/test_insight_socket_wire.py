@@ -183,43 +183,41 @@ async def test_a_refused_upgrade_is_retried_and_logged_with_its_status(nursery, 
     assert any("server refused the websocket upgrade (HTTP 403 Forbidden)" in m for m in messages)
 
 
-async def test_a_masked_server_frame_ends_the_link_with_1002_and_the_client_returns(nursery):
-    closes: list[tuple[int, bytes]] = []
+async def loss_after(nursery, sent: bytes) -> tuple[InsightSocket, SocketDisconnected, list]:
+    """The server subscribes the client, writes ``sent`` and records the client's next
+    frame; the next connection just holds. Returns the client once it is back, the loss
+    it reported, and the recorded frames."""
+    answers: list[tuple[int, bytes]] = []
 
-    async def masked(peer: Peer) -> None:
+    async def misbehave(peer: Peer) -> None:
         await peer.subscribed()
-        await peer.stream.send_all(frame(0x1, b'42["block","x"]', mask=b"\x01\x02\x03\x04"))
-        closes.append(await peer.read_frame())
+        await peer.stream.send_all(sent)
+        answers.append(await peer.read_frame())
 
-    server = WireServer([masked, hold])
+    server = WireServer([misbehave, hold])
     await server.serve(nursery)
     socket, receive = start_client(nursery, f"ws://127.0.0.1:{server.port}")
     assert isinstance(await next_of(receive), SocketConnected)
     lost = await next_of(receive)
     assert isinstance(lost, SocketDisconnected)
-    assert "masked" in lost.reason and "1002" in lost.reason
     assert isinstance(await next_of(receive), SocketConnected)
     assert socket.reconnects == 1
-    assert closes == [(0x8, (1002).to_bytes(2, "big"))]
     assert not server.failures
+    return socket, lost, answers
+
+
+async def test_a_masked_server_frame_ends_the_link_with_1002_and_the_client_returns(nursery):
+    masked = frame(0x1, b'42["block","x"]', mask=b"\x01\x02\x03\x04")
+    _, lost, answers = await loss_after(nursery, masked)
+    assert "masked" in lost.reason and "1002" in lost.reason
+    assert answers == [(0x8, (1002).to_bytes(2, "big"))]
 
 
 async def test_the_server_close_is_answered_and_reported(nursery):
-    closes: list[tuple[int, bytes]] = []
-
-    async def closing(peer: Peer) -> None:
-        await peer.subscribed()
-        await peer.stream.send_all(frame(0x8, (1001).to_bytes(2, "big") + b"restarting"))
-        closes.append(await peer.read_frame())
-
-    server = WireServer([closing, hold])
-    await server.serve(nursery)
-    _, receive = start_client(nursery, f"ws://127.0.0.1:{server.port}")
-    assert isinstance(await next_of(receive), SocketConnected)
-    lost = await next_of(receive)
+    close = frame(0x8, (1001).to_bytes(2, "big") + b"restarting")
+    _, lost, answers = await loss_after(nursery, close)
     assert lost.reason == "websocket closed by the server (code 1001: restarting)"
-    assert closes == [(0x8, (1001).to_bytes(2, "big"))]
-    assert isinstance(await next_of(receive), SocketConnected)
+    assert answers == [(0x8, (1001).to_bytes(2, "big"))]
 
 
 async def test_pings_get_pongs_and_fragmented_events_arrive_whole(nursery):
