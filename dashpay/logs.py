@@ -47,5 +47,5 @@ def setup_logging(level: str = "info", *, stream=None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))
     # Library chatter (httpx logs every request at INFO) is not an operator's event.
-    for noisy in ("httpx", "httpcore", "trio-websocket"):
+    for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,8 +9,15 @@ for the payment engine: ``TxObserved``, ``BlockObserved``, and ``SocketConnected
 missed while we were away).
 
 The protocol decisions (what to send, when to ping, when the link is dead) live in
-``eio.py`` and the payload checks in ``events.py``; this module only moves bytes, keeps
-time and retries. Wire facts: ``docs/insight-protocol.md`` sections 1 and 2.
+``eio.py``, the websocket framing and handshake in ``wsframe.py`` and the payload checks
+in ``events.py``; this module only moves bytes, keeps time and retries. Wire facts:
+``docs/insight-protocol.md`` sections 1 and 2.
+
+The receive path is built for floods: one task reads the raw trio stream (256 KiB at a
+time), decodes every frame that read completes and hands the resulting events to the
+engine with ``send_nowait``, so a busy link costs one wake-up per read rather than a
+task switch per message (a general websocket library costs ~3x the CPU per event:
+benchmarks/README.md, ingest).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,15 +33,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    ConnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-)
-from trio_websocket import open_websocket as _open_websocket
 
+from dashpay.insight import wsframe
 from dashpay.insight.eio import (
     CONNECTED,
     DEFAULT_NAMESPACE,
@@ -60,19 +61,17 @@ log = logging.getLogger(__name__)
 # socket.io's default path; it does not carry Insight's REST prefix (protocol section 1).
 SOCKET_IO_PATH = "/socket.io/"
 # Frames larger than the soft limit (``max_message_bytes``) are skipped with a warning,
-# so one odd event does not cost a reconnect and a rescan. trio-websocket counts a
-# message as it arrives and drops the connection beyond its own limit, which we set this
-# many times higher: that is what bounds the memory a hostile peer can make us hold.
+# so one odd event does not cost a reconnect and a rescan. The frame reader fails the
+# link (close code 1009) on a message announcing more than this many times the soft
+# limit, before buffering it: that is what bounds the memory a hostile peer can make us
+# hold.
 HARD_LIMIT_FACTOR = 4
-# Messages trio-websocket may buffer ahead of our reader. A few dozen lets its reader
-# task batch small events (throughput) while bounding the buffered data: in practice
-# ~600 B each, at worst this times the hard limit from a hostile peer.
-MESSAGE_QUEUE_SIZE = 32
-# Bytes per socket read. The library's 4 KiB default holds ~7 events; 64 KiB cuts the
-# syscalls and wakeups per event when Insight is busy.
-RECEIVE_BUFFER_BYTES = 64 * 1024
-# How long we wait for the websocket close handshake when *we* end a healthy link. A dead
-# peer never answers it; we abort instead (see ``_session``).
+# Bytes per socket read. Every message a read completes is handled before the next read
+# (no task switch per message), so a large read is what makes a busy link cheap: 256 KiB
+# holds ~900 of Insight's ~280-byte events. A quiet link returns far less per read.
+RECEIVE_BUFFER_BYTES = 256 * 1024
+# How long we wait to send our close frame when the server closed the link or broke the
+# protocol. A dead peer never reads it; we drop the connection instead.
 CLOSE_TIMEOUT = 2.0
 # A link that stayed subscribed this long proves the server is usable again, so the next
 # reconnect starts from ``reconnect_initial``. Shorter links (a proxy or an overloaded
@@ -93,11 +92,11 @@ STATE_CONNECTED = "connected"  # subscribed; events flow
 STATE_DISCONNECTED = "disconnected"  # was connected, lost the link, retrying
 
 _NETWORK_ERRORS = (
-    HandshakeError,
-    ConnectionClosed,
-    OSError,
+    wsframe.HandshakeError,
+    OSError,  # includes ssl.SSLError and socket.gaierror
     trio.BrokenResourceError,
     trio.ClosedResourceError,
+    trio.TooSlowError,
 )
 
 
@@ -175,26 +174,31 @@ class Backoff:
         self.attempt = 0
 
 
-def _close_reason(exc: ConnectionClosed) -> str:
-    reason = exc.reason
-    if reason is None:
-        return "websocket closed"
-    text = f"websocket closed (code {reason.code} {reason.name}"
-    return text + (f": {reason.reason})" if reason.reason else ")")
-
-
 def _describe(exc: BaseException, connect_timeout: float) -> str:
-    if isinstance(exc, ConnectionRejected):
-        return f"server refused the websocket upgrade (HTTP {exc.status_code})"
-    if isinstance(exc, ConnectionTimeout):
+    if isinstance(exc, wsframe.HandshakeError):
+        return str(exc)
+    if isinstance(exc, trio.TooSlowError):
         return f"no websocket handshake within {connect_timeout:g}s"
-    if isinstance(exc, ConnectionClosed):
-        return _close_reason(exc)
+    # trio.SSLStream wraps the SSL error (e.g. "certificate verify failed") as the cause.
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, HandshakeError) and cause is not None:
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
         exc = cause
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _closed_by_server(event: wsframe.CloseReceived) -> str:
+    if event.code is None:
+        return "websocket closed by the server (no status code)"
+    text = f"websocket closed by the server (code {event.code}"
+    return text + (f": {event.reason[:100]})" if event.reason else ")")
+
+
+def _frames(texts: Sequence[str]) -> bytes:
+    """The websocket frames carrying ``texts``, ready for one write."""
+    if not texts:
+        return b""
+    return b"".join(wsframe.encode_text(text) for text in texts)
 
 
 def _excerpt(message: object) -> str:
@@ -209,7 +213,7 @@ def _wall(ts: float) -> str:
 class _Link:
     """One connection's shared facts between the reader and the heartbeat task."""
 
-    __slots__ = ("scope", "reason", "connected_at", "reader_blocked", "wake")
+    __slots__ = ("scope", "reason", "connected_at", "reader_blocked", "wake", "stream", "_lock")
 
     def __init__(self, scope: trio.CancelScope) -> None:
         self.scope = scope
@@ -217,13 +221,32 @@ class _Link:
         self.connected_at: float | None = None  # trio clock, once subscribed
         self.reader_blocked = False  # waiting for the consumer, not reading
         self.wake = trio.Event()  # the heartbeat schedule may have moved earlier
+        self.stream: trio.abc.Stream | None = None
+        self._lock = trio.Lock()  # reader and heartbeat both send; a stream allows one
 
     def end(self, reason: str) -> None:
-        """First caller names the reason. Cancelling the scope also aborts the close
-        handshake: a dead peer would never answer it."""
+        """First caller names the reason. Cancelling the scope drops the connection."""
         if self.reason is None:
             self.reason = reason
         self.scope.cancel()
+
+    async def send(self, data: bytes) -> bool:
+        """Write ``data``; on a network error end the link and return False."""
+        if not data or self.stream is None:
+            return True
+        try:
+            async with self._lock:
+                await self.stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.end(f"send failed: {_describe(exc, 0)}")
+            return False
+        return True
+
+    async def send_close(self, data: bytes, reason: str) -> None:
+        """Our close frame, best effort (a dead peer never reads it), then the end."""
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self.send(data)
+        self.end(reason)
 
 
 # --- the shell --------------------------------------------------------------------------
@@ -238,6 +261,9 @@ class InsightSocket:
     ``reconnects`` (successful connections after the first), ``events_received`` (tx,
     txlock and block events delivered), ``events_rejected`` (frames or payloads skipped
     as malformed or oversized) and ``events_ignored`` (``dashd/*`` and unknown events).
+
+    For wss/https the server certificate is verified against the system's CAs (or the
+    ``ssl_context`` given, e.g. one trusting a private CA).
     """
 
     def __init__(
@@ -249,6 +275,7 @@ class InsightSocket:
         connect_timeout: float = 10.0,
         max_message_bytes: int = MAX_FRAME_CHARS,
         subscriptions: Sequence[str] = ("inv",),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = parse_socket_url(socket_url)
         self._backoff = Backoff(reconnect_initial, reconnect_max)
@@ -259,6 +286,7 @@ class InsightSocket:
             raise ValueError(f"max_message_bytes must be 1..{MAX_FRAME_CHARS}")
         self._max_message_bytes = max_message_bytes
         self._subscriptions = tuple(subscriptions)
+        self._ssl_context = ssl_context
 
         self.state = STATE_CONNECTING
         self.connected_since: float | None = None
@@ -281,7 +309,7 @@ class InsightSocket:
         """Connect, subscribe and forward events into ``send`` until cancelled.
 
         Network failures never end it; it reconnects with jittered exponential backoff.
-        On cancellation the websocket is closed abruptly and nothing more is sent.
+        On cancellation the connection is dropped abruptly and nothing more is sent.
         If the receiving side of ``send`` is closed, ``trio.BrokenResourceError``
         propagates (possibly inside an ExceptionGroup): nobody is listening any more.
         """
@@ -328,104 +356,179 @@ class InsightSocket:
 
     async def _session(self, send: trio.MemorySendChannel) -> _Link:
         """One connection from TCP connect to loss; returns why it ended."""
-        endpoint = self.endpoint
         with trio.CancelScope() as scope:
             link = _Link(scope)
             try:
-                async with _open_websocket(
-                    endpoint.host,
-                    endpoint.port,
-                    endpoint.resource,
-                    use_ssl=endpoint.tls,
-                    message_queue_size=MESSAGE_QUEUE_SIZE,
-                    max_message_size=self._max_message_bytes * HARD_LIMIT_FACTOR,
-                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
-                    connect_timeout=self._connect_timeout,
-                    disconnect_timeout=CLOSE_TIMEOUT,
-                ) as ws:
+                with trio.fail_after(self._connect_timeout):
+                    stream, first = await self._open()
+                link.stream = stream
+                try:
+                    reader = wsframe.FrameReader(
+                        max_message_bytes=self._max_message_bytes * HARD_LIMIT_FACTOR
+                    )
                     machine = EngineIOClientState(
                         trio.current_time(),
                         subscriptions=self._subscriptions,
                         handshake_timeout=self._connect_timeout,
                     )
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._heartbeat, ws, machine, link)
-                        await self._read(ws, machine, link, send)
+                        nursery.start_soon(self._heartbeat, machine, link)
+                        await self._read(stream, reader, first, machine, link, send)
                         nursery.cancel_scope.cancel()
+                finally:
+                    await trio.aclose_forcefully(stream)
             except _NETWORK_ERRORS as exc:
                 link.reason = link.reason or _describe(exc, self._connect_timeout)
         return link
 
-    async def _heartbeat(
-        self, ws: WebSocketConnection, machine: EngineIOClientState, link: _Link
-    ) -> None:
-        """Pings on schedule and declares the link dead when the peer falls silent."""
+    async def _open(self) -> tuple[trio.abc.Stream, bytes]:
+        """TCP (+ TLS) and the websocket upgrade (RFC 6455 section 4.1). Returns the
+        stream and the bytes that followed the 101 answer (the first frames)."""
+        endpoint = self.endpoint
+        stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
         try:
-            while True:
-                with trio.move_on_at(machine.next_wakeup()):
-                    await link.wake.wait()
-                if link.wake.is_set():
-                    link.wake = trio.Event()
-                now = trio.current_time()
-                if link.reader_blocked:
-                    machine.note_alive(now)
-                machine.poll(now)
-                if machine.dead_reason is not None:
-                    link.end(machine.dead_reason)
-                    return
-                for data in machine.data_to_send():
-                    await ws.send_message(data)
-        except ConnectionClosed as exc:
-            link.end(_close_reason(exc))
+            if endpoint.tls:
+                if self._ssl_context is None:
+                    self._ssl_context = ssl.create_default_context()  # verifies certificates
+                stream = trio.SSLStream(
+                    stream,
+                    self._ssl_context,
+                    server_hostname=endpoint.host,
+                    https_compatible=True,
+                )
+                await stream.do_handshake()
+            key = wsframe.new_key()
+            await stream.send_all(
+                wsframe.handshake_request(
+                    endpoint.host, endpoint.port, endpoint.resource, key, tls=endpoint.tls
+                )
+            )
+            buffer = b""
+            while (split := wsframe.split_handshake_response(buffer)) is None:
+                chunk = await stream.receive_some(wsframe.MAX_HANDSHAKE_BYTES)
+                if not chunk:
+                    raise wsframe.HandshakeError(
+                        "server closed the connection during the websocket upgrade"
+                    )
+                buffer += chunk
+            head, rest = split
+            wsframe.check_handshake_response(head, key)
+            return stream, rest
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    async def _heartbeat(self, machine: EngineIOClientState, link: _Link) -> None:
+        """Pings on schedule and declares the link dead when the peer falls silent."""
+        while True:
+            with trio.move_on_at(machine.next_wakeup()):
+                await link.wake.wait()
+            if link.wake.is_set():
+                link.wake = trio.Event()
+            now = trio.current_time()
+            if link.reader_blocked:
+                machine.note_alive(now)
+            machine.poll(now)
+            if machine.dead_reason is not None:
+                link.end(machine.dead_reason)
+                return
+            if not await link.send(_frames(machine.data_to_send())):
+                return
 
     async def _read(
         self,
-        ws: WebSocketConnection,
+        stream: trio.abc.Stream,
+        reader: wsframe.FrameReader,
+        data: bytes,
         machine: EngineIOClientState,
         link: _Link,
         send: trio.MemorySendChannel,
     ) -> None:
-        """The per-message path: kept lean, it may see tens of thousands of events/s."""
+        """The per-message path: kept lean, it may see tens of thousands of events/s.
+
+        Every message one read completes is handled before the next read, and events
+        go to the engine with ``send_nowait``: no task switch per message. Only when the
+        engine's channel is full does the reader wait (back-pressure: it stops reading,
+        so TCP flow control slows the server).
+        """
         limit = self._max_message_bytes
         receive = machine.receive
-        get_message = ws.get_message
+        receive_data = reader.receive_data
+        receive_some = stream.receive_some
         current_time = trio.current_time
         while True:
+            if data:
+                now = current_time()
+                delivered = self.events_received
+                for message in receive_data(data):
+                    if type(message) is not str:
+                        if not await self._on_control(message, reader, machine, link, now):
+                            return
+                        continue
+                    if len(message) > limit:
+                        machine.note_alive(now)
+                        self._reject(
+                            "oversized frame", f"{len(message)} characters > {limit}", message
+                        )
+                        continue
+                    try:
+                        frame = receive(message, now)
+                    except ProtocolError as exc:
+                        self._reject("malformed frame", str(exc), message)
+                        continue
+                    if type(frame) is EventFrame:
+                        if await self._on_event(frame, link, send):
+                            now = current_time()  # we waited for the engine
+                        continue
+                    if not await link.send(_frames(machine.data_to_send())):
+                        return
+                    if machine.dead_reason is not None:
+                        link.end(machine.dead_reason)
+                        return
+                    if type(frame) is OpenFrame:  # the ping schedule starts now
+                        link.wake.set()
+                    if link.connected_at is None and machine.phase == CONNECTED:
+                        await self._on_subscribed(machine, link, send)
+                if self.events_received != delivered:
+                    self.last_event_at = time.time()
             try:
-                message = await get_message()
-            except ConnectionClosed as exc:
-                link.end(_close_reason(exc))
+                data = await receive_some(RECEIVE_BUFFER_BYTES)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                link.end(_describe(exc, self._connect_timeout))
                 return
-            now = current_time()
-            if type(message) is not str:
-                machine.note_alive(now)
-                self._reject("binary frame", "Insight sends text frames only", message)
-                continue
-            if len(message) > limit:
-                machine.note_alive(now)
-                self._reject("oversized frame", f"{len(message)} characters > {limit}", message)
-                continue
-            try:
-                frame = receive(message, now)
-            except ProtocolError as exc:
-                self._reject("malformed frame", str(exc), message)
-                continue
-            if type(frame) is EventFrame:
-                await self._on_event(frame, link, send)
-                continue
-            try:
-                for data in machine.data_to_send():
-                    await ws.send_message(data)
-            except ConnectionClosed as exc:
-                link.end(_close_reason(exc))
+            if not data:
+                link.end("server closed the connection without a websocket close frame")
                 return
-            if machine.dead_reason is not None:
-                link.end(machine.dead_reason)
-                return
-            if type(frame) is OpenFrame:  # the ping schedule starts now
-                link.wake.set()
-            if link.connected_at is None and machine.phase == CONNECTED:
-                await self._on_subscribed(machine, link, send)
+
+    async def _on_control(
+        self,
+        message: object,
+        reader: wsframe.FrameReader,
+        machine: EngineIOClientState,
+        link: _Link,
+        now: float,
+    ) -> bool:
+        """A websocket-level event; False once the link is over."""
+        kind = type(message)
+        if kind is wsframe.PingReceived:
+            machine.note_alive(now)
+            return await link.send(reader.data_to_send())  # the pong the reader queued
+        if kind is wsframe.PongReceived:
+            machine.note_alive(now)
+            return True
+        if kind is wsframe.BinaryMessage:
+            machine.note_alive(now)
+            self._reject("binary frame", "Insight sends text frames only", message.data)
+            return True
+        if kind is wsframe.CloseReceived:
+            await link.send_close(reader.data_to_send(), _closed_by_server(message))
+            return False
+        assert kind is wsframe.Failure
+        await link.send_close(
+            reader.data_to_send(),
+            f"websocket protocol error: {message.reason} (close {message.code})",
+        )
+        return False
 
     async def _on_subscribed(
         self, machine: EngineIOClientState, link: _Link, send: trio.MemorySendChannel
@@ -456,13 +559,14 @@ class InsightSocket:
         self._failures = 0
         await self._deliver(SocketConnected(at=wall), link, send)
 
-    async def _on_event(self, frame: EventFrame, link: _Link, send: trio.MemorySendChannel) -> None:
+    async def _on_event(self, frame: EventFrame, link: _Link, send: trio.MemorySendChannel) -> bool:
+        """Validate and forward one event; True if the reader had to wait for the engine."""
         name = frame.name
         value: TxObserved | BlockObserved
         try:
             if frame.namespace != DEFAULT_NAMESPACE:
                 self.events_ignored += 1
-                return
+                return False
             if name == "tx" or name == "txlock":
                 args = frame.args
                 if len(args) != 1:
@@ -477,17 +581,19 @@ class InsightSocket:
                 # dashd/* streams (we subscribe to none) and names we do not know.
                 self.events_ignored += 1
                 log.debug("insight socket ignored event name=%r", name)
-                return
+                return False
         except EventError as exc:
             self._reject("invalid event", str(exc), frame.args, name=name)
-            return
-        await self._deliver(value, link, send)
+            return False
+        waited = await self._deliver(value, link, send)
         self.events_received += 1
-        self.last_event_at = time.time()
+        return waited
 
-    async def _deliver(self, value: object, link: _Link, send: trio.MemorySendChannel) -> None:
+    async def _deliver(self, value: object, link: _Link, send: trio.MemorySendChannel) -> bool:
+        """Hand ``value`` to the engine; True if its channel was full and we waited."""
         try:
             send.send_nowait(value)
+            return False
         except trio.WouldBlock:
             # The consumer is behind. Silence from the peer while we are not reading is
             # ours, not the link's: the heartbeat keeps pinging and does not count it.
@@ -496,6 +602,7 @@ class InsightSocket:
                 await send.send(value)
             finally:
                 link.reader_blocked = False
+            return True
 
     def _reject(self, what: str, reason: str, data: object, *, name: str | None = None) -> None:
         self.events_rejected += 1

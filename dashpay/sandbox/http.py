@@ -2,8 +2,8 @@
 
 Why not a framework: the sandbox must serve REST *and* the Socket.IO websocket on one
 port, exactly like dashcore-node's express + socket.io server, with limits a hostile
-client cannot get around, and without new dependencies. h11 and wsproto (python-hyper,
-already installed for trio-websocket) are sans-IO: h11 parses each request, and when it
+client cannot get around, and with only small dependencies. h11 and wsproto
+(python-hyper, two small pure-Python packages) are sans-IO: h11 parses each request, and when it
 is a websocket upgrade (RFC 6455 §4.2) we answer ``101`` through h11 and hand the bytes
 that follow to a post-handshake ``wsproto.connection.Connection``. This module only
 moves bytes and enforces limits; ``server.py`` decides what to answer.

@@ -5,8 +5,9 @@ Proves what a hand-written codec could get wrong and only the real server can sh
 the handshake and subscription work, events arrive parsed, the client never opens a
 duplicate namespace socket (a client ``40``), reconnection after the server is killed
 delivers new events exactly once, client-driven heartbeats keep a short-timeout link
-alive, and a server that stops answering is declared dead within
-pingInterval + pingTimeout.
+alive, a server that stops answering is declared dead within pingInterval + pingTimeout,
+and a flood of events written back to back (many frames per socket read, frames split
+across reads) arrives complete, in order and once, with or without back-pressure.
 """
 
 from __future__ import annotations
@@ -390,3 +391,44 @@ async def test_unreachable_server_keeps_retrying_and_logs_the_outage_once(
     assert client.socket.reconnects == 0  # the first connection is not a reconnect
     (line,) = [r.getMessage() for r in caplog.records if "socket connected" in r.getMessage()]
     assert "down_for=" in line
+
+
+FLOOD_VOUT = [
+    {"XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8o9": 150000},
+    {"XbtnNHEBVbXQWZ5WTtB5ZqfVhULkUFnEZh": 99850000},
+]
+
+
+async def flood_and_collect(peer: Peer, client: Client, count: int, *, slow: bool) -> list:
+    await peer.command({"flood": count, "payload": tx_payload("00", FLOOD_VOUT)})
+    received = []
+    while len(received) < count:
+        received.append(await client.next())
+        if slow and len(received) % 500 == 0:
+            await trio.sleep(0.05)  # a busy engine: the reader must wait, not drop
+    assert await peer.expect("flooded") == f"flooded {count} 1"
+    return received
+
+
+@pytest.mark.parametrize(("buffer", "slow"), [(100_000, False), (8, True)])
+async def test_a_flood_of_events_arrives_complete_in_order_and_once(
+    peers, client_for, buffer, slow
+):
+    count = 20_000
+    peer = await peers()
+    client = client_for(peer.url, buffer=buffer)
+    await connected(peer, client)
+
+    received = await flood_and_collect(peer, client, count, slow=slow)
+    assert [tx.txid for tx in received] == [f"{n:064x}" for n in range(count)]
+    outputs = {address: duffs for entry in FLOOD_VOUT for address, duffs in entry.items()}
+    assert all(type(tx) is TxObserved and dict(tx.outputs) == outputs for tx in received)
+    assert client.socket.events_received == count
+    assert client.socket.events_rejected == 0
+    await client.nothing_more(0.3)
+
+    # The link is still healthy afterwards: the next event arrives, no reconnect.
+    await peer.emit("block", BLOCK)
+    assert await client.next() == BlockObserved(BLOCK)
+    assert client.socket.reconnects == 0
+    assert client.socket.state == STATE_CONNECTED

@@ -12,11 +12,15 @@
 //   emitted <event> <count>           an `emit` command went to <count> subscribers
 //   sent <count>                      a `raw` command went to <count> engine connections
 //   closed <engine id> <reason>       an engine.io connection ended (e.g. "ping timeout")
+//   flooded <count> <subscribers>     a `flood` command emitted <count> events to each
 //   stats <json>                      answer to the `stats` command (see below)
 //   error <message>                   a command could not be understood
 // stdin, one JSON object per line:
 //   {"emit": "tx"|"txlock"|"block"|<any>, "payload": <json>}  emit to inv subscribers
 //   {"raw": "<engine.io frame>"}  send a frame as is on every engine connection
+//   {"flood": N, "payload": <tx json>}  emit N `tx` events in one go (socket.io queues
+//                    them and ws writes them back to back); event i carries the txid
+//                    i as 64 hex digits
 //   {"stats": true}  print per-engine-connection counts: namespace sockets open now,
 //                    namespace connects ever (a client `40` makes this 2), pings received
 'use strict';
@@ -88,6 +92,12 @@ function handle(command) {
   if (command.emit !== undefined) {
     for (const socket of inv) socket.emit(command.emit, command.payload);
     out(`emitted ${command.emit} ${inv.size}`);
+  } else if (command.flood !== undefined) {
+    for (let i = 0; i < command.flood; i += 1) {
+      const payload = Object.assign({}, command.payload, { txid: i.toString(16).padStart(64, '0') });
+      for (const socket of inv) socket.emit('tx', payload);
+    }
+    out(`flooded ${command.flood} ${inv.size}`);
   } else if (command.raw !== undefined) {
     const type = FRAME_TYPES[command.raw[0]];
     if (!type) throw new Error(`raw frame must start with an engine.io type digit: ${command.raw}`);
