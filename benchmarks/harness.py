@@ -79,7 +79,6 @@ MYSQL_DATABASE_PREFIX = "dashpay_t_bench_"
 PACKAGES = (
     "dashpay",
     "trio",
-    "trio-websocket",
     "wsproto",
     "h11",
     "httpx",
