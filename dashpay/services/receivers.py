@@ -298,8 +298,8 @@ class ReceiverService:
                 # rejects): one by one, each caller gets its own outcome.
                 log.info("receiver batch refused size=%d; one by one: %s", len(batch), exc)
             else:
+                await self._created(results)
                 for request, result in zip(batch, results, strict=True):
-                    await self._created(result)
                     request.answer(result)
                 return
         for request in batch:
@@ -328,7 +328,7 @@ class ReceiverService:
         except Exception as exc:
             request.fail(exc)
             return
-        await self._created(result)
+        await self._created([result])
         request.answer(result)
 
     async def _load_gap(self) -> None:
@@ -346,22 +346,35 @@ class ReceiverService:
             if self.gap.load(next_index, gap, token, force=attempt == GAP_READ_ATTEMPTS):
                 return
 
-    async def _created(self, result: tuple[Receiver, bool]) -> None:
-        """After commit: count it in the gap, warn, hand it to the engine."""
-        receiver, created = result
-        if not created:
+    async def _created(self, results: Sequence[tuple[Receiver, bool]]) -> None:
+        """After a commit: count the new receivers in the gap, warn, log them and hand
+        them to the engine. One INFO line per batch (a line costs more CPU than the
+        insert it reports); each receiver's address is logged at DEBUG."""
+        made = [receiver for receiver, created in results if created]
+        if not made:
             return
         log.info(
-            "receiver created id=%d index=%d address=%s amount_duffs=%d",
-            receiver.receiver_id,
-            receiver.hd_index,
-            receiver.address,
-            receiver.amount_duffs,
+            "receivers created count=%d ids=%d-%d indices=%d-%d",
+            len(made),
+            made[0].receiver_id,
+            made[-1].receiver_id,
+            made[0].hd_index,
+            made[-1].hd_index,
         )
-        self.gap.created(receiver.hd_index)
-        self._maybe_warn()
-        if self.on_created is not None:
-            await self.on_created(receiver)
+        detail = log.isEnabledFor(logging.DEBUG)
+        for receiver in made:
+            if detail:
+                log.debug(
+                    "receiver created id=%d index=%d address=%s amount_duffs=%d",
+                    receiver.receiver_id,
+                    receiver.hd_index,
+                    receiver.address,
+                    receiver.amount_duffs,
+                )
+            self.gap.created(receiver.hd_index)
+            self._maybe_warn()
+            if self.on_created is not None:
+                await self.on_created(receiver)
 
     def _maybe_warn(self) -> None:
         if self.gap.stale:
