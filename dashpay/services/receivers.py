@@ -273,7 +273,10 @@ class ReceiverService:
             try:
                 await self._write(batch)
             except Exception as exc:
-                log.exception("receiver batch failed size=%d", len(batch))
+                if isinstance(exc, Unavailable):  # reading the gap: the database is down
+                    log.warning("receiver batch failed size=%d: %s", len(batch), exc)
+                else:
+                    log.exception("receiver batch failed size=%d", len(batch))
                 for request in batch:
                     if not request.done.is_set():
                         request.fail(exc)

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from dashpay.config import parse_database_url
-from dashpay.errors import Conflict, InvalidParams
+from dashpay.errors import Conflict, InvalidParams, Unavailable
 from dashpay.insight.events import TxObserved
 from dashpay.repository import open_repository
 from dashpay.repository.base import NewReceiver, Receiver, ReceiverWork, Repository
@@ -292,3 +292,16 @@ async def test_the_gap_warning_is_logged_once_per_n_creates(repo, caplog):
     ]
     # gaps 3..14 are past the warning: the first of them, then every 5th create
     assert warned == [3, 8, 13]
+
+
+async def test_an_unreachable_database_fails_every_caller_and_the_writer_goes_on(repo):
+    svc = service(repo)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(svc.run)
+        await svc.create({"amount": "1"})
+        repo.close()
+        outcomes = await create_all(svc, [{"amount": "1"} for _ in range(3)])
+        [later] = await create_all(svc, [{"amount": "1"}])
+        nursery.cancel_scope.cancel()
+    assert all(isinstance(o, Unavailable) for o in outcomes)
+    assert isinstance(later, Unavailable)
