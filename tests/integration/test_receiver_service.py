@@ -201,15 +201,30 @@ def pay(receiver_view: dict, duffs: int) -> TxObserved:
     return TxObserved(TXID, {receiver_view["address"]: duffs}, instant_locked=True)
 
 
-async def test_the_gap_limit_refuses_and_a_recorded_payment_lifts_it(repo, caplog):
+def watched(repo: Repository, gap_limit_max: int) -> tuple[PaymentEngine, ReceiverService]:
+    """A receiver service wired to a real payment engine, as the daemon wires them."""
     engine = PaymentEngine(repo, Rules(), monitor_window_ms=60_000)
+    defaults = ReceiverDefaults(
+        expires_after=0, callback_url=None, gap_limit_warning=1, gap_limit_max=gap_limit_max
+    )
     svc = ReceiverService(
-        repo,
-        WALLET,
-        ReceiverDefaults(expires_after=0, callback_url=None, gap_limit_warning=1, gap_limit_max=3),
-        on_created=lambda r: engine.submit(ReceiverAdded(r)),
+        repo, WALLET, defaults, on_created=lambda r: engine.submit(ReceiverAdded(r))
     )
     engine.on_recorded = svc.recorded
+    return engine, svc
+
+
+async def paid_and_recorded(repo: Repository, engine: PaymentEngine, view: dict) -> None:
+    """Pay ``view`` its amount through the engine and wait until the engine is done."""
+    await engine.submit(pay(view, 100_000_000))
+    with trio.fail_after(10):
+        while repo.get_receiver(view["receiver_id"]).received_duffs == 0:
+            await trio.sleep(0.01)
+        await engine.apply([ReceiverWork(view["receiver_id"])])  # that batch has finished
+
+
+async def test_the_gap_limit_refuses_and_a_recorded_payment_lifts_it(repo, caplog):
+    engine, svc = watched(repo, gap_limit_max=3)
     caplog.set_level(logging.WARNING, logger="dashpay.receivers")
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
@@ -218,12 +233,7 @@ async def test_the_gap_limit_refuses_and_a_recorded_payment_lifts_it(repo, caplo
         refused = await create_all(svc, [{"amount": "1"}, {"amount": "1"}])
         assert all(isinstance(e, Conflict) and "gap_limit_max = 3" in str(e) for e in refused)
 
-        paid = next(v for v in views if v["hd_index"] == 1)
-        await engine.submit(pay(paid, 100_000_000))
-        with trio.fail_after(10):
-            while repo.get_receiver(paid["receiver_id"]).received_duffs == 0:
-                await trio.sleep(0.01)
-            await engine.apply([ReceiverWork(paid["receiver_id"])])  # the batch is done
+        await paid_and_recorded(repo, engine, next(v for v in views if v["hd_index"] == 1))
         more = await create_all(svc, [{"amount": "1"} for _ in range(3)])
         nursery.cancel_scope.cancel()
     # index 1 paid: index 2 is the only unpaid one, so two more fit (gap 3) and one not
@@ -235,23 +245,12 @@ async def test_the_gap_limit_refuses_and_a_recorded_payment_lifts_it(repo, caplo
 
 
 async def test_the_gap_is_read_from_the_database_and_a_drop_is_noticed(repo):
-    engine = PaymentEngine(repo, Rules(), monitor_window_ms=60_000)
-    svc = ReceiverService(
-        repo,
-        WALLET,
-        ReceiverDefaults(expires_after=0, callback_url=None, gap_limit_warning=1, gap_limit_max=2),
-        on_created=lambda r: engine.submit(ReceiverAdded(r)),
-    )
-    engine.on_recorded = svc.recorded
+    engine, svc = watched(repo, gap_limit_max=2)
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await nursery.start(svc.run)
         first = await svc.create({"amount": "1"})
-        await engine.submit(pay(first, 100_000_000))
-        with trio.fail_after(10):
-            while repo.get_receiver(first["receiver_id"]).received_duffs == 0:
-                await trio.sleep(0.01)
-            await engine.apply([ReceiverWork(first["receiver_id"])])
+        await paid_and_recorded(repo, engine, first)
         two = await create_all(svc, [{"amount": "1"}, {"amount": "1"}])  # gap 0 -> 2
         assert all(isinstance(v, dict) for v in two)
         # the only payment is dropped: index 0 is unpaid again, the gap is 3
