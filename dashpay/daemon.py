@@ -336,6 +336,8 @@ class Daemon:
             on_created=lambda r: engine.submit(ReceiverAdded(r)),
             on_cancelled=lambda r: engine.submit(ReceiverChanged(r)),
         )
+        engine.on_recorded = self.receivers.recorded
+        await nursery.start(self.receivers.run)
         self.handlers.update(
             {
                 methods.RECEIVER_CREATE: self.receivers.create,

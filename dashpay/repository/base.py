@@ -31,6 +31,13 @@ FINAL_STATUSES = frozenset({SETTLED, EXPIRED, CANCELLED})
 # Statuses that can still be cancelled by the merchant.
 CANCELLABLE_STATUSES = frozenset({PENDING, PARTIAL})
 
+# Receivers created by one ``create_receivers`` call (one transaction). The receiver
+# service fills a batch from the requests waiting when it starts one; 16 per commit
+# already lifts creation from ~2,700/s to ~6,100/s on SQLite and ~940/s to ~2,900/s on
+# MariaDB (benchmarks/README.md), and a bound keeps the counter lock (held while every
+# address of the batch is derived, ~130 µs each) to a few milliseconds.
+MAX_CREATE_BATCH = 32
+
 # Callback outbox status.
 OUTBOX_PENDING = "pending"
 OUTBOX_DELIVERED = "delivered"
@@ -278,6 +285,18 @@ class Repository(Protocol):
         one transaction: concurrent callers never share an index and a failure leaves
         no gap. With an ``idempotency_key`` that already exists, return
         ``(existing, False)`` without allocating; else ``(new_receiver, True)``."""
+
+    def create_receivers(
+        self, batch: Sequence[NewReceiver], derive_address: Callable[[int], str]
+    ) -> list[tuple[Receiver, bool]]:
+        """``create_receiver`` for up to ``MAX_CREATE_BATCH`` receivers of one (wallet,
+        chain) in ONE transaction: one counter lock and bump, consecutive indices in the
+        order of ``batch``, results in that order. A request whose ``idempotency_key``
+        exists, or was taken by an earlier request of the batch, gets ``(that receiver,
+        False)`` and allocates nothing. All or nothing: if the database refuses any row
+        (Conflict when a unique key does; derivation errors and other database errors
+        are raised as they are), nothing is written and no index is used; callers then
+        create the receivers one by one to tell which request was refused."""
 
     def unpaid_gap(self, wallet_id: str, chain: int) -> int:
         """Consecutive never-paid addresses at the end of (wallet, chain)."""

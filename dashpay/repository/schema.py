@@ -11,6 +11,7 @@ present" statement and how to recognise a unique-key violation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ from dashpay.repository.base import (
     CHANGE_UNCHANGED,
     CHANGE_UPDATED,
     FINAL_STATUSES,
+    MAX_CREATE_BATCH,
     OUTBOX_DELIVERED,
     OUTBOX_FAILED,
     OUTBOX_PENDING,
@@ -285,6 +287,13 @@ _INSERT_RECEIVER = (
 )
 
 
+@functools.lru_cache(maxsize=MAX_CREATE_BATCH)
+def _insert_receivers_sql(count: int) -> str:
+    """One INSERT of ``count`` receiver rows (one statement: one round trip on MySQL)."""
+    row = "(" + ", ".join("?" * (4 + len(_NEW_RECEIVER_FIELDS))) + ")"
+    return _INSERT_RECEIVER.split(" VALUES ")[0] + " VALUES " + ", ".join([row] * count)
+
+
 def _plain(value: Any) -> Any:
     """Text as ``str`` even if a driver hands back ``bytes`` (binary column types)."""
     if isinstance(value, bytes | bytearray):
@@ -512,6 +521,28 @@ class DuplicateAddress(Exception):
     """Internal: the derived address already belongs to another receiver."""
 
 
+class BatchRefused(Exception):
+    """Internal: a unique key refused one of the rows of a multi-row insert."""
+
+
+def _created_receiver(receiver_id: int, index: int, address: str, new: NewReceiver) -> Receiver:
+    """The row an insert of ``new`` at ``index`` just wrote, without reading it back."""
+    return Receiver(
+        receiver_id=receiver_id,
+        hd_index=index,
+        address=address,
+        received_duffs=0,
+        status=PENDING,
+        overpaid=False,
+        late=False,
+        updated_at=new.created_at,
+        paid_at=None,
+        settled_at=None,
+        closed_at=None,
+        **{name: getattr(new, name) for name in _NEW_RECEIVER_FIELDS},
+    )
+
+
 class SqlRepository(PriceCacheMixin):
     """The ``Repository`` interface written once over DB-API cursors. Subclasses
     provide the transport; see the module docstring for the hooks."""
@@ -638,21 +669,7 @@ class SqlRepository(PriceCacheMixin):
                 "UPDATE hd_counters SET next_index = ? WHERE wallet_id = ? AND chain = ?",
                 (index + 1, new.wallet_id, new.chain),
             )
-            receiver = Receiver(
-                receiver_id=receiver_id,
-                hd_index=index,
-                address=address,
-                received_duffs=0,
-                status=PENDING,
-                overpaid=False,
-                late=False,
-                updated_at=new.created_at,
-                paid_at=None,
-                settled_at=None,
-                closed_at=None,
-                **{name: getattr(new, name) for name in _NEW_RECEIVER_FIELDS},
-            )
-            return receiver, True
+            return _created_receiver(receiver_id, index, address, new), True
 
         try:
             return self._write(work)
@@ -664,6 +681,92 @@ class SqlRepository(PriceCacheMixin):
                 "the receivers table; set hd_counters.next_index past the highest used index",
                 address=address,
                 hd_index=index,
+            ) from None
+
+    def create_receivers(
+        self, batch: Sequence[NewReceiver], derive_address: Callable[[int], str]
+    ) -> list[tuple[Receiver, bool]]:
+        if not batch:
+            return []
+        wallet_id, chain = batch[0].wallet_id, batch[0].chain
+        if any((new.wallet_id, new.chain) != (wallet_id, chain) for new in batch):
+            raise ValueError("create_receivers takes receivers of one wallet and chain")
+        if len(batch) > MAX_CREATE_BATCH:
+            raise ValueError(f"at most {MAX_CREATE_BATCH} receivers per call, got {len(batch)}")
+        keys = sorted({new.idempotency_key for new in batch if new.idempotency_key is not None})
+
+        def work(cur: Any) -> list[tuple[Receiver, bool]]:
+            # The counter lock comes first, as in create_receiver: a concurrent creator
+            # with one of these keys has committed (and is found below) or waits.
+            first = self._lock_counter(cur, wallet_id, chain)
+            known: dict[str, Receiver] = {}
+            if keys:
+                marks = ", ".join("?" * len(keys))
+                sql = f"{_SELECT_RECEIVER} WHERE idempotency_key IN ({marks})"
+                for receiver in _receivers(self._execute(cur, sql, keys)):
+                    known[receiver.idempotency_key] = receiver  # type: ignore[index]
+            # Each entry: an existing receiver, or the batch position of a new row.
+            plan: list[Receiver | int] = []
+            rows: list[tuple[int, str, NewReceiver]] = []
+            claimed: dict[str, int] = {}  # key -> position of the new row that takes it
+            for new in batch:
+                key = new.idempotency_key
+                if key is not None and key in known:
+                    plan.append(known[key])
+                elif key is not None and key in claimed:
+                    plan.append(claimed[key])
+                else:
+                    index = first + len(rows)
+                    if key is not None:
+                        claimed[key] = len(rows)
+                    plan.append(len(rows))
+                    rows.append((index, derive_address(index), new))
+            if not rows:
+                return [(receiver, False) for receiver in plan]  # type: ignore[misc]
+            values: list[Any] = []
+            for index, address, new in rows:
+                values += [index, address, PENDING, new.created_at]
+                values += [getattr(new, name) for name in _NEW_RECEIVER_FIELDS]
+            try:
+                self._execute(cur, _insert_receivers_sql(len(rows)), values)
+            except Exception as exc:
+                if not self._is_unique_violation(exc):
+                    raise
+                raise BatchRefused from exc
+            ids = dict(
+                self._execute(
+                    cur,
+                    "SELECT hd_index, receiver_id FROM receivers"
+                    " WHERE wallet_id = ? AND chain = ? AND hd_index >= ? AND hd_index < ?",
+                    (wallet_id, chain, first, first + len(rows)),
+                ).fetchall()
+            )
+            self._execute(
+                cur,
+                "UPDATE hd_counters SET next_index = ? WHERE wallet_id = ? AND chain = ?",
+                (first + len(rows), wallet_id, chain),
+            )
+            made = [
+                _created_receiver(int(ids[index]), index, address, new)
+                for index, address, new in rows
+            ]
+            seen: set[int] = set()
+            results: list[tuple[Receiver, bool]] = []
+            for step in plan:
+                if isinstance(step, Receiver):
+                    results.append((step, False))
+                else:  # the first request for a row created it; a repeat in the batch did not
+                    results.append((made[step], step not in seen))
+                    seen.add(step)
+            return results
+
+        try:
+            return self._write(work)
+        except BatchRefused:
+            raise Conflict(
+                "the database refused a receiver of this batch (an address or idempotency "
+                "key is already taken); nothing was written: create them one by one to "
+                "find which",
             ) from None
 
     def get_receiver(self, receiver_id: int) -> Receiver | None:

@@ -122,6 +122,7 @@ class PaymentEngine:
         on_block: Callable[[BlockObserved], None] | None = None,
         on_connected: Callable[[SocketConnected], None] | None = None,
         on_tick: Callable[[], None] | None = None,
+        on_recorded: Callable[[list[ReceiverResult]], None] | None = None,
     ) -> None:
         self.repo = repo
         self.rules = rules
@@ -131,6 +132,9 @@ class PaymentEngine:
         self.on_block = on_block
         self.on_connected = on_connected
         self.on_tick = on_tick
+        # Told every committed batch's results (the receiver service keeps the unpaid
+        # gap from them).
+        self.on_recorded = on_recorded
         self.table = PendingTable()
         self.stats = EngineStats()
         self.send_channel, self._receive = trio.open_memory_channel[Any](QUEUE_SIZE)
@@ -320,6 +324,8 @@ class PaymentEngine:
                     receiver.received_duffs,
                 )
         self.stats.outbox_events += len(events)
+        if results and self.on_recorded is not None:
+            self.on_recorded(results)
         if events and self.on_events is not None:
             self.on_events(events)
 

@@ -16,6 +16,7 @@ from dashpay.errors import Conflict, InvalidParams, NotFound, Unavailable
 from dashpay.repository.base import (
     CANCELLED,
     EXPIRED,
+    MAX_CREATE_BATCH,
     PAID,
     PARTIAL,
     PENDING,
@@ -326,6 +327,143 @@ def test_an_address_already_in_use_is_a_conflict_and_leaves_no_gap(repo: Reposit
         repo.create_receiver(new(wallet=OTHER_WALLET), lambda index: taken.address)
     assert repo.next_index(OTHER_WALLET, CHAIN) == 0
     assert len(repo.list_receivers()) == 1
+
+
+# -- creating receivers in batches -----------------------------------------------------
+
+
+def test_a_batch_gets_consecutive_indices_in_request_order(repo: Repository) -> None:
+    create(repo)
+    seen: list[int] = []
+
+    def recording(index: int) -> str:
+        seen.append(index)
+        return derive(index)
+
+    results = repo.create_receivers([new(i + 1, description=f"n{i}") for i in range(5)], recording)
+    assert [created for _, created in results] == [True] * 5
+    assert [(r.hd_index, r.address, r.amount_duffs) for r, _ in results] == [
+        (i + 1, derive(i + 1), i + 1) for i in range(5)
+    ]
+    assert seen == [1, 2, 3, 4, 5]
+    assert repo.next_index(WALLET, CHAIN) == 6
+    for receiver, _ in results:
+        assert repo.get_receiver(receiver.receiver_id) == receiver
+    assert len({r.receiver_id for r, _ in results}) == 5
+    assert create(repo).hd_index == 6
+
+
+def test_an_empty_batch_writes_nothing(repo: Repository) -> None:
+    assert repo.create_receivers([], derive) == []
+    assert repo.next_index(WALLET, CHAIN) == 0
+
+
+def test_a_batch_returns_known_keys_and_repeats_within_it_without_allocating(
+    repo: Repository,
+) -> None:
+    first = create(repo, 5_000, idempotency_key="k-1")
+    results = repo.create_receivers(
+        [
+            new(9_999, idempotency_key="k-1"),
+            new(7_000, idempotency_key="k-2"),
+            new(8_000),
+            new(6_000, idempotency_key="k-2"),
+        ],
+        derive,
+    )
+    assert [created for _, created in results] == [False, True, True, False]
+    assert results[0][0] == first
+    assert results[3][0] == results[1][0]
+    assert (results[1][0].hd_index, results[1][0].amount_duffs) == (1, 7_000)
+    assert results[2][0].hd_index == 2
+    assert repo.next_index(WALLET, CHAIN) == 3
+    assert len(repo.list_receivers()) == 3
+
+
+def test_a_batch_with_only_known_keys_allocates_nothing(repo: Repository) -> None:
+    first = create(repo, idempotency_key="k-1")
+    assert repo.create_receivers([new(idempotency_key="k-1")], derive) == [(first, False)]
+    assert repo.next_index(WALLET, CHAIN) == 1
+
+
+def test_a_refused_row_rolls_the_whole_batch_back(repo: Repository) -> None:
+    theirs = repo.create_receiver(new(wallet=OTHER_WALLET), lambda index: derive(1))[0]
+
+    with pytest.raises(Conflict, match="one by one"):
+        repo.create_receivers([new(), new(), new()], derive)
+    assert repo.next_index(WALLET, CHAIN) == 0
+    assert [r.receiver_id for r in repo.list_receivers()] == [theirs.receiver_id]
+    # one by one, the first fits and the second names the taken address
+    assert create(repo).hd_index == 0
+    with pytest.raises(Conflict, match=theirs.address):
+        repo.create_receiver(new(), derive)
+
+
+def test_a_failed_derivation_in_a_batch_leaves_no_row_and_no_gap(repo: Repository) -> None:
+    def broken_at_two(index: int) -> str:
+        if index == 2:
+            raise ArithmeticError(f"cannot derive {index}")
+        return derive(index)
+
+    with pytest.raises(ArithmeticError, match="cannot derive 2"):
+        repo.create_receivers([new() for _ in range(4)], broken_at_two)
+    assert repo.next_index(WALLET, CHAIN) == 0
+    assert repo.list_receivers() == []
+
+
+def test_a_batch_takes_one_wallet_and_a_bounded_size(repo: Repository) -> None:
+    with pytest.raises(ValueError, match="one wallet and chain"):
+        repo.create_receivers([new(), new(wallet=OTHER_WALLET)], derive)
+    with pytest.raises(ValueError, match="one wallet and chain"):
+        repo.create_receivers([new(), replace(new(), chain=1)], derive)
+    with pytest.raises(ValueError, match=f"at most {MAX_CREATE_BATCH}"):
+        repo.create_receivers([new()] * (MAX_CREATE_BATCH + 1), derive)
+    assert repo.next_index(WALLET, CHAIN) == 0
+
+
+@pytest.mark.parametrize("instances", [1, 2], ids=["one-instance", "two-instances"])
+def test_concurrent_batches_and_single_creates_get_distinct_consecutive_indices(
+    store: Store, instances: int
+) -> None:
+    repos = [store.open() for _ in range(instances)]
+    repos[0].migrate()
+    size = 5
+
+    def work(i: int) -> list[tuple[Receiver, bool]]:
+        repo = repos[i % instances]
+        if i % 4 == 3:
+            return [repo.create_receiver(new(1_000 + i), derive)]
+        return repo.create_receivers([new(i * size + j + 1) for j in range(size)], derive)
+
+    results = [item for batch in in_threads(16, work) for item in batch]
+    assert all(created for _, created in results)
+    count = len(results)
+    assert count == 12 * size + 4
+    assert sorted(r.hd_index for r, _ in results) == list(range(count))
+    assert len({r.address for r, _ in results}) == count
+    assert len({r.receiver_id for r, _ in results}) == count
+    assert repos[0].next_index(WALLET, CHAIN) == count
+    stored = repos[-1].list_receivers(wallet_id=WALLET, limit=1000)
+    assert sorted((r.receiver_id, r.hd_index, r.address) for r in stored) == sorted(
+        (r.receiver_id, r.hd_index, r.address) for r, _ in results
+    )
+
+
+def test_concurrent_batches_with_one_idempotency_key_make_one_receiver(store: Store) -> None:
+    repos = [store.open(), store.open()]
+    repos[0].migrate()
+    results = in_threads(
+        8,
+        lambda i: repos[i % 2].create_receivers(
+            [new(idempotency_key="same"), new(idempotency_key=f"own-{i}")], derive
+        ),
+    )
+    shared = [pair for batch in results for pair in batch[:1]]
+    assert sum(created for _, created in shared) == 1
+    assert len({r.receiver_id for r, _ in shared}) == 1
+    assert all(created for batch in results for _, created in batch[1:])
+    assert repos[0].next_index(WALLET, CHAIN) == 9
+    assert sorted(r.hd_index for r in repos[0].list_receivers()) == list(range(9))
 
 
 # -- listing ---------------------------------------------------------------------------
