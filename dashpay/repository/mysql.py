@@ -289,12 +289,20 @@ class MysqlRepository(SqlRepository):
         if not params:
             cursor.execute(sql)  # PyMySQL formats (and needs "%" doubled) only with args
             return cursor
+        cursor.execute(self._pyformat(sql), tuple(params))
+        return cursor
+
+    def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        # PyMySQL turns an INSERT ... VALUES into one multi-row statement: one round trip.
+        cursor.executemany(self._pyformat(sql), [tuple(row) for row in rows])
+        return cursor
+
+    def _pyformat(self, sql: str) -> str:
         query = self._sql_cache.get(sql)
         if query is None:
             # Our queries keep "?" and "%" out of string literals; see schema.py.
             query = self._sql_cache[sql] = sql.replace("%", "%%").replace("?", "%s")
-        cursor.execute(query, tuple(params))
-        return cursor
+        return query
 
     def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         return (

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from importlib import resources
 from typing import Any, TypeVar
 
-from dashpay.errors import Conflict, InvalidParams, NotFound, Unavailable
+from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
 from dashpay.money import MAX_DUFFS
 from dashpay.repository.base import (
     CANCELLABLE_STATUSES,
@@ -271,6 +271,16 @@ _INSERT_EVENT = (
     "INSERT INTO callback_outbox (event_id, receiver_id, event, payload, status, attempts,"
     " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
 )
+_INSERT_ATTEMPT = (
+    "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
+    " duration_ms) VALUES (?, ?, ?, ?, ?)"
+)
+_UPDATE_AFTER_ATTEMPT = (
+    "UPDATE callback_outbox SET attempts = attempts + 1, status = ?,"
+    " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,"
+    " last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)"
+    " WHERE event_id = ?"
+)
 _INSERT_RECEIVER = (
     "INSERT INTO receivers ("
     + ", ".join(("hd_index", "address", "status", "updated_at", *_NEW_RECEIVER_FIELDS))
@@ -343,6 +353,24 @@ def check_outcome(outcome: object) -> AttemptOutcome:
     if error is not None and len(error) > MAX_ATTEMPT_ERROR_CHARS:
         error = error[: MAX_ATTEMPT_ERROR_CHARS - 3] + "..."
     return replace(outcome, error=error, duration_ms=min(outcome.duration_ms, MAX_UNSIGNED_INT))
+
+
+def _attempt_row(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """Parameters of ``_INSERT_ATTEMPT``."""
+    return (event_id, outcome.attempted_at, outcome.http_status, outcome.error, outcome.duration_ms)
+
+
+def _update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """Parameters of ``_UPDATE_AFTER_ATTEMPT``: the event's state after the attempt."""
+    delivered = outcome.status == OUTBOX_DELIVERED
+    return (
+        outcome.status,
+        outcome.next_attempt_at if outcome.status == OUTBOX_PENDING else None,
+        outcome.attempted_at + outcome.duration_ms if delivered else None,
+        outcome.error,
+        outcome.attempted_at,
+        event_id,
+    )
 
 
 def _in_lists(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
@@ -527,6 +555,12 @@ class SqlRepository(PriceCacheMixin):
 
     def _execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(sql, tuple(params))
+        return cursor
+
+    def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        """One statement for many parameter rows (a multi-row INSERT where the driver
+        can make one)."""
+        cursor.executemany(sql, [tuple(row) for row in rows])
         return cursor
 
     def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -953,61 +987,78 @@ class SqlRepository(PriceCacheMixin):
         return self._read(work)
 
     def record_callback_attempt(self, event_id: str, outcome: AttemptOutcome) -> OutboxEvent:
-        outcome = check_outcome(outcome)
-        lock = "SELECT status FROM callback_outbox WHERE event_id = ?" + self._for_update
-        insert = (
-            "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
-            " duration_ms) VALUES (?, ?, ?, ?, ?)"
-        )
-        update = (
-            "UPDATE callback_outbox SET attempts = attempts + 1, status = ?,"
-            " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,"
-            " last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)"
-            " WHERE event_id = ?"
-        )
-        delivered_at = None
-        if outcome.status == OUTBOX_DELIVERED:
-            delivered_at = outcome.attempted_at + outcome.duration_ms
+        [problem] = self.record_callback_attempts([(event_id, outcome)])
+        if problem is not None:
+            raise problem
+        return self._read(lambda cur: self._outbox_event(cur, event_id))
 
-        def work(cur: Any) -> OutboxEvent:
-            row = self._execute(cur, lock, (event_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no callback event {event_id}", event_id=event_id)
-            status = _plain(row[0])
-            if status != OUTBOX_PENDING:
-                raise Conflict(
-                    f"callback event {event_id} is {status}, not pending; its attempt was "
-                    "not recorded",
-                    event_id=event_id,
-                    status=status,
+    def record_callback_attempts(
+        self, attempts: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        checked = [(event_id, check_outcome(outcome)) for event_id, outcome in attempts]
+        if not checked:
+            return []
+        ids = sorted({event_id for event_id, _ in checked})
+
+        def work(cur: Any) -> list[DashpayError | None]:
+            status_of: dict[str, str] = {}
+            for chunk, params in _in_lists(ids):
+                sql = (
+                    f"SELECT event_id, status FROM callback_outbox WHERE event_id IN ({chunk})"
+                    + self._for_update
                 )
-            self._execute(
-                cur,
-                insert,
-                (
-                    event_id,
-                    outcome.attempted_at,
-                    outcome.http_status,
-                    outcome.error,
-                    outcome.duration_ms,
-                ),
-            )
-            next_at = outcome.next_attempt_at if outcome.status == OUTBOX_PENDING else None
-            self._execute(
-                cur,
-                update,
-                (
-                    outcome.status,
-                    next_at,
-                    delivered_at,
-                    outcome.error,
-                    outcome.attempted_at,
-                    event_id,
-                ),
-            )
-            return self._outbox_event(cur, event_id)
+                for event_id, status in self._execute(cur, sql, params).fetchall():
+                    status_of[_plain(event_id)] = _plain(status)
+            results: list[DashpayError | None] = []
+            logged = []
+            for event_id, outcome in checked:
+                status = status_of.get(event_id)
+                if status is None:
+                    results.append(NotFound(f"no callback event {event_id}", event_id=event_id))
+                    continue
+                if status != OUTBOX_PENDING:
+                    results.append(
+                        Conflict(
+                            f"callback event {event_id} is {status}, not pending; its attempt "
+                            "was not recorded",
+                            event_id=event_id,
+                            status=status,
+                        )
+                    )
+                    continue
+                status_of[event_id] = outcome.status  # a later item sees this outcome
+                logged.append(_attempt_row(event_id, outcome))
+                self._execute(cur, _UPDATE_AFTER_ATTEMPT, _update_after_attempt(event_id, outcome))
+                results.append(None)
+            if logged:
+                self._executemany(cur, _INSERT_ATTEMPT, logged)
+            return results
 
         return self._write(work)
+
+    def pending_callback_receivers(
+        self, wallet_id: str, receiver_ids: Sequence[int] | None = None
+    ) -> set[int]:
+        base = (
+            "SELECT DISTINCT o.receiver_id FROM callback_outbox o"
+            " JOIN receivers r ON r.receiver_id = o.receiver_id"
+            " WHERE o.status = ? AND r.wallet_id = ?"
+        )
+
+        def work(cur: Any) -> set[int]:
+            if receiver_ids is None:
+                rows = self._execute(cur, base, (OUTBOX_PENDING, wallet_id)).fetchall()
+                return {int(row[0]) for row in rows}
+            found: set[int] = set()
+            for chunk, params in _in_lists(sorted(set(receiver_ids))):
+                sql = f"{base} AND o.receiver_id IN ({chunk})"
+                rows = self._execute(cur, sql, (OUTBOX_PENDING, wallet_id, *params)).fetchall()
+                found.update(int(row[0]) for row in rows)
+            return found
+
+        if receiver_ids is not None and not receiver_ids:
+            return set()
+        return self._read(work)
 
     def _outbox_event(self, cur: Any, event_id: str) -> OutboxEvent:
         row = self._execute(cur, f"{_SELECT_OUTBOX} WHERE event_id = ?", (event_id,)).fetchone()
