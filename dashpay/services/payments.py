@@ -117,7 +117,7 @@ class PaymentEngine:
         *,
         monitor_window_ms: int,
         clock: Callable[[], int] = now_ms,
-        on_events: Callable[[list[OutboxEvent]], None] | None = None,
+        on_events: Callable[[list[ReceiverResult]], None] | None = None,
         on_block: Callable[[BlockObserved], None] | None = None,
         on_connected: Callable[[SocketConnected], None] | None = None,
         on_tick: Callable[[], None] | None = None,
@@ -322,7 +322,7 @@ class PaymentEngine:
                 )
         self.stats.outbox_events += len(events)
         if events and self.on_events is not None:
-            self.on_events(events)
+            self.on_events([result for result in results if result.events])
 
     def watched(self, receiver_ids: list[int] | None = None) -> list[tuple[int, str]]:
         entries = self.table.entries()
