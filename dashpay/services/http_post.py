@@ -183,7 +183,8 @@ class HttpPoster:
         self._clock = clock
         self._idle: dict[Origin, list[_Connection]] = {}
         self._last_prune = 0.0
-        self.connections_made = 0  # for tests and the log: how often a new one was needed
+        self.connections_made = 0  # how often a new connection was needed
+        self.stale_retries = 0  # requests sent again after a reused connection broke
 
     @property
     def tls_context(self) -> ssl.SSLContext:
@@ -202,7 +203,7 @@ class HttpPoster:
             try:
                 return await self._exchange(connection, origin, request)
             except _Stale:
-                pass  # the server dropped the idle connection: one fresh try below
+                self.stale_retries += 1  # the server dropped it as we sent: one more try
         connection = await self._connect(origin)
         try:
             return await self._exchange(connection, origin, request)
