@@ -116,6 +116,8 @@ DUE_FETCH_FACTOR = 4
 # it (a burst far beyond what can be sent at once) receivers take the outbox path, so
 # memory stays bounded by this many payloads (a few KiB each).
 MAX_QUEUED_EVENTS = 10_000
+# URLs whose validation result is remembered (then the memory starts afresh).
+MAX_REMEMBERED_URLS = 4096
 # How long a shutdown waits to write the outcomes it already has.
 FINAL_WRITE_SECONDS = 5.0
 # Transient answers (RFC 9110): request timeout, too many requests, and server errors.
@@ -417,6 +419,7 @@ class CallbackSender:
         self._outcomes_ready = trio.Event()
         self._wakeup = trio.Event()
         self._poster: HttpPoster | None = None
+        self._checked_urls: dict[str, str | None] = {}
 
     @property
     def in_flight(self) -> int:
@@ -782,6 +785,22 @@ class CallbackSender:
             )
 
     # -- one POST -----------------------------------------------------------------------
+    def _url_problem(self, url: str) -> str | None:
+        """Why ``url`` may not be posted to, or None; remembered per URL, since the same
+        few URLs (the default, the merchants' own) come back for every event."""
+        known = self._checked_urls.get(url, False)
+        if known is not False:
+            return known
+        try:
+            validate_callback_url(url, what="callback URL")
+            problem = None
+        except InvalidParams as exc:
+            problem = exc.message
+        if len(self._checked_urls) >= MAX_REMEMBERED_URLS:
+            self._checked_urls.clear()
+        self._checked_urls[url] = problem
+        return problem
+
     def headers(self, event: str, event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
         return {
             "Content-Type": "application/json",
@@ -798,10 +817,9 @@ class CallbackSender:
         poster = self._poster
         if poster is None:
             raise Unavailable("the callback sender is not running")
-        try:
-            validate_callback_url(url, what="callback URL")
-        except InvalidParams as exc:
-            return Delivery(None, exc.message, 0, refused=True)
+        problem = self._url_problem(url)
+        if problem is not None:
+            return Delivery(None, problem, 0, refused=True)
         headers = self.headers(event, event_id, body, self.clock() // 1000)
         started = trio.current_time()
         status: int | None = None

@@ -50,6 +50,8 @@ RECEIVE_BYTES = 64 * 1024
 # connections after 5 s by default (server.keepAliveTimeout); staying under it makes
 # the close-while-we-send race rare (the one retry covers the rest).
 KEEPALIVE_SECONDS = 4.0
+# URLs whose parsed origin and target are remembered (then the memory starts afresh).
+MAX_REMEMBERED_URLS = 4096
 # How often idle connections of every origin are checked for expiry.
 PRUNE_SECONDS = 1.0
 
@@ -182,6 +184,7 @@ class HttpPoster:
         self._tls_context = tls_context
         self._clock = clock
         self._idle: dict[Origin, list[_Connection]] = {}
+        self._split_urls: dict[str, tuple[Origin, str]] = {}
         self._last_prune = 0.0
         self.connections_made = 0  # how often a new connection was needed
         self.stale_retries = 0  # requests sent again after a reused connection broke
@@ -196,7 +199,12 @@ class HttpPoster:
         """POST ``body`` to ``url`` (http or https, already validated by the caller).
         Raises HttpPostError, or whatever ``connect_addresses`` raises (the guard's
         refusal); on cancellation the connection in use is closed."""
-        origin, target = _origin_and_target(url)
+        split = self._split_urls.get(url)
+        if split is None:
+            if len(self._split_urls) >= MAX_REMEMBERED_URLS:
+                self._split_urls.clear()
+            split = self._split_urls[url] = _origin_and_target(url)
+        origin, target = split
         request = _request(origin, target, headers, body)
         connection = self._take_idle(origin)
         if connection is not None:
