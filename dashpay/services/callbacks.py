@@ -116,6 +116,9 @@ DUE_FETCH_FACTOR = 4
 # it (a burst far beyond what can be sent at once) receivers take the outbox path, so
 # memory stays bounded by this many payloads (a few KiB each).
 MAX_QUEUED_EVENTS = 10_000
+# Event ids last read from the outbox and sent, remembered so that a hand-over of the
+# same event arriving after the read is not sent twice (the window is a few ms wide).
+REMEMBERED_FROM_OUTBOX = 4096
 # URLs whose validation result is remembered (then the memory starts afresh).
 MAX_REMEMBERED_URLS = 4096
 # How long a shutdown waits to write the outcomes it already has.
@@ -420,10 +423,18 @@ class CallbackSender:
         self._wakeup = trio.Event()
         self._poster: HttpPoster | None = None
         self._checked_urls: dict[str, str | None] = {}
+        self._from_outbox: set[str] = set()
+        self._from_outbox_order: collections.deque[str] = collections.deque()
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    @property
+    def synced(self) -> bool:
+        """Whether the sender knows which receivers have events pending in the outbox
+        (after its first look): until then every hand-over takes the outbox path."""
+        return self._synced
 
     def wake(self, *_: Any) -> None:
         """Look at the outbox now (safe to call from any trio task, any number of times):
@@ -468,9 +479,22 @@ class CallbackSender:
                 if rid not in self._in_flight:
                     self._ready_queue(origin).append(rid)
             for event in result.events:
+                if event.event_id in self._from_outbox:
+                    continue  # the outbox was quicker than this hand-over: already sent
                 queue.append(_Job(event, url, origin, None, True))
-            self._queued_count += len(result.events)
+                self._queued_count += 1
+            if not queue:
+                del self._queued[rid]
         self._wakeup.set()
+
+    def _remember_from_outbox(self, event_id: str) -> None:
+        """An event read from the outbox is being sent: should the engine's hand-over of
+        the same event come later still (its commit raced the read), it is not sent
+        again."""
+        if len(self._from_outbox_order) >= REMEMBERED_FROM_OUTBOX:
+            self._from_outbox.discard(self._from_outbox_order.popleft())
+        self._from_outbox_order.append(event_id)
+        self._from_outbox.add(event_id)
 
     def _make_slow(self, receiver_id: int) -> None:
         self._slow.add(receiver_id)
@@ -621,6 +645,7 @@ class CallbackSender:
             if origin is not None and self._per_origin[origin] >= self.origin_limit:
                 skipped = True
                 continue
+            self._remember_from_outbox(record.event.event_id)
             self._start(nursery, _Job(record.event, url, origin, record.first_attempt_at, False))
             free -= 1
         if skipped or len(due) == limit:
