@@ -269,8 +269,8 @@ _UPDATE_RECEIVER = (
 )
 _INSERT_EVENT = (
     "INSERT INTO callback_outbox (event_id, receiver_id, event, payload, status, attempts,"
-    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
-)
+    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)  # only placeholders in VALUES: PyMySQL turns an executemany into one multi-row INSERT
 _INSERT_ATTEMPT = (
     "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
     " duration_ms) VALUES (?, ?, ?, ?, ?)"
@@ -353,6 +353,22 @@ def check_outcome(outcome: object) -> AttemptOutcome:
     if error is not None and len(error) > MAX_ATTEMPT_ERROR_CHARS:
         error = error[: MAX_ATTEMPT_ERROR_CHARS - 3] + "..."
     return replace(outcome, error=error, duration_ms=min(outcome.duration_ms, MAX_UNSIGNED_INT))
+
+
+def _new_outbox_event(receiver_id: int, event: NewEvent, now: int) -> OutboxEvent:
+    """The outbox row of a newly enqueued event, as ``_INSERT_EVENT`` stores it."""
+    return OutboxEvent(
+        event_id=event.event_id,
+        receiver_id=receiver_id,
+        event=event.event,
+        payload=event.payload,
+        status=OUTBOX_PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        delivered_at=None,
+        last_error=None,
+    )
 
 
 def _attempt_row(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
@@ -798,6 +814,9 @@ class SqlRepository(PriceCacheMixin):
                 self._update_one(cur, item, receivers, stored[item.receiver_id], now, decide)
                 for item in items
             ]
+            # Every event of the batch in one multi-row INSERT, in the order decided (the
+            # enqueue order, seq, follows it): one round trip instead of one per event.
+            self._insert_events(cur, [e for result in results for e in result.events])
             # Re-read what was written; a receiver listed twice keeps, for its earlier
             # items, the state after that item.
             after = self._receivers_by_id(cur, ids, lock=False)
@@ -863,7 +882,7 @@ class SqlRepository(PriceCacheMixin):
             values = [getattr(update, name) for name in _UPDATE_FIELDS]
             self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
             receiver = receivers[rid] = _apply_update(receiver, update)
-        events = [self._insert_event(cur, rid, event, now) for event in new_events]
+        events = [_new_outbox_event(rid, event, now) for event in new_events]
         return ReceiverResult(receiver, payments, changes, events)
 
     def _insert_payment(
@@ -923,29 +942,45 @@ class SqlRepository(PriceCacheMixin):
         )
         self._execute(cur, _UPDATE_PAYMENT, values)
 
-    def _insert_event(self, cur: Any, receiver_id: int, event: NewEvent, now: int) -> OutboxEvent:
-        values = (event.event_id, receiver_id, event.event, event.payload, OUTBOX_PENDING, now, now)
+    def _insert_events(self, cur: Any, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
+        ids = [event.event_id for event in events]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise Conflict(  # the second of the two would find the first
+                f"callback event id {twice} already exists; event ids must be unique",
+                event_id=twice,
+            )
+        rows = [
+            (
+                e.event_id,
+                e.receiver_id,
+                e.event,
+                e.payload,
+                e.status,
+                e.attempts,
+                e.next_attempt_at,
+                e.created_at,
+            )
+            for e in events
+        ]
         try:
-            self._execute(cur, _INSERT_EVENT, values)
+            self._executemany(cur, _INSERT_EVENT, rows)
         except Exception as exc:
             if not self._is_unique_violation(exc):
                 raise
+            taken = ids[0]
+            for chunk, params in _in_lists(sorted(ids)):
+                sql = f"SELECT event_id FROM callback_outbox WHERE event_id IN ({chunk})"
+                row = self._execute(cur, sql, params).fetchone()
+                if row is not None:
+                    taken = _plain(row[0])
+                    break
             raise Conflict(
-                f"callback event id {event.event_id} already exists; event ids must be unique",
-                event_id=event.event_id,
+                f"callback event id {taken} already exists; event ids must be unique",
+                event_id=taken,
             ) from None
-        return OutboxEvent(
-            event_id=event.event_id,
-            receiver_id=receiver_id,
-            event=event.event,
-            payload=event.payload,
-            status=OUTBOX_PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            delivered_at=None,
-            last_error=None,
-        )
 
     # Callback outbox -------------------------------------------------------------
     def list_outbox(

@@ -414,6 +414,31 @@ def test_a_duplicate_event_id_is_a_conflict_and_rolls_back(store: Store, repo: R
     assert payment_counts(store) == (0, 0)
 
 
+def test_an_event_id_stored_earlier_is_a_conflict_and_rolls_back_the_batch(
+    store: Store, repo: Repository
+) -> None:
+    first, second, third = create(repo), create(repo), create(repo)
+
+    def event_named(name: str):
+        def decide(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
+            return None, [NewEvent(f"{name}-{r.receiver_id}", "receiver.partial", "{}")]
+
+        return decide
+
+    repo.update_receivers([ReceiverWork(first.receiver_id, (seen(first),))], T1, event_named("e"))
+    assert payment_counts(store) == (1, 1)
+
+    def clashing(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
+        taken = r.receiver_id == third.receiver_id
+        name = f"e-{first.receiver_id}" if taken else f"fresh-{r.receiver_id}"
+        return None, [NewEvent(name, "receiver.partial", "{}")]
+
+    work = [ReceiverWork(r.receiver_id, (seen(r, TX_B),)) for r in (second, third)]
+    with pytest.raises(Conflict, match=f"e-{first.receiver_id} already exists"):
+        repo.update_receivers(work, T1, clashing)
+    assert payment_counts(store) == (1, 1)  # the whole batch rolled back
+
+
 # -- batches ---------------------------------------------------------------------------
 
 
