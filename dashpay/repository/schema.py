@@ -817,12 +817,9 @@ class SqlRepository(PriceCacheMixin):
             # Every event of the batch in one multi-row INSERT, in the order decided (the
             # enqueue order, seq, follows it): one round trip instead of one per event.
             self._insert_events(cur, [e for result in results for e in result.events])
-            # Re-read what was written; a receiver listed twice keeps, for its earlier
-            # items, the state after that item.
-            after = self._receivers_by_id(cur, ids, lock=False)
-            last = {item.receiver_id: index for index, item in enumerate(items)}
-            for rid, index in last.items():
-                results[index] = replace(results[index], receiver=after[rid])
+            # Each result already holds its receiver as written (the locked row with the
+            # update applied; a receiver listed twice has, for each item, the state after
+            # that item), so nothing is read back.
             return results
 
         return self._write(unit)
