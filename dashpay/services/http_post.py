@@ -344,28 +344,42 @@ class HttpPoster:
     async def _read_body(self, connection: _Connection) -> bytes:
         """The body, up to ``max_body`` bytes within ``body_seconds``; when it is cut
         short (too big, too slow, broken) the connection is closed and what arrived is
-        returned: the status is already known, so a bad body is not an error."""
+        returned: the status is already known, so a bad body is not an error. A small
+        body that came with the headers is taken without another receive or timer."""
         protocol = connection.protocol
         data = bytearray()
-        complete = False
-        with trio.move_on_after(self.body_seconds):
-            try:
-                while len(data) < self.max_body:
-                    event = protocol.next_event()
-                    if event is h11.NEED_DATA:
+        state = self._take_buffered(protocol, data)
+        if state is _MORE:
+            with trio.move_on_after(self.body_seconds):
+                try:
+                    while state is _MORE:
                         protocol.receive_data(await _receive(connection.stream))
-                    elif isinstance(event, h11.Data):
-                        data += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        complete = True
-                        break
-                    else:  # ConnectionClosed or anything unexpected
-                        break
-            except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
-                pass
-        if not complete:
+                        state = self._take_buffered(protocol, data)
+                except HttpPostError:
+                    state = _STOP
+        if state is not _DONE:
             connection.close()
         return bytes(data[: self.max_body])
+
+    def _take_buffered(self, protocol: h11.Connection, data: bytearray) -> object:
+        """Move the body h11 already holds into ``data``: _DONE at the end of the
+        message, _MORE when it needs bytes, _STOP when the body is broken or too big."""
+        try:
+            while len(data) < self.max_body:
+                event = protocol.next_event()
+                if event is h11.NEED_DATA:
+                    return _MORE
+                if isinstance(event, h11.Data):
+                    data += event.data
+                    continue
+                return _DONE if isinstance(event, h11.EndOfMessage) else _STOP
+        except h11.RemoteProtocolError:
+            return _STOP
+        return _STOP
+
+
+# The states of reading a body (see HttpPoster._take_buffered).
+_DONE, _MORE, _STOP = object(), object(), object()
 
 
 async def _open_tcp(address: str, port: int) -> trio.SocketStream:

@@ -5,7 +5,9 @@ the stdlib HTTPS server with a throw-away CA for TLS."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -279,6 +281,23 @@ async def test_a_dripping_body_is_abandoned_after_body_seconds():
             await client.post(server.url(), HEADERS, b"{}")
     assert (answer.status, answer.body) == (200, b"ab")
     assert len(server.conversations) == 2  # the half-read connection was not kept
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_body_broken_off_still_gives_the_status_and_what_arrived(reset):
+    async def hang_up_mid_body(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+        await stream.send_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 100\r\n\r\nup")
+        await trio.sleep(0.05)  # the client is mid-body when the connection ends
+        if reset:  # an RST instead of a FIN: the client's receive fails
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    client = poster()
+    async with scripted_server(hang_up_mid_body) as server:
+        answer = await client.post(server.url(), HEADERS, b"{}")
+        assert (answer.status, answer.body) == (502, b"up")
+        assert (await client.post(server.url(), HEADERS, b"{}")).status == 502
+    assert len(server.conversations) == 2  # the broken connection was not reused
 
 
 async def test_informational_answers_are_skipped_and_headers_are_readable():
