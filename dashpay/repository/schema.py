@@ -263,6 +263,7 @@ _UPDATE_PAYMENT = (
     " updated_at = ? WHERE payment_id = ?"
 )
 _UPDATE_FIELDS = tuple(f.name for f in fields(ReceiverUpdate))
+RECEIVER_UPDATE_FIELDS = _UPDATE_FIELDS  # the columns a ReceiverUpdate writes, in order
 _UPDATE_RECEIVER = (
     f"UPDATE receivers SET {', '.join(f'{name} = ?' for name in _UPDATE_FIELDS)}"
     " WHERE receiver_id = ?"
@@ -810,10 +811,14 @@ class SqlRepository(PriceCacheMixin):
                 for row in self._execute(cur, sql, params).fetchall():
                     payment = payment_from_row(row)
                     stored[payment.receiver_id][(payment.txid, payment.address)] = payment
+            updates: dict[int, ReceiverUpdate] = {}
             results = [
-                self._update_one(cur, item, receivers, stored[item.receiver_id], now, decide)
+                self._update_one(
+                    cur, item, receivers, stored[item.receiver_id], now, decide, updates
+                )
                 for item in items
             ]
+            self._write_receiver_updates(cur, sorted(updates.items()))
             # Every event of the batch in one multi-row INSERT, in the order decided (the
             # enqueue order, seq, follows it): one round trip instead of one per event.
             self._insert_events(cur, [e for result in results for e in result.events])
@@ -843,6 +848,7 @@ class SqlRepository(PriceCacheMixin):
         rows: dict[tuple[str, str], Payment],
         now: int,
         decide: Decide,
+        updates: dict[int, ReceiverUpdate],
     ) -> ReceiverResult:
         """Apply one item (steps 2-4 of ``update_receivers``); ``receivers`` and
         ``rows`` are kept equal to the database as it changes."""
@@ -876,8 +882,9 @@ class SqlRepository(PriceCacheMixin):
         payments = sorted(rows.values(), key=lambda p: (p.first_seen_at, p.payment_id))
         update, new_events = _check_decision(rid, decide(receiver, list(payments), list(changes)))
         if update is not None:
-            values = [getattr(update, name) for name in _UPDATE_FIELDS]
-            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
+            # Written once per receiver at the end of the unit (the latest state wins):
+            # nothing in between reads receivers from the database.
+            updates[rid] = update
             receiver = receivers[rid] = _apply_update(receiver, update)
         events = [_new_outbox_event(rid, event, now) for event in new_events]
         return ReceiverResult(receiver, payments, changes, events)
@@ -938,6 +945,15 @@ class SqlRepository(PriceCacheMixin):
             payment.payment_id,
         )
         self._execute(cur, _UPDATE_PAYMENT, values)
+
+    def _write_receiver_updates(
+        self, cur: Any, updates: Sequence[tuple[int, ReceiverUpdate]]
+    ) -> None:
+        """Write each receiver's new state (one UPDATE per receiver here; MySQL
+        overrides this with one statement per chunk, saving a round trip each)."""
+        for rid, update in updates:
+            values = [getattr(update, name) for name in _UPDATE_FIELDS]
+            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
 
     def _insert_events(self, cur: Any, events: Sequence[OutboxEvent]) -> None:
         if not events:
