@@ -32,6 +32,7 @@ from dashpay.repository.schema import (
     SqlRepository,
     closed_error,
     load_migrations,
+    padded_chunks,
     too_new_message,
 )
 
@@ -315,17 +316,12 @@ class MysqlRepository(SqlRepository):
 
     def _write_receiver_updates(self, cur: Any, updates: Sequence[tuple[int, Any]]) -> None:
         # One statement per chunk instead of one per receiver: a round trip each saved.
-        for start in range(0, len(updates), MAX_UPDATE_ROWS):
-            chunk = list(updates[start : start + MAX_UPDATE_ROWS])
-            size = 1
-            while size < len(chunk):
-                size *= 2
-            chunk += [chunk[-1]] * (size - len(chunk))
+        for chunk in padded_chunks(updates, MAX_UPDATE_ROWS):
             params: list[Any] = []
-            for rid, update in chunk:
+            for rid, update in chunk:  # a repeated last row sets the same values again
                 params.append(rid)
                 params.extend(getattr(update, name) for name in RECEIVER_UPDATE_FIELDS)
-            self._execute(cur, receiver_updates_sql(size), params)
+            self._execute(cur, receiver_updates_sql(len(chunk)), params)
 
     def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         # PyMySQL turns an INSERT ... VALUES into one multi-row statement: one round trip.

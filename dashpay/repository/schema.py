@@ -390,17 +390,24 @@ def _update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, 
     )
 
 
-def _in_lists(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
-    """``ids`` (sorted) as ``("?, ?, ...", params)`` chunks for ``IN (...)``, in order.
-    Each list is padded to a power of two by repeating its last id (harmless in an IN
-    list) so the number of distinct statement texts stays small."""
-    for start in range(0, len(ids), MAX_IN_LIST):
-        chunk = list(ids[start : start + MAX_IN_LIST])
+def padded_chunks(items: Sequence[T], limit: int) -> Iterator[list[T]]:
+    """``items`` in chunks of at most ``limit``, in order, each padded to a power of two
+    by repeating its last item, so that statements built from a chunk's length come in
+    few distinct texts. Only for statements where a repeated item changes nothing."""
+    for start in range(0, len(items), limit):
+        chunk = list(items[start : start + limit])
         size = 1
         while size < len(chunk):
             size *= 2
         chunk += [chunk[-1]] * (size - len(chunk))
-        yield ", ".join("?" * size), chunk
+        yield chunk
+
+
+def _in_lists(ids: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+    """``ids`` (sorted) as ``("?, ?, ...", params)`` chunks for ``IN (...)``, in order,
+    padded (``padded_chunks``; a repeated id is harmless in an IN list)."""
+    for chunk in padded_chunks(ids, MAX_IN_LIST):
+        yield ", ".join("?" * len(chunk)), chunk
 
 
 def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tuple[Payment, str]:
