@@ -316,7 +316,7 @@ class Daemon:
         await nursery.start(engine.run)
         secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
         sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret)
-        engine.on_events = sender.wake
+        engine.on_events = sender.offer
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
         self.handlers.update(self.callbacks.handlers())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from dashpay.errors import DashpayError
     from dashpay.repository.prices import PriceQuote
 
 # Receiver status (one field, moves forward). One source of truth: import these.
@@ -366,6 +367,21 @@ class Repository(Protocol):
         attempts + 1, status, ``next_attempt_at``, ``delivered_at``, ``last_error``, and
         ``first_attempt_at`` if it was not set. Raises NotFound for an unknown event and
         Conflict for an event that is not pending (nothing is written then)."""
+
+    def record_callback_attempts(
+        self, attempts: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        """``record_callback_attempt`` for several events in ONE transaction (the
+        attempts that finished together): for each item, in order, None when it was
+        written, or the NotFound / Conflict that kept it out (nothing is written for
+        that item; the others still are). A malformed outcome raises ValueError before
+        anything is written."""
+
+    def pending_callback_receivers(
+        self, wallet_id: str, receiver_ids: Sequence[int] | None = None
+    ) -> set[int]:
+        """The receivers of the wallet that have at least one pending event (among
+        ``receiver_ids`` when given, else all of them)."""
 
     def retry_callback(self, event_id: str, wallet_id: str, now: int) -> OutboxEvent:
         """Queue an event for delivery again now, keeping its event id: a failed or

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from importlib import resources
 from typing import Any, TypeVar
 
-from dashpay.errors import Conflict, InvalidParams, NotFound, Unavailable
+from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
 from dashpay.money import MAX_DUFFS
 from dashpay.repository.base import (
     CANCELLABLE_STATUSES,
@@ -270,13 +270,24 @@ _UPDATE_PAYMENT = (
     " updated_at = ? WHERE payment_id = ?"
 )
 _UPDATE_FIELDS = tuple(f.name for f in fields(ReceiverUpdate))
+RECEIVER_UPDATE_FIELDS = _UPDATE_FIELDS  # the columns a ReceiverUpdate writes, in order
 _UPDATE_RECEIVER = (
     f"UPDATE receivers SET {', '.join(f'{name} = ?' for name in _UPDATE_FIELDS)}"
     " WHERE receiver_id = ?"
 )
 _INSERT_EVENT = (
     "INSERT INTO callback_outbox (event_id, receiver_id, event, payload, status, attempts,"
-    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
+    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)  # only placeholders in VALUES: PyMySQL turns an executemany into one multi-row INSERT
+_INSERT_ATTEMPT = (
+    "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
+    " duration_ms) VALUES (?, ?, ?, ?, ?)"
+)
+_UPDATE_AFTER_ATTEMPT = (
+    "UPDATE callback_outbox SET attempts = attempts + 1, status = ?,"
+    " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,"
+    " last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)"
+    " WHERE event_id = ?"
 )
 _INSERT_RECEIVER = (
     "INSERT INTO receivers ("
@@ -359,17 +370,58 @@ def check_outcome(outcome: object) -> AttemptOutcome:
     return replace(outcome, error=error, duration_ms=min(outcome.duration_ms, MAX_UNSIGNED_INT))
 
 
-def _in_lists(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
-    """``ids`` (sorted) as ``("?, ?, ...", params)`` chunks for ``IN (...)``, in order.
-    Each list is padded to a power of two by repeating its last id (harmless in an IN
-    list) so the number of distinct statement texts stays small."""
-    for start in range(0, len(ids), MAX_IN_LIST):
-        chunk = list(ids[start : start + MAX_IN_LIST])
+def _new_outbox_event(receiver_id: int, event: NewEvent, now: int) -> OutboxEvent:
+    """The outbox row of a newly enqueued event, as ``_INSERT_EVENT`` stores it."""
+    return OutboxEvent(
+        event_id=event.event_id,
+        receiver_id=receiver_id,
+        event=event.event,
+        payload=event.payload,
+        status=OUTBOX_PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        delivered_at=None,
+        last_error=None,
+    )
+
+
+def _attempt_row(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """Parameters of ``_INSERT_ATTEMPT``."""
+    return (event_id, outcome.attempted_at, outcome.http_status, outcome.error, outcome.duration_ms)
+
+
+def _update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """Parameters of ``_UPDATE_AFTER_ATTEMPT``: the event's state after the attempt."""
+    delivered = outcome.status == OUTBOX_DELIVERED
+    return (
+        outcome.status,
+        outcome.next_attempt_at if outcome.status == OUTBOX_PENDING else None,
+        outcome.attempted_at + outcome.duration_ms if delivered else None,
+        outcome.error,
+        outcome.attempted_at,
+        event_id,
+    )
+
+
+def padded_chunks(items: Sequence[T], limit: int) -> Iterator[list[T]]:
+    """``items`` in chunks of at most ``limit``, in order, each padded to a power of two
+    by repeating its last item, so that statements built from a chunk's length come in
+    few distinct texts. Only for statements where a repeated item changes nothing."""
+    for start in range(0, len(items), limit):
+        chunk = list(items[start : start + limit])
         size = 1
         while size < len(chunk):
             size *= 2
         chunk += [chunk[-1]] * (size - len(chunk))
-        yield ", ".join("?" * size), chunk
+        yield chunk
+
+
+def _in_lists(ids: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+    """``ids`` (sorted) as ``("?, ?, ...", params)`` chunks for ``IN (...)``, in order,
+    padded (``padded_chunks``; a repeated id is harmless in an IN list)."""
+    for chunk in padded_chunks(ids, MAX_IN_LIST):
+        yield ", ".join("?" * len(chunk)), chunk
 
 
 def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tuple[Payment, str]:
@@ -565,6 +617,12 @@ class SqlRepository(PriceCacheMixin):
 
     def _execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(sql, tuple(params))
+        return cursor
+
+    def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        """One statement for many parameter rows (a multi-row INSERT where the driver
+        can make one)."""
+        cursor.executemany(sql, [tuple(row) for row in rows])
         return cursor
 
     def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -885,16 +943,20 @@ class SqlRepository(PriceCacheMixin):
                 for row in self._execute(cur, sql, params).fetchall():
                     payment = payment_from_row(row)
                     stored[payment.receiver_id][(payment.txid, payment.address)] = payment
+            updates: dict[int, ReceiverUpdate] = {}
             results = [
-                self._update_one(cur, item, receivers, stored[item.receiver_id], now, decide)
+                self._update_one(
+                    cur, item, receivers, stored[item.receiver_id], now, decide, updates
+                )
                 for item in items
             ]
-            # Re-read what was written; a receiver listed twice keeps, for its earlier
-            # items, the state after that item.
-            after = self._receivers_by_id(cur, ids, lock=False)
-            last = {item.receiver_id: index for index, item in enumerate(items)}
-            for rid, index in last.items():
-                results[index] = replace(results[index], receiver=after[rid])
+            self._write_receiver_updates(cur, sorted(updates.items()))
+            # Every event of the batch in one multi-row INSERT, in the order decided (the
+            # enqueue order, seq, follows it): one round trip instead of one per event.
+            self._insert_events(cur, [e for result in results for e in result.events])
+            # Each result already holds its receiver as written (the locked row with the
+            # update applied; a receiver listed twice has, for each item, the state after
+            # that item), so nothing is read back.
             return results
 
         return self._write(unit)
@@ -918,6 +980,7 @@ class SqlRepository(PriceCacheMixin):
         rows: dict[tuple[str, str], Payment],
         now: int,
         decide: Decide,
+        updates: dict[int, ReceiverUpdate],
     ) -> ReceiverResult:
         """Apply one item (steps 2-4 of ``update_receivers``); ``receivers`` and
         ``rows`` are kept equal to the database as it changes."""
@@ -951,10 +1014,11 @@ class SqlRepository(PriceCacheMixin):
         payments = sorted(rows.values(), key=lambda p: (p.first_seen_at, p.payment_id))
         update, new_events = _check_decision(rid, decide(receiver, list(payments), list(changes)))
         if update is not None:
-            values = [getattr(update, name) for name in _UPDATE_FIELDS]
-            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
+            # Written once per receiver at the end of the unit (the latest state wins):
+            # nothing in between reads receivers from the database.
+            updates[rid] = update
             receiver = receivers[rid] = _apply_update(receiver, update)
-        events = [self._insert_event(cur, rid, event, now) for event in new_events]
+        events = [_new_outbox_event(rid, event, now) for event in new_events]
         return ReceiverResult(receiver, payments, changes, events)
 
     def _insert_payment(
@@ -1014,29 +1078,54 @@ class SqlRepository(PriceCacheMixin):
         )
         self._execute(cur, _UPDATE_PAYMENT, values)
 
-    def _insert_event(self, cur: Any, receiver_id: int, event: NewEvent, now: int) -> OutboxEvent:
-        values = (event.event_id, receiver_id, event.event, event.payload, OUTBOX_PENDING, now, now)
+    def _write_receiver_updates(
+        self, cur: Any, updates: Sequence[tuple[int, ReceiverUpdate]]
+    ) -> None:
+        """Write each receiver's new state (one UPDATE per receiver here; MySQL
+        overrides this with one statement per chunk, saving a round trip each)."""
+        for rid, update in updates:
+            values = [getattr(update, name) for name in _UPDATE_FIELDS]
+            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
+
+    def _insert_events(self, cur: Any, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
+        ids = [event.event_id for event in events]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise Conflict(  # the second of the two would find the first
+                f"callback event id {twice} already exists; event ids must be unique",
+                event_id=twice,
+            )
+        rows = [
+            (
+                e.event_id,
+                e.receiver_id,
+                e.event,
+                e.payload,
+                e.status,
+                e.attempts,
+                e.next_attempt_at,
+                e.created_at,
+            )
+            for e in events
+        ]
         try:
-            self._execute(cur, _INSERT_EVENT, values)
+            self._executemany(cur, _INSERT_EVENT, rows)
         except Exception as exc:
             if not self._is_unique_violation(exc):
                 raise
+            taken = ids[0]
+            for chunk, params in _in_lists(sorted(ids)):
+                sql = f"SELECT event_id FROM callback_outbox WHERE event_id IN ({chunk})"
+                row = self._execute(cur, sql, params).fetchone()
+                if row is not None:
+                    taken = _plain(row[0])
+                    break
             raise Conflict(
-                f"callback event id {event.event_id} already exists; event ids must be unique",
-                event_id=event.event_id,
+                f"callback event id {taken} already exists; event ids must be unique",
+                event_id=taken,
             ) from None
-        return OutboxEvent(
-            event_id=event.event_id,
-            receiver_id=receiver_id,
-            event=event.event,
-            payload=event.payload,
-            status=OUTBOX_PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            delivered_at=None,
-            last_error=None,
-        )
 
     # Callback outbox -------------------------------------------------------------
     def list_outbox(
@@ -1078,61 +1167,78 @@ class SqlRepository(PriceCacheMixin):
         return self._read(work)
 
     def record_callback_attempt(self, event_id: str, outcome: AttemptOutcome) -> OutboxEvent:
-        outcome = check_outcome(outcome)
-        lock = "SELECT status FROM callback_outbox WHERE event_id = ?" + self._for_update
-        insert = (
-            "INSERT INTO callback_attempts (event_id, attempted_at, http_status, error,"
-            " duration_ms) VALUES (?, ?, ?, ?, ?)"
-        )
-        update = (
-            "UPDATE callback_outbox SET attempts = attempts + 1, status = ?,"
-            " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,"
-            " last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)"
-            " WHERE event_id = ?"
-        )
-        delivered_at = None
-        if outcome.status == OUTBOX_DELIVERED:
-            delivered_at = outcome.attempted_at + outcome.duration_ms
+        [problem] = self.record_callback_attempts([(event_id, outcome)])
+        if problem is not None:
+            raise problem
+        return self._read(lambda cur: self._outbox_event(cur, event_id))
 
-        def work(cur: Any) -> OutboxEvent:
-            row = self._execute(cur, lock, (event_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no callback event {event_id}", event_id=event_id)
-            status = _plain(row[0])
-            if status != OUTBOX_PENDING:
-                raise Conflict(
-                    f"callback event {event_id} is {status}, not pending; its attempt was "
-                    "not recorded",
-                    event_id=event_id,
-                    status=status,
+    def record_callback_attempts(
+        self, attempts: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        checked = [(event_id, check_outcome(outcome)) for event_id, outcome in attempts]
+        if not checked:
+            return []
+        ids = sorted({event_id for event_id, _ in checked})
+
+        def work(cur: Any) -> list[DashpayError | None]:
+            status_of: dict[str, str] = {}
+            for chunk, params in _in_lists(ids):
+                sql = (
+                    f"SELECT event_id, status FROM callback_outbox WHERE event_id IN ({chunk})"
+                    + self._for_update
                 )
-            self._execute(
-                cur,
-                insert,
-                (
-                    event_id,
-                    outcome.attempted_at,
-                    outcome.http_status,
-                    outcome.error,
-                    outcome.duration_ms,
-                ),
-            )
-            next_at = outcome.next_attempt_at if outcome.status == OUTBOX_PENDING else None
-            self._execute(
-                cur,
-                update,
-                (
-                    outcome.status,
-                    next_at,
-                    delivered_at,
-                    outcome.error,
-                    outcome.attempted_at,
-                    event_id,
-                ),
-            )
-            return self._outbox_event(cur, event_id)
+                for event_id, status in self._execute(cur, sql, params).fetchall():
+                    status_of[_plain(event_id)] = _plain(status)
+            results: list[DashpayError | None] = []
+            logged = []
+            for event_id, outcome in checked:
+                status = status_of.get(event_id)
+                if status is None:
+                    results.append(NotFound(f"no callback event {event_id}", event_id=event_id))
+                    continue
+                if status != OUTBOX_PENDING:
+                    results.append(
+                        Conflict(
+                            f"callback event {event_id} is {status}, not pending; its attempt "
+                            "was not recorded",
+                            event_id=event_id,
+                            status=status,
+                        )
+                    )
+                    continue
+                status_of[event_id] = outcome.status  # a later item sees this outcome
+                logged.append(_attempt_row(event_id, outcome))
+                self._execute(cur, _UPDATE_AFTER_ATTEMPT, _update_after_attempt(event_id, outcome))
+                results.append(None)
+            if logged:
+                self._executemany(cur, _INSERT_ATTEMPT, logged)
+            return results
 
         return self._write(work)
+
+    def pending_callback_receivers(
+        self, wallet_id: str, receiver_ids: Sequence[int] | None = None
+    ) -> set[int]:
+        base = (
+            "SELECT DISTINCT o.receiver_id FROM callback_outbox o"
+            " JOIN receivers r ON r.receiver_id = o.receiver_id"
+            " WHERE o.status = ? AND r.wallet_id = ?"
+        )
+
+        def work(cur: Any) -> set[int]:
+            if receiver_ids is None:
+                rows = self._execute(cur, base, (OUTBOX_PENDING, wallet_id)).fetchall()
+                return {int(row[0]) for row in rows}
+            found: set[int] = set()
+            for chunk, params in _in_lists(sorted(set(receiver_ids))):
+                sql = f"{base} AND o.receiver_id IN ({chunk})"
+                rows = self._execute(cur, sql, (OUTBOX_PENDING, wallet_id, *params)).fetchall()
+                found.update(int(row[0]) for row in rows)
+            return found
+
+        if receiver_ids is not None and not receiver_ids:
+            return set()
+        return self._read(work)
 
     def _outbox_event(self, cur: Any, event_id: str) -> OutboxEvent:
         row = self._execute(cur, f"{_SELECT_OUTBOX} WHERE event_id = ?", (event_id,)).fetchone()

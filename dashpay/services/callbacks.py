@@ -3,9 +3,11 @@
 The payment engine writes an event row in the same transaction as the change that
 caused it (DESIGN.md §6); this module delivers those rows. Design choices, in short:
 
-- **Rows, not timers.** The only state is in the outbox: the sender asks the
-  repository what is due, posts it, and records the attempt and its outcome in one
-  transaction. A restart resumes from the rows; nothing is scheduled in memory.
+- **Rows, not timers.** The only durable state is in the outbox: what the engine
+  commits is handed to the sender (``offer``) and posted from memory when that keeps
+  each receiver's order; everything else is read with ``due_callbacks``. The attempts
+  and outcomes that finish together are recorded in one transaction. A restart
+  resumes from the rows; nothing is scheduled in memory that a crash could lose.
 - **At least once.** An event is marked delivered only after a 2xx; a crash between
   the answer and the commit sends it again after the restart, with the same
   ``Dashpay-Delivery`` id, which is what merchants de-duplicate on.
@@ -26,9 +28,10 @@ caused it (DESIGN.md §6); this module delivers those rows. Design choices, in s
 - **Safety.** Only http/https. Every address of the target host is checked against
   ``[callbacks]`` rules (allow_hosts, private targets, link-local and cloud metadata)
   *when the connection is made*, and the connection goes to exactly the addresses
-  that were checked (``GuardedNetworkBackend``), so DNS rebinding cannot slip a
-  metadata address in between the check and the connect. TLS still verifies the host
-  name. Proxies from the environment are not used (they would bypass the check).
+  that were checked (``checked_addresses`` is the poster's only way to a socket), so
+  DNS rebinding cannot slip a metadata address in between the check and the connect.
+  TLS still verifies the host name. Proxies are never used (they would bypass the
+  check). The POSTs go through ``http_post.HttpPoster`` (h11 over trio streams).
   Response bodies are read only up to ``MAX_RESPONSE_BYTES`` for ``BODY_READ_SECONDS``
   and never decompressed; an attempt as a whole is bounded by ``[callbacks] timeout``.
 """
@@ -42,22 +45,19 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 import trio
 
 from dashpay import __version__
 from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
 from dashpay.control import methods
-from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.errors import DashpayError, InvalidParams, NotFound, Unavailable
 from dashpay.params import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -73,9 +73,12 @@ from dashpay.repository.base import (
     AttemptOutcome,
     CallbackAttempt,
     CallbackRecord,
+    OutboxEvent,
+    ReceiverResult,
     Repository,
 )
 from dashpay.services.accounting import new_event_id
+from dashpay.services.http_post import ConnectFailed, HttpPoster, HttpPostError
 from dashpay.services.signing import signature_header
 from dashpay.services.views import iso_time
 
@@ -109,12 +112,20 @@ DB_RETRY_MAX = 30.0
 # Heads fetched per look at the outbox, per free delivery slot: room to skip receivers
 # that are in flight or origins at their limit without asking again.
 DUE_FETCH_FACTOR = 4
-# Extra connections beyond max_in_flight for `callbacks test`, so a busy sender never
-# makes a merchant's test wait for a free connection.
-TEST_CONNECTIONS = 2
+# Events handed over by the engine that wait in memory for a free slot, at most. Past
+# it (a burst far beyond what can be sent at once) receivers take the outbox path, so
+# memory stays bounded by this many payloads (a few KiB each).
+MAX_QUEUED_EVENTS = 10_000
+# Event ids last read from the outbox and sent, remembered so that a hand-over of the
+# same event arriving after the read is not sent twice (the window is a few ms wide).
+REMEMBERED_FROM_OUTBOX = 4096
+# URLs whose validation result is remembered (then the memory starts afresh).
+MAX_REMEMBERED_URLS = 4096
+# How long a shutdown waits to write the outcomes it already has.
+FINAL_WRITE_SECONDS = 5.0
 # Transient answers (RFC 9110): request timeout, too many requests, and server errors.
 RETRYABLE_STATUSES = frozenset({408, 429})
-# How deep _describe looks into wrapped exceptions (httpx -> httpcore -> OSError/ssl).
+# How deep _describe looks into wrapped exceptions (trio -> OSError/ssl).
 MAX_EXCEPTION_CHAIN = 8
 # event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
 MAX_EVENT_ID_CHARS = 64
@@ -194,69 +205,11 @@ async def _resolve(name: str, port: int) -> list[ipaddress.IPv4Address | ipaddre
     try:
         infos = await trio.socket.getaddrinfo(name, port, type=trio.socket.SOCK_STREAM)
     except OSError as exc:
-        raise httpcore.ConnectError(f"cannot resolve {name}: {exc}") from None
+        raise ConnectFailed(f"cannot resolve {name}: {exc}") from None
     candidates = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if not candidates:
-        raise httpcore.ConnectError(f"{name} has no addresses")
+        raise ConnectFailed(f"{name} has no addresses")
     return candidates
-
-
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's trio backend with the target check at connect time: it resolves the
-    host itself, checks every address, and connects to those exact addresses."""
-
-    def __init__(self, rules: CallbacksConfig) -> None:
-        self.rules = rules
-        self._inner = httpcore.TrioBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await checked_addresses(host, port, self.rules)
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise TargetRefused("callbacks never go to a Unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a connection pool that uses ``GuardedNetworkBackend``.
-
-    httpx does not take a network backend, so the pool it built is replaced; the check
-    below fails loudly at start-up should a future httpx stop using ``_pool``."""
-
-    def __init__(self, rules: CallbacksConfig, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False, retries=0)
-        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            raise RuntimeError("this httpx version keeps no _pool; the callback guard needs one")
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedNetworkBackend(rules),
-        )
 
 
 # -- one attempt --------------------------------------------------------------------------
@@ -359,8 +312,8 @@ def _status_error(status: int, excerpt: str) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
-    """The most specific message in the exception's chain: httpx and httpcore wrap the
-    OSError or ssl error that says what happened, sometimes with an empty message."""
+    """The most specific message in the exception's chain (a wrapped OSError or ssl
+    error says what happened, sometimes under an empty message)."""
     message = ""
     seen: BaseException | None = exc
     for _ in range(MAX_EXCEPTION_CHAIN):
@@ -369,8 +322,6 @@ def _describe(exc: BaseException) -> str:
         message = str(seen) or message
         seen = seen.__cause__ or seen.__context__
     message = message or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError | httpcore.ConnectError):
-        return f"cannot connect: {message}"
     return f"{type(exc).__name__}: {message}"
 
 
@@ -402,13 +353,35 @@ class SenderStats:
     db_errors: int = 0
 
 
+Origin = tuple[str, str, int | None]
+
+
+@dataclass(slots=True)
+class _Job:
+    """One delivery to make: an outbox event and where it goes."""
+
+    event: OutboxEvent
+    url: str | None
+    origin: Origin | None
+    first_attempt_at: int | None
+    from_engine: bool  # handed over by the engine, not read back from the outbox
+
+
 class CallbackSender:
     """The task that delivers the outbox (``await nursery.start(sender.run)``).
 
-    ``wake()`` tells it that events were enqueued or retried (the payment engine's
-    ``on_events``). On cancellation it stops starting deliveries, abandons those in
-    flight (they are sent again after a restart), and lets a result that is being
-    written finish (the write is shielded)."""
+    Events reach it two ways. ``offer(results)`` (the payment engine's ``on_events``)
+    hands over the events the engine has just committed: they go out from memory,
+    without reading them back, when that keeps the receiver's order (the receiver has
+    no other pending event that the sender does not hold). Everything else (events
+    pending at start-up, retries in back-off, manual retries, rows written by others)
+    comes from ``due_callbacks``: those receivers are "slow" until the outbox shows
+    nothing pending for them. ``wake()`` asks for a look at the outbox.
+
+    Outcomes that finish together are recorded in one transaction by a recorder task;
+    a receiver stays in flight until its outcome is committed. On cancellation it
+    stops starting deliveries, abandons those in flight (they are sent again after a
+    restart), and writes the outcomes it already has (shielded)."""
 
     def __init__(
         self,
@@ -429,113 +402,276 @@ class CallbackSender:
         self.origin_limit = self.max_in_flight - reserve
         self.stats = SenderStats()
         self.running = False
-        self._in_flight: set[int] = set()  # receiver ids with a delivery in flight
+        self._in_flight: set[int] = set()  # receivers with a delivery or outcome in flight
+        self._per_origin: collections.Counter[Origin] = collections.Counter()
+        # Events handed over by the engine, per receiver, oldest first; and per origin
+        # the receivers whose next event may start (lazily checked when taken).
+        self._queued: dict[int, collections.deque[_Job]] = {}
+        self._queued_count = 0
+        self._ready: dict[Origin | None, collections.deque[int]] = {}
+        # Receivers whose events come only from the outbox (see the class docstring);
+        # until the first look at the outbox every receiver is treated so.
+        self._slow: set[int] = set()
+        self._synced = False
+        self._maybe_clear: set[int] = set()  # slow receivers that may have nothing left
+        self._look = True  # a look at the outbox is wanted
+        self._next_look = -math.inf  # trio time of the next look even if none is wanted
         self._finished_during_query: set[int] | None = None
-        self._per_origin: collections.Counter[tuple[str, str, int | None]] = collections.Counter()
+        self._offered_during_query: set[int] | None = None
+        self._outcomes: list[tuple[_Job, AttemptOutcome]] = []
+        self._outcomes_ready = trio.Event()
         self._wakeup = trio.Event()
-        self._client: httpx.AsyncClient | None = None
+        self._poster: HttpPoster | None = None
+        self._checked_urls: dict[str, str | None] = {}
+        self._from_outbox: set[str] = set()
+        self._from_outbox_order: collections.deque[str] = collections.deque()
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def synced(self) -> bool:
+        """Whether the sender knows which receivers have events pending in the outbox
+        (after its first look): until then every hand-over takes the outbox path."""
+        return self._synced
+
     def wake(self, *_: Any) -> None:
-        """Look at the outbox now (safe to call from any trio task, any number of times)."""
+        """Look at the outbox now (safe to call from any trio task, any number of times):
+        for rows the sender was not handed, such as another process's."""
+        self._look = True
         self._wakeup.set()
+
+    def requeued(self, receiver_id: int | None) -> None:
+        """Events of ``receiver_id`` (None: of any receiver) were queued again by hand:
+        an older event may now precede what the sender holds, so the outbox decides."""
+        if receiver_id is None:
+            for rid in list(self._queued):
+                self._make_slow(rid)
+            self._synced = False
+        else:
+            self._make_slow(receiver_id)
+        self.wake()
+
+    def offer(self, results: Sequence[ReceiverResult]) -> None:
+        """The engine committed these results; their events go out from memory when
+        that keeps each receiver's order, else from the outbox (see the class doc)."""
+        for result in results:
+            if not result.events:
+                continue
+            receiver = result.receiver
+            rid = receiver.receiver_id
+            if self._offered_during_query is not None:
+                self._offered_during_query.add(rid)
+            if (
+                receiver.wallet_id != self.wallet_id
+                or not self._synced
+                or rid in self._slow
+                or self._queued_count + len(result.events) > MAX_QUEUED_EVENTS
+            ):
+                self._make_slow(rid)
+                continue
+            url = receiver.callback_url or self.rules.default_url
+            origin = origin_of(url) if url else None
+            queue = self._queued.get(rid)
+            if queue is None:
+                queue = self._queued[rid] = collections.deque()
+                if rid not in self._in_flight:
+                    self._ready_queue(origin).append(rid)
+            for event in result.events:
+                if event.event_id in self._from_outbox:
+                    continue  # the outbox was quicker than this hand-over: already sent
+                queue.append(_Job(event, url, origin, None, True))
+                self._queued_count += 1
+            if not queue:
+                del self._queued[rid]
+        self._wakeup.set()
+
+    def _remember_from_outbox(self, event_id: str) -> None:
+        """An event read from the outbox is being sent: should the engine's hand-over of
+        the same event come later still (its commit raced the read), it is not sent
+        again."""
+        if len(self._from_outbox_order) >= REMEMBERED_FROM_OUTBOX:
+            self._from_outbox.discard(self._from_outbox_order.popleft())
+        self._from_outbox_order.append(event_id)
+        self._from_outbox.add(event_id)
+
+    def _make_slow(self, receiver_id: int) -> None:
+        self._slow.add(receiver_id)
+        self._maybe_clear.discard(receiver_id)
+        dropped = self._queued.pop(receiver_id, None)
+        if dropped:
+            self._queued_count -= len(dropped)
+        self._look = True
+
+    def _ready_queue(self, origin: Origin | None) -> collections.deque[int]:
+        ready = self._ready.get(origin)
+        if ready is None:
+            ready = self._ready[origin] = collections.deque()
+        return ready
 
     # -- the loop ---------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        limits = httpx.Limits(
-            max_connections=self.max_in_flight + TEST_CONNECTIONS,
-            max_keepalive_connections=self.max_in_flight,
+        poster = HttpPoster(
+            self._checked_addresses,
+            max_body=MAX_RESPONSE_BYTES,
+            body_seconds=BODY_READ_SECONDS,
+            max_idle_per_origin=self.max_in_flight,
         )
-        transport = GuardedTransport(self.rules, limits)
-        timeout = httpx.Timeout(self.rules.timeout)
-        async with (
-            httpx.AsyncClient(
-                transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
-            ) as client,
-            trio.open_nursery() as nursery,
-        ):
-            self._client = client
-            self.running = True
-            log.info(
-                "callback sender started max_in_flight=%d default_url=%s secret=%s",
-                self.max_in_flight,
-                display_origin(self.rules.default_url) if self.rules.default_url else None,
-                self.secret.source,
-            )
-            task_status.started()
-            try:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._poster = poster
+                self.running = True
+                log.info(
+                    "callback sender started max_in_flight=%d default_url=%s secret=%s",
+                    self.max_in_flight,
+                    display_origin(self.rules.default_url) if self.rules.default_url else None,
+                    self.secret.source,
+                )
+                nursery.start_soon(self._recorder)
+                task_status.started()
                 await self._loop(nursery)
-            finally:
-                self.running = False
-                self._client = None
+        finally:
+            self.running = False
+            self._poster = None
+            with trio.CancelScope(shield=True):
+                await poster.aclose()
+
+    async def _checked_addresses(self, host: str, port: int) -> list[str]:
+        return await checked_addresses(host, port, self.rules)
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         db_delay = DB_RETRY_INITIAL
         while True:
             self._wakeup = trio.Event()
-            try:
-                pause = await self._dispatch(nursery)
-                db_delay = DB_RETRY_INITIAL
-            except Unavailable as exc:
-                self.stats.db_errors += 1
-                log.warning("callback outbox unavailable; retrying in %.1fs: %s", db_delay, exc)
-                pause = db_delay
-                db_delay = min(db_delay * 2, DB_RETRY_MAX)
-            with trio.move_on_after(pause):
+            self._start_handed_over(nursery)
+            pause = self._next_look - trio.current_time()
+            if self._look or pause <= 0:
+                try:
+                    pause = await self._look_at_outbox(nursery)
+                    db_delay = DB_RETRY_INITIAL
+                except Unavailable as exc:
+                    self.stats.db_errors += 1
+                    log.warning("callback outbox unavailable; retrying in %.1fs: %s", db_delay, exc)
+                    self._look = True
+                    self._next_look = trio.current_time() + db_delay
+                    pause = db_delay
+                    db_delay = min(db_delay * 2, DB_RETRY_MAX)
+            with trio.move_on_after(max(0.0, pause)):
                 await self._wakeup.wait()
 
-    async def _dispatch(self, nursery: trio.Nursery) -> float:
-        """Start what is due and can go now; return how long to sleep unless woken."""
+    def _start_handed_over(self, nursery: trio.Nursery) -> None:
+        """Start the events the engine handed over whose receiver and origin are free."""
+        free = self.max_in_flight - len(self._in_flight)
+        for origin in list(self._ready):
+            ready = self._ready[origin]
+            while ready and free > 0:
+                if origin is not None and self._per_origin[origin] >= self.origin_limit:
+                    break
+                rid = ready.popleft()
+                queue = self._queued.get(rid)
+                if not queue or rid in self._in_flight:
+                    continue  # gone to the slow path, or already started
+                job = queue.popleft()
+                self._queued_count -= 1
+                if not queue:
+                    del self._queued[rid]
+                self._start(nursery, job)
+                free -= 1
+            if not ready:
+                del self._ready[origin]
+
+    def _start(self, nursery: trio.Nursery, job: _Job) -> None:
+        self._in_flight.add(job.event.receiver_id)
+        if job.origin is not None:
+            self._per_origin[job.origin] += 1
+        nursery.start_soon(self._deliver, job)
+
+    async def _look_at_outbox(self, nursery: trio.Nursery) -> float:
+        """Start what the outbox says is due for slow receivers; return how long to
+        sleep unless woken."""
         free = self.max_in_flight - len(self._in_flight)
         if free <= 0:
-            return MAX_IDLE_SECONDS  # a finishing delivery wakes us
-        limit = min(MAX_LIST_LIMIT, free * DUE_FETCH_FACTOR + len(self._in_flight))
+            return MAX_IDLE_SECONDS  # a finishing delivery wakes us; _look stays set
+        self._look = False
+        held = len(self._in_flight) + len(self._queued)
+        limit = min(MAX_LIST_LIMIT, free * DUE_FETCH_FACTOR + held)
+        synced = self._synced
+        clear = sorted(self._maybe_clear - self._in_flight) if synced else None
+        self._maybe_clear.clear()
         # A delivery that finishes while the query runs makes the answer stale for its
         # receiver: the query may have read the head before that outcome was committed,
         # and sending it again would be a needless duplicate. Those receivers wait for
-        # the next round (the finishing delivery wakes the loop).
+        # the next round (the finishing delivery wakes the loop). Events handed over
+        # during the query may or may not be in the answer: their receivers stay slow.
         self._finished_during_query = finished = set()
-        due, later = await trio.to_thread.run_sync(
-            self.repo.due_callbacks, self.wallet_id, self.clock(), limit
-        )
-        self._finished_during_query = None
+        self._offered_during_query = offered = set()
+        try:
+            due, later, pending = await trio.to_thread.run_sync(
+                self._read_outbox, self.clock(), limit, clear
+            )
+        except BaseException:
+            self._maybe_clear.update(clear or ())
+            raise
+        finally:
+            self._finished_during_query = None
+            self._offered_during_query = None
+        if not synced:
+            for rid in pending:
+                self._make_slow(rid)
+            self._synced = True
+        else:
+            for rid in clear or ():
+                if rid not in pending and rid not in offered and rid not in self._in_flight:
+                    self._slow.discard(rid)
         skipped = False
         for record in due:
+            rid = record.event.receiver_id
+            if rid in self._in_flight:
+                continue  # its head is being delivered; wait for the outcome
+            if rid in finished:
+                skipped = True
+                continue
+            if rid not in self._slow:
+                queue = self._queued.get(rid)
+                if queue and queue[0].event.event_id == record.event.event_id:
+                    continue  # handed over by the engine: it goes out from memory
+                self._make_slow(rid)  # a row nobody handed us: the outbox decides
             if free == 0:
                 skipped = True
                 break
-            receiver_id = record.event.receiver_id
-            if receiver_id in self._in_flight:
-                continue  # its head is being delivered; wait for the outcome
-            if receiver_id in finished:
-                skipped = True
-                continue
             url = record.callback_url or self.rules.default_url
             origin = origin_of(url) if url else None
             if origin is not None and self._per_origin[origin] >= self.origin_limit:
                 skipped = True
                 continue
-            self._in_flight.add(receiver_id)
-            if origin is not None:
-                self._per_origin[origin] += 1
-            nursery.start_soon(self._deliver, record, url, origin)
+            self._remember_from_outbox(record.event.event_id)
+            self._start(nursery, _Job(record.event, url, origin, record.first_attempt_at, False))
             free -= 1
         if skipped or len(due) == limit:
-            return MAX_IDLE_SECONDS  # more is due; a finishing delivery wakes us
-        if later is None:
+            self._look = True  # more is due; a finishing delivery wakes us
             return MAX_IDLE_SECONDS
-        return min(MAX_IDLE_SECONDS, max(0.0, (later - self.clock()) / 1000))
+        wait = MAX_IDLE_SECONDS
+        if later is not None:
+            wait = min(MAX_IDLE_SECONDS, max(0.0, (later - self.clock()) / 1000))
+        self._next_look = trio.current_time() + wait
+        return wait
 
-    async def _deliver(
-        self, record: CallbackRecord, url: str | None, origin: tuple[str, str, int | None] | None
-    ) -> None:
-        event = record.event
+    def _read_outbox(
+        self, now: int, limit: int, clear: list[int] | None
+    ) -> tuple[list[CallbackRecord], int | None, set[int]]:
+        """One thread hop: the due heads, the next retry time, and which receivers (all
+        of the wallet's before the first look, else those in ``clear``) still have
+        pending events."""
+        due, later = self.repo.due_callbacks(self.wallet_id, now, limit)
+        pending = self.repo.pending_callback_receivers(self.wallet_id, clear)
+        return due, later, pending
+
+    async def _deliver(self, job: _Job) -> None:
+        event = job.event
         try:
             attempted_at = self.clock()
-            if url is None:
+            if job.url is None:
                 delivery = Delivery(
                     http_status=None,
                     error="no callback URL: the receiver has none and [callbacks] default_url "
@@ -546,7 +682,7 @@ class CallbackSender:
             else:
                 try:
                     body = event.payload.encode("utf-8")
-                    delivery = await self.post(url, event.event, event.event_id, body)
+                    delivery = await self.post(job.url, event.event, event.event_id, body)
                 except Exception as exc:  # a surprise from a hostile peer must not stop us
                     log.exception("callback attempt crashed event_id=%s", event.event_id)
                     delivery = Delivery(None, f"internal error: {_describe(exc)}", 0)
@@ -554,26 +690,85 @@ class CallbackSender:
                 self.rules,
                 delivery,
                 attempted_at=attempted_at,
-                first_attempt_at=record.first_attempt_at,
+                first_attempt_at=job.first_attempt_at,
                 attempts_before=event.attempts,
                 now=self.clock(),
             )
-            self._count(record, url, outcome)
-            await self._record(event.event_id, outcome)
-        finally:
-            if self._finished_during_query is not None:
-                self._finished_during_query.add(event.receiver_id)
-            self._in_flight.discard(event.receiver_id)
-            if origin is not None:
-                self._per_origin[origin] -= 1
-                if self._per_origin[origin] <= 0:
-                    del self._per_origin[origin]
-            self.wake()
+        except BaseException:
+            self._release(job, None)  # cancelled: abandoned, sent again after a restart
+            raise
+        self._count(job, outcome)
+        self._outcomes.append((job, outcome))
+        self._outcomes_ready.set()
 
-    def _count(self, record: CallbackRecord, url: str | None, outcome: AttemptOutcome) -> None:
-        event = record.event
+    async def _recorder(self) -> None:
+        """Write the outcomes that finished together in one transaction, then let their
+        receivers go on. On cancellation the outcomes already known are still written."""
+        try:
+            while True:
+                await self._outcomes_ready.wait()
+                self._outcomes_ready = trio.Event()
+                batch, self._outcomes = self._outcomes, []
+                await self._record(batch)
+                for job, outcome in batch:
+                    self._release(job, outcome)
+                self._wakeup.set()
+        finally:
+            if self._outcomes:
+                with trio.CancelScope(shield=True), trio.move_on_after(FINAL_WRITE_SECONDS):
+                    batch, self._outcomes = self._outcomes, []
+                    await self._record(batch)
+
+    def _release(self, job: _Job, outcome: AttemptOutcome | None) -> None:
+        rid = job.event.receiver_id
+        if self._finished_during_query is not None:
+            self._finished_during_query.add(rid)
+        self._in_flight.discard(rid)
+        if job.origin is not None:
+            self._per_origin[job.origin] -= 1
+            if self._per_origin[job.origin] <= 0:
+                del self._per_origin[job.origin]
+        if outcome is None:
+            return
+        if outcome.status == OUTBOX_PENDING:
+            self._make_slow(rid)  # in back-off: its later events wait in the outbox
+        elif rid in self._slow:
+            self._maybe_clear.add(rid)  # its next event, if any, is in the outbox
+            self._look = True
+        elif rid in self._queued:
+            self._ready_queue(job.origin).append(rid)
+
+    async def _record(self, batch: list[tuple[_Job, AttemptOutcome]]) -> None:
+        """Write the outcomes; while the database is down, keep trying (the receivers
+        stay in flight, so their next events wait). Each write is shielded: a shutdown
+        lets it finish, so a delivered event is not sent again needlessly."""
+        items = [(job.event.event_id, outcome) for job, outcome in batch]
+        delay = DB_RETRY_INITIAL
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
+                    problems = await trio.to_thread.run_sync(
+                        self.repo.record_callback_attempts, items
+                    )
+                break
+            except Unavailable as exc:
+                self.stats.db_errors += 1
+                log.warning(
+                    "callback attempts not recorded count=%d; retrying in %.1fs: %s",
+                    len(items),
+                    delay,
+                    exc,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+        for (event_id, _), problem in zip(items, problems, strict=True):
+            if problem is not None:
+                log.warning("callback attempt not recorded event_id=%s: %s", event_id, problem)
+
+    def _count(self, job: _Job, outcome: AttemptOutcome) -> None:
+        event = job.event
         self.stats.attempts += 1
-        target = display_origin(url) if url else None
+        target = display_origin(job.url) if job.url else None
         if outcome.status == OUTBOX_DELIVERED:
             self.stats.delivered += 1
             self.stats.last_delivered_at = time.time()
@@ -614,33 +809,23 @@ class CallbackSender:
                 outcome.error,
             )
 
-    async def _record(self, event_id: str, outcome: AttemptOutcome) -> None:
-        """Write the outcome; while the database is down, keep trying (the receiver
-        stays in flight, so its next event waits). Each write is shielded: a shutdown
-        lets it finish, so a delivered event is not sent again needlessly."""
-        delay = DB_RETRY_INITIAL
-        while True:
-            try:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(
-                        self.repo.record_callback_attempt, event_id, outcome
-                    )
-                return
-            except Unavailable as exc:
-                self.stats.db_errors += 1
-                log.warning(
-                    "callback attempt not recorded event_id=%s; retrying in %.1fs: %s",
-                    event_id,
-                    delay,
-                    exc,
-                )
-                await trio.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX)
-            except (NotFound, Conflict) as exc:
-                log.warning("callback attempt not recorded event_id=%s: %s", event_id, exc)
-                return
-
     # -- one POST -----------------------------------------------------------------------
+    def _url_problem(self, url: str) -> str | None:
+        """Why ``url`` may not be posted to, or None; remembered per URL, since the same
+        few URLs (the default, the merchants' own) come back for every event."""
+        known = self._checked_urls.get(url, False)
+        if known is not False:
+            return known
+        try:
+            validate_callback_url(url, what="callback URL")
+            problem = None
+        except InvalidParams as exc:
+            problem = exc.message
+        if len(self._checked_urls) >= MAX_REMEMBERED_URLS:
+            self._checked_urls.clear()
+        self._checked_urls[url] = problem
+        return problem
+
     def headers(self, event: str, event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
         return {
             "Content-Type": "application/json",
@@ -654,13 +839,12 @@ class CallbackSender:
     async def post(self, url: str, event: str, event_id: str, body: bytes) -> Delivery:
         """Sign and POST ``body`` once, within ``[callbacks] timeout``. Never raises for
         a network or HTTP problem: the Delivery says what happened."""
-        client = self._client
-        if client is None:
+        poster = self._poster
+        if poster is None:
             raise Unavailable("the callback sender is not running")
-        try:
-            validate_callback_url(url, what="callback URL")
-        except InvalidParams as exc:
-            return Delivery(None, exc.message, 0, refused=True)
+        problem = self._url_problem(url)
+        if problem is not None:
+            return Delivery(None, problem, 0, refused=True)
         headers = self.headers(event, event_id, body, self.clock() // 1000)
         started = trio.current_time()
         status: int | None = None
@@ -670,20 +854,20 @@ class CallbackSender:
         excerpt = ""
         with trio.move_on_after(self.rules.timeout) as deadline:
             try:
-                async with client.stream("POST", url, content=body, headers=headers) as response:
-                    status = response.status_code
-                    retry_after = response.headers.get("retry-after")
-                    excerpt = await _read_excerpt(response)
+                response = await poster.post(url, list(headers.items()), body)
+                status = response.status
+                retry_after = response.header(b"retry-after")
+                excerpt = _printable(response.body)
             except TargetRefused as exc:
                 error, refused = f"refused: {exc}", True
-            except httpx.TimeoutException:
-                error = f"timed out after {format_duration(self.rules.timeout)}"
-            except (httpx.HTTPError, httpx.InvalidURL, httpcore.ConnectError) as exc:
-                error = _describe(exc)
+            except ConnectFailed as exc:
+                error = f"cannot connect: {exc}"
+            except HttpPostError as exc:
+                error = str(exc)
         if status is not None:
             error = _status_error(status, excerpt)
         elif deadline.cancelled_caught:
-            error = f"no answer within {format_duration(self.rules.timeout)}"
+            error = f"timed out after {format_duration(self.rules.timeout)} without an answer"
         duration_ms = max(0, round((trio.current_time() - started) * 1000))
         return Delivery(
             http_status=status,
@@ -693,23 +877,6 @@ class CallbackSender:
             retry_after=retry_after_seconds(retry_after, time.time()),
             excerpt=excerpt,
         )
-
-
-async def _read_excerpt(response: httpx.Response) -> str:
-    """The start of the body, as printable text: at most MAX_RESPONSE_BYTES, for at most
-    BODY_READ_SECONDS, never decompressed; a broken body is not an error (the status
-    has already been received)."""
-    data = bytearray()
-    with trio.move_on_after(BODY_READ_SECONDS):
-        try:
-            async with aclosing(response.aiter_raw()) as chunks:
-                async for chunk in chunks:
-                    data += chunk
-                    if len(data) >= MAX_RESPONSE_BYTES:
-                        break
-        except httpx.HTTPError:
-            pass
-    return _printable(bytes(data))
 
 
 # -- control methods ----------------------------------------------------------------------
@@ -885,7 +1052,7 @@ class CallbackService:
                 )
             )
             log.info("callbacks retried all_failed=true count=%d receiver=%s", count, receiver_id)
-            self.sender.wake()
+            self.sender.requeued(receiver_id)
             return {"retried": count, "event_ids": None}
         if params.get("receiver_id") is not None:
             raise InvalidParams("receiver_id goes with all_failed, not with event_id")
@@ -894,7 +1061,7 @@ class CallbackService:
             self.repo.retry_callback, event_id, self.wallet_id, now
         )
         log.info("callback retried event_id=%s receiver=%d", event_id, event.receiver_id)
-        self.sender.wake()
+        self.sender.requeued(event.receiver_id)
         return {"retried": 1, "event_ids": [event_id]}
 
     async def test(self, params: dict[str, Any]) -> dict[str, Any]:

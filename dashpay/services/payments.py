@@ -118,7 +118,7 @@ class PaymentEngine:
         *,
         monitor_window_ms: int,
         clock: Callable[[], int] = now_ms,
-        on_events: Callable[[list[OutboxEvent]], None] | None = None,
+        on_events: Callable[[list[ReceiverResult]], None] | None = None,
         on_block: Callable[[BlockObserved], None] | None = None,
         on_connected: Callable[[SocketConnected], None] | None = None,
         on_tick: Callable[[], None] | None = None,
@@ -327,7 +327,7 @@ class PaymentEngine:
         if results and self.on_recorded is not None:
             self.on_recorded(results)
         if events and self.on_events is not None:
-            self.on_events(events)
+            self.on_events([result for result in results if result.events])
 
     def watched(self, receiver_ids: list[int] | None = None) -> list[tuple[int, str]]:
         entries = self.table.entries()

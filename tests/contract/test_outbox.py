@@ -166,6 +166,87 @@ def test_an_attempt_for_an_event_that_is_not_pending_changes_nothing(
     assert repo.get_callback(event_id)[0].event.status == OUTBOX_DELIVERED
 
 
+def test_attempts_that_finished_together_are_recorded_in_one_batch(
+    repo: Repository, store: Store
+) -> None:
+    a, b, c = create(repo), create(repo), create(repo)
+    (a1,) = enqueue(repo, a, T0, "receiver.paid")
+    (b1,) = enqueue(repo, b, T0, "receiver.paid")
+    (c1,) = enqueue(repo, c, T0, "receiver.paid")
+    problems = repo.record_callback_attempts(
+        [
+            (a1, outcome(OUTBOX_DELIVERED, T0 + 5, http=200, duration=7)),
+            (b1, outcome(OUTBOX_PENDING, T0 + 5, next_at=T0 + 10_005, http=503, error="HTTP 503")),
+            (c1, outcome(OUTBOX_FAILED, T0 + 6, http=410, error="HTTP 410")),
+        ]
+    )
+    assert problems == [None, None, None]
+    after = {e.event_id: e for e in repo.list_outbox(limit=10)}
+    assert (after[a1].status, after[a1].attempts, after[a1].delivered_at) == (
+        OUTBOX_DELIVERED, 1, T0 + 12
+    )  # fmt: skip
+    assert (after[b1].status, after[b1].next_attempt_at, after[b1].last_error) == (
+        OUTBOX_PENDING, T0 + 10_005, "HTTP 503"
+    )  # fmt: skip
+    assert (after[c1].status, after[c1].last_error) == (OUTBOX_FAILED, "HTTP 410")
+    assert repo.get_callback(b1)[0].first_attempt_at == T0 + 5
+    assert [(x.http_status, x.duration_ms) for x in repo.get_callback(a1)[1]] == [(200, 7)]
+    assert store.execute("SELECT COUNT(*) FROM callback_attempts")[0][0] == 3
+    assert due_ids(repo, T0 + 10**9) == [b1]
+
+
+def test_a_batch_skips_only_the_items_it_cannot_record(repo: Repository, store: Store) -> None:
+    receiver, other = create(repo), create(repo)
+    (done,) = enqueue(repo, receiver, T0, "receiver.paid")
+    (fresh,) = enqueue(repo, other, T0, "receiver.paid")
+    repo.record_callback_attempt(done, outcome(OUTBOX_DELIVERED, T0, http=200))
+    problems = repo.record_callback_attempts(
+        [
+            (done, outcome(OUTBOX_FAILED, T0 + 1, http=410)),
+            ("evt_missing", outcome(OUTBOX_DELIVERED, T0 + 1, http=200)),
+            (fresh, outcome(OUTBOX_DELIVERED, T0 + 2, http=204)),
+        ]
+    )
+    assert isinstance(problems[0], Conflict) and "delivered, not pending" in str(problems[0])
+    assert isinstance(problems[1], NotFound) and problems[2] is None
+    assert repo.get_callback(done)[0].event.status == OUTBOX_DELIVERED
+    assert repo.get_callback(fresh)[0].event.status == OUTBOX_DELIVERED
+    assert store.execute("SELECT COUNT(*) FROM callback_attempts")[0][0] == 2
+    assert repo.record_callback_attempts([]) == []
+
+
+def test_a_batch_with_a_malformed_outcome_writes_nothing(repo: Repository, store: Store) -> None:
+    receiver = create(repo)
+    (event_id,) = enqueue(repo, receiver, T0, "receiver.paid")
+    with pytest.raises(ValueError, match="next_attempt_at"):
+        repo.record_callback_attempts(
+            [
+                (event_id, outcome(OUTBOX_DELIVERED, T0, http=200)),
+                (event_id, outcome(OUTBOX_PENDING, T0, http=500)),
+            ]
+        )
+    assert store.execute("SELECT COUNT(*) FROM callback_attempts")[0][0] == 0
+    assert repo.get_callback(event_id)[0].event.status == OUTBOX_PENDING
+
+
+def test_pending_receivers_are_those_with_any_pending_event_of_the_wallet(
+    repo: Repository,
+) -> None:
+    a, b, c = create(repo), create(repo), create(repo)
+    stranger = create(repo, OTHER_WALLET)
+    (a1,) = enqueue(repo, a, T0, "receiver.paid")
+    (b1, _) = enqueue(repo, b, T0, "receiver.partial", "receiver.paid")
+    enqueue(repo, stranger, T0, "receiver.paid")
+    repo.record_callback_attempt(a1, outcome(OUTBOX_DELIVERED, T0, http=200))
+    repo.record_callback_attempt(b1, outcome(OUTBOX_PENDING, T0, next_at=T0 + 10**6, http=500))
+    assert repo.pending_callback_receivers(WALLET) == {b.receiver_id}
+    assert repo.pending_callback_receivers(OTHER_WALLET) == {stranger.receiver_id}
+    ids = [a.receiver_id, b.receiver_id, c.receiver_id, stranger.receiver_id]
+    assert repo.pending_callback_receivers(WALLET, ids) == {b.receiver_id}
+    assert repo.pending_callback_receivers(WALLET, [a.receiver_id]) == set()
+    assert repo.pending_callback_receivers(WALLET, []) == set()
+
+
 def test_a_malformed_outcome_is_refused_before_anything_is_written(
     repo: Repository, store: Store
 ) -> None:

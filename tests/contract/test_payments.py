@@ -414,7 +414,57 @@ def test_a_duplicate_event_id_is_a_conflict_and_rolls_back(store: Store, repo: R
     assert payment_counts(store) == (0, 0)
 
 
+def test_an_event_id_stored_earlier_is_a_conflict_and_rolls_back_the_batch(
+    store: Store, repo: Repository
+) -> None:
+    first, second, third = create(repo), create(repo), create(repo)
+
+    def event_named(name: str):
+        def decide(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
+            return None, [NewEvent(f"{name}-{r.receiver_id}", "receiver.partial", "{}")]
+
+        return decide
+
+    repo.update_receivers([ReceiverWork(first.receiver_id, (seen(first),))], T1, event_named("e"))
+    assert payment_counts(store) == (1, 1)
+
+    def clashing(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
+        taken = r.receiver_id == third.receiver_id
+        name = f"e-{first.receiver_id}" if taken else f"fresh-{r.receiver_id}"
+        return None, [NewEvent(name, "receiver.partial", "{}")]
+
+    work = [ReceiverWork(r.receiver_id, (seen(r, TX_B),)) for r in (second, third)]
+    with pytest.raises(Conflict, match=f"e-{first.receiver_id} already exists"):
+        repo.update_receivers(work, T1, clashing)
+    assert payment_counts(store) == (1, 1)  # the whole batch rolled back
+
+
 # -- batches ---------------------------------------------------------------------------
+
+
+def test_a_large_batch_stores_every_receivers_own_new_state(repo: Repository) -> None:
+    # More receivers than one multi-row statement takes, amounts that differ, NULLs
+    # next to values, and one receiver listed twice (its later state must win).
+    receivers = [create(repo, amount=1_000 + n) for n in range(300)]
+    work = [
+        ReceiverWork(r.receiver_id, (seen(r, TX_A, 1_000 if n % 3 else 2_000),))
+        for n, r in enumerate(receivers)
+    ]
+    twice = receivers[7]  # due 1,007: partial after 1,000, paid after 10 more
+    work.append(ReceiverWork(twice.receiver_id, (seen(twice, TX_B, 10),)))
+    results, _ = run(repo, T1, *work)
+    final = {result.receiver.receiver_id: result.receiver for result in results}
+    for receiver in receivers:
+        stored = repo.get_receiver(receiver.receiver_id)
+        assert stored == final[receiver.receiver_id]
+    assert results[7].receiver.status == PARTIAL  # the first item's state, in its result
+    assert repo.get_receiver(twice.receiver_id).received_duffs == 1_010
+    paid = [r for r in receivers if repo.get_receiver(r.receiver_id).status == PAID]
+    assert {r.receiver_id for r in paid} == {
+        r.receiver_id for n, r in enumerate(receivers) if n % 3 == 0 or r == twice
+    }
+    assert all(repo.get_receiver(r.receiver_id).paid_at == T1 for r in paid)
+    assert all(repo.get_receiver(r.receiver_id).paid_at is None for r in receivers if r not in paid)
 
 
 def test_a_batch_of_three_receivers_is_applied_in_one_call_in_work_order(

@@ -5,6 +5,7 @@ engine writes them; the sender runs in-process under trio."""
 
 from __future__ import annotations
 
+import collections
 import json
 import secrets
 import time
@@ -14,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 import trio
+import trio.testing
 
 from dashpay import __version__
 from dashpay.config import CallbacksConfig, parse_database_url
@@ -23,10 +25,12 @@ from dashpay.repository.base import (
     OUTBOX_DELIVERED,
     OUTBOX_FAILED,
     OUTBOX_PENDING,
+    AttemptOutcome,
     NewReceiver,
     OutboxEvent,
     PaymentObservation,
     Receiver,
+    ReceiverResult,
     ReceiverWork,
     Repository,
 )
@@ -68,8 +72,8 @@ def new_receiver(repo: Repository, url: str | None, amount: int = COIN) -> Recei
     return receiver
 
 
-def observe(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> list[OutboxEvent]:
-    """Record observations through the engine's unit of work; the events it enqueued."""
+def commit(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> ReceiverResult:
+    """Record observations through the engine's unit of work."""
     now = now_ms()
 
     def decide(r, payments, changes):
@@ -78,7 +82,40 @@ def observe(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> 
         )
 
     [result] = repo.update_receivers([ReceiverWork(receiver.receiver_id, seen)], now, decide)
+    return result
+
+
+def observe(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> list[OutboxEvent]:
+    """Record observations through the engine's unit of work; the events it enqueued."""
+    return commit(repo, receiver, *seen).events
+
+
+def handed_over(
+    repo: Repository, sender: CallbackSender, receiver: Receiver, *seen: PaymentObservation
+) -> list[OutboxEvent]:
+    """As the engine does it: commit, then hand the result to the sender."""
+    result = commit(repo, receiver, *seen)
+    sender.offer([result])
     return result.events
+
+
+class CountingRepository:
+    """The real repository, counting the calls the sender makes to it."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._repo, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return counted
 
 
 def payment(receiver: Receiver, duffs: int, *, locked: bool = False, txid: str | None = None):
@@ -291,6 +328,100 @@ async def test_each_receivers_events_stay_in_order_under_concurrent_failures(
         order = [i for n, i in enumerate(sent) if n == 0 or sent[n - 1] != i]
         assert order == expected[path], path  # retries repeat an event, never reorder
     assert http_server.max_active >= 2  # receivers were served concurrently
+
+
+# -- events handed over by the engine ----------------------------------------------------
+
+
+async def test_handed_over_events_go_out_in_order_without_reading_the_outbox(
+    outbox_repo, http_server
+):
+    counting = CountingRepository(outbox_repo)
+    sender = CallbackSender(counting, rules(max_in_flight=4), WALLET, SECRET)
+    receivers = [new_receiver(outbox_repo, http_server.url(f"/r{n}")) for n in range(6)]
+    expected: dict[int, list[str]] = {r.receiver_id: [] for r in receivers}
+    async with running(sender):
+        await eventually(lambda: sender.synced)
+        for _step in range(2):  # partial, then paid, for every receiver
+            for receiver in receivers:
+                duffs = receiver.amount_duffs // 2
+                events = handed_over(outbox_repo, sender, receiver, payment(receiver, duffs))
+                expected[receiver.receiver_id] += [e.event_id for e in events]
+        every = [i for ids in expected.values() for i in ids]
+        await eventually(lambda: all(status_of(outbox_repo, i) == OUTBOX_DELIVERED for i in every))
+    for n, receiver in enumerate(receivers):
+        assert [r.delivery for r in http_server.to(f"/r{n}")] == expected[receiver.receiver_id]
+    assert counting.calls["due_callbacks"] == 1  # the look at start-up, and no other
+    assert counting.calls["record_callback_attempts"] <= len(every)
+
+
+async def test_handed_over_events_keep_their_order_through_retries(outbox_repo, http_server):
+    http_server.script("/a", Reply(500), Reply(200, delay=0.1), Reply(500), Reply(500))
+    http_server.script("/b", Reply(200, delay=0.2), Reply(502), Reply(200))
+    http_server.script("/c", Reply(hang=True), Reply(503), Reply(200))
+    sender = sender_for(outbox_repo, timeout=0.4, backoff_initial=0.05)
+    expected = {}
+    async with running(sender):
+        await eventually(lambda: sender.synced)
+        for path in ("/a", "/b", "/c"):
+            http_server.always(path, Reply(200, delay=0.05))
+            receiver = new_receiver(outbox_repo, http_server.url(path))
+            first = payment(receiver, receiver.amount_duffs * 4 // 10)
+            second = payment(receiver, receiver.amount_duffs - first.amount_duffs)
+            ids = handed_over(outbox_repo, sender, receiver, first)
+            ids += handed_over(outbox_repo, sender, receiver, second)
+            ids += handed_over(outbox_repo, sender, receiver, replace(first, instant_locked=True))
+            ids += handed_over(outbox_repo, sender, receiver, replace(second, instant_locked=True))
+            expected[path] = [e.event_id for e in ids]
+        every = [i for ids in expected.values() for i in ids]
+        await eventually(lambda: all(status_of(outbox_repo, i) == OUTBOX_DELIVERED for i in every))
+    for path, ids in expected.items():
+        sent = [r.delivery for r in http_server.to(path)]
+        order = [i for n, i in enumerate(sent) if n == 0 or sent[n - 1] != i]
+        assert order == ids, path  # retries repeat an event, never reorder
+
+
+async def test_a_handed_over_event_waits_behind_an_older_pending_one(outbox_repo, http_server):
+    late = new_receiver(outbox_repo, http_server.url("/late"))
+    other = new_receiver(outbox_repo, http_server.url("/other"))
+    first = payment(late, late.amount_duffs // 2)
+    [older] = observe(outbox_repo, late, first)
+    outbox_repo.record_callback_attempt(  # in back-off for an hour, from before the start
+        older.event_id,
+        AttemptOutcome(now_ms(), 5, 503, "HTTP 503", OUTBOX_PENDING, now_ms() + 3_600_000),
+    )
+    sender = sender_for(outbox_repo)
+    async with running(sender):
+        await eventually(lambda: sender.synced)
+        [newer] = handed_over(outbox_repo, sender, late, payment(late, late.amount_duffs // 2))
+        [marker] = handed_over(outbox_repo, sender, other, payment(other, other.amount_duffs))
+        await eventually(lambda: status_of(outbox_repo, marker.event_id) == OUTBOX_DELIVERED)
+        await trio.testing.wait_all_tasks_blocked()
+        assert http_server.to("/late") == []  # the newer event did not overtake
+        await CallbackService(outbox_repo, sender, WALLET).retry({"event_id": older.event_id})
+        await eventually(lambda: status_of(outbox_repo, newer.event_id) == OUTBOX_DELIVERED)
+    assert [r.delivery for r in http_server.to("/late")] == [older.event_id, newer.event_id]
+
+
+async def test_an_event_sent_from_the_outbox_is_not_sent_again_when_handed_over_late(
+    outbox_repo, http_server
+):
+    receiver = new_receiver(outbox_repo, http_server.url("/cb"))
+    sender = sender_for(outbox_repo)
+    async with running(sender):
+        await eventually(lambda: sender.synced)
+        # The commit is read from the outbox before the engine gets to hand it over.
+        early = commit(outbox_repo, receiver, payment(receiver, receiver.amount_duffs // 2))
+        sender.wake()
+        [event] = early.events
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+        sender.offer([early])
+        [later] = handed_over(
+            outbox_repo, sender, receiver, payment(receiver, receiver.amount_duffs // 2)
+        )
+        await eventually(lambda: status_of(outbox_repo, later.event_id) == OUTBOX_DELIVERED)
+    # One receiver's events go out in order, so a second copy would have come first.
+    assert [r.delivery for r in http_server.to("/cb")] == [event.event_id, later.event_id]
 
 
 async def test_a_hanging_endpoint_does_not_delay_other_receivers(outbox_repo, http_server):

@@ -1,0 +1,368 @@
+"""The callback poster (services/http_post.py) against real servers on loopback: a
+scripted trio TCP server for what a well-behaved stdlib server never does (hostile
+status lines and headers, closing at awkward moments, huge and dripping bodies), and
+the stdlib HTTPS server with a throw-away CA for TLS."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from dashpay.config import CallbacksConfig
+from dashpay.services.callbacks import TargetRefused, checked_addresses
+from dashpay.services.http_post import (
+    BadResponse,
+    ConnectFailed,
+    HttpPoster,
+    PostResponse,
+    TlsFailed,
+)
+from tests.integration.conftest import free_port
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+HEADERS = [("Content-Type", "application/json")]
+
+
+async def loopback(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]
+
+
+def poster(**overrides) -> HttpPoster:
+    options = {"max_body": 16 * 1024, "body_seconds": 1.0} | overrides
+    return HttpPoster(options.pop("guard", loopback), **options)
+
+
+@dataclass
+class Conversation:
+    """What one connection to the scripted server saw."""
+
+    requests: list[bytes] = field(default_factory=list)  # request bodies, in order
+
+
+Script = Callable[[trio.SocketStream, Conversation, int], Awaitable[None]]
+
+
+async def read_request(stream: trio.SocketStream, parser: h11.Connection) -> bytes | None:
+    """The body of the next request on the connection, or None at EOF."""
+    body = b""
+    while True:
+        event = parser.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return None
+            if not data:
+                return None
+            parser.receive_data(data)
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return body
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+@dataclass
+class Server:
+    port: int = 0
+    conversations: list[Conversation] = field(default_factory=list)
+
+    def url(self, path: str = "/cb") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@asynccontextmanager
+async def scripted_server(script: Script) -> AsyncIterator[Server]:
+    """A TCP server on 127.0.0.1 where ``script(stream, conversation, index)`` plays
+    each connection (index counts connections from 0)."""
+    server = Server()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conversation = Conversation()
+        server.conversations.append(conversation)
+        try:
+            await script(stream, conversation, len(server.conversations) - 1)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        server.port = listener.socket.getsockname()[1]
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+def answering(reply: bytes, *, close_after: bool = False) -> Script:
+    """On each connection: read one request, send ``reply`` as raw bytes, then hang up
+    (``close_after``) or wait."""
+
+    async def script(stream: trio.SocketStream, seen: Conversation, index: int) -> None:
+        body = await read_request(stream, h11.Connection(h11.SERVER))
+        if body is None:
+            return
+        seen.requests.append(body)
+        await stream.send_all(reply)
+        if not close_after:
+            await trio.sleep_forever()
+
+    return script
+
+
+async def keep_alive_ok(stream: trio.SocketStream, seen: Conversation, index: int) -> None:
+    parser = h11.Connection(h11.SERVER)
+    while True:
+        body = await read_request(stream, parser)
+        if body is None:
+            return
+        seen.requests.append(body)
+        await stream.send_all(OK)
+        parser.send(h11.Response(status_code=200, headers=[("Content-Length", "2")]))
+        parser.send(h11.Data(data=b"ok"))
+        parser.send(h11.EndOfMessage())
+        parser.start_next_cycle()
+
+
+# -- keep-alive -------------------------------------------------------------------------
+
+
+async def test_one_kept_alive_connection_carries_every_request():
+    client = poster()
+    async with scripted_server(keep_alive_ok) as server:
+        answers = [await client.post(server.url(), HEADERS, b'{"n":%d}' % n) for n in range(5)]
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 5
+    assert len(server.conversations) == 1 and client.connections_made == 1
+    assert server.conversations[0].requests == [b'{"n":%d}' % n for n in range(5)]
+
+
+async def test_connection_close_in_the_answer_is_honoured():
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    client = poster()
+    async with scripted_server(answering(reply, close_after=True)) as server:
+        for _ in range(3):
+            assert (await client.post(server.url(), HEADERS, b"{}")).status == 200
+    assert len(server.conversations) == 3 and client.connections_made == 3
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused():
+    closed = trio.Event()
+
+    async def answer_then_hang_up(stream, seen: Conversation, index: int) -> None:
+        parser = h11.Connection(h11.SERVER)
+        body = await read_request(stream, parser)
+        seen.requests.append(body)
+        await stream.send_all(OK)  # keep-alive as far as the client can tell
+        if index == 0:
+            await stream.aclose()
+            closed.set()
+            return
+        await trio.sleep_forever()
+
+    client = poster()
+    async with scripted_server(answer_then_hang_up) as server:
+        assert (await client.post(server.url(), HEADERS, b"1")).status == 200
+        await closed.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await client.post(server.url(), HEADERS, b"2")).status == 200
+    # The close was seen before sending: a new connection, and nothing sent twice.
+    assert [c.requests for c in server.conversations] == [[b"1"], [b"2"]]
+    assert client.stale_retries == 0
+
+
+async def test_a_reused_connection_that_dies_before_answering_is_retried_once():
+    async def answer_once_then_drop(stream, seen: Conversation, index: int) -> None:
+        parser = h11.Connection(h11.SERVER)
+        seen.requests.append(await read_request(stream, parser))
+        if index == 0:
+            await stream.send_all(OK)
+            parser = h11.Connection(h11.SERVER)  # a fresh parser for the next request
+            seen.requests.append(await read_request(stream, parser))
+            return  # read the second request, hang up without a word
+        await stream.send_all(OK)
+        await trio.sleep_forever()
+
+    client = poster()
+    async with scripted_server(answer_once_then_drop) as server:
+        assert (await client.post(server.url(), HEADERS, b"first")).status == 200
+        assert (await client.post(server.url(), HEADERS, b"second")).status == 200
+    assert [c.requests for c in server.conversations] == [[b"first", b"second"], [b"second"]]
+    assert client.stale_retries == 1
+
+
+async def test_a_fresh_connection_that_dies_before_answering_is_not_retried():
+    async def drop(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+
+    client = poster()
+    async with scripted_server(drop) as server:
+        with pytest.raises(BadResponse, match="closed the connection without answering"):
+            await client.post(server.url(), HEADERS, b"{}")
+    assert len(server.conversations) == 1
+
+
+async def test_a_cancelled_exchange_never_leaves_its_connection_for_reuse():
+    async def first_hangs(stream, seen: Conversation, index: int) -> None:
+        if index == 0:
+            seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+            await trio.sleep_forever()
+        await keep_alive_ok(stream, seen, index)
+
+    client = poster()
+    async with scripted_server(first_hangs) as server:
+        with trio.move_on_after(0.2) as scope:
+            await client.post(server.url(), HEADERS, b"lost")
+        assert scope.cancelled_caught
+        assert (await client.post(server.url(), HEADERS, b"next")).status == 200
+    assert [c.requests for c in server.conversations] == [[b"lost"], [b"next"]]
+
+
+# -- hostile answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"SMTP 220 hello\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header Name: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * 64 * 1024 + b"\r\n\r\n",
+    ],
+    ids=["not-http", "four-digit-status", "bad-header", "two-lengths", "huge-headers"],
+)
+async def test_a_hostile_answer_is_a_clear_error_and_the_connection_is_dropped(reply):
+    client = poster()
+    async with scripted_server(answering(reply)) as server:
+        for _ in range(2):
+            with pytest.raises(BadResponse, match="invalid HTTP response"):
+                await client.post(server.url(), HEADERS, b"{}")
+    assert client.connections_made == 2 and len(server.conversations) == 2
+
+
+async def test_a_huge_body_is_cut_at_the_limit_and_its_connection_closed():
+    async def huge(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+        await stream.send_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 10000000\r\n\r\n")
+        with trio.move_on_after(30):
+            while True:
+                await stream.send_all(b"x" * 65536)
+
+    client = poster(max_body=1000)
+    async with scripted_server(huge) as server:
+        answer = await client.post(server.url(), HEADERS, b"{}")
+        assert (answer.status, answer.body) == (500, b"x" * 1000)
+        await client.post(server.url(), HEADERS, b"{}")
+    assert len(server.conversations) == 2  # the cut connection was not reused
+
+
+async def test_a_dripping_body_is_abandoned_after_body_seconds():
+    async def drip(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nab")
+        await trio.sleep_forever()
+
+    client = poster(body_seconds=0.2)
+    async with scripted_server(drip) as server:
+        with trio.fail_after(20):  # a guard against hanging, not a measurement
+            answer = await client.post(server.url(), HEADERS, b"{}")
+        with trio.fail_after(20):
+            await client.post(server.url(), HEADERS, b"{}")
+    assert (answer.status, answer.body) == (200, b"ab")
+    assert len(server.conversations) == 2  # the half-read connection was not kept
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_body_broken_off_still_gives_the_status_and_what_arrived(reset):
+    async def hang_up_mid_body(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+        await stream.send_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 100\r\n\r\nup")
+        await trio.sleep(0.05)  # the client is mid-body when the connection ends
+        if reset:  # an RST instead of a FIN: the client's receive fails
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    client = poster()
+    async with scripted_server(hang_up_mid_body) as server:
+        answer = await client.post(server.url(), HEADERS, b"{}")
+        assert (answer.status, answer.body) == (502, b"up")
+        assert (await client.post(server.url(), HEADERS, b"{}")).status == 502
+    assert len(server.conversations) == 2  # the broken connection was not reused
+
+
+async def test_informational_answers_are_skipped_and_headers_are_readable():
+    reply = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 120\r\nContent-Length: 4\r\n\r\nbusy"
+    )
+    client = poster()
+    async with scripted_server(answering(reply)) as server:
+        answer = await client.post(server.url(), HEADERS, b"{}")
+    assert isinstance(answer, PostResponse)
+    assert (answer.status, answer.header(b"retry-after"), answer.body) == (503, "120", b"busy")
+
+
+# -- where it connects ------------------------------------------------------------------
+
+
+async def test_a_refused_port_is_a_connect_error():
+    port = free_port()
+    with pytest.raises(ConnectFailed, match="refused"):
+        await poster().post(f"http://127.0.0.1:{port}/cb", HEADERS, b"{}")
+
+
+async def test_the_guard_decides_and_a_refused_target_is_never_connected():
+    rules = CallbacksConfig(allow_private_targets=False)
+
+    async def guard(host: str, port: int) -> list[str]:
+        return await checked_addresses(host, port, rules)
+
+    client = poster(guard=guard)
+    async with scripted_server(keep_alive_ok) as server:
+        port = server.port
+        with pytest.raises(TargetRefused, match="allow_private_targets"):
+            await client.post(f"http://localhost:{port}/cb", HEADERS, b"{}")
+        with pytest.raises(TargetRefused, match="allow_private_targets"):
+            await client.post(server.url(), HEADERS, b"{}")
+    assert server.conversations == [] and client.connections_made == 0
+
+
+async def test_the_connection_goes_only_to_the_checked_addresses():
+    asked: list[tuple[str, int]] = []
+
+    async def guard(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["127.0.0.1"]
+
+    client = poster(guard=guard)
+    async with scripted_server(keep_alive_ok) as server:
+        name_url = f"http://does-not-resolve.invalid:{server.port}/cb"
+        assert (await client.post(name_url, HEADERS, b"{}")).status == 200
+    assert asked == [("does-not-resolve.invalid", server.port)]
+    assert len(server.conversations) == 1
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+async def test_https_verifies_the_certificate_and_the_host_name(https_server, tls_files):
+    trusting = ssl.create_default_context(cafile=str(tls_files.ca))
+    client = poster(tls_context=trusting)
+    by_name = f"https://localhost:{https_server.port}/cb"
+    answers = [await client.post(by_name, HEADERS, b"{}") for _ in range(3)]
+    assert [a.status for a in answers] == [200] * 3 and client.connections_made == 1
+    with pytest.raises(TlsFailed, match="(?i)certificate"):
+        await client.post(https_server.url(), HEADERS, b"{}")  # 127.0.0.1: not the name
+    with pytest.raises(TlsFailed, match="(?i)certificate"):
+        await poster().post(by_name, HEADERS, b"{}")  # the public CAs do not know it
+    assert len(https_server.requests) == 3
