@@ -21,6 +21,10 @@ callback on redirects, cookies, decoders and its pool machinery; this one does o
 - **Bounded answers.** Headers at most ``MAX_HEADER_BYTES`` (h11's limit); the body is
   read up to ``max_body`` bytes for ``body_seconds`` and never decompressed (nothing
   asks for compression). A body cut short closes the connection instead of reusing it.
+- **Headers checked, not trusted.** h11 writes the request line and the headers it
+  acts on (Host, Content-Length); every other header is checked against RFC 9110's
+  grammar (no CR, LF or control character can smuggle a header in) and appended to
+  the block, which costs a third of building them all as h11 events.
 - **Nothing else**: no proxies, no redirects followed, no cookies.
 
 Errors are ``HttpPostError`` subclasses whose text says what happened. The caller
@@ -31,6 +35,7 @@ connection, which is then never reused.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +59,17 @@ KEEPALIVE_SECONDS = 4.0
 MAX_REMEMBERED_URLS = 4096
 # How often idle connections of every origin are checked for expiry.
 PRUNE_SECONDS = 1.0
+# The request headers h11 itself acts on (framing, connection management, RFC 9112
+# §6 and §9): they go through h11 so that its state machine knows them. Any other
+# header is checked here and written straight after them (see _request).
+H11_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "expect", "upgrade", "te"}
+)
+# RFC 9110 §5.1: a field name is a token. §5.5: a field value is visible ASCII with
+# spaces or tabs inside, never at either end; no CR, LF or other control character
+# (so no header can be smuggled in), the same rule h11 applies (obs-text aside).
+_FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
 
 Origin = tuple[str, str, int]
 ConnectAddresses = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -296,12 +312,15 @@ class HttpPoster:
 
     # -- one exchange ------------------------------------------------------------------
     async def _exchange(
-        self, connection: _Connection, origin: Origin, request: tuple[h11.Request, bytes]
+        self, connection: _Connection, origin: Origin, request: tuple[h11.Request, bytes, bytes]
     ) -> PostResponse:
         protocol = connection.protocol
-        head, body = request
-        # Head, body and end in one write: one segment for a small callback.
-        wire = protocol.send(head) + protocol.send(h11.Data(data=body))
+        head, more_headers, body = request
+        # Head, body and end in one write: one segment for a small callback. h11 ends
+        # its header block with an empty line; the other header lines go before it.
+        start = protocol.send(head)
+        assert start is not None and start.endswith(b"\r\n\r\n")
+        wire = start[:-2] + more_headers + b"\r\n" + protocol.send(h11.Data(data=body))
         wire += protocol.send(h11.EndOfMessage())
         answered = False  # any byte of an answer arrived
         try:
@@ -421,10 +440,26 @@ def _origin_and_target(url: str) -> tuple[Origin, str]:
 
 def _request(
     origin: Origin, target: str, headers: Sequence[tuple[str, str]], body: bytes
-) -> tuple[h11.Request, bytes]:
+) -> tuple[h11.Request, bytes, bytes]:
+    """The request for h11 (Host, Content-Length and any other header h11 acts on),
+    the other header lines, checked and rendered here, and the body.
+
+    Building an ``h11.Request`` validates every header with several regular
+    expressions and allocations: a third of h11's cost per callback with the six
+    headers a callback carries. h11 needs only the headers it acts on; the rest
+    (content type, user agent, the Dashpay-* headers) are checked with one pattern
+    each and appended to the header block h11 writes."""
     scheme, host, port = origin
     shown = f"[{host}]" if ":" in host else host
     if port != (443 if scheme == "https" else 80):
         shown += f":{port}"
-    fields = [("Host", shown), ("Content-Length", str(len(body))), *headers]
-    return h11.Request(method="POST", target=target, headers=fields), body
+    fields = [("Host", shown), ("Content-Length", str(len(body)))]
+    lines = []
+    for name, value in headers:
+        if name.lower() in H11_HEADERS:
+            fields.append((name, value))
+            continue
+        if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(f"invalid request header {name!r}: {value!r}")
+        lines.append(f"{name}: {value}\r\n")
+    return h11.Request(method="POST", target=target, headers=fields), "".join(lines).encode(), body

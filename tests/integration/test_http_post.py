@@ -147,6 +147,56 @@ async def test_one_kept_alive_connection_carries_every_request():
     assert server.conversations[0].requests == [b'{"n":%d}' % n for n in range(5)]
 
 
+async def test_headers_reach_a_strict_parser_intact_with_host_and_length_first():
+    seen_heads: list[h11.Request] = []
+
+    async def record_head(stream: trio.SocketStream, seen: Conversation, index: int) -> None:
+        parser = h11.Connection(h11.SERVER)  # raises on anything malformed
+        while not isinstance(event := parser.next_event(), h11.Request):
+            parser.receive_data(await stream.receive_some(65536))
+        seen_heads.append(event)
+        seen.requests.append(await read_request(stream, parser) or b"")
+        await stream.send_all(OK)
+
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Dashpay-Event", "receiver.paid"),
+        ("Dashpay-Signature", "t=1764141251,v1=00ff"),
+    ]
+    client = poster()
+    async with scripted_server(record_head) as server:
+        answer = await client.post(server.url("/cb?shop=1"), headers, b'{"a":1}')
+    assert answer.status == 200
+    [head] = seen_heads
+    assert head.method == b"POST" and head.target == b"/cb?shop=1"
+    assert [(bytes(k), bytes(v)) for k, v in head.headers] == [
+        (b"host", f"127.0.0.1:{server.port}".encode()),
+        (b"content-length", b"7"),
+        (b"content-type", b"application/json"),
+        (b"dashpay-event", b"receiver.paid"),
+        (b"dashpay-signature", b"t=1764141251,v1=00ff"),
+    ]
+    assert server.conversations[0].requests == [b'{"a":1}']
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Dashpay-Event", "paid\r\nX-Injected: 1"),
+        ("Dashpay-Event", "paid\n"),
+        ("Dashpay-Event", " leading-space"),
+        ("Bad Name", "x"),
+        ("Dashpay-Event", "caf\u00e9"),
+    ],
+)
+async def test_a_header_that_could_smuggle_another_is_refused_before_connecting(header):
+    client = poster()
+    async with scripted_server(keep_alive_ok) as server:
+        with pytest.raises(ValueError, match="invalid request header"):
+            await client.post(server.url(), [header], b"{}")
+    assert server.conversations == [] and client.connections_made == 0
+
+
 async def test_connection_close_in_the_answer_is_honoured():
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
     client = poster()
