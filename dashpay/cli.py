@@ -227,7 +227,7 @@ def main_options(
         help="Config file (default: $DASHPAY_CONFIG, /etc/dashpay/config.toml).",
     ),
     socket: str | None = typer.Option(
-        None, "--socket", help="Control socket (default: $DASHPAY_SOCKET, then [control] socket)."
+        None, "--socket", help="Control socket (default: $DASHPAY_SOCKET, then \\[control] socket)."
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -248,7 +248,7 @@ def serve(
         help="Run on embedded defaults against a simulated Dash network (no config needed).",
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", help="debug, info, warning or error (default: [logging] level)."
+        None, "--log-level", help="debug, info, warning or error (default: \\[logging] level)."
     ),
 ) -> None:
     """Run the daemon (foreground; systemd runs it as a Type=notify service)."""

@@ -260,7 +260,17 @@ def test_receiver_commands_do_not_import_heavy_modules(short_tmp):
         for line in proc.stderr.splitlines()
         if "|" in line
     }
-    assert not imported & {"trio", "httpx", "bip_utils", "pymysql", "coincurve"}, imported
+    heavy = {"trio", "httpx", "bip_utils", "pymysql", "coincurve", "pydantic"}
+    assert not imported & heavy, imported
+
+
+def test_help_names_config_sections_literally():
+    """Rich markup must not swallow "[control]" or "[logging]" in option help."""
+    top = run_cli("--help", env={"COLUMNS": "200"})
+    serve = run_cli("serve", "--help", env={"COLUMNS": "200"})
+    assert top.code == 0 and serve.code == 0
+    assert "then [control] socket" in top.stdout
+    assert "(default: [logging] level)" in serve.stdout
 
 
 def test_sandbox_commands_outside_sandbox_mode_say_so(daemon):
