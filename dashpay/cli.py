@@ -104,9 +104,17 @@ def socket_path(g: Globals) -> tuple[Path, str]:
     env = os.environ.get("DASHPAY_SOCKET")
     if env:
         return Path(env), "DASHPAY_SOCKET"
-    config = _load_config(g, required=False)
-    if config is not None:
-        return Path(config.control.socket), f"[control] socket in {config.path}"
+    from dashpay.config import ConfigError, load_control_config, resolve_config_path
+
+    try:
+        path, _ = resolve_config_path(g.config)
+        if path is not None:
+            # Only [control]: the daemon validates the rest and alone may read its
+            # secret files (systemd credentials are not there for a shell script).
+            control = load_control_config(path)
+            return Path(control.socket), f"[control] socket in {path}"
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
     from dashpay.paths import sandbox_socket
 
     return sandbox_socket(), "sandbox default (no config file found)"

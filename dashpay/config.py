@@ -1185,6 +1185,26 @@ def _must_exist(path: Path, source: str) -> Path:
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a TOML config file; every problem is a ConfigError."""
     path = Path(path)
+    return config_from_dict(_read_toml(path), path=path, env=env)
+
+
+def load_control_config(path: Path | str) -> ControlConfig:
+    """Only the [control] section of a config file: what a CLI client needs to find the
+    daemon. The other sections are the daemon's business: a client neither validates
+    them nor reads their secret files (which systemd hands to the service alone, e.g.
+    ``password_file = "${CREDENTIALS_DIRECTORY}/db-password"``)."""
+    path = Path(path)
+    data = _read_toml(path)
+    _check_sections(data, path)
+    try:
+        return _build_control(_Reader(path, data), path.absolute().parent)
+    except ConfigError as exc:
+        if exc.path is None:
+            exc.path = path
+        raise
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
@@ -1211,14 +1231,13 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
     except UnicodeDecodeError:
         raise ConfigError("is not UTF-8 text", path=path, hint="save it as UTF-8") from None
     try:
-        data = tomllib.loads(text, parse_float=Decimal)
+        return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"is not valid TOML: {exc}",
             path=path,
             hint='strings need double quotes, e.g. network = "mainnet"',
         ) from None
-    return config_from_dict(data, path=path, env=env)
 
 
 def config_from_dict(
@@ -1229,18 +1248,7 @@ def config_from_dict(
 ) -> Config:
     """Validate parsed TOML (or an equivalent dict) into a Config."""
     env = os.environ if env is None else env
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a table of sections, found {_describe(data)}", path=path)
-    for name, value in data.items():
-        if name not in CONFIG_KEYS:
-            raise _unknown_section(str(name), value, path)
-        if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"must be a table, found {_describe(value)}",
-                path=path,
-                key=name,
-                hint=f"write a [{name}] header followed by key = value lines",
-            )
+    _check_sections(data, path)
     base_dir = path.absolute().parent if path is not None else None
     reader = _Reader(path, data)
     try:
@@ -1259,6 +1267,22 @@ def config_from_dict(
         if exc.path is None:
             exc.path = path
         raise
+
+
+def _check_sections(data: object, path: Path | None) -> None:
+    """Every top-level name is a known section, and a table."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a table of sections, found {_describe(data)}", path=path)
+    for name, value in data.items():
+        if name not in CONFIG_KEYS:
+            raise _unknown_section(str(name), value, path)
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"must be a table, found {_describe(value)}",
+                path=path,
+                key=name,
+                hint=f"write a [{name}] header followed by key = value lines",
+            )
 
 
 def default_config(**overrides: Any) -> Config:

@@ -33,6 +33,22 @@ def test_receiver_new_json_has_the_documented_fields(daemon):
     assert isinstance(data["receiver_id"], int)
 
 
+def test_cli_reaches_a_daemon_whose_config_uses_systemd_credentials(daemon, short_tmp):
+    """The production config keeps secrets in files only the service may read
+    ($CREDENTIALS_DIRECTORY); a shell script's `dashpay receiver new` with that same
+    config must still find the daemon's socket."""
+    config = short_tmp / "client.toml"
+    config.write_text(
+        f'[control]\nsocket = "{daemon.socket}"\n'
+        '[database]\nurl = "mysql://dashpay@localhost/dashpay"\n'
+        'password_file = "${CREDENTIALS_DIRECTORY}/db-password"\n'
+        '[callbacks]\nsecret_file = "${CREDENTIALS_DIRECTORY}/callback-secret"\n'
+    )
+    result = run_cli("--config", str(config), "receiver", "new", "--amount", "1", "--quiet")
+    assert result.code == 0, result.stderr
+    assert result.stdout.strip() == TEST_XPUB_ADDRESSES[0]
+
+
 def test_receiver_new_quiet_prints_only_the_next_address(daemon):
     first = daemon.cli("receiver", "new", "--amount", "0.1", "-q")
     second = daemon.cli("receiver", "new", "--amount", "0.1", "-q")

@@ -25,6 +25,7 @@ from dashpay.config import (
     config_from_dict,
     default_config,
     load_config,
+    load_control_config,
     parse_database_url,
     parse_duration,
     resolve_config_path,
@@ -564,6 +565,46 @@ def test_credentials_directory_unset_is_a_config_error(tmp_path):
     )
     assert error.key == "database.password_file"
     assert "CREDENTIALS_DIRECTORY" in error.message and "not set" in error.message
+
+
+def test_control_config_ignores_the_daemons_secrets(tmp_path):
+    """A CLI client needs [control] only: secret files that systemd hands to the service
+    alone, and a wallet it does not have, must not stop it."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[wallet]\nxpub = "not checked by a client"\n'
+        '[database]\nurl = "mysql://u@h/db"\npassword_file = "$CREDENTIALS_DIRECTORY/pw"\n'
+        '[callbacks]\nsecret_file = "/nonexistent/secret"\n'
+        '[control]\nsocket = "run/control.sock"\n'
+    )
+    control = load_control_config(path)
+    assert control.socket == tmp_path / "run" / "control.sock"
+    with pytest.raises(ConfigError):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[control]\nsocket = 5\n', "[control] socket"),
+        ('[control]\nsockt = "/x"\n', "sockt"),
+        ('[contrl]\nsocket = "/x"\n', "did you mean [control]"),
+        ("control = 1\n", "must be a table"),
+        ("[control\n", "not valid TOML"),
+    ],
+)
+def test_control_config_still_checks_control_and_the_sections(tmp_path, text, needle):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_control_config(path)
+    assert needle in str(caught.value)
+
+
+def test_control_config_defaults_when_the_section_is_absent(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[logging]\nlevel = "debug"\n')
+    assert load_control_config(path).socket == default_config().control.socket
 
 
 def test_only_credentials_directory_is_expanded(tmp_path):
