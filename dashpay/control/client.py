@@ -8,6 +8,7 @@ response it is dropped, because its state (a late answer still in flight) is unk
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -31,6 +32,8 @@ from dashpay.errors import INVALID_PARAMS, TOO_LARGE
 
 # Bytes read per recv; responses are usually small, a long `receiver list` takes a few.
 RECEIVE_CHUNK = 64 * 1024
+# How long to look for the reason a daemon wrote before it dropped the connection.
+LEFTOVER_READ_SECONDS = 0.5
 
 _REASONS = {
     errno.ENOENT: "the socket file does not exist",
@@ -107,8 +110,16 @@ class ControlClient:
         deadline = time.monotonic() + self.timeout
         sock = self._connection(deadline)
         try:
-            self._send(sock, request, deadline, method)
-            line = self._receive_line(sock, deadline, method)
+            try:
+                self._send(sock, request, deadline, method)
+            except DaemonUnreachable:
+                # A daemon at its connection limit answers why and closes without
+                # reading the request, so sending may fail; its answer is already here.
+                line = self._leftover_line(sock)
+                if line is None:
+                    raise
+            else:
+                line = self._receive_line(sock, deadline, method)
             return decode_response(line, request_id)
         except ProtocolError:
             self.close()
@@ -180,6 +191,25 @@ class ControlClient:
                     self.socket_path, f"the daemon closed the connection without answering {method}"
                 )
             self._buffer.feed(data)
+
+    def _leftover_line(self, sock: socket.socket) -> bytes | None:
+        """A complete line the daemon sent before the connection broke, if any."""
+        with contextlib.suppress(LineTooLong):
+            line = self._buffer.next_line()
+            if line is not None:
+                return line
+        try:
+            sock.settimeout(LEFTOVER_READ_SECONDS)
+            while True:
+                data = sock.recv(RECEIVE_CHUNK)
+                if not data:
+                    return None
+                self._buffer.feed(data)
+                line = self._buffer.next_line()
+                if line is not None:
+                    return line
+        except (OSError, LineTooLong):
+            return None
 
     def _remaining(self, deadline: float, method: str) -> float:
         left = deadline - time.monotonic()

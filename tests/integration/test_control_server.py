@@ -570,3 +570,44 @@ async def test_open_connections_are_closed_on_shutdown(sock_path, handler):
         await read_line(stream, LineBuffer(MAX_RESPONSE_BYTES))
         nursery.cancel_scope.cancel()
     assert await read_until_eof(stream) == b""
+
+
+def test_a_refusal_sent_before_the_request_is_still_read():
+    """A daemon at its connection limit writes why and closes without reading the
+    request; when the client's send then fails, it reads that answer instead of
+    reporting the daemon as unreachable (the race behind a flaky CI run)."""
+    from dashpay.control.protocol import encode_error
+
+    daemon_side, client_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    daemon_side.sendall(encode_error(None, "unavailable", "too many connections (limit 256)"))
+    daemon_side.close()
+
+    class Answered(ControlClient):
+        def _connection(self, deadline: float) -> socket.socket:
+            self._sock = client_side
+            return client_side
+
+    with (
+        Answered("/nonexistent/control.sock", timeout=5) as client,
+        pytest.raises(RemoteError) as info,
+    ):
+        client.call("echo", {"pad": "x" * (MAX_MESSAGE_BYTES // 2)})
+    assert info.value.kind == "unavailable"
+    assert "256" in info.value.message
+
+
+def test_a_broken_connection_without_an_answer_is_still_unreachable():
+    daemon_side, client_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    daemon_side.close()
+
+    class Broken(ControlClient):
+        def _connection(self, deadline: float) -> socket.socket:
+            self._sock = client_side
+            return client_side
+
+    with (
+        Broken("/nonexistent/control.sock", timeout=5) as client,
+        pytest.raises(DaemonUnreachable) as info,
+    ):
+        client.call("echo", {})
+    assert "broke while sending" in str(info.value)
