@@ -78,7 +78,12 @@ from dashpay.repository.base import (
     Repository,
 )
 from dashpay.services.accounting import new_event_id
-from dashpay.services.http_post import ConnectFailed, HttpPoster, HttpPostError
+from dashpay.services.http_post import (
+    ConnectFailed,
+    HttpPoster,
+    HttpPostError,
+    describe_error,
+)
 from dashpay.services.signing import signature_header
 from dashpay.services.views import iso_time
 
@@ -125,8 +130,6 @@ MAX_REMEMBERED_URLS = 4096
 FINAL_WRITE_SECONDS = 5.0
 # Transient answers (RFC 9110): request timeout, too many requests, and server errors.
 RETRYABLE_STATUSES = frozenset({408, 429})
-# How deep _describe looks into wrapped exceptions (trio -> OSError/ssl).
-MAX_EXCEPTION_CHAIN = 8
 # event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
 MAX_EVENT_ID_CHARS = 64
 
@@ -312,17 +315,7 @@ def _status_error(status: int, excerpt: str) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
-    """The most specific message in the exception's chain (a wrapped OSError or ssl
-    error says what happened, sometimes under an empty message)."""
-    message = ""
-    seen: BaseException | None = exc
-    for _ in range(MAX_EXCEPTION_CHAIN):
-        if seen is None:
-            break
-        message = str(seen) or message
-        seen = seen.__cause__ or seen.__context__
-    message = message or type(exc).__name__
-    return f"{type(exc).__name__}: {message}"
+    return f"{type(exc).__name__}: {describe_error(exc)}"
 
 
 def origin_of(url: str) -> tuple[str, str, int | None]:

@@ -55,6 +55,8 @@ RECEIVE_BYTES = 64 * 1024
 # connections after 5 s by default (server.keepAliveTimeout); staying under it makes
 # the close-while-we-send race rare (the one retry covers the rest).
 KEEPALIVE_SECONDS = 4.0
+# How deep describe_error looks into wrapped exceptions.
+MAX_EXCEPTION_CHAIN = 8
 # URLs whose parsed origin and target are remembered (then the memory starts afresh).
 MAX_REMEMBERED_URLS = 4096
 # How often idle connections of every origin are checked for expiry.
@@ -127,11 +129,12 @@ def default_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _describe_os_error(exc: BaseException) -> str:
-    """The innermost useful message of an exception chain (trio wraps OSError/SSLError)."""
+def describe_error(exc: BaseException) -> str:
+    """The innermost useful message of an exception chain (trio wraps OSError/SSLError,
+    sometimes under an empty message)."""
     message = ""
     seen: BaseException | None = exc
-    for _ in range(8):
+    for _ in range(MAX_EXCEPTION_CHAIN):
         if seen is None:
             break
         message = str(seen) or message
@@ -289,7 +292,7 @@ class HttpPoster:
                 stream = await _open_tcp(address, port)
                 break
             except OSError as exc:
-                errors.append(_describe_os_error(exc))
+                errors.append(describe_error(exc))
         if stream is None:
             raise ConnectFailed("; ".join(dict.fromkeys(errors)) or f"{host} has no addresses")
         self.connections_made += 1
@@ -303,7 +306,7 @@ class HttpPoster:
                 await stream.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
                 connection.close()
-                detail = _describe_os_error(exc)
+                detail = describe_error(exc)
                 raise TlsFailed(f"TLS handshake with {host} failed: {detail}") from None
             except BaseException:
                 connection.close()
@@ -327,7 +330,7 @@ class HttpPoster:
             try:
                 await connection.stream.send_all(wire)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                detail = _describe_os_error(exc)
+                detail = describe_error(exc)
                 raise BadResponse(f"connection lost while sending: {detail}") from None
             while True:
                 event = protocol.next_event()
@@ -417,7 +420,7 @@ async def _receive(stream: trio.abc.Stream) -> bytes:
     try:
         return await stream.receive_some(RECEIVE_BYTES)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise BadResponse(f"connection lost: {_describe_os_error(exc)}") from None
+        raise BadResponse(f"connection lost: {describe_error(exc)}") from None
 
 
 def _origin_and_target(url: str) -> tuple[Origin, str]:
