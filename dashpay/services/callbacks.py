@@ -15,9 +15,13 @@ caused it (DESIGN.md §6); this module delivers those rows. Design choices, in s
   due, and a receiver with a delivery in flight is skipped, so its events go out one
   at a time in enqueue order. A failed event (4xx, or retries given up) leaves the
   line; the next one goes out. Different receivers are delivered concurrently, up to
-  ``max_in_flight``, and one origin (scheme, host, port) may hold at most
-  ``max_in_flight - max_in_flight // 4`` of them (at least one slot stays free when
-  ``max_in_flight`` > 1), so a hanging endpoint never stalls everyone else.
+  ``max_in_flight`` POSTs at a time, and one origin (scheme, host, port) may hold at
+  most ``max_in_flight - max_in_flight // 4`` of them (at least one slot stays free
+  when ``max_in_flight`` > 1), so a hanging endpoint never stalls everyone else. A
+  slot is free again as soon as its answer is in; the receiver itself stays held
+  until its outcome is committed, and at most ``HELD_PER_SLOT * max_in_flight``
+  receivers are held at once (so a database that stops answering stops the sending
+  too, instead of piling up outcomes in memory).
 - **Retries.** Network errors, timeouts, 408, 429 and 5xx are retried with delays that
   double from ``backoff_initial`` (measured as the time since the first attempt plus
   ``backoff_initial``, so a restart or a long ``Retry-After`` does not reset the
@@ -126,6 +130,11 @@ MAX_QUEUED_EVENTS = 10_000
 REMEMBERED_FROM_OUTBOX = 4096
 # URLs whose validation result is remembered (then the memory starts afresh).
 MAX_REMEMBERED_URLS = 4096
+# Receivers held (a POST in flight, or its outcome not yet committed), per POST slot.
+# Freeing the slot when the answer is in, not when the outcome is committed, keeps the
+# POSTs going while the recorder writes, and lets its batches grow with the load
+# (measured: 6 outcomes per transaction at 16 slots before, with slots idle meanwhile).
+HELD_PER_SLOT = 4
 # How long a shutdown waits to write the outcomes it already has.
 FINAL_WRITE_SECONDS = 5.0
 # Transient answers (RFC 9110): request timeout, too many requests, and server errors.
@@ -393,10 +402,12 @@ class CallbackSender:
         self.max_in_flight = rules.max_in_flight
         reserve = max(1, self.max_in_flight // 4) if self.max_in_flight > 1 else 0
         self.origin_limit = self.max_in_flight - reserve
+        self.max_held = HELD_PER_SLOT * self.max_in_flight
         self.stats = SenderStats()
         self.running = False
         self._in_flight: set[int] = set()  # receivers with a delivery or outcome in flight
-        self._per_origin: collections.Counter[Origin] = collections.Counter()
+        self._posting = 0  # POSTs in progress (the slots taken)
+        self._per_origin: collections.Counter[Origin] = collections.Counter()  # their origins
         # Events handed over by the engine, per receiver, oldest first; and per origin
         # the receivers whose next event may start (lazily checked when taken).
         self._queued: dict[int, collections.deque[_Job]] = {}
@@ -421,7 +432,11 @@ class CallbackSender:
 
     @property
     def in_flight(self) -> int:
+        """Receivers held: a POST in progress, or its outcome not committed yet."""
         return len(self._in_flight)
+
+    def _free_slots(self) -> int:
+        return min(self.max_in_flight - self._posting, self.max_held - len(self._in_flight))
 
     @property
     def synced(self) -> bool:
@@ -555,7 +570,7 @@ class CallbackSender:
 
     def _start_handed_over(self, nursery: trio.Nursery) -> None:
         """Start the events the engine handed over whose receiver and origin are free."""
-        free = self.max_in_flight - len(self._in_flight)
+        free = self._free_slots()
         for origin in list(self._ready):
             ready = self._ready[origin]
             while ready and free > 0:
@@ -576,14 +591,23 @@ class CallbackSender:
 
     def _start(self, nursery: trio.Nursery, job: _Job) -> None:
         self._in_flight.add(job.event.receiver_id)
+        self._posting += 1
         if job.origin is not None:
             self._per_origin[job.origin] += 1
         nursery.start_soon(self._deliver, job)
 
+    def _posted(self, job: _Job) -> None:
+        """The POST of ``job`` is over (answered, failed or abandoned): its slot is free."""
+        self._posting -= 1
+        if job.origin is not None:
+            self._per_origin[job.origin] -= 1
+            if self._per_origin[job.origin] <= 0:
+                del self._per_origin[job.origin]
+
     async def _look_at_outbox(self, nursery: trio.Nursery) -> float:
         """Start what the outbox says is due for slow receivers; return how long to
         sleep unless woken."""
-        free = self.max_in_flight - len(self._in_flight)
+        free = self._free_slots()
         if free <= 0:
             return MAX_IDLE_SECONDS  # a finishing delivery wakes us; _look stays set
         self._look = False
@@ -688,11 +712,14 @@ class CallbackSender:
                 now=self.clock(),
             )
         except BaseException:
+            self._posted(job)
             self._release(job, None)  # cancelled: abandoned, sent again after a restart
             raise
+        self._posted(job)
         self._count(job, outcome)
         self._outcomes.append((job, outcome))
         self._outcomes_ready.set()
+        self._wakeup.set()  # the slot is free for the next delivery
 
     async def _recorder(self) -> None:
         """Write the outcomes that finished together in one transaction, then let their
@@ -717,10 +744,6 @@ class CallbackSender:
         if self._finished_during_query is not None:
             self._finished_during_query.add(rid)
         self._in_flight.discard(rid)
-        if job.origin is not None:
-            self._per_origin[job.origin] -= 1
-            if self._per_origin[job.origin] <= 0:
-                del self._per_origin[job.origin]
         if outcome is None:
             return
         if outcome.status == OUTBOX_PENDING:
