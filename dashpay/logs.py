@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -36,13 +37,31 @@ class JournalFormatter(logging.Formatter):
         return text
 
 
+class HumanFormatter(logging.Formatter):
+    """``<local time>,<ms> LEVEL logger: message``, as logging's default ``asctime``
+    format writes it, with the seconds part formatted once per second: strftime
+    for every line was half the cost of the engine's one line per event."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
 def setup_logging(level: str = "info", *, stream=None) -> None:
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(HumanFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))

@@ -857,9 +857,12 @@ class CallbackSender:
             "Dashpay-Signature": signature_header(self.secret.value, body, timestamp),
         }
 
-    async def post(self, url: str, event: str, event_id: str, body: bytes) -> Delivery:
+    async def post(
+        self, url: str, event: str, event_id: str, body: bytes, *, excerpt: bool = False
+    ) -> Delivery:
         """Sign and POST ``body`` once, within ``[callbacks] timeout``. Never raises for
-        a network or HTTP problem: the Delivery says what happened."""
+        a network or HTTP problem: the Delivery says what happened. The start of the
+        answer's body is kept for an error (or always, with ``excerpt``)."""
         poster = self._poster
         if poster is None:
             raise Unavailable("the callback sender is not running")
@@ -872,13 +875,14 @@ class CallbackSender:
         error: str | None = None
         refused = False
         retry_after: str | None = None
-        excerpt = ""
+        text = ""
         with trio.move_on_after(self.rules.timeout) as deadline:
             try:
                 response = await poster.post(url, list(headers.items()), body)
                 status = response.status
-                retry_after = response.header(b"retry-after")
-                excerpt = _printable(response.body)
+                if excerpt or not 200 <= status <= 299:
+                    retry_after = response.header(b"retry-after")
+                    text = _printable(response.body)
             except TargetRefused as exc:
                 error, refused = f"refused: {exc}", True
             except ConnectFailed as exc:
@@ -886,7 +890,7 @@ class CallbackSender:
             except HttpPostError as exc:
                 error = str(exc)
         if status is not None:
-            error = _status_error(status, excerpt)
+            error = _status_error(status, text)
         elif deadline.cancelled_caught:
             error = f"timed out after {format_duration(self.rules.timeout)} without an answer"
         duration_ms = max(0, round((trio.current_time() - started) * 1000))
@@ -896,7 +900,7 @@ class CallbackSender:
             duration_ms=duration_ms,
             refused=refused,
             retry_after=retry_after_seconds(retry_after, time.time()),
-            excerpt=excerpt,
+            excerpt=text,
         )
 
 
@@ -1107,7 +1111,7 @@ class CallbackService:
             },
             separators=(",", ":"),
         ).encode("utf-8")
-        delivery = await self.sender.post(url, EVENT_PING, event_id, body)
+        delivery = await self.sender.post(url, EVENT_PING, event_id, body, excerpt=True)
         ok = delivery.http_status is not None and 200 <= delivery.http_status <= 299
         log.info(
             "callback test target=%s status=%s ok=%s", display_origin(url), delivery.http_status, ok

@@ -32,7 +32,7 @@ class SignatureError(ValueError):
 def compute_signature(secret: str, body: bytes, timestamp: int) -> str:
     """Hex HMAC-SHA256 of ``"<timestamp>.<body>"`` keyed with the UTF-8 secret."""
     message = str(int(timestamp)).encode("ascii") + b"." + body
-    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode("utf-8"), message, hashlib.sha256).hex()
 
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:
