@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pymysql
 
 from dashpay.errors import Unavailable
+from dashpay.repository.base import AttemptOutcome
 from dashpay.repository.schema import (
     RECEIVER_UPDATE_FIELDS,
     SCHEMA_MIGRATIONS_DDL,
@@ -34,6 +35,7 @@ from dashpay.repository.schema import (
     load_migrations,
     padded_chunks,
     too_new_message,
+    update_after_attempt,
 )
 
 log = logging.getLogger("dashpay.repository.mysql")
@@ -54,6 +56,32 @@ def receiver_updates_sql(count: int) -> str:
     return (
         f"UPDATE receivers r JOIN ({first}{other * (count - 1)}) v"
         f" ON r.receiver_id = v.receiver_id SET {assignments}"
+    )
+
+
+# Outbox rows updated by one statement at most, after a batch of attempts (7 values each).
+MAX_ATTEMPT_ROWS = 256
+# Pads a chunk of attempt updates to a power of two: no event has an empty id (ids are
+# 1 to 64 characters), so a padding row joins nothing.
+_NO_EVENT = ""
+
+
+@functools.cache
+def attempt_updates_sql(count: int) -> str:
+    """One UPDATE applying ``count`` events' attempt outcomes, joined on the event id
+    (see ``MysqlRepository._update_after_attempts`` for what each value means)."""
+    first = (
+        "SELECT ? AS event_id, ? AS tries, ? AS status, ? AS next_attempt_at,"
+        " ? AS delivered_at, ? AS last_error, ? AS attempted_at"
+    )
+    other = " UNION ALL SELECT ?, ?, ?, ?, ?, ?, ?"
+    return (
+        f"UPDATE callback_outbox o JOIN ({first}{other * (count - 1)}) v"
+        " ON o.event_id = v.event_id"
+        " SET o.attempts = o.attempts + v.tries, o.status = v.status,"
+        " o.next_attempt_at = COALESCE(v.next_attempt_at, o.next_attempt_at),"
+        " o.delivered_at = v.delivered_at, o.last_error = v.last_error,"
+        " o.first_attempt_at = COALESCE(o.first_attempt_at, v.attempted_at)"
     )
 
 
@@ -325,6 +353,42 @@ class MysqlRepository(SqlRepository):
                 params.append(rid)
                 params.extend(getattr(update, name) for name in RECEIVER_UPDATE_FIELDS)
             self._execute(cur, receiver_updates_sql(len(chunk)), params)
+
+    def _update_after_attempts(
+        self, cur: Any, accepted: Sequence[tuple[str, AttemptOutcome]]
+    ) -> None:
+        # PyMySQL runs an executemany of an UPDATE as one round trip per row; one
+        # statement per chunk does the batch in one. A multi-table UPDATE changes a row
+        # once however many joined rows match, so an event listed twice (a retry, then
+        # another outcome) is folded first into what the updates in turn would leave:
+        # attempts + 2, the later status, delivered_at and error, the latest retry
+        # time given, and first_attempt_at from the earlier attempt.
+        folded: dict[str, list[Any]] = {}
+        for event_id, outcome in accepted:
+            status, next_at, delivered_at, error, attempted_at, _ = update_after_attempt(
+                event_id, outcome
+            )
+            row = folded.get(event_id)
+            if row is None:
+                folded[event_id] = [event_id, 1, status, next_at, delivered_at, error, attempted_at]
+            else:
+                row[1] += 1
+                row[2] = status
+                if next_at is not None:
+                    row[3] = next_at
+                row[4] = delivered_at
+                row[5] = error
+        rows = list(folded.values())
+        for start in range(0, len(rows), MAX_ATTEMPT_ROWS):
+            chunk = rows[start : start + MAX_ATTEMPT_ROWS]
+            size = 1
+            while size < len(chunk):
+                size *= 2
+            params: list[Any] = []
+            for row in chunk:
+                params.extend(row)
+            params.extend([_NO_EVENT, 0, None, None, None, None, None] * (size - len(chunk)))
+            self._execute(cur, attempt_updates_sql(size), params)
 
     def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         # PyMySQL turns an INSERT ... VALUES into one multi-row statement: one round trip.

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from importlib import resources
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
@@ -172,46 +173,10 @@ def too_new_message(database_version: int, known_version: int) -> str:
 
 # -- row mapping ---------------------------------------------------------------------
 
-RECEIVER_COLUMNS = (
-    "receiver_id",
-    "wallet_id",
-    "chain",
-    "hd_index",
-    "address",
-    "amount_duffs",
-    "received_duffs",
-    "status",
-    "overpaid",
-    "late",
-    "created_at",
-    "updated_at",
-    "expires_at",
-    "paid_at",
-    "settled_at",
-    "closed_at",
-    "fiat_amount",
-    "fiat_currency",
-    "rate",
-    "rate_provider",
-    "rate_fetched_at",
-    "callback_url",
-    "description",
-    "username",
-    "idempotency_key",
-)
-PAYMENT_COLUMNS = (
-    "payment_id",
-    "receiver_id",
-    "txid",
-    "address",
-    "amount_duffs",
-    "instant_locked",
-    "block_height",
-    "confirmations",
-    "dropped",
-    "first_seen_at",
-    "updated_at",
-)
+# The receivers and payments columns read back, in the order of the row types' fields:
+# a row is turned into its dataclass positionally (see receiver_from_row).
+RECEIVER_COLUMNS = tuple(f.name for f in fields(Receiver))
+PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
 OUTBOX_COLUMNS = (
     "event_id",
     "receiver_id",
@@ -224,8 +189,6 @@ OUTBOX_COLUMNS = (
     "delivered_at",
     "last_error",
 )
-_RECEIVER_BOOLS = frozenset({"overpaid", "late"})
-_PAYMENT_BOOLS = frozenset({"instant_locked", "dropped"})
 # Columns of NewReceiver, in insert order (everything else starts at a fixed value).
 _NEW_RECEIVER_FIELDS = (
     "wallet_id",
@@ -312,20 +275,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Positions of the 0/1 columns that become bools.
+_OVERPAID_AT, _LATE_AT = (RECEIVER_COLUMNS.index(name) for name in ("overpaid", "late"))
+_LOCKED_AT, _DROPPED_AT = (PAYMENT_COLUMNS.index(name) for name in ("instant_locked", "dropped"))
+
+
 def receiver_from_row(row: Sequence[Any]) -> Receiver:
-    values = {
-        name: bool(value) if name in _RECEIVER_BOOLS else _plain(value)
-        for name, value in zip(RECEIVER_COLUMNS, row, strict=True)
-    }
-    return Receiver(**values)
+    """A receiver from a row of ``RECEIVER_COLUMNS``, whatever the driver returns text as."""
+    values = [_plain(value) for value in row]
+    values[_OVERPAID_AT] = bool(values[_OVERPAID_AT])
+    values[_LATE_AT] = bool(values[_LATE_AT])
+    return Receiver(*values)
+
+
+def receiver_from_text_row(row: Sequence[Any]) -> Receiver:
+    """``receiver_from_row`` for a driver that returns text as ``str`` (sqlite3): the
+    engine reads a batch of receivers per unit of work, so the per-row cost counts."""
+    values = list(row)
+    values[_OVERPAID_AT] = bool(values[_OVERPAID_AT])
+    values[_LATE_AT] = bool(values[_LATE_AT])
+    return Receiver(*values)
 
 
 def payment_from_row(row: Sequence[Any]) -> Payment:
-    values = {
-        name: bool(value) if name in _PAYMENT_BOOLS else _plain(value)
-        for name, value in zip(PAYMENT_COLUMNS, row, strict=True)
-    }
-    return Payment(**values)
+    values = [_plain(value) for value in row]
+    values[_LOCKED_AT] = bool(values[_LOCKED_AT])
+    values[_DROPPED_AT] = bool(values[_DROPPED_AT])
+    return Payment(*values)
+
+
+def payment_from_text_row(row: Sequence[Any]) -> Payment:
+    values = list(row)
+    values[_LOCKED_AT] = bool(values[_LOCKED_AT])
+    values[_DROPPED_AT] = bool(values[_DROPPED_AT])
+    return Payment(*values)
 
 
 def outbox_from_row(row: Sequence[Any]) -> OutboxEvent:
@@ -367,6 +350,8 @@ def check_outcome(outcome: object) -> AttemptOutcome:
     error = outcome.error
     if error is not None and len(error) > MAX_ATTEMPT_ERROR_CHARS:
         error = error[: MAX_ATTEMPT_ERROR_CHARS - 3] + "..."
+    elif outcome.duration_ms <= MAX_UNSIGNED_INT:
+        return outcome  # the usual case: fit to store as it is, no copy
     return replace(outcome, error=error, duration_ms=min(outcome.duration_ms, MAX_UNSIGNED_INT))
 
 
@@ -391,7 +376,7 @@ def _attempt_row(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
     return (event_id, outcome.attempted_at, outcome.http_status, outcome.error, outcome.duration_ms)
 
 
-def _update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
+def update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, ...]:
     """Parameters of ``_UPDATE_AFTER_ATTEMPT``: the event's state after the attempt."""
     delivered = outcome.status == OUTBOX_DELIVERED
     return (
@@ -562,8 +547,17 @@ def _check_decision(receiver_id: int, decision: object) -> tuple[ReceiverUpdate 
     return update, list(events)
 
 
+_receiver_values = attrgetter(*RECEIVER_COLUMNS)
+_update_values = attrgetter(*_UPDATE_FIELDS)
+_UPDATE_AT = tuple(RECEIVER_COLUMNS.index(name) for name in _UPDATE_FIELDS)
+
+
 def _apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
-    return replace(receiver, **{name: getattr(update, name) for name in _UPDATE_FIELDS})
+    # What dataclasses.replace does, without its per-field keyword round trip.
+    values = list(_receiver_values(receiver))
+    for at, value in zip(_UPDATE_AT, _update_values(update), strict=True):
+        values[at] = value
+    return Receiver(*values)
 
 
 # -- the shared units of work --------------------------------------------------------
@@ -604,6 +598,10 @@ class SqlRepository(PriceCacheMixin):
     _for_update: str = ""
     # After "FROM receivers": read in primary key order (see iter_pending).
     _primary_key_scan: str = ""
+    # Rows to values; a backend whose driver always returns text as str uses the
+    # cheaper payment_from_text_row / receiver_from_text_row.
+    _receiver_from_row = staticmethod(receiver_from_row)
+    _payment_from_row = staticmethod(payment_from_row)
 
     # Hooks -----------------------------------------------------------------------
     def _read(self, work: Callable[[Any], T]) -> T:
@@ -622,7 +620,7 @@ class SqlRepository(PriceCacheMixin):
     def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         """One statement for many parameter rows (a multi-row INSERT where the driver
         can make one)."""
-        cursor.executemany(sql, [tuple(row) for row in rows])
+        cursor.executemany(sql, rows)
         return cursor
 
     def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -761,7 +759,7 @@ class SqlRepository(PriceCacheMixin):
             if keys:
                 marks = ", ".join("?" * len(keys))
                 sql = f"{_SELECT_RECEIVER} WHERE idempotency_key IN ({marks})"
-                for receiver in _receivers(self._execute(cur, sql, keys)):
+                for receiver in self._receivers(self._execute(cur, sql, keys)):
                     known[receiver.idempotency_key] = receiver  # type: ignore[index]
             # Each entry: an existing receiver, or the batch position of a new row.
             plan: list[Receiver | int] = []
@@ -827,6 +825,10 @@ class SqlRepository(PriceCacheMixin):
                 "find which",
             ) from None
 
+    def _receivers(self, cursor: Any) -> list[Receiver]:
+        convert = self._receiver_from_row
+        return [convert(row) for row in cursor.fetchall()]
+
     def get_receiver(self, receiver_id: int) -> Receiver | None:
         return self._read(lambda cur: self._receiver_where(cur, "receiver_id = ?", receiver_id))
 
@@ -835,7 +837,7 @@ class SqlRepository(PriceCacheMixin):
     ) -> Receiver | None:
         sql = f"{_SELECT_RECEIVER} WHERE {condition}" + (self._for_update if lock else "")
         row = self._execute(cur, sql, (value,)).fetchone()
-        return None if row is None else receiver_from_row(row)
+        return None if row is None else self._receiver_from_row(row)
 
     def list_receivers(
         self,
@@ -857,7 +859,7 @@ class SqlRepository(PriceCacheMixin):
         )
         sql = f"{_SELECT_RECEIVER}{where} ORDER BY receiver_id DESC LIMIT ?"
         params.append(limit)
-        return self._read(lambda cur: _receivers(self._execute(cur, sql, params)))
+        return self._read(lambda cur: self._receivers(self._execute(cur, sql, params)))
 
     def cancel_receiver(self, receiver_id: int, now: int) -> Receiver:
         def work(cur: Any) -> Receiver:
@@ -917,7 +919,7 @@ class SqlRepository(PriceCacheMixin):
     def list_payments(self, receiver_id: int) -> list[Payment]:
         sql = f"{_SELECT_PAYMENT} WHERE receiver_id = ? ORDER BY first_seen_at, payment_id"
         rows = self._read(lambda cur: self._execute(cur, sql, (receiver_id,)).fetchall())
-        return [payment_from_row(row) for row in rows]
+        return [self._payment_from_row(row) for row in rows]
 
     # Payments: the engine's unit of work ----------------------------------------
     def update_receivers(
@@ -941,7 +943,7 @@ class SqlRepository(PriceCacheMixin):
             for chunk, params in _in_lists(ids):
                 sql = f"{_SELECT_PAYMENT} WHERE receiver_id IN ({chunk}) ORDER BY payment_id"
                 for row in self._execute(cur, sql, params).fetchall():
-                    payment = payment_from_row(row)
+                    payment = self._payment_from_row(row)
                     stored[payment.receiver_id][(payment.txid, payment.address)] = payment
             updates: dict[int, ReceiverUpdate] = {}
             results = [
@@ -968,7 +970,7 @@ class SqlRepository(PriceCacheMixin):
         suffix = self._for_update if lock else ""
         for chunk, params in _in_lists(ids):
             sql = f"{_SELECT_RECEIVER} WHERE receiver_id IN ({chunk}) ORDER BY receiver_id"
-            for receiver in _receivers(self._execute(cur, sql + suffix, params)):
+            for receiver in self._receivers(self._execute(cur, sql + suffix, params)):
                 found[receiver.receiver_id] = receiver
         return found
 
@@ -1081,11 +1083,12 @@ class SqlRepository(PriceCacheMixin):
     def _write_receiver_updates(
         self, cur: Any, updates: Sequence[tuple[int, ReceiverUpdate]]
     ) -> None:
-        """Write each receiver's new state (one UPDATE per receiver here; MySQL
-        overrides this with one statement per chunk, saving a round trip each)."""
-        for rid, update in updates:
-            values = [getattr(update, name) for name in _UPDATE_FIELDS]
-            self._execute(cur, _UPDATE_RECEIVER, [*values, rid])
+        """Write each receiver's new state: one executemany of the UPDATE here (the
+        driver loops in C); MySQL overrides this with one statement per chunk, which
+        saves a round trip per receiver."""
+        self._executemany(
+            cur, _UPDATE_RECEIVER, [(*_update_values(update), rid) for rid, update in updates]
+        )
 
     def _insert_events(self, cur: Any, events: Sequence[OutboxEvent]) -> None:
         if not events:
@@ -1190,7 +1193,7 @@ class SqlRepository(PriceCacheMixin):
                 for event_id, status in self._execute(cur, sql, params).fetchall():
                     status_of[_plain(event_id)] = _plain(status)
             results: list[DashpayError | None] = []
-            logged = []
+            accepted: list[tuple[str, AttemptOutcome]] = []
             for event_id, outcome in checked:
                 status = status_of.get(event_id)
                 if status is None:
@@ -1207,14 +1210,28 @@ class SqlRepository(PriceCacheMixin):
                     )
                     continue
                 status_of[event_id] = outcome.status  # a later item sees this outcome
-                logged.append(_attempt_row(event_id, outcome))
-                self._execute(cur, _UPDATE_AFTER_ATTEMPT, _update_after_attempt(event_id, outcome))
+                accepted.append((event_id, outcome))
                 results.append(None)
-            if logged:
-                self._executemany(cur, _INSERT_ATTEMPT, logged)
+            if accepted:
+                self._write_attempts(cur, accepted)
             return results
 
         return self._write(work)
+
+    def _write_attempts(self, cur: Any, accepted: Sequence[tuple[str, AttemptOutcome]]) -> None:
+        """Apply each accepted attempt to its outbox row, in order (an event listed
+        twice is updated twice), and log them all in one executemany."""
+        self._update_after_attempts(cur, accepted)
+        self._executemany(cur, _INSERT_ATTEMPT, [_attempt_row(e, o) for e, o in accepted])
+
+    def _update_after_attempts(
+        self, cur: Any, accepted: Sequence[tuple[str, AttemptOutcome]]
+    ) -> None:
+        """The outbox part of ``_write_attempts``: one executemany here (sqlite3 loops
+        in C); MySQL overrides it with one statement per chunk."""
+        self._executemany(
+            cur, _UPDATE_AFTER_ATTEMPT, [update_after_attempt(e, o) for e, o in accepted]
+        )
 
     def pending_callback_receivers(
         self, wallet_id: str, receiver_ids: Sequence[int] | None = None
@@ -1364,10 +1381,6 @@ def _where(filters: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     if not used:
         return "", []
     return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
-
-
-def _receivers(cursor: Any) -> list[Receiver]:
-    return [receiver_from_row(row) for row in cursor.fetchall()]
 
 
 def closed_error(backend: str) -> Unavailable:

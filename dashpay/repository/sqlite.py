@@ -24,6 +24,8 @@ from dashpay.repository.schema import (
     SqlRepository,
     closed_error,
     load_migrations,
+    payment_from_text_row,
+    receiver_from_text_row,
     too_new_message,
 )
 
@@ -42,6 +44,9 @@ class SqliteRepository(SqlRepository):
     # Without it the planner reads the wallet's whole index and sorts it for every
     # chunk of iter_pending (quadratic at 1M); the rowid range is one pass.
     _primary_key_scan = " NOT INDEXED"
+    # sqlite3 returns TEXT as str (we never store BLOBs): no bytes to decode.
+    _receiver_from_row = staticmethod(receiver_from_text_row)
+    _payment_from_row = staticmethod(payment_from_text_row)
 
     def owner_lock(self, name: str):
         """An exclusive lock on ``<database>.lock``: one daemon per SQLite database."""

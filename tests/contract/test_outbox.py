@@ -215,6 +215,67 @@ def test_a_batch_skips_only_the_items_it_cannot_record(repo: Repository, store: 
     assert repo.record_callback_attempts([]) == []
 
 
+def test_an_event_listed_twice_in_a_batch_gets_both_attempts_in_order(
+    repo: Repository, store: Store
+) -> None:
+    receiver, other = create(repo), create(repo)
+    (twice,) = enqueue(repo, receiver, T0, "receiver.paid")
+    (retried,) = enqueue(repo, other, T0, "receiver.paid")
+    problems = repo.record_callback_attempts(
+        [
+            (twice, outcome(OUTBOX_PENDING, T0 + 5, next_at=T0 + 10_005, http=503, error="503")),
+            (retried, outcome(OUTBOX_PENDING, T0 + 6, next_at=T0 + 9_000, error="timed out")),
+            (twice, outcome(OUTBOX_DELIVERED, T0 + 7, http=200, duration=3)),
+            (retried, outcome(OUTBOX_PENDING, T0 + 8, next_at=T0 + 20_000, http=502, error="502")),
+            (twice, outcome(OUTBOX_FAILED, T0 + 9, http=410)),  # sees the delivery before it
+        ]
+    )
+    assert problems[:4] == [None, None, None, None]
+    assert isinstance(problems[4], Conflict) and "delivered, not pending" in str(problems[4])
+    record, attempts = repo.get_callback(twice)
+    event = record.event
+    assert (event.status, event.attempts, event.delivered_at, event.last_error) == (
+        OUTBOX_DELIVERED, 2, T0 + 10, None
+    )  # fmt: skip
+    assert event.next_attempt_at == T0 + 10_005  # a delivery keeps the last retry time
+    assert record.first_attempt_at == T0 + 5
+    assert [(a.attempted_at, a.http_status) for a in attempts] == [(T0 + 5, 503), (T0 + 7, 200)]
+    record, attempts = repo.get_callback(retried)
+    event = record.event
+    assert (event.status, event.attempts, event.next_attempt_at, event.last_error) == (
+        OUTBOX_PENDING, 2, T0 + 20_000, "502"
+    )  # fmt: skip
+    assert record.first_attempt_at == T0 + 6 and event.delivered_at is None
+    assert [a.error for a in attempts] == ["timed out", "502"]
+    assert store.execute("SELECT COUNT(*) FROM callback_attempts")[0][0] == 4
+
+
+def test_a_batch_larger_than_one_statement_records_every_attempt(
+    repo: Repository, store: Store
+) -> None:
+    # More events than one IN list (512) and one multi-row UPDATE (256) hold.
+    receiver, untouched = create(repo), create(repo)
+    ids = enqueue(repo, receiver, T0, *["receiver.paid"] * 600)
+    (kept,) = enqueue(repo, untouched, T0, "receiver.paid")
+    statuses = (OUTBOX_DELIVERED, OUTBOX_PENDING, OUTBOX_FAILED)
+    batch = [
+        (event_id, outcome(statuses[n % 3], T0 + n, next_at=T0 + 50_000 + n, http=200 + n % 3))
+        for n, event_id in enumerate(ids)
+    ]
+    assert repo.record_callback_attempts(batch) == [None] * 600
+    after = {e.event_id: e for e in repo.list_outbox(receiver_id=receiver.receiver_id, limit=1000)}
+    for n, event_id in enumerate(ids):
+        event = after[event_id]
+        assert (event.status, event.attempts) == (statuses[n % 3], 1), n
+        expected_next = T0 + 50_000 + n if statuses[n % 3] == OUTBOX_PENDING else T0
+        assert event.next_attempt_at == expected_next, n
+        expected_delivered = T0 + n + 12 if statuses[n % 3] == OUTBOX_DELIVERED else None
+        assert event.delivered_at == expected_delivered, n
+    assert store.execute("SELECT COUNT(*) FROM callback_attempts")[0][0] == 600
+    untouched_event = repo.get_callback(kept)[0]
+    assert (untouched_event.event.attempts, untouched_event.first_attempt_at) == (0, None)
+
+
 def test_a_batch_with_a_malformed_outcome_writes_nothing(repo: Repository, store: Store) -> None:
     receiver = create(repo)
     (event_id,) = enqueue(repo, receiver, T0, "receiver.paid")
