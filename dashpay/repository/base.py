@@ -11,7 +11,8 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -220,6 +221,20 @@ class ReceiverUpdate:
     settled_at: int | None
     closed_at: int | None
     updated_at: int
+
+
+_receiver_values = attrgetter(*(f.name for f in fields(Receiver)))
+_update_values = attrgetter(*(f.name for f in fields(ReceiverUpdate)))
+_UPDATE_AT = tuple([f.name for f in fields(Receiver)].index(f.name) for f in fields(ReceiverUpdate))
+
+
+def apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
+    """``receiver`` with ``update``'s fields: what ``dataclasses.replace`` gives, built
+    positionally (a third of its cost; it runs twice per recorded payment)."""
+    values = list(_receiver_values(receiver))
+    for at, value in zip(_UPDATE_AT, _update_values(update), strict=True):
+        values[at] = value
+    return Receiver(*values)
 
 
 @dataclass(frozen=True, slots=True)

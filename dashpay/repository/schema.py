@@ -54,6 +54,7 @@ from dashpay.repository.base import (
     ReceiverResult,
     ReceiverUpdate,
     ReceiverWork,
+    apply_update,
 )
 from dashpay.repository.prices import PriceCacheMixin
 
@@ -547,17 +548,7 @@ def _check_decision(receiver_id: int, decision: object) -> tuple[ReceiverUpdate 
     return update, list(events)
 
 
-_receiver_values = attrgetter(*RECEIVER_COLUMNS)
 _update_values = attrgetter(*_UPDATE_FIELDS)
-_UPDATE_AT = tuple(RECEIVER_COLUMNS.index(name) for name in _UPDATE_FIELDS)
-
-
-def _apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
-    # What dataclasses.replace does, without its per-field keyword round trip.
-    values = list(_receiver_values(receiver))
-    for at, value in zip(_UPDATE_AT, _update_values(update), strict=True):
-        values[at] = value
-    return Receiver(*values)
 
 
 # -- the shared units of work --------------------------------------------------------
@@ -1019,7 +1010,7 @@ class SqlRepository(PriceCacheMixin):
             # Written once per receiver at the end of the unit (the latest state wins):
             # nothing in between reads receivers from the database.
             updates[rid] = update
-            receiver = receivers[rid] = _apply_update(receiver, update)
+            receiver = receivers[rid] = apply_update(receiver, update)
         events = [_new_outbox_event(rid, event, now) for event in new_events]
         return ReceiverResult(receiver, payments, changes, events)
 

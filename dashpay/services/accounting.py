@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from dashpay.repository.base import (
@@ -36,6 +36,7 @@ from dashpay.repository.base import (
     PaymentChange,
     Receiver,
     ReceiverUpdate,
+    apply_update,
 )
 
 # Callback events: one source of truth (README "Callbacks" lists them for merchants).
@@ -215,17 +216,3 @@ def decide(
         ident = event_id()
         events.append(NewEvent(ident, name, payload(name, ident, now, after, payment)))
     return (None if unchanged else update), events
-
-
-def apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
-    return replace(
-        receiver,
-        received_duffs=update.received_duffs,
-        status=update.status,
-        overpaid=update.overpaid,
-        late=update.late,
-        paid_at=update.paid_at,
-        settled_at=update.settled_at,
-        closed_at=update.closed_at,
-        updated_at=update.updated_at,
-    )

@@ -279,3 +279,22 @@ def test_several_payments_in_one_step_each_get_their_own_event():
     assert update.status == "paid" and update.received_duffs == 110_000_005
     assert names == ["receiver.partial", "receiver.paid", "receiver.overpaid"]
     assert [json.loads(e.payload)["txid"] for e in events] == [p1.txid, p2.txid, p3.txid]
+
+
+def test_apply_update_sets_exactly_the_update_fields():
+    from dataclasses import asdict
+
+    from dashpay.repository.base import ReceiverUpdate
+
+    r = receiver(description="kept", callback_url="https://shop.example/cb", late=False)
+    update = ReceiverUpdate(
+        received_duffs=DUE + 1,
+        status="settled",
+        overpaid=True,
+        late=True,
+        paid_at=NOW - 5,
+        settled_at=NOW - 1,
+        closed_at=NOW,
+        updated_at=NOW,
+    )
+    assert acc.apply_update(r, update) == replace(r, **asdict(update))
