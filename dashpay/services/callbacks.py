@@ -35,7 +35,7 @@ caused it (DESIGN.md §6); this module delivers those rows. Design choices, in s
   that were checked (``checked_addresses`` is the poster's only way to a socket), so
   DNS rebinding cannot slip a metadata address in between the check and the connect.
   TLS still verifies the host name. Proxies are never used (they would bypass the
-  check). The POSTs go through ``http_post.HttpPoster`` (h11 over trio streams).
+  check). The POSTs go through ``http_post.HttpPoster`` (our own HTTP/1.1 codec).
   Response bodies are read only up to ``MAX_RESPONSE_BYTES`` for ``BODY_READ_SECONDS``
   and never decompressed; an attempt as a whole is bounded by ``[callbacks] timeout``.
 """
@@ -103,8 +103,8 @@ USER_AGENT = f"dashpay/{__version__}"
 
 # Only the status line matters; the body is read for the attempt log and so that a
 # small answer can be read to its end and the connection kept alive. 16 KiB holds any
-# sensible acknowledgement (h11 allows 16 KiB of headers too); past it the connection
-# is closed instead of downloading a huge body.
+# sensible acknowledgement (the poster allows 16 KiB of headers too); past it the
+# connection is closed instead of downloading a huge body.
 MAX_RESPONSE_BYTES = 16 * 1024
 # How much of an error response is kept in the attempt log (`callbacks show`).
 RESPONSE_EXCERPT_CHARS = 200

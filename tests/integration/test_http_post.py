@@ -278,6 +278,74 @@ async def test_a_cancelled_exchange_never_leaves_its_connection_for_reuse():
     assert [c.requests for c in server.conversations] == [[b"lost"], [b"next"]]
 
 
+async def test_a_request_larger_than_the_socket_buffers_is_sent_whole():
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB: many partial sends
+    client = poster()
+    async with scripted_server(keep_alive_ok) as server:
+        answer = await client.post(server.url(), HEADERS, body)
+        again = await client.post(server.url(), HEADERS, b"small")
+    assert (answer.status, again.status) == (200, 200)
+    assert server.conversations[0].requests == [body, b"small"]
+    assert client.connections_made == 1
+
+
+async def test_an_idle_connection_holding_bytes_nobody_asked_for_is_not_reused():
+    answered = trio.Event()
+
+    async def answer_then_babble(stream, seen: Conversation, index: int) -> None:
+        seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+        await stream.send_all(OK)
+        if index == 0:
+            await answered.wait()  # the client has its answer and keeps the connection
+            await stream.send_all(b"HTTP/1.1 200 OK\r\n")  # an answer to nothing
+        await trio.sleep_forever()
+
+    client = poster()
+    async with scripted_server(answer_then_babble) as server:
+        assert (await client.post(server.url(), HEADERS, b"1")).status == 200
+        answered.set()
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(20):  # a guard against hanging, not a measurement
+            assert (await client.post(server.url(), HEADERS, b"2")).status == 200
+    assert [c.requests for c in server.conversations] == [[b"1"], [b"2"]]
+    assert client.stale_retries == 0
+
+
+async def test_a_chunked_answer_is_read_whole_and_its_connection_kept():
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+
+    async def chunked(stream, seen: Conversation, index: int) -> None:
+        while (body := await read_request(stream, h11.Connection(h11.SERVER))) is not None:
+            seen.requests.append(body)
+            await stream.send_all(reply)
+
+    client = poster()
+    async with scripted_server(chunked) as server:
+        answers = [await client.post(server.url(), HEADERS, b"%d" % n) for n in range(3)]
+    assert [(a.status, a.body) for a in answers] == [(200, b"abcde")] * 3
+    assert client.connections_made == 1
+
+
+async def test_a_deadline_during_the_body_closes_the_connection():
+    async def head_then_hang(stream, seen: Conversation, index: int) -> None:
+        if index == 0:
+            seen.requests.append(await read_request(stream, h11.Connection(h11.SERVER)))
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+            await trio.sleep_forever()
+        await keep_alive_ok(stream, seen, index)
+
+    client = poster(body_seconds=60.0)
+    async with scripted_server(head_then_hang) as server:
+        with trio.move_on_after(0.2) as scope:
+            await client.post(server.url(), HEADERS, b"lost")
+        assert scope.cancelled_caught
+        assert (await client.post(server.url(), HEADERS, b"next")).status == 200
+    assert [c.requests for c in server.conversations] == [[b"lost"], [b"next"]]
+
+
 # -- hostile answers --------------------------------------------------------------------
 
 
