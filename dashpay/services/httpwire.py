@@ -163,6 +163,7 @@ class ResponseReader:
         "_eof",
         "_informational",
         "_trailer_bytes",
+        "_scanned",
         "_error",
         "reusable",
     )
@@ -174,6 +175,7 @@ class ResponseReader:
         self._eof = False
         self._informational = 0
         self._trailer_bytes = 0
+        self._scanned = 0  # where the search for the end of the head resumes
         self._error: InvalidResponse | None = None
         self.reusable = False
 
@@ -220,15 +222,20 @@ class ResponseReader:
     def _head(self) -> Response | _Marker:
         while True:
             buffer = self._buffer
-            end = buffer.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
+            # Search only what arrived since the last look (and the 3 bytes before it,
+            # where the end may have started): a head dripping in byte by byte costs
+            # linear time, not quadratic.
+            end = buffer.find(b"\r\n\r\n", self._scanned, MAX_HEADER_BYTES + 4)
             if end < 0:
                 if len(buffer) >= MAX_HEADER_BYTES + 4:
                     raise InvalidResponse(f"the response head is over {MAX_HEADER_BYTES} bytes")
                 if self._eof:
                     raise InvalidResponse("the connection closed inside the response head")
+                self._scanned = max(0, len(buffer) - 3)
                 return NEED_DATA
             head = bytes(buffer[:end])
             del buffer[: end + 4]
+            self._scanned = 0
             http10, status, headers = _parse_head(head)
             if status >= 200:
                 return self._begin_body(http10, status, headers)
