@@ -586,7 +586,7 @@ def test_control_config_ignores_the_daemons_secrets(tmp_path):
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ('[control]\nsocket = 5\n', "[control] socket"),
+        ("[control]\nsocket = 5\n", "[control] socket"),
         ('[control]\nsockt = "/x"\n', "sockt"),
         ('[contrl]\nsocket = "/x"\n', "did you mean [control]"),
         ("control = 1\n", "must be a table"),
