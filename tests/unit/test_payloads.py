@@ -12,55 +12,29 @@ from hypothesis import strategies as st
 from dashpay.repository.base import Payment, Receiver
 from dashpay.services.payloads import event_payload, payment_summary
 from dashpay.services.views import receiver_view
+from tests.unit.test_accounting import DUE, NOW, payment, receiver
 
-NOW = 1_800_000_000_123
-RECEIVER = Receiver(
-    receiver_id=42,
-    wallet_id="wallet",
-    chain=0,
-    hd_index=7,
-    address="yXkQ1nR7ZgkQbXW9xqJpQFq8ZT1mEXAMPLE",
-    amount_duffs=150_000_000,
-    received_duffs=150_000_000,
+# The receivers and payments of the accounting tests, with every optional field set.
+RECEIVER = receiver(
     status="paid",
-    overpaid=False,
-    late=False,
-    created_at=NOW - 60_000,
-    updated_at=NOW,
-    expires_at=NOW + 3_600_000,
+    received_duffs=DUE,
     paid_at=NOW,
-    settled_at=None,
-    closed_at=None,
     fiat_amount="12.50",
     fiat_currency="EUR",
     rate="8.3333",
     rate_provider="coingecko",
     rate_fetched_at=NOW - 1_000,
     callback_url="https://shop.example/dashpay",
-    description="order 1",
-    username="alice",
     idempotency_key="k-1",
 )
-PAYMENT = Payment(
-    payment_id=9,
-    receiver_id=42,
-    txid="ab" * 32,
-    address=RECEIVER.address,
-    amount_duffs=150_000_000,
-    instant_locked=True,
-    block_height=None,
-    confirmations=0,
-    dropped=False,
-    first_seen_at=NOW,
-    updated_at=NOW,
-)
+PAYMENT = payment("a", DUE, locked=True)
 
 
-def stdlib(event: str, event_id: str, receiver: Receiver, payment: Payment | None) -> str:
+def stdlib(event: str, event_id: str, owner: Receiver, paid_by: Payment | None) -> str:
     """What the body was when it was built with json.dumps (the reference)."""
-    body = json.loads(event_payload(event, event_id, NOW, receiver, payment))
-    assert body["receiver"] == receiver_view(receiver)
-    assert body["payment"] == (payment_summary(payment) if payment else None)
+    body = json.loads(event_payload(event, event_id, NOW, owner, paid_by))
+    assert body["receiver"] == receiver_view(owner)
+    assert body["payment"] == (payment_summary(paid_by) if paid_by else None)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -70,14 +44,14 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 @given(description=TEXT, username=TEXT, currency=TEXT)
 def test_the_body_is_byte_for_byte_what_the_stdlib_writes(description, username, currency):
-    receiver = replace(RECEIVER, description=description, username=username, fiat_currency=currency)
-    for payment in (PAYMENT, None):
-        ours = event_payload("receiver.paid", "evt_1", NOW, receiver, payment)
-        assert ours == stdlib("receiver.paid", "evt_1", receiver, payment)
+    changed = replace(RECEIVER, description=description, username=username, fiat_currency=currency)
+    for paid_by in (PAYMENT, None):
+        ours = event_payload("receiver.paid", "evt_1", NOW, changed, paid_by)
+        assert ours == stdlib("receiver.paid", "evt_1", changed, paid_by)
 
 
 def test_control_characters_quotes_and_non_ascii_are_written_as_the_stdlib_writes_them():
-    receiver = replace(RECEIVER, description='tab\there "quoted" \\ \x00\x1f\x7f é 😀 \u2028')
-    ours = event_payload("receiver.paid", "evt_1", NOW, receiver, PAYMENT)
-    assert ours == stdlib("receiver.paid", "evt_1", receiver, PAYMENT)
+    changed = replace(RECEIVER, description='tab\there "quoted" \\ \x00\x1f\x7f é 😀 \u2028')
+    ours = event_payload("receiver.paid", "evt_1", NOW, changed, PAYMENT)
+    assert ours == stdlib("receiver.paid", "evt_1", changed, PAYMENT)
     assert '"description":"tab\\there \\"quoted\\" \\\\ \\u0000\\u001f\x7f é 😀 \u2028"' in ours
