@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -422,6 +423,46 @@ async def test_an_event_sent_from_the_outbox_is_not_sent_again_when_handed_over_
         await eventually(lambda: status_of(outbox_repo, later.event_id) == OUTBOX_DELIVERED)
     # One receiver's events go out in order, so a second copy would have come first.
     assert [r.delivery for r in http_server.to("/cb")] == [event.event_id, later.event_id]
+
+
+class StalledRecorder(CountingRepository):
+    """The real repository, except that recording attempts waits until ``release``
+    (as a database that stopped answering would): the call blocks its worker thread."""
+
+    def __init__(self, repo: Repository) -> None:
+        super().__init__(repo)
+        self.released = threading.Event()
+
+    def record_callback_attempts(self, attempts):
+        self.calls["record_callback_attempts"] += 1
+        self.released.wait(timeout=30)
+        return self._repo.record_callback_attempts(attempts)
+
+
+async def test_slots_are_free_once_answered_and_held_receivers_are_bounded(
+    outbox_repo, http_server
+):
+    stalled = StalledRecorder(outbox_repo)
+    sender = CallbackSender(stalled, rules(max_in_flight=2), WALLET, SECRET)
+    events = [
+        paid(outbox_repo, new_receiver(outbox_repo, http_server.url("/cb"))) for _ in range(12)
+    ]
+    async with running(sender):
+        try:
+            # While no outcome can be committed, POSTs go on past the 2 slots (each is
+            # free once answered) until 4 x 2 receivers are held, and then stop.
+            await eventually(lambda: sender.in_flight == sender.max_held == 8)
+            await eventually(lambda: len(http_server.requests) >= 8)
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert len(http_server.requests) == 8
+            assert all(status_of(outbox_repo, e.event_id) == OUTBOX_PENDING for e in events)
+            stalled.released.set()  # the database answers again: everything goes out
+            await eventually(
+                lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_DELIVERED for e in events)
+            )
+        finally:
+            stalled.released.set()  # before the sender stops: its last write waits for it
+    assert sorted(r.delivery for r in http_server.requests) == sorted(e.event_id for e in events)
 
 
 async def test_a_hanging_endpoint_does_not_delay_other_receivers(outbox_repo, http_server):
