@@ -60,6 +60,17 @@ def optional_text(params: dict[str, Any], name: str, limit: int = MAX_TEXT_CHARS
         raise InvalidParams(f"{name} is {len(value)} characters long; at most {limit} allowed")
     if any(ord(ch) < 32 and ch not in "\t" for ch in value):
         raise InvalidParams(f"{name} contains control characters (newlines are not allowed)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # A JSON "\ud800" escape without its pair, or bytes that were not UTF-8 in
+            # a command line: not text, and no database would store it.
+            raise InvalidParams(
+                f"{name} is not valid text: it contains a lone surrogate (a \\ud800-"
+                "\\udfff escape without its pair, or bytes that are not UTF-8); send the "
+                "character itself"
+            ) from None
     return value
 
 

@@ -132,6 +132,7 @@ def test_bad_amounts_exit_2_with_a_reason(daemon, amount):
         (["--callback-url", "https://x.example/" + "a" * 2100], "2048"),
         (["--description", "d" * 256], "255"),
         (["--username", "u" * 256], "255"),
+        (["--description", "order \udcff"], "lone surrogate"),  # the byte 0xff in argv
         (["--expires-after", "5x"], "duration"),
         (["--currency", "US"], "currency"),
     ],
@@ -312,3 +313,18 @@ def test_gap_limit_warns_in_status_and_can_refuse_new_receivers(short_tmp, datab
         assert "gap limit warning" in daemon.log()
     finally:
         daemon.stop()
+
+
+def test_a_lone_surrogate_over_the_socket_is_refused_and_nothing_is_created(daemon):
+    """A JSON "\\ud800" escape without its pair decodes to text no database stores."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(daemon.socket))
+        request = (
+            '{"jsonrpc": "2.0", "id": 1, "method": "receiver.create",'
+            ' "params": {"amount": "1", "description": "order \\ud800"}}\n'
+        )
+        sock.sendall(request.encode("ascii"))
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer["error"]["data"]["kind"] == "invalid_params", answer
+    assert "description is not valid text" in answer["error"]["message"]
+    assert daemon.cli("status", "--json").json()["wallet"]["next_index"] == 0

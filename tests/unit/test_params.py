@@ -33,6 +33,8 @@ def test_json_numbers_arrive_as_decimal_and_are_exact():
         ({"amount": "1", "currency": "dollars"}, "currency"),
         ({"amount": "1", "description": 5}, "string"),
         ({"amount": "1", "description": "a\nb"}, "control characters"),
+        ({"amount": "1", "description": "a\ud800b"}, "lone surrogate"),
+        ({"amount": "1", "username": "\udcff"}, "username is not valid text"),
         ({"amount": "1", "idempotency_key": "has space"}, "idempotency_key"),
         ({"amount": "1", "expires_after": True}, "duration"),
         ({"amount": "1", "callback_url": "javascript:alert(1)"}, "http"),
@@ -44,6 +46,11 @@ def test_create_params_errors_name_the_problem(params, needle):
     with pytest.raises(InvalidParams) as info:
         parse_create_receiver(params)
     assert needle in str(info.value)
+
+
+def test_text_beyond_ascii_is_kept_as_sent():
+    p = parse_create_receiver({"amount": "1", "description": "café 😀 \u2028", "username": "ü"})
+    assert (p.description, p.username) == ("café 😀 \u2028", "ü")
 
 
 def test_fiat_amount_is_kept_as_decimal_without_duffs():
