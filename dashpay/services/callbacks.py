@@ -43,6 +43,7 @@ caused it (DESIGN.md §6); this module delivers those rows. Design choices, in s
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 import json
 import logging
@@ -327,17 +328,32 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {describe_error(exc)}"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=MAX_REMEMBERED_URLS)
 def origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port filled in when the URL leaves it to the
+    scheme: http://shop and http://shop:80 are one origin (RFC 6454), which the
+    per-origin limit counts once. Remembered per URL (the same few come back for
+    every event)."""
     parts = urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # validated URLs never get here; a bad port names no origin
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
 
 
 def display_origin(url: str) -> str:
-    """scheme://host[:port] of a URL: safe to log (no credentials, path or query)."""
+    """scheme://host[:port] of a URL: safe to log (no credentials, path or query); the
+    port is shown when it is not the scheme's own."""
     scheme, host, port = origin_of(url)
     if ":" in host:
         host = f"[{host}]"
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    shown = port is not None and port != _DEFAULT_PORTS.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if shown else "")
 
 
 # -- the sender ---------------------------------------------------------------------------

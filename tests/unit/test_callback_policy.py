@@ -14,6 +14,7 @@ from dashpay.repository.base import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PEND
 from dashpay.services.callbacks import (
     Delivery,
     display_origin,
+    origin_of,
     plan_outcome,
     refusal_reason,
     retry_after_seconds,
@@ -134,3 +135,11 @@ def test_a_logged_origin_never_shows_credentials_path_or_query():
     url = "https://user:s3cret@Shop.Example:8443/hook/abc?token=t0ken"
     assert display_origin(url) == "https://shop.example:8443"
     assert display_origin("http://[::1]/cb") == "http://[::1]"
+    assert display_origin("http://shop.example:80/cb") == "http://shop.example"
+    assert display_origin("https://shop.example:80/cb") == "https://shop.example:80"
+
+
+def test_a_default_port_written_out_is_the_same_origin():
+    assert origin_of("http://Shop.Example/a") == origin_of("HTTP://shop.example:80/b?x=1")
+    assert origin_of("https://shop.example/") == ("https", "shop.example", 443)
+    assert origin_of("https://shop.example:80/") != origin_of("http://shop.example/")
