@@ -63,7 +63,7 @@ def receiver_updates_sql(count: int) -> str:
 MAX_ATTEMPT_ROWS = 256
 # Pads a chunk of attempt updates to a power of two: no event has an empty id (ids are
 # 1 to 64 characters), so a padding row joins nothing.
-_NO_EVENT = ""
+_NO_EVENT_ROW: list[Any] = ["", 0, None, None, None, None, None]
 
 
 @functools.cache
@@ -378,17 +378,9 @@ class MysqlRepository(SqlRepository):
                     row[3] = next_at
                 row[4] = delivered_at
                 row[5] = error
-        rows = list(folded.values())
-        for start in range(0, len(rows), MAX_ATTEMPT_ROWS):
-            chunk = rows[start : start + MAX_ATTEMPT_ROWS]
-            size = 1
-            while size < len(chunk):
-                size *= 2
-            params: list[Any] = []
-            for row in chunk:
-                params.extend(row)
-            params.extend([_NO_EVENT, 0, None, None, None, None, None] * (size - len(chunk)))
-            self._execute(cur, attempt_updates_sql(size), params)
+        for chunk in padded_chunks(list(folded.values()), MAX_ATTEMPT_ROWS, _NO_EVENT_ROW):
+            params = [value for row in chunk for value in row]
+            self._execute(cur, attempt_updates_sql(len(chunk)), params)
 
     def _executemany(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         # PyMySQL turns an INSERT ... VALUES into one multi-row statement: one round trip.

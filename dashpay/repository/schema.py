@@ -390,16 +390,17 @@ def update_after_attempt(event_id: str, outcome: AttemptOutcome) -> tuple[Any, .
     )
 
 
-def padded_chunks(items: Sequence[T], limit: int) -> Iterator[list[T]]:
+def padded_chunks(items: Sequence[T], limit: int, pad: T | None = None) -> Iterator[list[T]]:
     """``items`` in chunks of at most ``limit``, in order, each padded to a power of two
-    by repeating its last item, so that statements built from a chunk's length come in
-    few distinct texts. Only for statements where a repeated item changes nothing."""
+    so that statements built from a chunk's length come in few distinct texts. The
+    padding repeats the chunk's last item (only for statements where a repeated item
+    changes nothing), or is ``pad`` when given (an item that matches nothing)."""
     for start in range(0, len(items), limit):
         chunk = list(items[start : start + limit])
         size = 1
         while size < len(chunk):
             size *= 2
-        chunk += [chunk[-1]] * (size - len(chunk))
+        chunk += [chunk[-1] if pad is None else pad] * (size - len(chunk))
         yield chunk
 
 

@@ -84,6 +84,7 @@ from dashpay.repository.base import (
 )
 from dashpay.services.accounting import new_event_id
 from dashpay.services.http_post import (
+    DEFAULT_PORTS,
     ConnectFailed,
     HttpPoster,
     HttpPostError,
@@ -328,9 +329,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {describe_error(exc)}"
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 @functools.lru_cache(maxsize=MAX_REMEMBERED_URLS)
 def origin_of(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of a URL, the port filled in when the URL leaves it to the
@@ -343,7 +341,7 @@ def origin_of(url: str) -> tuple[str, str, int | None]:
         port = parts.port
     except ValueError:  # validated URLs never get here; a bad port names no origin
         port = None
-    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
 
 
 def display_origin(url: str) -> str:
@@ -352,7 +350,7 @@ def display_origin(url: str) -> str:
     scheme, host, port = origin_of(url)
     if ":" in host:
         host = f"[{host}]"
-    shown = port is not None and port != _DEFAULT_PORTS.get(scheme)
+    shown = port is not None and port != DEFAULT_PORTS.get(scheme)
     return f"{scheme}://{host}" + (f":{port}" if shown else "")
 
 

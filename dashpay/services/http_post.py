@@ -78,6 +78,8 @@ MAX_REMEMBERED_URLS = 4096
 PRUNE_SECONDS = 1.0
 
 Origin = tuple[str, str, int]
+# The port a URL without one means (RFC 9110 §4.2).
+DEFAULT_PORTS = {"http": 80, "https": 443}
 ConnectAddresses = Callable[[str, int], Awaitable[Sequence[str]]]
 
 
@@ -486,13 +488,13 @@ def _origin_and_target(url: str) -> tuple[Origin, str, str]:
     if not host:
         raise ConnectFailed("the URL has no host")
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError as exc:
         raise ConnectFailed(f"bad port in the URL: {exc}") from None
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
     authority = f"[{host}]" if ":" in host else host
-    if port != (443 if scheme == "https" else 80):
+    if port != DEFAULT_PORTS[scheme]:
         authority += f":{port}"
     return (scheme, host, port), target, authority
