@@ -33,7 +33,7 @@ from benchmarks.harness import (
 )
 from benchmarks.runner import Case, Options, Target
 from benchmarks.stack import daemon_stack
-from dashpay.control.client import ControlClient
+from dashpay.net.control_client import ControlClient
 
 DESCRIPTION = "receiver.create with 16 concurrent clients; `dashpay receiver new` wall time"
 SHOWN = ("creates_per_second", "reused", "cli_as_is_ms", "cli_compiled_ms")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from dashpay.control.client import ControlClient
+from dashpay.net.control_client import ControlClient
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

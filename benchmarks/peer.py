@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trio
 
-from dashpay.insight import eio
+from dashpay.domain.wallet import b58encode_check
 from dashpay.sandbox.chain import SandboxError, js_dash_number
 from dashpay.sandbox.http import (
     HttpRequest,
@@ -56,7 +56,7 @@ from dashpay.sandbox.http import (
 )
 from dashpay.sandbox.network import SandboxNetwork
 from dashpay.sandbox.server import SOCKET_IO_PATH, InsightApp
-from dashpay.wallet import b58encode_check
+from dashpay.wire import engineio as eio
 
 log = logging.getLogger("benchmarks.peer")
 

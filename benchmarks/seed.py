@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from benchmarks import harness
 from benchmarks.harness import BenchError, mysql_connect
-from dashpay.wallet import b58encode_check
+from dashpay.domain.wallet import b58encode_check
 
 TESTNET_P2PKH = 0x8C
 ROWS_PER_STATEMENT = 5_000  # MariaDB: ~600 kB per INSERT, far below max_allowed_packet

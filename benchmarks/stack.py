@@ -28,7 +28,7 @@ READY_SECONDS_BASE = 60.0
 
 
 def wallet_id() -> str:
-    from dashpay.wallet import Wallet
+    from dashpay.domain.wallet import Wallet
 
     return Wallet(BENCH_XPUB, NETWORK).wallet_id
 

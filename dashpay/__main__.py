@@ -1,3 +1,3 @@
-from dashpay.cli import main
+from dashpay.cli.app import main
 
 main()

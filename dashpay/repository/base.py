@@ -11,27 +11,28 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from operator import attrgetter
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from dashpay.domain.model import (
+    AttemptOutcome,
+    CallbackAttempt,
+    CallbackBacklog,
+    CallbackRecord,
+    NewEvent,
+    NewReceiver,
+    OutboxEvent,
+    Payment,
+    PaymentChange,
+    PendingRow,
+    Receiver,
+    ReceiverResult,
+    ReceiverUpdate,
+    ReceiverWork,
+)
 
 if TYPE_CHECKING:
-    from dashpay.errors import DashpayError
+    from dashpay.domain.errors import DashpayError
     from dashpay.repository.prices import PriceQuote
-
-# Receiver status (one field, moves forward). One source of truth: import these.
-PENDING = "pending"
-PARTIAL = "partial"
-PAID = "paid"
-SETTLED = "settled"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
-STATUSES = (PENDING, PARTIAL, PAID, SETTLED, EXPIRED, CANCELLED)
-# Statuses after which no further state change is expected (payments are still
-# recorded and flagged during the monitoring window).
-FINAL_STATUSES = frozenset({SETTLED, EXPIRED, CANCELLED})
-# Statuses that can still be cancelled by the merchant.
-CANCELLABLE_STATUSES = frozenset({PENDING, PARTIAL})
 
 # Receivers created by one ``create_receivers`` call (one transaction). The receiver
 # service fills a batch from the requests waiting when it starts one; 16 per commit
@@ -39,211 +40,6 @@ CANCELLABLE_STATUSES = frozenset({PENDING, PARTIAL})
 # MariaDB (benchmarks/README.md), and a bound keeps the counter lock (held while every
 # address of the batch is derived, ~130 µs each) to a few milliseconds.
 MAX_CREATE_BATCH = 32
-
-# Callback outbox status.
-OUTBOX_PENDING = "pending"
-OUTBOX_DELIVERED = "delivered"
-OUTBOX_FAILED = "failed"
-OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DELIVERED, OUTBOX_FAILED)
-
-
-@dataclass(frozen=True, slots=True)
-class NewReceiver:
-    """What a service asks the repository to create (the address is derived inside
-    the creating transaction from the HD index it allocates)."""
-
-    wallet_id: str
-    chain: int
-    amount_duffs: int
-    created_at: int
-    expires_at: int | None = None
-    fiat_amount: str | None = None
-    fiat_currency: str | None = None
-    rate: str | None = None
-    rate_provider: str | None = None
-    rate_fetched_at: int | None = None
-    callback_url: str | None = None
-    description: str | None = None
-    username: str | None = None
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Receiver:
-    receiver_id: int
-    wallet_id: str
-    chain: int
-    hd_index: int
-    address: str
-    amount_duffs: int
-    received_duffs: int
-    status: str
-    overpaid: bool
-    late: bool
-    created_at: int
-    updated_at: int
-    expires_at: int | None
-    paid_at: int | None
-    settled_at: int | None
-    closed_at: int | None  # when it became settled, expired or cancelled
-    fiat_amount: str | None
-    fiat_currency: str | None
-    rate: str | None
-    rate_provider: str | None
-    rate_fetched_at: int | None
-    callback_url: str | None
-    description: str | None
-    username: str | None
-    idempotency_key: str | None
-
-
-class PendingRow(NamedTuple):
-    """The five columns of a receiver the pending table keeps (``iter_pending``): a
-    plain tuple, so loading a million of them never builds full ``Receiver`` rows."""
-
-    receiver_id: int
-    address: str
-    status: str
-    expires_at: int | None
-    closed_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Payment:
-    """One transaction's credit to one receiver address, keyed by (txid, address)."""
-
-    payment_id: int
-    receiver_id: int
-    txid: str
-    address: str
-    amount_duffs: int  # sum of all outputs of that tx to that address
-    instant_locked: bool
-    block_height: int | None
-    confirmations: int
-    dropped: bool
-    first_seen_at: int
-    updated_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    event_id: str  # stable across retries; sent as Dashpay-Delivery
-    receiver_id: int
-    event: str
-    payload: str  # JSON text, exactly what is POSTed
-    status: str
-    attempts: int
-    next_attempt_at: int
-    created_at: int
-    delivered_at: int | None
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackRecord:
-    """An outbox row with what the sender and the CLI need around it."""
-
-    seq: int  # enqueue order; a receiver's events are delivered in this order
-    event: OutboxEvent
-    wallet_id: str  # of the receiver: a daemon only delivers its own wallet's events
-    callback_url: str | None  # the receiver's own URL; None: the configured default
-    first_attempt_at: int | None  # start of the give-up horizon; reset by a manual retry
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackAttempt:
-    """One delivery attempt, as logged."""
-
-    attempt_id: int
-    event_id: str
-    attempted_at: int
-    http_status: int | None  # None: no HTTP answer (network error, timeout, refused)
-    error: str | None  # None for a 2xx
-    duration_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    """What the sender learned from one attempt and what becomes of the event:
-    ``status`` delivered, pending (retry at ``next_attempt_at``) or failed."""
-
-    attempted_at: int
-    duration_ms: int
-    http_status: int | None
-    error: str | None
-    status: str  # one of OUTBOX_STATUSES
-    next_attempt_at: int | None = None  # required when status is pending
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackBacklog:
-    pending: int
-    failed: int
-    oldest_pending_created_at: int | None
-
-
-# What an observation did to a payment row (``PaymentChange.kind``).
-CHANGE_NEW = "new"  # first time this (txid, address) is recorded
-CHANGE_UPDATED = "updated"  # lock, height or confirmations moved
-CHANGE_DROPPED = "dropped"  # it vanished from the address history (double spend, eviction)
-CHANGE_RESTORED = "restored"  # a dropped payment was observed again
-CHANGE_UNCHANGED = "unchanged"  # observed again, nothing new
-CHANGE_KINDS = (CHANGE_NEW, CHANGE_UPDATED, CHANGE_DROPPED, CHANGE_RESTORED, CHANGE_UNCHANGED)
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentObservation:
-    """One transaction's credit to one address, as Insight reported it just now."""
-
-    txid: str  # 64 lowercase hex characters
-    address: str  # must be the receiver's address
-    amount_duffs: int  # sum of all outputs of that tx to that address
-    instant_locked: bool
-    block_height: int | None  # None: unknown / mempool -> keep the stored value
-    confirmations: int | None  # None: unknown -> keep the stored value
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentChange:
-    payment: Payment  # the row after this change
-    kind: str  # one of CHANGE_KINDS
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverUpdate:
-    """A receiver's new money state; every field is written as given."""
-
-    received_duffs: int
-    status: str
-    overpaid: bool
-    late: bool
-    paid_at: int | None
-    settled_at: int | None
-    closed_at: int | None
-    updated_at: int
-
-
-_receiver_values = attrgetter(*(f.name for f in fields(Receiver)))
-_update_values = attrgetter(*(f.name for f in fields(ReceiverUpdate)))
-_UPDATE_AT = tuple([f.name for f in fields(Receiver)].index(f.name) for f in fields(ReceiverUpdate))
-
-
-def apply_update(receiver: Receiver, update: ReceiverUpdate) -> Receiver:
-    """``receiver`` with ``update``'s fields: what ``dataclasses.replace`` gives, built
-    positionally (a third of its cost; it runs twice per recorded payment)."""
-    values = list(_receiver_values(receiver))
-    for at, value in zip(_UPDATE_AT, _update_values(update), strict=True):
-        values[at] = value
-    return Receiver(*values)
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """A callback to enqueue; stored with created_at = next_attempt_at = ``now``."""
-
-    event_id: str  # at most 64 characters, unique
-    event: str  # at most 64 characters
-    payload: str  # JSON text, exactly what will be POSTed
 
 
 # The business decision, made inside the transaction after the receiver row is locked
@@ -253,23 +49,6 @@ class NewEvent:
 Decide = Callable[
     [Receiver, list[Payment], list[PaymentChange]], tuple[ReceiverUpdate | None, list[NewEvent]]
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverWork:
-    """One receiver's share of a batch."""
-
-    receiver_id: int
-    observations: tuple[PaymentObservation, ...] = ()
-    dropped_txids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverResult:
-    receiver: Receiver  # as stored after the update
-    payments: list[Payment]  # oldest first
-    changes: list[PaymentChange]  # in the order applied
-    events: list[OutboxEvent]  # the rows inserted, in order
 
 
 class Repository(Protocol):

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import pymysql
 
-from dashpay.errors import Unavailable
-from dashpay.repository.base import AttemptOutcome
+from dashpay.domain.errors import Unavailable
+from dashpay.domain.model import AttemptOutcome
 from dashpay.repository.schema import (
     RECEIVER_UPDATE_FIELDS,
     SCHEMA_MIGRATIONS_DDL,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dashpay.errors import InvalidParams
+from dashpay.domain.errors import InvalidParams
 
 T = TypeVar("T")
 

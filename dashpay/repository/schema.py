@@ -20,29 +20,12 @@ from importlib import resources
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from dashpay.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
-from dashpay.money import MAX_DUFFS
-from dashpay.repository.base import (
-    CANCELLABLE_STATUSES,
-    CANCELLED,
-    CHANGE_DROPPED,
-    CHANGE_NEW,
-    CHANGE_RESTORED,
-    CHANGE_UNCHANGED,
-    CHANGE_UPDATED,
-    FINAL_STATUSES,
-    MAX_CREATE_BATCH,
-    OUTBOX_DELIVERED,
-    OUTBOX_FAILED,
-    OUTBOX_PENDING,
-    OUTBOX_STATUSES,
-    PENDING,
-    STATUSES,
+from dashpay.domain.errors import Conflict, DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.domain.model import (
     AttemptOutcome,
     CallbackAttempt,
     CallbackBacklog,
     CallbackRecord,
-    Decide,
     NewEvent,
     NewReceiver,
     OutboxEvent,
@@ -56,6 +39,24 @@ from dashpay.repository.base import (
     ReceiverWork,
     apply_update,
 )
+from dashpay.domain.money import MAX_DUFFS
+from dashpay.domain.status import (
+    CANCELLABLE_STATUSES,
+    CANCELLED,
+    CHANGE_DROPPED,
+    CHANGE_NEW,
+    CHANGE_RESTORED,
+    CHANGE_UNCHANGED,
+    CHANGE_UPDATED,
+    FINAL_STATUSES,
+    OUTBOX_DELIVERED,
+    OUTBOX_FAILED,
+    OUTBOX_PENDING,
+    OUTBOX_STATUSES,
+    PENDING,
+    STATUSES,
+)
+from dashpay.repository.base import MAX_CREATE_BATCH, Decide
 from dashpay.repository.prices import PriceCacheMixin
 
 log = logging.getLogger("dashpay.repository")

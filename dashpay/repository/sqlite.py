@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dashpay.errors import Unavailable
+from dashpay.domain.errors import Unavailable
 from dashpay.repository.schema import (
     SCHEMA_MIGRATIONS_DDL,
     SqlRepository,

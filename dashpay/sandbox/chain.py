@@ -40,8 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dashpay.money import DUFFS_PER_DASH, MAX_DUFFS
-from dashpay.wallet import b58decode_check, b58encode_check
+from dashpay.domain.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.domain.wallet import b58decode_check, b58encode_check
 
 NETWORK = "testnet"
 
@@ -219,7 +219,7 @@ def _script_for(address: str) -> _Script:
     Cached: benchmarks and merchants pay the same addresses over and over, and base58
     decoding is the costliest step of a sandbox payment.
     """
-    from dashpay.wallet import validate_address
+    from dashpay.domain.wallet import validate_address
 
     text = validate_address(address, NETWORK)
     payload = _b58_payload(text)
@@ -683,7 +683,7 @@ class SandboxChain:
         return self._seq
 
     def _check_outputs(self, outputs: object) -> list[SandboxOutput]:
-        from dashpay.wallet import AddressError
+        from dashpay.domain.wallet import AddressError
 
         if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
             raise SandboxError("outputs must be a list of (address, duffs) pairs")
@@ -832,7 +832,7 @@ class SandboxChain:
     def _check_rest_addresses(self, addrs: list[str]) -> list[str]:
         """insight-api's address check: 400 "Must include address" / "Invalid address: ..."
         (code 1). An address valid on mainnet passes here, as with dashcore-lib."""
-        from dashpay.wallet import AddressError, validate_address
+        from dashpay.domain.wallet import AddressError, validate_address
 
         if not addrs or not addrs[0]:
             raise SandboxError("Must include address", insight_code=INSIGHT_VALIDATION_CODE)
@@ -854,7 +854,7 @@ class SandboxChain:
 
     def _check_network(self, addresses: list[str]) -> None:
         """dashd refuses an address of another network (-5), after insight's checks."""
-        from dashpay.wallet import AddressError, validate_address
+        from dashpay.domain.wallet import AddressError, validate_address
 
         for addr in addresses:
             try:

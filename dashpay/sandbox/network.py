@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from dashpay.insight.eio import encode_event
 from dashpay.sandbox.chain import SandboxChain, SandboxError, SandboxTx, dash_string
+from dashpay.wire.engineio import encode_event
 
 log = logging.getLogger(__name__)
 

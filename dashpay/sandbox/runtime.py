@@ -16,17 +16,17 @@ from typing import Any
 
 import trio
 
-from dashpay import paths
+from dashpay.api import methods
 from dashpay.config import (
     Config,
     ControlConfig,
     WalletConfig,
     default_config,
     parse_database_url,
+    paths,
 )
-from dashpay.control import methods
-from dashpay.errors import InvalidParams
-from dashpay.money import AmountError, dash_to_duffs
+from dashpay.domain.errors import InvalidParams
+from dashpay.domain.money import AmountError, dash_to_duffs
 
 log = logging.getLogger("dashpay.sandbox")
 NETWORK = "testnet"
@@ -34,7 +34,7 @@ NETWORK = "testnet"
 
 def sandbox_key(state: Path) -> str:
     """The sandbox wallet's account key, created at first start and kept."""
-    from dashpay.wallet import generate_account_key
+    from dashpay.domain.wallet import generate_account_key
 
     key_file = state / paths.SANDBOX_KEY_NAME
     if key_file.exists():
@@ -103,8 +103,8 @@ class SandboxRuntime:
         }
 
     async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
+        from dashpay.domain.wallet import AddressError, validate_address
         from dashpay.sandbox.chain import SandboxError
-        from dashpay.wallet import AddressError, validate_address
 
         _only(params, {"address", "amount", "lock", "silent"})
         try:
@@ -165,7 +165,7 @@ def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> int:
-    from dashpay.daemon import Daemon, run_main
+    from dashpay.daemon.root import Daemon, run_main
 
     if config is not None:
         if config.wallet is None or config.wallet.network != NETWORK:

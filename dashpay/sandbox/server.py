@@ -32,7 +32,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 from wsproto.frame_protocol import CloseReason
 
-from dashpay.insight import eio
 from dashpay.sandbox.chain import INSIGHT_VERSION, RPC_INVALID_ADDRESS_OR_KEY, SandboxError
 from dashpay.sandbox.http import (
     WS_TRY_AGAIN_LATER,
@@ -44,6 +43,7 @@ from dashpay.sandbox.http import (
     serve_tcp,
 )
 from dashpay.sandbox.network import DEFAULT_MAX_BUFFER, SandboxNetwork, Subscription
+from dashpay.wire import engineio as eio
 
 log = logging.getLogger(__name__)
 

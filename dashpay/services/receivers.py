@@ -12,27 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from dashpay.errors import Conflict, NotFound, PriceUnavailable, Unavailable
-from dashpay.params import (
-    DASH,
-    parse_create_receiver,
-    parse_list_receivers,
-    parse_receiver_id,
-)
-from dashpay.repository.base import (
-    CHANGE_DROPPED,
-    MAX_CREATE_BATCH,
-    STATUSES,
-    NewReceiver,
-    Receiver,
-    ReceiverResult,
-    Repository,
-)
-from dashpay.services.views import receiver_view
-from dashpay.wallet import Wallet
+from dashpay.api.params import DASH, parse_create_receiver, parse_list_receivers, parse_receiver_id
+from dashpay.domain.errors import Conflict, NotFound, PriceUnavailable, Unavailable
+from dashpay.domain.model import NewReceiver, Receiver, ReceiverResult
+from dashpay.domain.status import CHANGE_DROPPED, STATUSES
+from dashpay.domain.views import receiver_view
+from dashpay.domain.wallet import Wallet
+from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 
 if TYPE_CHECKING:
-    from dashpay.services.valuation import PriceService
+    from dashpay.services.prices.service import PriceService
 
 log = logging.getLogger("dashpay.receivers")
 

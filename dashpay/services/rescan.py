@@ -20,12 +20,13 @@ from typing import Any
 
 import trio
 
-from dashpay.errors import InvalidParams, NotFound, Unavailable
-from dashpay.insight.events import BlockObserved, TxObserved
-from dashpay.insight.rest import InsightError, InsightRest
-from dashpay.params import receiver_id_value
-from dashpay.repository.base import PaymentObservation, ReceiverWork, Repository
-from dashpay.services.payments import PaymentEngine, observation
+from dashpay.api.params import receiver_id_value
+from dashpay.domain.errors import InvalidParams, NotFound, Unavailable
+from dashpay.domain.model import PaymentObservation, ReceiverWork
+from dashpay.domain.observations import BlockObserved, TxObserved
+from dashpay.engine.loop import PaymentEngine, observation
+from dashpay.net.insight_rest import InsightError, InsightRest
+from dashpay.repository.base import Repository
 
 log = logging.getLogger("dashpay.rescan")
 

@@ -11,18 +11,10 @@ import itertools
 
 import pytest
 
-from dashpay.errors import Conflict, InvalidParams, NotFound
-from dashpay.repository.base import (
-    OUTBOX_DELIVERED,
-    OUTBOX_FAILED,
-    OUTBOX_PENDING,
-    AttemptOutcome,
-    NewEvent,
-    NewReceiver,
-    Receiver,
-    ReceiverWork,
-    Repository,
-)
+from dashpay.domain.errors import Conflict, InvalidParams, NotFound
+from dashpay.domain.model import AttemptOutcome, NewEvent, NewReceiver, Receiver, ReceiverWork
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.repository.base import Repository
 from dashpay.repository.schema import MAX_ATTEMPT_ERROR_CHARS
 from tests.contract.conftest import Store, fake_address
 

@@ -17,13 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from dashpay.errors import Conflict, InvalidParams, NotFound
-from dashpay.repository.base import (
-    OUTBOX_DELIVERED,
-    OUTBOX_PENDING,
-    PAID,
-    PARTIAL,
-    PENDING,
+from dashpay.domain.errors import Conflict, InvalidParams, NotFound
+from dashpay.domain.model import (
     NewEvent,
     NewReceiver,
     OutboxEvent,
@@ -33,8 +28,9 @@ from dashpay.repository.base import (
     Receiver,
     ReceiverUpdate,
     ReceiverWork,
-    Repository,
 )
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_PENDING, PAID, PARTIAL, PENDING
+from dashpay.repository.base import Repository
 from tests.contract.conftest import Store, fake_address
 
 WALLET = "a1b2c3d4e5f60718"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from dashpay.errors import InvalidParams
+from dashpay.domain.errors import InvalidParams
 from dashpay.repository.prices import PriceQuote
 
 

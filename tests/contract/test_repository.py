@@ -12,22 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from dashpay.errors import Conflict, InvalidParams, NotFound, Unavailable
-from dashpay.repository.base import (
-    CANCELLED,
-    EXPIRED,
-    MAX_CREATE_BATCH,
-    PAID,
-    PARTIAL,
-    PENDING,
-    SETTLED,
-    STATUSES,
-    NewReceiver,
-    Payment,
-    PendingRow,
-    Receiver,
-    Repository,
-)
+from dashpay.domain.errors import Conflict, InvalidParams, NotFound, Unavailable
+from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver
+from dashpay.domain.status import CANCELLED, EXPIRED, PAID, PARTIAL, PENDING, SETTLED, STATUSES
+from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 from dashpay.repository.schema import load_migrations
 from tests.contract.conftest import MysqlTarget, Store, fake_address
 

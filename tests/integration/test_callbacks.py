@@ -20,12 +20,9 @@ import trio.testing
 
 from dashpay import __version__
 from dashpay.config import CallbacksConfig, parse_database_url
-from dashpay.errors import InvalidParams, NotFound
-from dashpay.repository import open_repository
-from dashpay.repository.base import (
-    OUTBOX_DELIVERED,
-    OUTBOX_FAILED,
-    OUTBOX_PENDING,
+from dashpay.domain import accounting
+from dashpay.domain.errors import InvalidParams, NotFound
+from dashpay.domain.model import (
     AttemptOutcome,
     NewReceiver,
     OutboxEvent,
@@ -33,10 +30,12 @@ from dashpay.repository.base import (
     Receiver,
     ReceiverResult,
     ReceiverWork,
-    Repository,
 )
-from dashpay.services import accounting
-from dashpay.services.callbacks import (
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.repository import open_repository
+from dashpay.repository.base import Repository
+from dashpay.services.callbacks.payload import event_payload
+from dashpay.services.callbacks.sender import (
     MAX_RESPONSE_BYTES,
     CallbackSecret,
     CallbackSender,
@@ -44,8 +43,7 @@ from dashpay.services.callbacks import (
     now_ms,
     resolve_secret,
 )
-from dashpay.services.payloads import event_payload
-from dashpay.services.signing import verify_signature
+from dashpay.services.callbacks.signing import verify_signature
 from tests.integration.conftest import CallbackServer, Reply, free_port
 
 WALLET = "c0ffee00c0ffee00"

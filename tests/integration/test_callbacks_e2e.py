@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from dashpay.services.signing import verify_signature
+from dashpay.services.callbacks.signing import verify_signature
 from tests.conftest import start_daemon, wait_ready
 from tests.integration.conftest import Reply
 

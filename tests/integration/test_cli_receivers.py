@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from dashpay.control.client import ControlClient
-from dashpay.control.protocol import RemoteError
+from dashpay.net.control_client import ControlClient
+from dashpay.wire.jsonrpc import RemoteError
 from tests.conftest import REPO, TEST_XPUB_ADDRESSES, cli_env, run_cli
 
 

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import trio
 
-from dashpay.control.client import ControlClient, DaemonUnreachable
-from dashpay.control.protocol import (
+from dashpay.domain.errors import METHOD_NOT_FOUND, DashpayError
+from dashpay.net.control_client import ControlClient, DaemonUnreachable
+from dashpay.net.control_server import ControlSocketInUse, ControlSocketPathError, serve_control
+from dashpay.wire.jsonrpc import (
     MAX_MESSAGE_BYTES,
     MAX_RESPONSE_BYTES,
     LineBuffer,
@@ -27,8 +29,6 @@ from dashpay.control.protocol import (
     RemoteError,
     encode_request,
 )
-from dashpay.control.server import ControlSocketInUse, ControlSocketPathError, serve_control
-from dashpay.errors import METHOD_NOT_FOUND, DashpayError
 
 # Short timeouts keep the hostile-client tests fast; production values are seconds.
 FAST = {"idle_timeout": 0.5, "keepalive_timeout": 5.0, "send_timeout": 0.5}
@@ -576,7 +576,7 @@ def test_a_refusal_sent_before_the_request_is_still_read():
     """A daemon at its connection limit writes why and closes without reading the
     request; when the client's send then fails, it reads that answer instead of
     reporting the daemon as unreachable (the race behind a flaky CI run)."""
-    from dashpay.control.protocol import encode_error
+    from dashpay.wire.jsonrpc import encode_error
 
     daemon_side, client_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     daemon_side.sendall(encode_error(None, "unavailable", "too many connections (limit 256)"))

@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dashpay.insight.rest import (
-    InsightError,
-    InsightRejected,
-    InsightRest,
-    InsightUnavailable,
-)
+from dashpay.net.insight_rest import InsightError, InsightRejected, InsightRest, InsightUnavailable
 from tests.insight_stub import InsightStub, Reply, Request, text
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"

@@ -22,8 +22,8 @@ from functools import partial
 import pytest
 import trio
 
-from dashpay.insight.events import BlockObserved, SocketConnected, SocketDisconnected
-from dashpay.insight.socketio import STATE_CONNECTING, InsightSocket
+from dashpay.domain.observations import BlockObserved, SocketConnected, SocketDisconnected
+from dashpay.net.insight_socket import STATE_CONNECTING, InsightSocket
 
 STEP = 5.0
 BLOCK = "0000000000000005dffc9095302167894319765fbd4df76ce2f322aa4e3c2f63"

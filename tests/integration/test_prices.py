@@ -26,13 +26,13 @@ import pytest
 import trio
 
 from dashpay.config import PricesConfig, config_from_dict, parse_database_url
-from dashpay.control.server import serve_control
-from dashpay.errors import PRICE_UNAVAILABLE, DashpayError, InvalidParams, PriceUnavailable
+from dashpay.domain.errors import PRICE_UNAVAILABLE, DashpayError, InvalidParams, PriceUnavailable
+from dashpay.net.control_server import serve_control
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.repository.prices import PriceQuote
 from dashpay.repository.sqlite import SqliteRepository
-from dashpay.services.valuation import MAX_RESPONSE_BYTES, PriceService, fiat_to_duffs
+from dashpay.services.prices.service import MAX_RESPONSE_BYTES, PriceService, fiat_to_duffs
 from tests.conftest import REPO, cli_env
 from tests.insight_stub import InsightStub, Reply, Request
 
@@ -663,7 +663,7 @@ async def test_price_get_reports_each_quote_or_its_error(providers, repo):
 
 CLI = """
 import sys, typer
-from dashpay.cli import JSON_HELP, app, main
+from dashpay.cli.app import JSON_HELP, app, main
 
 @app.command()
 def price(

@@ -14,14 +14,15 @@ import pytest
 import trio
 
 from dashpay.config import parse_database_url
-from dashpay.errors import Conflict, InvalidParams, Unavailable
-from dashpay.insight.events import TxObserved
+from dashpay.domain.accounting import Rules
+from dashpay.domain.errors import Conflict, InvalidParams, Unavailable
+from dashpay.domain.model import NewReceiver, Receiver, ReceiverWork
+from dashpay.domain.observations import TxObserved
+from dashpay.domain.wallet import Wallet
+from dashpay.engine.loop import PaymentEngine, ReceiverAdded
 from dashpay.repository import open_repository
-from dashpay.repository.base import NewReceiver, Receiver, ReceiverWork, Repository
-from dashpay.services.accounting import Rules
-from dashpay.services.payments import PaymentEngine, ReceiverAdded
+from dashpay.repository.base import Repository
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
-from dashpay.wallet import Wallet
 from tests.conftest import TEST_XPUB
 
 WALLET = Wallet(TEST_XPUB, "mainnet")

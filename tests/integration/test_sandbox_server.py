@@ -17,9 +17,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from dashpay.insight.events import BlockObserved, SocketConnected, TxObserved
-from dashpay.insight.rest import InsightRest
-from dashpay.insight.socketio import InsightSocket
+from dashpay.domain.observations import BlockObserved, SocketConnected, TxObserved
+from dashpay.net.insight_rest import InsightRest
+from dashpay.net.insight_socket import InsightSocket
 from dashpay.sandbox.chain import SandboxChain, SandboxError
 from dashpay.sandbox.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_WS_MESSAGE_BYTES
 from dashpay.sandbox.network import SandboxNetwork

@@ -22,13 +22,13 @@ import subprocess
 import pytest
 import trio
 
-from dashpay.insight.events import (
+from dashpay.domain.observations import (
     BlockObserved,
     SocketConnected,
     SocketDisconnected,
     TxObserved,
 )
-from dashpay.insight.socketio import STATE_CONNECTED, STATE_DISCONNECTED, InsightSocket
+from dashpay.net.insight_socket import STATE_CONNECTED, STATE_DISCONNECTED, InsightSocket
 from tests.conftest import REPO, require
 
 pytestmark = pytest.mark.node

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 from bip_utils import Base58Decoder, Base58Encoder
 
-from dashpay.wallet import Wallet, derive_address, generate_account_key, validate_address
+from dashpay.domain.wallet import Wallet, derive_address, generate_account_key, validate_address
 from tests.conftest import REPO, TEST_XPUB, require
 from tests.unit.test_wallet import DRKV_MAINNET, DRKV_TESTNET
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashpay.repository.base import Payment, PaymentChange, Receiver
-from dashpay.services import accounting as acc
-from dashpay.services.payloads import event_payload
+from dashpay.domain import accounting as acc
+from dashpay.domain.model import Payment, PaymentChange, Receiver
+from dashpay.services.callbacks.payload import event_payload
 
 NOW = 1_800_000_000_000
 DUE = 100_000_000
@@ -284,7 +284,7 @@ def test_several_payments_in_one_step_each_get_their_own_event():
 def test_apply_update_sets_exactly_the_update_fields():
     from dataclasses import asdict
 
-    from dashpay.repository.base import ReceiverUpdate
+    from dashpay.domain.model import ReceiverUpdate
 
     r = receiver(description="kept", callback_url="https://shop.example/cb", late=False)
     update = ReceiverUpdate(

@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import pytest
 
 from dashpay.config import CallbacksConfig
-from dashpay.repository.base import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
-from dashpay.services.callbacks import (
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.services.callbacks.sender import (
     Delivery,
     display_origin,
     origin_of,

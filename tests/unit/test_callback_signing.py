@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dashpay.services.signing import (
+from dashpay.services.callbacks.signing import (
     SignatureError,
     compute_signature,
     parse_signature_header,

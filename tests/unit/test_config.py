@@ -132,7 +132,7 @@ def test_default_config_takes_overrides():
 def test_importing_config_loads_no_heavy_module():
     code = (
         "import sys, dashpay.config; "
-        "heavy = ('trio', 'httpx', 'bip_utils', 'dashpay.wallet'); "
+        "heavy = ('trio', 'httpx', 'bip_utils', 'dashpay.domain.wallet'); "
         "heavy = [m for m in heavy if m in sys.modules]; "
         "print(heavy)"
     )

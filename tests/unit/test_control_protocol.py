@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from dashpay.control.protocol import (
+from dashpay.domain.errors import ERROR_KINDS, DashpayError, NotFound
+from dashpay.wire.jsonrpc import (
     CODE_APPLICATION,
     MAX_MESSAGE_BYTES,
     ErrorResponse,
@@ -26,7 +27,6 @@ from dashpay.control.protocol import (
     encode_result,
     parse_request,
 )
-from dashpay.errors import ERROR_KINDS, DashpayError, NotFound
 
 # -- LineBuffer -----------------------------------------------------------------------
 
@@ -359,7 +359,7 @@ def test_malformed_or_mismatched_response_is_a_protocol_error(line):
 def test_protocol_and_client_modules_do_not_import_trio():
     # The CLI imports them on every invocation; trio would cost ~100 ms each time.
     code = (
-        "import sys, dashpay.control.protocol, dashpay.control.client\n"
+        "import sys, dashpay.wire.jsonrpc, dashpay.net.control_client\n"
         "assert 'trio' not in sys.modules, 'trio imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

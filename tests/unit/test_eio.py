@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.insight.eio import (
+from dashpay.net.insight_socket import Backoff, parse_socket_url
+from dashpay.wire.engineio import (
     AWAITING_CONNECT,
     AWAITING_OPEN,
     CLOSED,
@@ -40,7 +41,6 @@ from dashpay.insight.eio import (
     encode_ping,
     encode_pong,
 )
-from dashpay.insight.socketio import Backoff, parse_socket_url
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
 SESSION = json.loads((FIXTURES / "ws-eio3-session-mainnet.json").read_text())

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashpay.services import httpwire
-from dashpay.services.httpwire import (
+from dashpay.wire import http1 as httpwire
+from dashpay.wire.http1 import (
     END_OF_MESSAGE,
     NEED_DATA,
     InvalidResponse,

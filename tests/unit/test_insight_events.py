@@ -9,20 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from dashpay.insight.eio import decode_frame
-from dashpay.insight.events import (
-    MAX_OUTPUTS_PER_TX,
+from dashpay.domain.money import MAX_DUFFS
+from dashpay.domain.observations import (
     SOURCE_SOCKET,
     BlockObserved,
-    EventError,
     SocketConnected,
     SocketDisconnected,
     TxObserved,
+)
+from dashpay.net.insight_rest import decode_json, parse_tx
+from dashpay.wire.engineio import decode_frame
+from dashpay.wire.insight import (
+    MAX_OUTPUTS_PER_TX,
+    EventError,
     parse_block_payload,
     parse_tx_payload,
 )
-from dashpay.insight.rest import decode_json, parse_tx
-from dashpay.money import MAX_DUFFS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
 SESSION = json.loads((FIXTURES / "ws-eio3-session-mainnet.json").read_text())

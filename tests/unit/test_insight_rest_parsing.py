@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dashpay.insight.events import SOURCE_REST
-from dashpay.insight.rest import (
+from dashpay.domain.observations import SOURCE_REST
+from dashpay.net.insight_rest import (
     InsightMalformed,
     decode_json,
     parse_block,

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from dashpay.logs import HumanFormatter, JournalFormatter
+from dashpay.daemon.logs import HumanFormatter, JournalFormatter
 
 STANDARD = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

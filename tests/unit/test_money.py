@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashpay.money import (
+from dashpay.domain.money import (
     MAX_DUFFS,
     AmountError,
     dash_to_duffs,

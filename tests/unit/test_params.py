@@ -2,14 +2,14 @@ from decimal import Decimal
 
 import pytest
 
-from dashpay.errors import InvalidParams
-from dashpay.params import (
+from dashpay.api.params import (
     parse_create_receiver,
     parse_list_receivers,
     receiver_id_value,
     validate_callback_url,
 )
-from dashpay.repository.base import STATUSES
+from dashpay.domain.errors import InvalidParams
+from dashpay.domain.status import STATUSES
 
 
 def test_create_params_defaults_and_exact_amount():

@@ -11,17 +11,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.pending import DEADLINE_BUCKET_MS, Deadlines, PendingTable
-from dashpay.repository.base import (
-    FINAL_STATUSES,
-    PAID,
-    PARTIAL,
-    PENDING,
-    SETTLED,
-    STATUSES,
-    Payment,
-    PendingRow,
-)
+from dashpay.domain.model import Payment, PendingRow
+from dashpay.domain.status import FINAL_STATUSES, PAID, PARTIAL, PENDING, SETTLED, STATUSES
+from dashpay.engine.pending import DEADLINE_BUCKET_MS, Deadlines, PendingTable
 from tests.unit.test_accounting import receiver as accounting_receiver
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dashpay.errors import InvalidParams
-from dashpay.money import MAX_DUFFS
-from dashpay.services.valuation import (
+from dashpay.domain.errors import InvalidParams
+from dashpay.domain.money import MAX_DUFFS
+from dashpay.services.prices.service import (
     BadAnswer,
     Coinbase,
     CoinGecko,

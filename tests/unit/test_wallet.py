@@ -24,7 +24,7 @@ from bip_utils import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.wallet import (
+from dashpay.domain.wallet import (
     NETWORKS,
     AddressError,
     ExtendedPublicKey,
@@ -461,7 +461,7 @@ def test_generated_account_keys_are_fresh():
 
 
 def test_importing_the_module_does_not_import_bip_utils():
-    code = "import sys, dashpay.wallet; print('bip_utils' in sys.modules)"
+    code = "import sys, dashpay.domain.wallet; print('bip_utils' in sys.modules)"
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         capture_output=True,
@@ -471,5 +471,5 @@ def test_importing_the_module_does_not_import_bip_utils():
         check=True,
     )
     assert proc.stdout.strip() == "False"
-    assert "dashpay.wallet" in proc.stderr  # importtime really ran
+    assert "dashpay.domain.wallet" in proc.stderr  # importtime really ran
     assert "bip_utils" not in proc.stderr

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.insight import wsframe
-from dashpay.insight.wsframe import (
+from dashpay.wire import websocket as wsframe
+from dashpay.wire.websocket import (
     BinaryMessage,
     CloseReceived,
     Failure,

@@ -60,38 +60,35 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay import __version__
-from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
-from dashpay.control import methods
-from dashpay.errors import DashpayError, InvalidParams, NotFound, Unavailable
-from dashpay.params import (
+from dashpay.api import methods
+from dashpay.api.params import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     MAX_URL_CHARS,
     receiver_id_value,
     validate_callback_url,
 )
-from dashpay.repository.base import (
-    OUTBOX_DELIVERED,
-    OUTBOX_FAILED,
-    OUTBOX_PENDING,
-    OUTBOX_STATUSES,
+from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
+from dashpay.domain.accounting import new_event_id
+from dashpay.domain.errors import DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.domain.model import (
     AttemptOutcome,
     CallbackAttempt,
     CallbackRecord,
     OutboxEvent,
     ReceiverResult,
-    Repository,
 )
-from dashpay.services.accounting import new_event_id
-from dashpay.services.http_post import (
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_STATUSES
+from dashpay.domain.views import iso_time
+from dashpay.net.http_post import (
     DEFAULT_PORTS,
     ConnectFailed,
     HttpPoster,
     HttpPostError,
     describe_error,
 )
-from dashpay.services.signing import signature_header
-from dashpay.services.views import iso_time
+from dashpay.repository.base import Repository
+from dashpay.services.callbacks.signing import signature_header
 
 log = logging.getLogger("dashpay.callbacks")
 

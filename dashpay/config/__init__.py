@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from dashpay import paths
+from dashpay.config import paths
 
 # -- limits ---------------------------------------------------------------------------
 
@@ -1352,7 +1352,7 @@ def _build_wallet(reader: _Reader) -> WalletConfig:
             f"{wallet.gap_limit_max} is below gap_limit_warning ({wallet.gap_limit_warning})",
             "raise gap_limit_max or lower gap_limit_warning",
         )
-    from dashpay.wallet import WalletKeyError, parse_extended_public_key
+    from dashpay.domain.wallet import WalletKeyError, parse_extended_public_key
 
     try:
         parse_extended_public_key(wallet.xpub, wallet.network)

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import typer
 
 from dashpay import __version__
-from dashpay.control import methods
-from dashpay.errors import (
+from dashpay.api import methods
+from dashpay.domain.errors import (
     EXIT_NOT_READY,
     EXIT_REJECTED,
     EXIT_UNREACHABLE,
@@ -115,7 +115,7 @@ def socket_path(g: Globals) -> tuple[Path, str]:
             return Path(control.socket), f"[control] socket in {path}"
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
-    from dashpay.paths import sandbox_socket
+    from dashpay.config.paths import sandbox_socket
 
     return sandbox_socket(), "sandbox default (no config file found)"
 
@@ -127,8 +127,8 @@ def call(
     *,
     timeout: float = 65.0,
 ) -> Any:
-    from dashpay.control.client import ControlClient, DaemonUnreachable
-    from dashpay.control.protocol import RemoteError
+    from dashpay.net.control_client import ControlClient, DaemonUnreachable
+    from dashpay.wire.jsonrpc import RemoteError
 
     path, source = socket_path(ctx.obj)
     try:
@@ -260,7 +260,7 @@ def serve(
     ),
 ) -> None:
     """Run the daemon (foreground; systemd runs it as a Type=notify service)."""
-    from dashpay.logs import LEVELS, setup_logging
+    from dashpay.daemon.logs import LEVELS, setup_logging
 
     if log_level is not None and log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}", EXIT_USAGE)
@@ -280,7 +280,7 @@ def serve(
             config, control=dataclasses.replace(config.control, socket=Path(ctx.obj.socket))
         )
     setup_logging(log_level or config.logging.level)
-    from dashpay.daemon import run_daemon
+    from dashpay.daemon.root import run_daemon
 
     raise typer.Exit(run_daemon(config))
 
@@ -347,7 +347,7 @@ def receiver_new(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the address."),
 ) -> None:
     """Create a receiver: a fresh address and an amount due."""
-    from dashpay.params import parse_create_receiver
+    from dashpay.api.params import parse_create_receiver
 
     params = {
         "amount": amount,
@@ -373,7 +373,7 @@ def receiver_new(
 
 
 def _receiver_id(value: str) -> int:
-    from dashpay.params import receiver_id_value
+    from dashpay.api.params import receiver_id_value
 
     try:
         return receiver_id_value(value)
@@ -404,8 +404,8 @@ def receiver_list(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List receivers, newest first."""
-    from dashpay.params import parse_list_receivers
-    from dashpay.repository.base import STATUSES
+    from dashpay.api.params import parse_list_receivers
+    from dashpay.domain.status import STATUSES
 
     params: dict[str, Any] = {"limit": limit}
     if status_filter is not None:
@@ -502,7 +502,7 @@ def price(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show the DASH price of fiat currencies: quote, provider and age."""
-    from dashpay.cli_prices import price_command
+    from dashpay.cli.prices import price_command
 
     price_command(ctx, currencies, as_json)
 
@@ -521,7 +521,7 @@ def wallet_derive(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Derive addresses offline, to check them against your wallet."""
-    from dashpay.wallet import NETWORKS, Wallet, WalletKeyError, parse_extended_public_key
+    from dashpay.domain.wallet import NETWORKS, Wallet, WalletKeyError, parse_extended_public_key
 
     if xpub is None:
         config = _load_config(ctx.obj, required=True)
@@ -627,7 +627,7 @@ def sandbox_pay(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pay an address on the sandbox network."""
-    from dashpay.money import AmountError, dash_to_duffs
+    from dashpay.domain.money import AmountError, dash_to_duffs
 
     try:
         dash_to_duffs(amount)
@@ -679,7 +679,7 @@ def sandbox_lock(
     print_json(result) if as_json else print(f"locked {txid}")
 
 
-from dashpay.cli_callbacks import callbacks_app  # noqa: E402 - it imports this module's helpers lazily
+from dashpay.cli.callbacks import callbacks_app  # noqa: E402 - it imports this module's helpers lazily
 
 app.add_typer(callbacks_app, name="callbacks")
 

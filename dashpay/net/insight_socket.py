@@ -34,8 +34,14 @@ from urllib.parse import urlsplit
 
 import trio
 
-from dashpay.insight import wsframe
-from dashpay.insight.eio import (
+from dashpay.domain.observations import (
+    BlockObserved,
+    SocketConnected,
+    SocketDisconnected,
+    TxObserved,
+)
+from dashpay.wire import websocket as wsframe
+from dashpay.wire.engineio import (
     CONNECTED,
     DEFAULT_NAMESPACE,
     MAX_FRAME_CHARS,
@@ -44,17 +50,9 @@ from dashpay.insight.eio import (
     OpenFrame,
     ProtocolError,
 )
-from dashpay.insight.events import (
-    BlockObserved,
-    EventError,
-    SocketConnected,
-    SocketDisconnected,
-    TxObserved,
-    parse_block_payload,
-    parse_tx_payload,
-)
+from dashpay.wire.insight import EventError, parse_block_payload, parse_tx_payload
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dashpay.insight.socketio")
 
 # --- limits and policy, each with its reason --------------------------------------------
 

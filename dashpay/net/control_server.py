@@ -28,7 +28,8 @@ from typing import Any
 
 import trio
 
-from dashpay.control.protocol import (
+from dashpay.domain.errors import INTERNAL, INVALID_PARAMS, UNAVAILABLE, DashpayError
+from dashpay.wire.jsonrpc import (
     DEFAULT_REQUEST_TIMEOUT,
     IDLE_TIMEOUT,
     KEEPALIVE_TIMEOUT,
@@ -41,7 +42,6 @@ from dashpay.control.protocol import (
     encode_result,
     parse_request,
 )
-from dashpay.errors import INTERNAL, INVALID_PARAMS, UNAVAILABLE, DashpayError
 
 log = logging.getLogger("dashpay.control")
 

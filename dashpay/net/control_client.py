@@ -18,7 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dashpay.control.protocol import (
+from dashpay.domain.errors import INVALID_PARAMS, TOO_LARGE
+from dashpay.wire.jsonrpc import (
     MAX_MESSAGE_BYTES,
     MAX_RESPONSE_BYTES,
     LineBuffer,
@@ -28,7 +29,6 @@ from dashpay.control.protocol import (
     decode_response,
     encode_request,
 )
-from dashpay.errors import INVALID_PARAMS, TOO_LARGE
 
 # Bytes read per recv; responses are usually small, a long `receiver list` takes a few.
 RECEIVE_CHUNK = 64 * 1024

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from dashpay.repository.base import Payment, Receiver
-from dashpay.services.views import iso_time, receiver_view
+from dashpay.domain.model import Payment, Receiver
+from dashpay.domain.views import iso_time, receiver_view
 
 
 def payment_summary(payment: Payment) -> dict[str, Any]:

@@ -22,22 +22,23 @@ from typing import Any
 import trio
 
 from dashpay import __version__
+from dashpay.api import methods
 from dashpay.config import Config
-from dashpay.control import methods
-from dashpay.control.server import serve_control
-from dashpay.errors import CONFLICT, METHOD_NOT_FOUND, DashpayError, Unavailable
-from dashpay.insight.rest import InsightRest
-from dashpay.insight.socketio import InsightSocket
+from dashpay.domain.accounting import Rules
+from dashpay.domain.errors import CONFLICT, METHOD_NOT_FOUND, DashpayError, Unavailable
+from dashpay.domain.status import PAID, PARTIAL, PENDING
+from dashpay.domain.views import iso_time
+from dashpay.domain.wallet import Wallet
+from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
+from dashpay.net.control_server import serve_control
+from dashpay.net.insight_rest import InsightRest
+from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository
-from dashpay.repository.base import PAID, PARTIAL, PENDING, Repository
-from dashpay.services.accounting import Rules
-from dashpay.services.callbacks import CallbackSender, CallbackService, resolve_secret
-from dashpay.services.payments import PaymentEngine, ReceiverAdded, ReceiverChanged
+from dashpay.repository.base import Repository
+from dashpay.services.callbacks.sender import CallbackSender, CallbackService, resolve_secret
+from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler
-from dashpay.services.valuation import PriceService
-from dashpay.services.views import iso_time
-from dashpay.wallet import Wallet
 
 log = logging.getLogger("dashpay.daemon")
 
@@ -502,7 +503,7 @@ class Daemon:
         """SIGHUP: re-read the config file and apply what can change live (the log
         level); everything else needs a restart, and a broken file changes nothing."""
         from dashpay.config import ConfigError, load_config
-        from dashpay.logs import setup_logging
+        from dashpay.daemon.logs import setup_logging
 
         if self.config.path is None:
             log.info("SIGHUP: no config file to reload")
@@ -526,7 +527,7 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def run_main(main: Callable[[], Awaitable[int]]) -> int:
     """Run a daemon's trio main; turn start-up refusals into an exit code and a log line."""
-    from dashpay.control.server import ControlSocketInUse
+    from dashpay.net.control_server import ControlSocketInUse
 
     try:
         return trio.run(main)

@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from dashpay.control import methods
-from dashpay.errors import EXIT_REJECTED, EXIT_UPSTREAM, EXIT_USAGE
+from dashpay.api import methods
+from dashpay.domain.errors import EXIT_REJECTED, EXIT_UPSTREAM, EXIT_USAGE
 
 callbacks_app = typer.Typer(
     help="Inspect, redeliver and test callbacks (signed POSTs to your backend).",
@@ -27,7 +27,7 @@ JSON_HELP = "Print the result as JSON (the same data the control socket returns)
 
 def _positive(value: int | None, option: str) -> None:
     if value is not None and value < 1:
-        from dashpay.cli import fail
+        from dashpay.cli.app import fail
 
         fail(f"{option} must be a positive integer, got {value}", EXIT_USAGE)
 
@@ -48,8 +48,8 @@ def callbacks_list(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List callback events, newest first."""
-    from dashpay.cli import _console, call, fail, print_json
-    from dashpay.repository.base import OUTBOX_STATUSES
+    from dashpay.cli.app import _console, call, fail, print_json
+    from dashpay.domain.status import OUTBOX_STATUSES
 
     if status is not None and status not in OUTBOX_STATUSES:
         fail(f"--status must be one of {', '.join(OUTBOX_STATUSES)}, got {status!r}", EXIT_USAGE)
@@ -96,7 +96,7 @@ def callbacks_show(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show one event: where it goes, its state, its attempt log and its body."""
-    from dashpay.cli import _console, _fields_table, call, print_json
+    from dashpay.cli.app import _console, _fields_table, call, print_json
 
     result = call(ctx, methods.CALLBACKS_GET, {"event_id": event_id})
     if as_json:
@@ -157,7 +157,7 @@ def callbacks_retry(
 ) -> None:
     """Deliver an event again now (failed, delivered or waiting to retry), or every
     failed one; the event id stays the same, so your handler can de-duplicate."""
-    from dashpay.cli import call, fail, print_json
+    from dashpay.cli.app import call, fail, print_json
 
     if (event_id is None) == (not all_failed):
         fail("give an EVENT_ID or --all-failed (not both)", EXIT_USAGE)
@@ -184,7 +184,7 @@ def callbacks_test(
 ) -> None:
     """Send a signed `ping` event to URL and report the answer (exit 0 on a 2xx, 4 when
     the [callbacks] rules refuse the URL, 5 on any other answer or none)."""
-    from dashpay.cli import _console, _fields_table, call, print_json
+    from dashpay.cli.app import _console, _fields_table, call, print_json
 
     result = call(ctx, methods.CALLBACKS_TEST, {"url": url})
     if as_json:
@@ -215,7 +215,7 @@ def callbacks_secret(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Print the secret that signs callbacks (copy it into your handler)."""
-    from dashpay.cli import call, print_json
+    from dashpay.cli.app import call, print_json
 
     result = call(ctx, methods.CALLBACKS_SECRET, {})
     if as_json:

@@ -23,14 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from dashpay.repository.base import (
-    CANCELLED,
-    EXPIRED,
-    FINAL_STATUSES,
-    PAID,
-    PARTIAL,
-    PENDING,
-    SETTLED,
+from dashpay.domain.events import (
+    EVENT_DROPPED,
+    EVENT_EXPIRED,
+    EVENT_LATE,
+    EVENT_OVERPAID,
+    EVENT_PAID,
+    EVENT_PARTIAL,
+    EVENT_SETTLED,
+)
+from dashpay.domain.model import (
     NewEvent,
     Payment,
     PaymentChange,
@@ -38,23 +40,14 @@ from dashpay.repository.base import (
     ReceiverUpdate,
     apply_update,
 )
-
-# Callback events: one source of truth (README "Callbacks" lists them for merchants).
-EVENT_PARTIAL = "receiver.partial"  # a payment arrived; still short of the amount due
-EVENT_PAID = "receiver.paid"  # the amount due is reached
-EVENT_SETTLED = "receiver.settled"  # ...and every counted payment is locked/confirmed
-EVENT_EXPIRED = "receiver.expired"  # not paid in time
-EVENT_DROPPED = "receiver.payment_dropped"  # a mempool payment vanished (double spend)
-EVENT_OVERPAID = "receiver.overpaid"  # another payment after the receiver was paid
-EVENT_LATE = "receiver.late_payment"  # money after expiry/cancel that does not complete it
-EVENTS = (
-    EVENT_PARTIAL,
-    EVENT_PAID,
-    EVENT_SETTLED,
-    EVENT_EXPIRED,
-    EVENT_DROPPED,
-    EVENT_OVERPAID,
-    EVENT_LATE,
+from dashpay.domain.status import (
+    CANCELLED,
+    EXPIRED,
+    FINAL_STATUSES,
+    PAID,
+    PARTIAL,
+    PENDING,
+    SETTLED,
 )
 
 _RANK = {PENDING: 0, PARTIAL: 1, PAID: 2, SETTLED: 3}

@@ -22,21 +22,26 @@ from typing import Any
 
 import trio
 
-from dashpay.errors import DashpayError, Unavailable
-from dashpay.insight.events import BlockObserved, SocketConnected, SocketDisconnected, TxObserved
-from dashpay.pending import PendingTable
-from dashpay.repository.base import (
-    FINAL_STATUSES,
+from dashpay.domain import accounting
+from dashpay.domain.errors import DashpayError, Unavailable
+from dashpay.domain.model import (
     OutboxEvent,
     PaymentObservation,
     PendingRow,
     Receiver,
     ReceiverResult,
     ReceiverWork,
-    Repository,
 )
-from dashpay.services import accounting
-from dashpay.services.payloads import event_payload
+from dashpay.domain.observations import (
+    BlockObserved,
+    SocketConnected,
+    SocketDisconnected,
+    TxObserved,
+)
+from dashpay.domain.status import FINAL_STATUSES
+from dashpay.engine.pending import PendingTable
+from dashpay.repository.base import Repository
+from dashpay.services.callbacks.payload import event_payload
 
 log = logging.getLogger("dashpay.engine")
 

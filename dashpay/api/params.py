@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from dashpay.errors import InvalidParams
-from dashpay.money import AmountError, dash_to_duffs, parse_decimal
+from dashpay.domain.errors import InvalidParams
+from dashpay.domain.money import AmountError, dash_to_duffs, parse_decimal
 
 DASH = "DASH"
 # Limits from the original processor's columns and common sense; each names its reason.

@@ -33,11 +33,11 @@ import trio
 
 from dashpay import __version__
 from dashpay.config import PricesConfig, format_duration
-from dashpay.errors import DashpayError, InvalidParams, PriceUnavailable
-from dashpay.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
+from dashpay.domain.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.domain.views import iso_time
 from dashpay.repository.base import Repository
 from dashpay.repository.prices import CURRENCY_CODE, MAX_PRICE_CHARS, PriceQuote
-from dashpay.services.views import iso_time
 
 log = logging.getLogger("dashpay.prices")
 

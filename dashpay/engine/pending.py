@@ -21,17 +21,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dashpay.repository.base import (
-    FINAL_STATUSES,
-    PAID,
-    PARTIAL,
-    PENDING,
-    STATUSES,
-    Payment,
-    PaymentObservation,
-    PendingRow,
-    Receiver,
-)
+from dashpay.domain.model import Payment, PaymentObservation, PendingRow, Receiver
+from dashpay.domain.status import FINAL_STATUSES, PAID, PARTIAL, PENDING, STATUSES
 
 EXPIRABLE = frozenset((PENDING, PARTIAL))
 # Statuses whose unsettled payments the settlement checker follows.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dashpay.errors import (
+from dashpay.domain.errors import (
     INTERNAL,
     INVALID_PARAMS,
     INVALID_REQUEST,

@@ -12,8 +12,8 @@ import re
 import sys
 from typing import Any
 
-from dashpay.control import methods
-from dashpay.errors import EXIT_USAGE, exit_code_for
+from dashpay.api import methods
+from dashpay.domain.errors import EXIT_USAGE, exit_code_for
 
 _CODE = re.compile(r"[A-Za-z]{3}")
 # The daemon answers for at most this many currencies per call (valuation.py).
@@ -35,7 +35,7 @@ def price_command(ctx: Any, currencies: list[str] | None, as_json: bool) -> None
     """Show each currency's DASH price, provider and age (default: the currencies the
     daemon keeps fresh). Exits like other commands when a price is unavailable (5) or a
     currency is unknown to every provider (2); --json prints the data either way."""
-    from dashpay.cli import _console, call, fail, print_json
+    from dashpay.cli.app import _console, call, fail, print_json
 
     codes = [code.strip().upper() for code in currencies or []]
     for code in codes:

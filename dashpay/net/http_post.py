@@ -58,8 +58,8 @@ from urllib.parse import urlsplit
 
 import trio
 
-from dashpay.services import httpwire
-from dashpay.services.httpwire import END_OF_MESSAGE, NEED_DATA, InvalidResponse
+from dashpay.wire import http1 as httpwire
+from dashpay.wire.http1 import END_OF_MESSAGE, NEED_DATA, InvalidResponse
 
 # The largest response head we buffer (the codec's limit: 16 KiB, as h11 and node.js).
 MAX_HEADER_BYTES = httpwire.MAX_HEADER_BYTES

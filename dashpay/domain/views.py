@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from dashpay.money import format_dash
-from dashpay.repository.base import Payment, Receiver
+from dashpay.domain.model import Payment, Receiver
+from dashpay.domain.money import format_dash
 
 # Timestamps recently formatted, remembered: the events of one committed batch share
 # its time (the payload's created_at and the updated_at, paid_at, closed_at and

@@ -38,10 +38,10 @@ import httpx
 import trio
 
 from dashpay import __version__
-from dashpay.insight.events import SOURCE_REST, TxObserved, frozen_outputs
-from dashpay.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
+from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
+from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dashpay.insight.rest")
 
 # --- limits, each with its reason -------------------------------------------------------
 
