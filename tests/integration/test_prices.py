@@ -671,7 +671,7 @@ def price(
     currencies: list[str] | None = typer.Argument(None, help="Currency codes."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    from dashpay.cli_prices import price_command
+    from dashpay.cli.prices import price_command
     price_command(ctx, currencies, as_json)
 
 sys.argv[0] = "dashpay"
