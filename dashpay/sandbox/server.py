@@ -30,10 +30,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
-from wsproto.frame_protocol import CloseReason
 
 from dashpay.sandbox.chain import INSIGHT_VERSION, RPC_INVALID_ADDRESS_OR_KEY, SandboxError
 from dashpay.sandbox.http import (
+    WS_NO_STATUS,
     WS_TRY_AGAIN_LATER,
     HttpRequest,
     HttpResponse,
@@ -58,10 +58,11 @@ MAX_FRAMES_PER_WRITE = 512
 # fan-out keep up with benchmarks; 1 ms is noise next to the daemon's own latency, and an
 # event arriving after a quiet spell is written at once.
 FLUSH_INTERVAL = 0.001
-# Heartbeat values a caller may configure (ms): engine.io's own defaults are 25000 and
-# 5000/20000; tests use tens of milliseconds.
-MIN_HEARTBEAT_MS = 10
-MAX_HEARTBEAT_MS = 3_600_000
+# Heartbeat values a caller may configure (ms): the bounds the daemon's Engine.IO codec
+# accepts in an open packet; engine.io's own defaults are 25000 and 5000/20000; tests
+# use tens of milliseconds.
+MIN_HEARTBEAT_MS = eio.MIN_HEARTBEAT_MS
+MAX_HEARTBEAT_MS = eio.MAX_HEARTBEAT_MS
 # Number of addresses a JSON body may name before we stop splitting: the chain refuses
 # more than 10,000 anyway (dashcore-node's maxAddressesQuery); this bounds the work.
 MAX_ADDRS_SPLIT = 100_000
@@ -509,7 +510,7 @@ class _EngineSession:
             if isinstance(message, str):
                 await self._dispatch(message)
         # engine.io closes the transport like ws.close() without a code.
-        await self.ws.close(CloseReason.NO_STATUS_RCVD)
+        await self.ws.close(WS_NO_STATUS)
 
     async def _dispatch(self, message: str) -> None:
         try:

@@ -31,12 +31,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
+
 # --- limits, each with its reason -------------------------------------------------------
 
 # The largest response head (status line and headers) we buffer: h11's default and
 # node.js's since v13 (16 KiB; 80 KiB before), tomcat 8 KiB. A callback's answer head
 # is ~100 bytes; a hostile server cannot make us hold more than this.
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES = MAX_HTTP_HEAD_BYTES
 # A chunk-size line (§7.1): 16 hex digits are 2**64 bytes, and extensions (which we
 # ignore) have no business being long; node.js allows 16 KiB for the whole line, we
 # need far less.

@@ -32,13 +32,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
+
 # --- limits and constants, each with its reason -------------------------------------------
 
 # Section 1.3: the server proves it read our key by hashing it with this GUID.
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # The largest upgrade response head we read. The 101 answer of socket.io (node.js) is
 # ~130 bytes; node.js itself accepts 16 KiB of headers (80 KiB before v13), h11 16 KiB.
-MAX_HANDSHAKE_BYTES = 16 * 1024
+MAX_HANDSHAKE_BYTES = MAX_HTTP_HEAD_BYTES
 
 # Opcodes (section 5.2); the others (3-7, 11-15) are reserved and fail the connection.
 OP_CONTINUATION = 0x0
@@ -51,6 +53,8 @@ OP_PONG = 0xA
 # Close codes we send or check (section 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
+# Never on the wire: names a close frame that carried no status code (section 7.4.1).
+CLOSE_NO_STATUS = 1005
 CLOSE_INVALID_DATA = 1007  # text that is not UTF-8 (section 8.1)
 CLOSE_TOO_BIG = 1009
 # Codes a peer may put on the wire: 1004-1006 and 1015 are reserved for local use,
