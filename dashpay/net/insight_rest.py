@@ -38,6 +38,7 @@ import httpx
 import trio
 
 from dashpay import __version__
+from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
 from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
 
@@ -781,8 +782,8 @@ class InsightRest:
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped, jittered to 50-100% so clients that failed together do
         not come back together."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
-        return ceiling * self._random.uniform(0.5, 1.0)
+        ceiling = exponential_delay(attempt - 1, self._backoff_initial, self._backoff_max)
+        return jittered(ceiling, self._random.random())
 
     def _scrub(self, text: str) -> str:
         if self._password:
