@@ -41,6 +41,7 @@ from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
 from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
+from dashpay.wire.http1 import BodyTooLarge, declares_more_than
 
 log = logging.getLogger("dashpay.insight.rest")
 
@@ -382,10 +383,6 @@ def retry_after_seconds(value: str | None) -> float | None:
 # --- the client -------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class InsightRest:
     """REST client for one Insight server. Safe to share between tasks.
 
@@ -696,7 +693,7 @@ class InsightRest:
                     raise httpx.TimeoutException(f"no complete answer within {self._timeout}s")
             except httpx.RequestError as exc:
                 failure = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no details'}"
-            except _TooLarge:
+            except BodyTooLarge:
                 raise InsightError(
                     f"Insight {method} {shown}: response larger than "
                     f"{self._max_response_bytes} bytes, refused",
@@ -751,16 +748,15 @@ class InsightRest:
         async with self._client.stream(method, path, params=params, json=json_body) as response:
             ok = 200 <= response.status_code < 300
             limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
-            declared = response.headers.get("content-length", "")
-            if ok and declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise _TooLarge
+            if ok and declares_more_than(response.headers.get("content-length"), limit):
+                raise BodyTooLarge
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
                     if ok:
-                        raise _TooLarge
+                        raise BodyTooLarge
                     break
                 chunks.append(chunk)
             return response.status_code, response.headers, b"".join(chunks)

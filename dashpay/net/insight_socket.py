@@ -47,8 +47,8 @@ from dashpay.wire.engineio import (
     MAX_FRAME_CHARS,
     EngineIOClientState,
     EventFrame,
+    MalformedFrame,
     OpenFrame,
-    ProtocolError,
 )
 from dashpay.wire.insight import EventError, parse_block_payload, parse_tx_payload
 
@@ -445,7 +445,7 @@ class InsightSocket:
                         continue
                     try:
                         frame = receive(message, now)
-                    except ProtocolError as exc:
+                    except MalformedFrame as exc:
                         self._reject("malformed frame", str(exc), message)
                         continue
                     if type(frame) is EventFrame:

@@ -515,7 +515,7 @@ class _EngineSession:
     async def _dispatch(self, message: str) -> None:
         try:
             frame = eio.decode_frame(message)
-        except eio.ProtocolError as exc:
+        except eio.MalformedFrame as exc:
             if message.startswith("4"):
                 return  # socket.io-parser errors are logged by socket.io, not fatal
             log.info("sandbox socket closed sid=%s reason=parse_error error=%s", self.sid, exc)

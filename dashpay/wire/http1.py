@@ -89,6 +89,20 @@ class InvalidResponse(Exception):
     """The server broke HTTP/1.1; ``str()`` says how."""
 
 
+class BodyTooLarge(Exception):
+    """A response body is, or says in its Content-Length it is, over the reader's byte
+    limit. Raised by the bounded body reads of the HTTP clients (Insight REST, the price
+    providers) and translated by each into its own error naming the limit."""
+
+
+def declares_more_than(content_length: str | None, limit: int) -> bool:
+    """True when a Content-Length value is a plain number over ``limit``, so the body
+    can be refused before any of it is read (an unparsable value is left to the read)."""
+    if not content_length or not (content_length.isascii() and content_length.isdigit()):
+        return False
+    return int(content_length) > limit
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """The final answer's status and headers (names lower-cased, values trimmed)."""
