@@ -34,3 +34,7 @@ MAX_HTTP_HEAD_BYTES = 16 * 1024
 # callback sender's validation) before it starts afresh: far more than the distinct
 # callback URLs of one deployment, small enough to bound memory (~1 MB).
 MAX_REMEMBERED_URLS = 4096
+
+# Currencies one price.get may ask for: the daemon's answer (services/prices) and the
+# CLI's check before it asks (cli/prices). Each may cost a request per provider.
+MAX_REQUEST_CURRENCIES = 32
