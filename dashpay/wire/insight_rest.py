@@ -17,7 +17,6 @@ InstantSend *or* ChainLock.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,14 +25,12 @@ from typing import Any
 
 from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
 from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
+from dashpay.wire.insight import ADDRESS, HEX64
 
 # Characters of an error body quoted in a message (they end up in logs and the CLI).
 ERROR_EXCERPT_CHARS = 200
 
 _NETWORKS = {"livenet": "mainnet", "mainnet": "mainnet", "testnet": "testnet", "regtest": "regtest"}
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-# Base58 alphabet, P2PKH/P2SH lengths; anything else is not an address Insight decoded.
-ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
 NO_CHAINLOCK = "unable to find any chainlock"  # dashd's getbestchainlock error text
 
 
@@ -115,7 +112,7 @@ def _is_int(value: object) -> bool:
 
 
 def hex64(value: object) -> str | None:
-    if isinstance(value, str) and _HEX64.fullmatch(value):
+    if isinstance(value, str) and HEX64.fullmatch(value):
         return value.lower()
     return None
 
