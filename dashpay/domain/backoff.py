@@ -63,3 +63,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+# Back-off while the database is unreachable (the engine's batch, the callback sender's
+# outbox reads and attempt writes): the work is kept and retried, first soon (a failover
+# or a restart takes seconds), then at most every 30 s so an outage does not flood the
+# logs or the server's connection limit.
+DB_RETRY_INITIAL = 0.5
+DB_RETRY_MAX = 30.0
+
+
+def database_backoff() -> Backoff:
+    """The retry spacing of every loop waiting for the database: exact doubling from
+    DB_RETRY_INITIAL to DB_RETRY_MAX (one daemon per database, so no jitter)."""
+    return Backoff(DB_RETRY_INITIAL, DB_RETRY_MAX, jitter=False)

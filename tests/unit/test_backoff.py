@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashpay.domain.backoff import Backoff, exponential_delay, jittered
+from dashpay.domain.backoff import Backoff, database_backoff, exponential_delay, jittered
 
 
 def test_without_jitter_delays_double_up_to_the_cap_and_reset():
@@ -61,3 +61,10 @@ def test_many_failures_never_overflow():
 def test_settings_that_would_loop_tightly_or_forever_are_refused(initial, cap):
     with pytest.raises(ValueError, match="backoff needs"):
         Backoff(initial, cap)
+
+
+def test_the_database_policy_doubles_from_half_a_second_to_thirty():
+    backoff = database_backoff()
+    assert [backoff.next_delay() for _ in range(9)] == [
+        0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0
+    ]  # fmt: skip
