@@ -181,7 +181,7 @@ class _Session:
                 continue
             try:
                 frame = eio.decode_frame(message)
-            except eio.ProtocolError:
+            except eio.MalformedFrame:
                 continue
             if isinstance(frame, eio.PingFrame):
                 await self.ws.send_texts([eio.encode_pong(frame.data)])

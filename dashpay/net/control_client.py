@@ -24,7 +24,7 @@ from dashpay.wire.jsonrpc import (
     MAX_RESPONSE_BYTES,
     LineBuffer,
     LineTooLong,
-    ProtocolError,
+    MalformedReply,
     RemoteError,
     decode_response,
     encode_request,
@@ -121,7 +121,7 @@ class ControlClient:
             else:
                 line = self._receive_line(sock, deadline, method)
             return decode_response(line, request_id)
-        except ProtocolError:
+        except MalformedReply:
             self.close()
             raise
         except RemoteError:
@@ -171,7 +171,7 @@ class ControlClient:
             try:
                 line = self._buffer.next_line()
             except LineTooLong:
-                raise ProtocolError(
+                raise MalformedReply(
                     f"the response to {method} is larger than {MAX_RESPONSE_BYTES} bytes"
                 ) from None
             if line is not None:

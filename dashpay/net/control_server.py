@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from dashpay.domain.errors import INTERNAL, INVALID_PARAMS, UNAVAILABLE, DashpayError
+from dashpay.domain.limits import MAX_UNIX_SOCKET_PATH_BYTES
 from dashpay.wire.jsonrpc import (
     DEFAULT_REQUEST_TIMEOUT,
     IDLE_TIMEOUT,
@@ -63,7 +64,7 @@ RECEIVE_CHUNK = 16 * 1024
 
 # Unix socket paths are limited by sockaddr_un.sun_path: 108 bytes on Linux, including
 # the terminating NUL.
-MAX_SOCKET_PATH_BYTES = 107
+MAX_SOCKET_PATH_BYTES = MAX_UNIX_SOCKET_PATH_BYTES
 
 LISTEN_BACKLOG = 128
 

@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from dashpay.domain.limits import MAX_REMEMBERED_URLS
 from dashpay.wire import http1 as httpwire
 from dashpay.wire.http1 import END_OF_MESSAGE, NEED_DATA, InvalidResponse
 
@@ -72,8 +73,6 @@ RECEIVE_BYTES = 64 * 1024
 KEEPALIVE_SECONDS = 4.0
 # How deep describe_error looks into wrapped exceptions.
 MAX_EXCEPTION_CHAIN = 8
-# URLs whose parsed origin and target are remembered (then the memory starts afresh).
-MAX_REMEMBERED_URLS = 4096
 # How often idle connections of every origin are checked for expiry.
 PRUNE_SECONDS = 1.0
 

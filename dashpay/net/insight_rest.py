@@ -7,11 +7,12 @@ REST. That path must be exact (money), bounded (a broken or hostile server must 
 us hammer it, hang, or buffer gigabytes) and complete (a history read while the mempool
 moves must not silently lose a transaction).
 
-Two layers, as in the rest of ``insight/``:
-- pure parsers (``parse_tx``, ``parse_history_page``, ``parse_block``, ``parse_status``,
-  ``parse_chainlock``) that turn decoded JSON into values or raise ``InsightMalformed``;
-- ``InsightRest``, a thin httpx-on-trio shell with retries, a shared rate-limit pause,
-  a concurrency limit and a response size limit.
+Two layers, as everywhere in dashpay's network code:
+- the pure parsers (``parse_tx``, ``parse_history_page``, ``parse_block``,
+  ``parse_status``, ``parse_chainlock``), the values they return and the errors live in
+  ``wire/insight_rest.py`` (imported here, so ``net.insight_rest`` still names them);
+- ``InsightRest`` here, a thin httpx-on-trio shell with retries, a shared rate-limit
+  pause, a concurrency limit and a response size limit.
 
 Wire facts used here are in ``docs/insight-protocol.md`` §3 and §4: errors are not JSON
 (400 ``"<message>. Code:<n>"``, 404 ``Not found``, 503 plain text, 429 JSON); ``POST
@@ -23,14 +24,9 @@ InstantSend *or* ChainLock.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -38,8 +34,33 @@ import httpx
 import trio
 
 from dashpay import __version__
-from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
-from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
+from dashpay.domain.backoff import exponential_delay, jittered
+from dashpay.domain.observations import TxObserved
+from dashpay.wire.http1 import BodyTooLarge, declares_more_than
+from dashpay.wire.insight_rest import (
+    ADDRESS,
+    NO_CHAINLOCK,
+    BlockInfo,
+    ChainLockInfo,
+    HistoryPage,
+    InsightError,
+    InsightMalformed,
+    InsightRejected,
+    InsightUnavailable,
+    NodeStatus,
+    decode_json,
+    excerpt,
+    hex64,
+    is_route_missing,
+    merge_tx,
+    parse_block,
+    parse_chainlock,
+    parse_history_page,
+    parse_status,
+    parse_tx,
+    retry_after_seconds,
+    show,
+)
 
 log = logging.getLogger("dashpay.insight.rest")
 
@@ -55,7 +76,6 @@ log = logging.getLogger("dashpay.insight.rest")
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 # Error bodies are only shown to people as an excerpt; there is no reason to read more.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-ERROR_EXCERPT_CHARS = 200
 # dashd's maxTransactionHistory: a wider window is answered with 503 (protocol §3).
 MAX_PAGE_SIZE = 50
 # Addresses per POST /addrs/txs. 1000 addresses are ~36 kB of body, well under the
@@ -76,313 +96,10 @@ MAX_RETRY_AFTER = 300.0
 # drop scripts and spent info we never use, which shrinks each history page severalfold.
 HISTORY_QUERY = {"noAsm": "1", "noScriptSig": "1", "noSpent": "1"}
 
-_NETWORKS = {"livenet": "mainnet", "mainnet": "mainnet", "testnet": "testnet", "regtest": "regtest"}
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-# Base58 alphabet, P2PKH/P2SH lengths; anything else is not an address Insight decoded.
-_ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
-_NO_CHAINLOCK = "unable to find any chainlock"  # dashd's getbestchainlock error text
 _USER_AGENT = f"dashpay/{__version__}"
 
 
-# --- errors -----------------------------------------------------------------------------
-
-
-class InsightError(Exception):
-    """Insight did not give a usable answer. The message names the request path (never
-    the host's credentials or query), the HTTP status and an excerpt of the body."""
-
-    def __init__(self, message: str, *, path: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.status = status
-
-
-class InsightUnavailable(InsightError):
-    """Network errors, timeouts, 5xx or 429 that outlasted the retries: try later."""
-
-
-class InsightRejected(InsightError):
-    """A 4xx other than 404/429: the request itself is wrong (e.g. an address for another
-    network). Retrying the same request will not help."""
-
-
-class InsightMalformed(InsightError):
-    """A payload that does not have the documented shape; ``field`` says where."""
-
-    def __init__(self, what: str, field: str, reason: str, *, txid: str | None = None) -> None:
-        where = f"{what} {txid}" if txid else what
-        super().__init__(f"Insight sent a malformed {where}: {field} {reason}")
-        self.field = field
-        self.reason = reason
-        self.txid = txid
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text} (from {self.path})" if self.path else text
-
-
-# --- values -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BlockInfo:
-    hash: str
-    height: int
-    previous_hash: str | None  # None only for the genesis block
-    confirmations: int  # Insight reports -1 for a block that left the main chain
-    is_main_chain: bool
-    time: int  # unix seconds, from the block header
-
-
-@dataclass(frozen=True, slots=True)
-class ChainLockInfo:
-    block_hash: str
-    height: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    network: str  # "mainnet" | "testnet" | "regtest"
-    blocks: int
-    version: int  # dashd's version number, e.g. 180002
-    raw: Mapping[str, Any]  # the whole `info` object, for display
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    total_items: int
-    items: list[Any]  # raw tx objects; parse each with parse_tx
-
-
-# --- pure parsers -----------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _hex64(value: object) -> str | None:
-    if isinstance(value, str) and _HEX64.fullmatch(value):
-        return value.lower()
-    return None
-
-
-def parse_tx(item: object) -> TxObserved:
-    """A REST tx object (``/tx/<txid>`` or one ``/addrs/txs`` item) as a TxObserved.
-
-    ``outputs`` sums, per address, the outputs that pay exactly one address; outputs
-    without one (OP_RETURN, bare multisig, P2PK) are not payments to an address and are
-    left out. Amounts come from the ``value`` DASH string through Decimal and must agree
-    with ``valueSat`` when the server sends it. Raises InsightMalformed naming the field.
-    """
-    if not isinstance(item, dict):
-        raise InsightMalformed("tx", "item", f"is a {type(item).__name__}, not an object")
-    txid = _hex64(item.get("txid"))
-    if txid is None:
-        raise InsightMalformed("tx", "txid", f"{_show(item.get('txid'))} is not 64 hex digits")
-
-    def bad(field: str, reason: str) -> InsightMalformed:
-        return InsightMalformed("tx", field, reason, txid=txid)
-
-    vout = item.get("vout")
-    if not isinstance(vout, list):
-        raise bad("vout", "is missing or not a list")
-    outputs: dict[str, int] = {}
-    for index, out in enumerate(vout):
-        field = f"vout[{index}]"
-        if not isinstance(out, dict):
-            raise bad(field, "is not an object")
-        script = out.get("scriptPubKey")
-        if script is None:
-            continue
-        if not isinstance(script, dict):
-            raise bad(f"{field}.scriptPubKey", "is not an object")
-        addresses = script.get("addresses")
-        if addresses is None:
-            continue
-        if not isinstance(addresses, list):
-            raise bad(f"{field}.scriptPubKey.addresses", "is not a list")
-        if len(addresses) != 1:
-            continue  # bare multisig and the like: not a payment to one address
-        address = addresses[0]
-        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
-            raise bad(f"{field}.scriptPubKey.addresses", f"{_show(address)} is not an address")
-        try:
-            duffs = insight_dash_to_duffs(out.get("value"))
-        except AmountError as exc:
-            raise bad(f"{field}.value", f"{_show(out.get('value'))}: {exc}") from None
-        if duffs > MAX_DUFFS:
-            raise bad(f"{field}.value", f"{_show(out.get('value'))} is over 21,000,000 DASH")
-        value_sat = out.get("valueSat")
-        if value_sat is not None and (not _is_int(value_sat) or value_sat != duffs):
-            raise bad(f"{field}.valueSat", f"{_show(value_sat)} disagrees with value {duffs} duffs")
-        outputs[address] = outputs.get(address, 0) + duffs
-
-    height = item.get("blockheight")
-    if height is None or height == -1:
-        block_height = None
-    elif _is_int(height) and height >= 0:
-        block_height = height
-    else:
-        raise bad("blockheight", f"{_show(height)} is not a height or -1")
-
-    confirmations = item.get("confirmations")
-    if confirmations is not None and not (_is_int(confirmations) and confirmations >= 0):
-        raise bad("confirmations", f"{_show(confirmations)} is not a count")
-
-    txlock = item.get("txlock", False)
-    if not isinstance(txlock, bool):
-        raise bad("txlock", f"{_show(txlock)} is not true/false")
-
-    return TxObserved(
-        txid=txid,
-        outputs=frozen_outputs(outputs),
-        instant_locked=txlock,
-        block_height=block_height,
-        confirmations=confirmations,
-        source=SOURCE_REST,
-    )
-
-
-def parse_history_page(payload: object) -> HistoryPage:
-    """The envelope of a ``POST /addrs/txs`` answer: ``{totalItems, from, to, items}``."""
-    if not isinstance(payload, dict):
-        raise InsightMalformed("history page", "body", f"is a {type(payload).__name__}")
-    total = payload.get("totalItems")
-    if not (_is_int(total) and total >= 0):
-        raise InsightMalformed("history page", "totalItems", f"{_show(total)} is not a count")
-    items = payload.get("items")
-    if not isinstance(items, list):
-        raise InsightMalformed("history page", "items", "is missing or not a list")
-    return HistoryPage(total_items=total, items=items)
-
-
-def parse_block(payload: object) -> BlockInfo:
-    """A ``GET /block/<hash>`` answer."""
-    if not isinstance(payload, dict):
-        raise InsightMalformed("block", "body", f"is a {type(payload).__name__}")
-    block_hash = _hex64(payload.get("hash"))
-    if block_hash is None:
-        raise InsightMalformed("block", "hash", f"{_show(payload.get('hash'))} is not 64 hex")
-
-    def bad(field: str, reason: str) -> InsightMalformed:
-        return InsightMalformed("block", field, reason, txid=block_hash)
-
-    height = payload.get("height")
-    if not (_is_int(height) and height >= 0):
-        raise bad("height", f"{_show(height)} is not a height")
-    previous = payload.get("previousblockhash")
-    previous_hash = None if previous is None else _hex64(previous)
-    if previous is not None and previous_hash is None:
-        raise bad("previousblockhash", f"{_show(previous)} is not 64 hex digits")
-    confirmations = payload.get("confirmations")
-    if not _is_int(confirmations):
-        raise bad("confirmations", f"{_show(confirmations)} is not an integer")
-    main = payload.get("isMainChain")
-    if not isinstance(main, bool):
-        raise bad("isMainChain", f"{_show(main)} is not true/false")
-    block_time = payload.get("time")
-    if not (_is_int(block_time) and block_time >= 0):
-        raise bad("time", f"{_show(block_time)} is not a unix time")
-    return BlockInfo(block_hash, height, previous_hash, confirmations, main, block_time)
-
-
-def parse_status(payload: object) -> NodeStatus:
-    """A ``GET /status?q=getInfo`` answer; dashcore-lib's "livenet" is our "mainnet"."""
-    info = payload.get("info") if isinstance(payload, dict) else None
-    if not isinstance(info, dict):
-        raise InsightMalformed("status", "info", "is missing or not an object")
-    name = info.get("network")
-    network = _NETWORKS.get(name) if isinstance(name, str) else None
-    if network is None:
-        raise InsightMalformed(
-            "status", "network", f"{_show(info.get('network'))} is not mainnet/testnet/regtest"
-        )
-    blocks = info.get("blocks")
-    if not (_is_int(blocks) and blocks >= 0):
-        raise InsightMalformed("status", "blocks", f"{_show(blocks)} is not a height")
-    version = info.get("version")
-    if not (_is_int(version) and version >= 0):
-        raise InsightMalformed("status", "version", f"{_show(version)} is not a version number")
-    return NodeStatus(network=network, blocks=blocks, version=version, raw=info)
-
-
-def parse_chainlock(payload: object) -> ChainLockInfo | None:
-    """A ``GET /status?q=getBestChainLock`` answer. None when there is no ChainLock yet,
-    or when the server predates that query (it then answers getInfo instead)."""
-    if not isinstance(payload, dict):
-        raise InsightMalformed("chainlock", "body", f"is a {type(payload).__name__}")
-    lock = payload.get("bestchainlock")
-    if lock is None:
-        return None
-    if not isinstance(lock, dict):
-        raise InsightMalformed("chainlock", "bestchainlock", "is not an object")
-    block_hash = _hex64(lock.get("blockhash"))
-    if block_hash is None:
-        raise InsightMalformed(
-            "chainlock", "blockhash", f"{_show(lock.get('blockhash'))} is not 64 hex digits"
-        )
-    height = lock.get("height")
-    if not (_is_int(height) and height >= 0):
-        raise InsightMalformed("chainlock", "height", f"{_show(height)} is not a height")
-    return ChainLockInfo(block_hash=block_hash, height=height)
-
-
-def _show(value: object) -> str:
-    """A short, log-safe rendering of a hostile value."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _excerpt(body: bytes) -> str:
-    """Printable, one-line, bounded text of an error body."""
-    text = body[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > ERROR_EXCERPT_CHARS:
-        text = text[: ERROR_EXCERPT_CHARS - 3] + "..."
-    return text or "(empty body)"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def decode_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity. Raises ValueError."""
-    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-
-
-def _is_route_missing(body: bytes) -> bool:
-    """True for the 404s that mean "no such route" (wrong URL prefix) rather than "no
-    such tx/block": insight-api's JSON 404 for unknown routes under its prefix, and
-    express's HTML "Cannot GET" page outside it. A real miss is plain ``Not found``."""
-    text = body.decode("utf-8", errors="replace").strip()
-    if text.startswith("{"):
-        return True
-    return "Cannot GET" in text or "Cannot POST" in text or text.lower().startswith("<!doctype")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """The Retry-After header (RFC 9110 §10.2.3: seconds or an HTTP date) in seconds."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 # --- the client -------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class InsightRest:
@@ -471,7 +188,7 @@ class InsightRest:
         try:
             payload = await self._get_json("status", {"q": "getBestChainLock"})
         except InsightRejected as exc:
-            if _NO_CHAINLOCK in str(exc).lower():
+            if NO_CHAINLOCK in str(exc).lower():
                 return None
             raise
         return self._parsed(parse_chainlock, payload, "status")
@@ -479,9 +196,9 @@ class InsightRest:
     async def tx(self, txid: str) -> TxObserved | None:
         """One transaction, or None if Insight does not know it (never mined, or dropped
         from the mempool). Note: REST ``txlock`` may lag until the next block."""
-        wanted = _hex64(txid)
+        wanted = hex64(txid)
         if wanted is None:
-            raise ValueError(f"txid {_show(txid)} is not 64 hex digits")
+            raise ValueError(f"txid {show(txid)} is not 64 hex digits")
         status, body = await self._request("GET", f"tx/{wanted}")
         if status == 404:
             return self._not_found(f"tx/{wanted}", body)
@@ -496,9 +213,9 @@ class InsightRest:
 
     async def block(self, block_hash: str) -> BlockInfo | None:
         """One block, or None if Insight does not know it."""
-        wanted = _hex64(block_hash)
+        wanted = hex64(block_hash)
         if wanted is None:
-            raise ValueError(f"block hash {_show(block_hash)} is not 64 hex digits")
+            raise ValueError(f"block hash {show(block_hash)} is not 64 hex digits")
         status, body = await self._request("GET", f"block/{wanted}")
         if status == 404:
             return self._not_found(f"block/{wanted}", body)
@@ -527,8 +244,8 @@ class InsightRest:
         those txids, and must treat the history as incomplete when "" is in the set.
         """
         for address in addresses:
-            if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
-                raise ValueError(f"{_show(address)} is not a Dash address")
+            if not isinstance(address, str) or not ADDRESS.fullmatch(address):
+                raise ValueError(f"{show(address)} is not a Dash address")
         unique = list(dict.fromkeys(addresses))
         results: dict[str, TxObserved] = {}
         batches = [
@@ -573,7 +290,7 @@ class InsightRest:
             )
             if consistent and seen >= total:
                 for tx in found.values():
-                    _merge(results, tx)
+                    merge_tx(results, tx)
                 if skipped is not None:
                     skipped.update(bad_txids)
                     if unreadable:
@@ -618,7 +335,7 @@ class InsightRest:
         except ValueError:
             raise InsightError(
                 f"Insight {self._base_path}{path}: answered with a body that is not JSON "
-                f"({_excerpt(body)}); check that the Insight URL points at the API prefix",
+                f"({excerpt(body)}); check that the Insight URL points at the API prefix",
                 path=self._base_path + path,
                 status=200,
             ) from None
@@ -631,7 +348,7 @@ class InsightRest:
             raise
 
     def _not_found(self, path: str, body: bytes) -> None:
-        if _is_route_missing(body):
+        if is_route_missing(body):
             raise self._route_error("GET", path)
         return None
 
@@ -695,7 +412,7 @@ class InsightRest:
                     raise httpx.TimeoutException(f"no complete answer within {self._timeout}s")
             except httpx.RequestError as exc:
                 failure = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no details'}"
-            except _TooLarge:
+            except BodyTooLarge:
                 raise InsightError(
                     f"Insight {method} {shown}: response larger than "
                     f"{self._max_response_bytes} bytes, refused",
@@ -704,7 +421,7 @@ class InsightRest:
             else:
                 if 200 <= status < 300 or status == 404:
                     return status, body
-                failure = f"HTTP {status}: {_excerpt(body)}"
+                failure = f"HTTP {status}: {excerpt(body)}"
                 if 300 <= status < 400:
                     location = self._scrub(headers.get("location", "?"))
                     raise InsightError(
@@ -750,16 +467,15 @@ class InsightRest:
         async with self._client.stream(method, path, params=params, json=json_body) as response:
             ok = 200 <= response.status_code < 300
             limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
-            declared = response.headers.get("content-length", "")
-            if ok and declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise _TooLarge
+            if ok and declares_more_than(response.headers.get("content-length"), limit):
+                raise BodyTooLarge
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
                     if ok:
-                        raise _TooLarge
+                        raise BodyTooLarge
                     break
                 chunks.append(chunk)
             return response.status_code, response.headers, b"".join(chunks)
@@ -781,13 +497,13 @@ class InsightRest:
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped, jittered to 50-100% so clients that failed together do
         not come back together."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
-        return ceiling * self._random.uniform(0.5, 1.0)
+        ceiling = exponential_delay(attempt - 1, self._backoff_initial, self._backoff_max)
+        return jittered(ceiling, self._random.random())
 
     def _scrub(self, text: str) -> str:
         if self._password:
             text = text.replace(self._password, "***")
-        return _excerpt(text.encode())
+        return excerpt(text.encode())
 
 
 def _check_base_url(base_url: str) -> httpx.URL:
@@ -831,20 +547,8 @@ def _parse_pages(
                     exc.reason,
                 )
                 continue
-            _merge(found, tx)
+            merge_tx(found, tx)
     return found, bad - found.keys(), unreadable
-
-
-def _merge(into: dict[str, TxObserved], tx: TxObserved) -> None:
-    """Keep one TxObserved per txid: the most advanced view (more confirmations), and
-    InstantSend-locked if any view said so (a lock never goes away)."""
-    seen = into.get(tx.txid)
-    if seen is None:
-        into[tx.txid] = tx
-        return
-    best = tx if (tx.confirmations or 0) > (seen.confirmations or 0) else seen
-    locked = seen.instant_locked or tx.instant_locked
-    into[tx.txid] = best if best.instant_locked == locked else replace(best, instant_locked=locked)
 
 
 def _bind(function: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import trio
 
+from dashpay.domain.backoff import Backoff
 from dashpay.domain.observations import (
     BlockObserved,
     SocketConnected,
@@ -47,8 +47,8 @@ from dashpay.wire.engineio import (
     MAX_FRAME_CHARS,
     EngineIOClientState,
     EventFrame,
+    MalformedFrame,
     OpenFrame,
-    ProtocolError,
 )
 from dashpay.wire.insight import EventError, parse_block_payload, parse_tx_payload
 
@@ -144,32 +144,6 @@ def parse_socket_url(socket_url: str) -> SocketEndpoint:
     path = parts.path.rstrip("/")
     path = path + "/" if path.endswith("/socket.io") else SOCKET_IO_PATH
     return SocketEndpoint(parts.hostname, port, f"{path}?EIO=3&transport=websocket", tls)
-
-
-class Backoff:
-    """Jittered exponential backoff: attempt n waits between half and all of
-    ``min(cap, initial * 2**n)``. The jitter spreads many daemons restarting together;
-    the lower half-bound keeps retries from ever becoming a tight loop."""
-
-    __slots__ = ("initial", "cap", "attempt", "_random")
-
-    def __init__(
-        self, initial: float, cap: float, *, rng: Callable[[], float] = random.random
-    ) -> None:
-        if not (initial > 0 and cap >= initial and math.isfinite(cap)):
-            raise ValueError(f"backoff needs 0 < initial <= cap, got {initial} and {cap}")
-        self.initial = initial
-        self.cap = cap
-        self.attempt = 0
-        self._random = rng
-
-    def next_delay(self) -> float:
-        base = min(self.cap, self.initial * 2.0 ** min(self.attempt, 60))
-        self.attempt += 1
-        return base * (0.5 + 0.5 * self._random())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def _describe(exc: BaseException, connect_timeout: float) -> str:
@@ -471,7 +445,7 @@ class InsightSocket:
                         continue
                     try:
                         frame = receive(message, now)
-                    except ProtocolError as exc:
+                    except MalformedFrame as exc:
                         self._reject("malformed frame", str(exc), message)
                         continue
                     if type(frame) is EventFrame:

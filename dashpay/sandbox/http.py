@@ -1,12 +1,13 @@
-"""A small HTTP/1.1 + websocket server core on trio, h11 and wsproto.
+"""A small HTTP/1.1 + websocket server core on trio, h11 and dashpay's websocket codec.
 
 Why not a framework: the sandbox must serve REST *and* the Socket.IO websocket on one
 port, exactly like dashcore-node's express + socket.io server, with limits a hostile
-client cannot get around, and with only small dependencies. h11 and wsproto
-(python-hyper, two small pure-Python packages) are sans-IO: h11 parses each request, and when it
-is a websocket upgrade (RFC 6455 §4.2) we answer ``101`` through h11 and hand the bytes
-that follow to a post-handshake ``wsproto.connection.Connection``. This module only
-moves bytes and enforces limits; ``server.py`` decides what to answer.
+client cannot get around, and with only small dependencies. h11 (python-hyper, a small
+pure-Python package) and ``wire/websocket.py`` are sans-IO: h11 parses each request,
+and when it is a websocket upgrade (RFC 6455 §4.2) we answer ``101`` through h11 and
+hand the bytes that follow to the codec's ``FrameReader`` in its server role, the same
+code the daemon reads Insight with. This module only moves bytes and enforces limits;
+``server.py`` decides what to answer.
 
 Guarantees: one connection's garbage, slowness or size never affects another; every
 wait has a deadline; a handler's exception is logged and closes only its connection.
@@ -14,8 +15,6 @@ wait has a deadline; a handler's exception is logged and closes only its connect
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import time
@@ -28,10 +27,9 @@ from typing import Protocol
 
 import h11
 import trio
-from wsproto.connection import Connection as WsConnection
-from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
-from wsproto.utilities import generate_accept_token
+
+from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
+from dashpay.wire import websocket as wsframe
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Request line + headers. node.js (which serves the real Insight) allows 16 KiB since
 # v13 (8 KiB before); tomcat 8 KiB; h11's default is 16 KiB too.
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES = MAX_HTTP_HEAD_BYTES
 # Request body. express's body parser in front of insight-api allows 100 kB; we allow
 # 1 MiB so a test may post a large address batch (~27,000 addresses), and no more.
 MAX_BODY_BYTES = 1024 * 1024
@@ -61,9 +59,9 @@ CLOSE_TIMEOUT = 2.0
 MAX_CONNECTIONS = 1000
 RECEIVE_BYTES = 64 * 1024
 
-WS_NORMAL_CLOSURE = 1000
+WS_NORMAL_CLOSURE = wsframe.CLOSE_NORMAL
+WS_NO_STATUS = wsframe.CLOSE_NO_STATUS
 WS_POLICY_VIOLATION = 1008
-WS_MESSAGE_TOO_BIG = 1009
 WS_TRY_AGAIN_LATER = 1013
 
 _PLAIN = "text/plain; charset=utf-8"
@@ -123,22 +121,22 @@ class HttpApp(Protocol):
 
 class WebSocket:
     """A server-side websocket after the handshake: whole text messages in, batches of
-    text messages out. Sends are serialized, so a reader and a writer task may share it."""
+    text messages out. Sends are serialized, so a reader and a writer task may share it.
+    Frames are decoded and encoded by the one RFC 6455 codec, ``wire/websocket.py``, in
+    its server role."""
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        connection: WsConnection,
+        trailing: bytes = b"",
         *,
         max_message_bytes: int = MAX_WS_MESSAGE_BYTES,
     ) -> None:
         self._stream = stream
-        self._ws = connection
-        self._max = max_message_bytes
+        self._reader = wsframe.FrameReader(max_message_bytes=max_message_bytes, role=wsframe.SERVER)
+        self._pending = trailing  # bytes that came with the handshake
         self._send_lock = trio.StrictFIFOLock()
         self._messages: deque[str | bytes] = deque()
-        self._partial: list[str | bytes] = []
-        self._partial_size = 0
         self._closed: WebSocketClosed | None = None
 
     @property
@@ -148,8 +146,9 @@ class WebSocket:
     async def receive(self) -> str | bytes:
         """The next complete message (text as str, binary as bytes). Answers pings and a
         peer's close on the way. Raises WebSocketClosed once the socket is closed."""
-        if not self._messages:
-            await self._process_events()  # bytes that came with the handshake
+        if not self._messages and self._pending:
+            data, self._pending = self._pending, b""
+            await self._process(data)
         while not self._messages:
             if self._closed is not None:
                 raise self._closed
@@ -160,36 +159,45 @@ class WebSocket:
             if not data:
                 self._closed = WebSocketClosed(1006, "connection lost")
                 raise self._closed
-            self._ws.receive_data(data)
-            await self._process_events()
+            await self._process(data)
         return self._messages.popleft()
 
-    async def _process_events(self) -> None:
-        for event in self._ws.events():
-            if isinstance(event, Message):
-                self._partial_size += len(event.data)  # characters or bytes: either bounds it
-                if self._partial_size > self._max:
-                    await self.close(WS_MESSAGE_TOO_BIG, "message too big")
-                    return
-                self._partial.append(event.data)
-                if event.message_finished:
-                    if isinstance(event, TextMessage):
-                        self._messages.append("".join(self._partial))  # type: ignore[arg-type]
-                    else:
-                        self._messages.append(b"".join(self._partial))  # type: ignore[arg-type]
-                    self._partial = []
-                    self._partial_size = 0
-            elif isinstance(event, Ping):
-                await self._send_bytes(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self._closed = WebSocketClosed(event.code, event.reason or "")
-                if self._ws.state is ConnectionState.REMOTE_CLOSING:  # echo the peer's close
-                    await self._send_bytes(self._ws.send(event.response()), quiet=True)
-                elif self._ws.state is ConnectionState.OPEN:  # a frame we could not parse
-                    close = CloseConnection(code=event.code, reason=event.reason)
-                    await self._send_bytes(self._ws.send(close), quiet=True)
+    async def _process(self, data: bytes) -> None:
+        reader = self._reader
+        for event in reader.receive_data(data):
+            if isinstance(event, str):
+                self._messages.append(event)
+            elif isinstance(event, wsframe.BinaryMessage):
+                self._messages.append(event.data)
+            elif isinstance(event, wsframe.PingReceived):
+                await self._send_bytes(reader.data_to_send())  # the pong
+            elif isinstance(event, wsframe.CloseReceived | wsframe.Failure):
+                # The peer's close (echoed) or a frame we refused (our close with its
+                # code): the reader has queued the close frame; then the link is over.
+                code = event.code if event.code is not None else wsframe.CLOSE_NO_STATUS
+                self._closed = WebSocketClosed(code, event.reason)
+                await self._send_bytes(reader.data_to_send(), quiet=True)
+                if isinstance(event, wsframe.Failure):
+                    await self._drain()
                 await trio.aclose_forcefully(self._stream)
                 return
+
+    async def _drain(self) -> None:
+        """After failing the link, read and drop what the client still sends until it
+        closes (within CLOSE_TIMEOUT, at most twice the message limit). The reader
+        refuses an oversized message on its header, so the rest of it is usually still
+        in flight; closing on unread bytes would reset the connection (RST), and the
+        client could lose our close frame with its code (RFC 6455 §7.1.1)."""
+        budget = 2 * self._reader.max_message_bytes
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            while budget > 0:
+                try:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                budget -= len(data)
 
     async def send_texts(self, texts: list[str] | tuple[str, ...]) -> None:
         """Send each text as one message, in one write. Raises WebSocketClosed when the
@@ -197,12 +205,12 @@ class WebSocket:
         async with self._send_lock:
             if self._closed is not None:
                 raise self._closed
-            if self._ws.state is not ConnectionState.OPEN:
+            if self._reader.closed:
                 raise WebSocketClosed(None, "closing")
             if len(texts) == 1:
-                data = _text_frame(texts[0])
+                data = wsframe.encode_server_text(texts[0])
             else:
-                data = b"".join([_text_frame(text) for text in texts])
+                data = b"".join([wsframe.encode_server_text(text) for text in texts])
             await self._write(data)
 
     async def _send_bytes(self, data: bytes, *, quiet: bool = False) -> None:
@@ -227,33 +235,19 @@ class WebSocket:
 
     async def close(self, code: int = WS_NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame (best effort, bounded by CLOSE_TIMEOUT) and close the socket.
+        ``code`` 1005 (CLOSE_NO_STATUS) sends a close frame without a status code.
         Idempotent; never raises for an already broken connection."""
         if self._closed is not None:
             return
         self._closed = WebSocketClosed(code, reason)
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            data = self._ws.send(CloseConnection(code=code, reason=reason or None))
+        if not self._reader.closed:
+            status = None if code == wsframe.CLOSE_NO_STATUS else code
+            data = wsframe.encode_server_close(status, reason)
             with trio.move_on_after(CLOSE_TIMEOUT):
                 async with self._send_lock:
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await self._stream.send_all(data)
         await trio.aclose_forcefully(self._stream)
-
-
-def _text_frame(text: str) -> bytes:
-    """One unfragmented, unmasked text frame (RFC 6455 §5.2), as a server sends it.
-
-    The hot path of event fan-out, hand-built because it is trivial and wsproto's general
-    serializer (extensions, fragmentation state) costs several times more per frame. It
-    leaves wsproto's state untouched: wsproto only tracks fragmented outbound messages.
-    """
-    payload = text.encode("utf-8")
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
 # --- HTTP --------------------------------------------------------------------------------
@@ -277,29 +271,15 @@ class _DateHeader:
 _date = _DateHeader()
 
 
-def _is_websocket_upgrade(request: h11.Request) -> bool:
-    upgrade = connection = b""
-    for name, value in request.headers:
-        if name == b"upgrade":
-            upgrade = value.lower()
-        elif name == b"connection":
-            connection = value.lower()
-    return upgrade == b"websocket" and b"upgrade" in [t.strip() for t in connection.split(b",")]
+def _is_websocket_upgrade(request: HttpRequest) -> bool:
+    return wsframe.is_upgrade_request(request.header("upgrade"), request.header("connection"))
 
 
 def _websocket_key(request: HttpRequest) -> str | None:
     """The client's Sec-WebSocket-Key if the handshake is valid (RFC 6455 §4.2.1)."""
-    if request.method != "GET" or request.header("sec-websocket-version") != "13":
-        return None
-    key = request.header("sec-websocket-key")
-    if key is None:
-        return None
-    try:
-        if len(base64.b64decode(key.strip(), validate=True)) != 16:
-            return None
-    except (binascii.Error, ValueError):
-        return None
-    return key.strip()
+    return wsframe.server_handshake_key(
+        request.method, request.header("sec-websocket-version"), request.header("sec-websocket-key")
+    )
 
 
 class _HttpConnection:
@@ -393,7 +373,7 @@ class _HttpConnection:
                     peer=self.peer,
                 )
                 upgrading = conn.their_state is h11.MIGHT_SWITCH_PROTOCOL
-                return request, upgrading and _is_websocket_upgrade(head)
+                return request, upgrading and _is_websocket_upgrade(request)
             elif isinstance(event, h11.ConnectionClosed):
                 return None, False
 
@@ -430,13 +410,13 @@ class _HttpConnection:
             headers=[
                 (b"Upgrade", b"websocket"),
                 (b"Connection", b"Upgrade"),
-                (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii"))),
+                (b"Sec-WebSocket-Accept", wsframe.accept_token(key).encode("ascii")),
             ],
         )
         if not await self._write(self.conn.send(switch)):
             return
         trailing, _closed = self.conn.trailing_data
-        websocket = WebSocket(self.stream, WsConnection(ConnectionType.SERVER, None, trailing))
+        websocket = WebSocket(self.stream, trailing)
         try:
             await decision(websocket)
         finally:

@@ -57,7 +57,7 @@ EXCERPT_CHARS = 80
 DEFAULT_NAMESPACE = "/"
 
 
-class ProtocolError(ValueError):
+class MalformedFrame(ValueError):
     """A frame that is not valid Engine.IO 3 / Socket.IO 4; the message says why."""
 
 
@@ -260,17 +260,17 @@ def _loads(text: str, frame: str) -> Any:
     try:
         return _DECODER.decode(text)
     except RecursionError:
-        raise ProtocolError(f"frame {_excerpt(frame)} nests JSON too deeply") from None
+        raise MalformedFrame(f"frame {_excerpt(frame)} nests JSON too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, over-long integers
-        raise ProtocolError(f"frame {_excerpt(frame)} carries invalid JSON: {exc}") from None
+        raise MalformedFrame(f"frame {_excerpt(frame)} carries invalid JSON: {exc}") from None
 
 
 def _heartbeat_ms(info: dict, key: str, frame: str) -> float:
     value = info.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ProtocolError(f"open packet {_excerpt(frame)}: {key} is missing or not a number")
+        raise MalformedFrame(f"open packet {_excerpt(frame)}: {key} is missing or not a number")
     if not MIN_HEARTBEAT_MS <= value <= MAX_HEARTBEAT_MS:
-        raise ProtocolError(
+        raise MalformedFrame(
             f"open packet: {key}={value} ms is outside {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS} ms"
         )
     return value / 1000.0
@@ -279,13 +279,13 @@ def _heartbeat_ms(info: dict, key: str, frame: str) -> float:
 def _decode_open(frame: str) -> OpenFrame:
     info = _loads(frame[1:], frame)
     if not isinstance(info, dict):
-        raise ProtocolError(f"open packet {_excerpt(frame)} is not a JSON object")
+        raise MalformedFrame(f"open packet {_excerpt(frame)} is not a JSON object")
     sid = info.get("sid")
     if not isinstance(sid, str) or not sid:
-        raise ProtocolError(f"open packet {_excerpt(frame)} has no session id (sid)")
+        raise MalformedFrame(f"open packet {_excerpt(frame)} has no session id (sid)")
     upgrades = info.get("upgrades", [])
     if not isinstance(upgrades, list) or not all(isinstance(u, str) for u in upgrades):
-        raise ProtocolError(f"open packet {_excerpt(frame)}: upgrades is not a list of names")
+        raise MalformedFrame(f"open packet {_excerpt(frame)}: upgrades is not a list of names")
     return OpenFrame(
         sid=sid,
         upgrades=tuple(upgrades),
@@ -297,14 +297,14 @@ def _decode_open(frame: str) -> OpenFrame:
 def _decode_message(frame: str) -> Frame:
     """The Socket.IO packet inside an Engine.IO ``4`` message (socket.io-parser 3.x)."""
     if len(frame) < 2:
-        raise ProtocolError("message frame '4' carries no socket.io packet")
+        raise MalformedFrame("message frame '4' carries no socket.io packet")
     kind = frame[1]
     if kind in "56":
-        raise ProtocolError(
+        raise MalformedFrame(
             f"binary socket.io packet {_excerpt(frame)}: Insight never sends binary data"
         )
     if kind not in "01234":
-        raise ProtocolError(f"unknown socket.io packet type {kind!r} in {_excerpt(frame)}")
+        raise MalformedFrame(f"unknown socket.io packet type {kind!r} in {_excerpt(frame)}")
     end = len(frame)
     i = 2
     namespace = DEFAULT_NAMESPACE
@@ -313,7 +313,7 @@ def _decode_message(frame: str) -> Frame:
         stop = end if comma < 0 else comma
         namespace = frame[i:stop]
         if len(namespace) > MAX_NAMESPACE_CHARS:
-            raise ProtocolError(f"namespace in {_excerpt(frame)} is longer than allowed")
+            raise MalformedFrame(f"namespace in {_excerpt(frame)} is longer than allowed")
         namespace = namespace.split("?", 1)[0]  # a CONNECT may carry "?query"
         i = stop + 1 if comma >= 0 else stop
     start = i
@@ -322,56 +322,56 @@ def _decode_message(frame: str) -> Frame:
     ack_id: int | None = None
     if i > start:
         if i - start > MAX_ACK_ID_DIGITS:
-            raise ProtocolError(f"ack id in {_excerpt(frame)} has too many digits")
+            raise MalformedFrame(f"ack id in {_excerpt(frame)} has too many digits")
         ack_id = int(frame[start:i])
     has_data = i < end
 
     if kind == "0":
         if ack_id is not None or has_data:
-            raise ProtocolError(f"CONNECT packet {_excerpt(frame)} carries unexpected data")
+            raise MalformedFrame(f"CONNECT packet {_excerpt(frame)} carries unexpected data")
         return _CONNECT_DEFAULT if namespace == DEFAULT_NAMESPACE else ConnectFrame(namespace)
     if kind == "1":
         if ack_id is not None or has_data:
-            raise ProtocolError(f"DISCONNECT packet {_excerpt(frame)} carries data")
+            raise MalformedFrame(f"DISCONNECT packet {_excerpt(frame)} carries data")
         return _DISCONNECT_DEFAULT if namespace == DEFAULT_NAMESPACE else DisconnectFrame(namespace)
     if not has_data:
-        raise ProtocolError(f"socket.io packet {_excerpt(frame)} has no JSON data")
+        raise MalformedFrame(f"socket.io packet {_excerpt(frame)} has no JSON data")
     data = _loads(frame[i:], frame)
     if kind == "2":
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            raise ProtocolError(
+            raise MalformedFrame(
                 f"EVENT packet {_excerpt(frame)} is not a JSON array starting with the event name"
             )
         return EventFrame(namespace, ack_id, data[0], tuple(data[1:]))
     if kind == "3":
         if ack_id is None:
-            raise ProtocolError(f"ACK packet {_excerpt(frame)} has no ack id")
+            raise MalformedFrame(f"ACK packet {_excerpt(frame)} has no ack id")
         if not isinstance(data, list):
-            raise ProtocolError(f"ACK packet {_excerpt(frame)} is not a JSON array")
+            raise MalformedFrame(f"ACK packet {_excerpt(frame)} is not a JSON array")
         return AckFrame(namespace, ack_id, tuple(data))
     return ErrorFrame(namespace, data)
 
 
 def decode_frame(frame: str) -> Frame:
-    """Decode one websocket text message. Raises ProtocolError naming what is wrong."""
+    """Decode one websocket text message. Raises MalformedFrame naming what is wrong."""
     if not isinstance(frame, str):
-        raise ProtocolError(
+        raise MalformedFrame(
             f"expected a text frame, got {type(frame).__name__} (binary frames are not used)"
         )
     if len(frame) > MAX_FRAME_CHARS:
-        raise ProtocolError(
+        raise MalformedFrame(
             f"frame of {len(frame)} characters is over the {MAX_FRAME_CHARS} character limit"
         )
     # Hot path: almost every frame Insight sends is an event, `42[...]`.
     if frame.startswith("42["):
         data = _loads(frame[2:], frame)
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            raise ProtocolError(
+            raise MalformedFrame(
                 f"EVENT packet {_excerpt(frame)} is not a JSON array starting with the event name"
             )
         return EventFrame(DEFAULT_NAMESPACE, None, data[0], tuple(data[1:]))
     if not frame:
-        raise ProtocolError("empty frame: an engine.io packet needs at least its type digit")
+        raise MalformedFrame("empty frame: an engine.io packet needs at least its type digit")
     kind = frame[0]
     if kind == "4":
         return _decode_message(frame)
@@ -382,7 +382,7 @@ def decode_frame(frame: str) -> Frame:
     if kind == "0":
         return _decode_open(frame)
     if kind in "156" and len(frame) > 1:
-        raise ProtocolError(f"engine.io packet {_excerpt(frame)} carries unexpected data")
+        raise MalformedFrame(f"engine.io packet {_excerpt(frame)} carries unexpected data")
     if kind == "1":
         return _CLOSE
     if kind == "5":
@@ -390,8 +390,8 @@ def decode_frame(frame: str) -> Frame:
     if kind == "6":
         return _NOOP
     if kind == "b":
-        raise ProtocolError(f"base64 binary packet {_excerpt(frame)}: not used by Insight")
-    raise ProtocolError(f"unknown engine.io packet type {kind!r} in {_excerpt(frame)}")
+        raise MalformedFrame(f"base64 binary packet {_excerpt(frame)}: not used by Insight")
+    raise MalformedFrame(f"unknown engine.io packet type {kind!r} in {_excerpt(frame)}")
 
 
 # --- the client's state machine ---------------------------------------------------------
@@ -457,7 +457,7 @@ class EngineIOClientState:
     # -- input
 
     def receive(self, frame: str, now: float) -> Frame:
-        """Decode ``frame`` and advance. Raises ProtocolError for a frame that is not
+        """Decode ``frame`` and advance. Raises MalformedFrame for a frame that is not
         valid here; the state is then unchanged, except that the peer counts as alive."""
         self._last_received = now
         decoded = decode_frame(frame)
@@ -470,7 +470,7 @@ class EngineIOClientState:
             self._on_connect(decoded, frame)
         elif kind is OpenFrame:
             if self.phase != AWAITING_OPEN:
-                raise ProtocolError("a second open packet on the same connection")
+                raise MalformedFrame("a second open packet on the same connection")
             self.open = decoded
             self.phase = AWAITING_CONNECT
             self._next_ping = now + decoded.ping_interval
@@ -489,7 +489,7 @@ class EngineIOClientState:
         if decoded.namespace != DEFAULT_NAMESPACE:
             return
         if self.phase == AWAITING_OPEN:
-            raise ProtocolError("namespace connect (40) before the open packet")
+            raise MalformedFrame("namespace connect (40) before the open packet")
         if self.phase == CLOSED:
             return
         # Every `40` is a fresh server-side socket with no subscriptions: subscribe again.

@@ -31,12 +31,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
+
 # --- limits, each with its reason -------------------------------------------------------
 
 # The largest response head (status line and headers) we buffer: h11's default and
 # node.js's since v13 (16 KiB; 80 KiB before), tomcat 8 KiB. A callback's answer head
 # is ~100 bytes; a hostile server cannot make us hold more than this.
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES = MAX_HTTP_HEAD_BYTES
 # A chunk-size line (§7.1): 16 hex digits are 2**64 bytes, and extensions (which we
 # ignore) have no business being long; node.js allows 16 KiB for the whole line, we
 # need far less.
@@ -85,6 +87,20 @@ OWN_REQUEST_HEADERS = frozenset(
 
 class InvalidResponse(Exception):
     """The server broke HTTP/1.1; ``str()`` says how."""
+
+
+class BodyTooLarge(Exception):
+    """A response body is, or says in its Content-Length it is, over the reader's byte
+    limit. Raised by the bounded body reads of the HTTP clients (Insight REST, the price
+    providers) and translated by each into its own error naming the limit."""
+
+
+def declares_more_than(content_length: str | None, limit: int) -> bool:
+    """True when a Content-Length value is a plain number over ``limit``, so the body
+    can be refused before any of it is read (an unparsable value is left to the read)."""
+    if not content_length or not (content_length.isascii() and content_length.isdigit()):
+        return False
+    return int(content_length) > limit
 
 
 @dataclass(frozen=True, slots=True)

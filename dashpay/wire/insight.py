@@ -25,8 +25,10 @@ MAX_OUTPUTS_PER_TX = 2_000_000 // 34
 # Insight only puts base58 P2PKH/P2SH addresses in `vout` (34 characters on every Dash
 # network; base58 of a 25-byte payload is 25..35 characters, 36 for safety).
 MAX_ADDRESS_CHARS = 36
-_ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# Base58 alphabet, P2PKH/P2SH lengths; anything else is not an address Insight decoded.
+# Shared with the REST payload parsers (wire/insight_rest.py).
+ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{25,36}")
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SHOW_CHARS = 80
 
 
@@ -40,7 +42,7 @@ def _show(value: object) -> str:
 
 
 def _txid(value: object, what: str) -> str:
-    if type(value) is str and len(value) == 64 and _HEX64.fullmatch(value):
+    if type(value) is str and len(value) == 64 and HEX64.fullmatch(value):
         return value.lower()
     raise EventError(f"{what} {_show(value)} is not 64 hex digits")
 
@@ -85,7 +87,7 @@ def parse_tx_payload(payload: object, *, instant_locked: bool) -> TxObserved:
                 f"tx {txid}: vout[{index}] address {_show(address)} is longer than "
                 f"{MAX_ADDRESS_CHARS} characters"
             )
-        if not _ADDRESS.fullmatch(address):
+        if not ADDRESS.fullmatch(address):
             raise EventError(
                 f"tx {txid}: vout[{index}] address {_show(address)} is not a base58 address"
             )

@@ -135,7 +135,7 @@ class RemoteError(DashpayError):
         return f"RemoteError(kind={self.kind!r}, message={self.message!r}, code={self.code})"
 
 
-class ProtocolError(RemoteError):
+class MalformedReply(RemoteError):
     """The peer's response was not valid JSON-RPC for our request (not a dashpay daemon,
     or a bug). A ``RemoteError`` so callers handle it with the daemon's own errors."""
 
@@ -409,40 +409,40 @@ def decode_response(line: bytes, expected_id: RequestId) -> Any:
 
     An error with a null id is accepted: the daemon uses it for errors not tied to a
     request (connection refused for capacity, a line too large). Anything that is not a
-    JSON-RPC 2.0 response to our request raises ``ProtocolError``.
+    JSON-RPC 2.0 response to our request raises ``MalformedReply``.
     """
     try:
         message = _loads(line.decode("utf-8"), decimals=False)
     except UnicodeDecodeError:
-        raise ProtocolError("not UTF-8") from None
+        raise MalformedReply("not UTF-8") from None
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not JSON ({exc})") from None
+        raise MalformedReply(f"not JSON ({exc})") from None
     if not isinstance(message, dict):
-        raise ProtocolError(f"expected a JSON object, got {_json_type(message)}")
+        raise MalformedReply(f"expected a JSON object, got {_json_type(message)}")
     if message.get("jsonrpc") != JSONRPC_VERSION:
-        raise ProtocolError('"jsonrpc" is not "2.0"')
+        raise MalformedReply('"jsonrpc" is not "2.0"')
     if ("result" in message) == ("error" in message):
-        raise ProtocolError('expected exactly one of "result" and "error"')
+        raise MalformedReply('expected exactly one of "result" and "error"')
     response_id = message.get("id")
     same_id = type(response_id) is type(expected_id) and response_id == expected_id
 
     if "error" in message:
         if not (same_id or response_id is None):
-            raise ProtocolError(f"error for request id {response_id!r}, expected {expected_id!r}")
+            raise MalformedReply(f"error for request id {response_id!r}, expected {expected_id!r}")
         raise _remote_error(message["error"])
     if not same_id:
-        raise ProtocolError(f"result for request id {response_id!r}, expected {expected_id!r}")
+        raise MalformedReply(f"result for request id {response_id!r}, expected {expected_id!r}")
     return message["result"]
 
 
 def _remote_error(error: Any) -> RemoteError:
     if not isinstance(error, dict):
-        return ProtocolError('"error" is not an object')
+        return MalformedReply('"error" is not an object')
     code = error.get("code")
     message = error.get("message")
     data = error.get("data")
     if not isinstance(code, int) or isinstance(code, bool) or not isinstance(message, str):
-        return ProtocolError('"error" needs an integer "code" and a string "message"')
+        return MalformedReply('"error" needs an integer "code" and a string "message"')
     data = data if isinstance(data, dict) else {}
     kind = data.get("kind")
     if not isinstance(kind, str) or not kind:

@@ -1,4 +1,4 @@
-"""The client side of RFC 6455 websockets, without I/O.
+"""RFC 6455 websockets without I/O: the one frame codec of dashpay, for both roles.
 
 Why it exists: Insight pushes tens of thousands of small text messages a second, and a
 general websocket library spends most of our CPU per message on machinery we do not
@@ -8,7 +8,15 @@ handshake (section 4), masked frames out (section 5.3) and unmasked frames in, w
 protocol's limits enforced. Like h11 and wsproto, this module never touches a socket:
 ``handshake_request`` / ``check_handshake_response`` build and check the upgrade, and
 ``FrameReader.receive_data`` turns the bytes of one socket read into *all* the messages
-they complete, so the shell in ``socketio.py`` handles a whole read in one go.
+they complete, so the shell in ``net/insight_socket.py`` handles a whole read in one go.
+
+The sandbox's Insight server speaks the other side with the same code:
+``FrameReader(role=SERVER)`` requires masked frames in and queues unmasked answers,
+``encode_server_text`` / ``encode_server_frame`` build the unmasked frames a server
+sends, and ``server_handshake_key`` / ``accept_token`` check an upgrade request and
+answer it (section 4.2). The client's hot path is untouched by the server role: a
+masked frame never matches it, so server-side reads take the general path, which
+costs nothing that matters for the few tiny frames a client sends.
 
 What comes out of ``receive_data``: a text message is a plain ``str`` (the hot path,
 no wrapper object); anything else is one of the small values below. After a
@@ -19,9 +27,12 @@ and ``data_to_send`` holds the close frame to send (section 5.5.1 / 7.1.7).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
+
+from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
 
 # --- limits and constants, each with its reason -------------------------------------------
 
@@ -29,7 +40,7 @@ from dataclasses import dataclass
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # The largest upgrade response head we read. The 101 answer of socket.io (node.js) is
 # ~130 bytes; node.js itself accepts 16 KiB of headers (80 KiB before v13), h11 16 KiB.
-MAX_HANDSHAKE_BYTES = 16 * 1024
+MAX_HANDSHAKE_BYTES = MAX_HTTP_HEAD_BYTES
 
 # Opcodes (section 5.2); the others (3-7, 11-15) are reserved and fail the connection.
 OP_CONTINUATION = 0x0
@@ -42,6 +53,8 @@ OP_PONG = 0xA
 # Close codes we send or check (section 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
+# Never on the wire: names a close frame that carried no status code (section 7.4.1).
+CLOSE_NO_STATUS = 1005
 CLOSE_INVALID_DATA = 1007  # text that is not UTF-8 (section 8.1)
 CLOSE_TOO_BIG = 1009
 # Codes a peer may put on the wire: 1004-1006 and 1015 are reserved for local use,
@@ -53,6 +66,10 @@ _VALID_CLOSE_CODES = frozenset(
 
 # Section 5.5: control frames carry at most 125 bytes and are never fragmented.
 MAX_CONTROL_PAYLOAD = 125
+
+# The two roles of a FrameReader (section 5.1: clients mask every frame, servers never).
+CLIENT = "client"
+SERVER = "server"
 
 
 # --- what the reader hands out (besides ``str`` for text messages) ------------------------
@@ -180,6 +197,32 @@ def check_handshake_response(head: bytes, key: str) -> None:
         raise HandshakeError("server chose a websocket subprotocol we did not offer")
 
 
+# --- the server's side of the handshake (section 4.2) -----------------------------------
+
+
+def is_upgrade_request(upgrade: str | None, connection: str | None) -> bool:
+    """True when the ``Upgrade`` and ``Connection`` header values ask for a websocket
+    (section 4.2.1, items 3 and 4; both compared case-insensitively)."""
+    if upgrade is None or connection is None or upgrade.strip().lower() != "websocket":
+        return False
+    return "upgrade" in [token.strip().lower() for token in connection.split(",")]
+
+
+def server_handshake_key(method: str, version: str | None, key: str | None) -> str | None:
+    """The client's Sec-WebSocket-Key if its upgrade request is one we can accept, else
+    None (section 4.2.1): a GET, version 13, and a key that is 16 bytes in base64. The
+    101 answer then carries ``Sec-WebSocket-Accept: accept_token(key)``."""
+    if method != "GET" or version != "13" or key is None:
+        return None
+    key = key.strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except (binascii.Error, ValueError):
+        return None
+    return key
+
+
 # --- frames we send (section 5.2, masked as section 5.3 requires of clients) --------------
 
 
@@ -210,27 +253,70 @@ def encode_text(text: str) -> bytes:
     return encode_frame(OP_TEXT, text.encode("utf-8"))
 
 
-def encode_close(code: int, reason: str = "") -> bytes:
-    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[: MAX_CONTROL_PAYLOAD - 2]
-    return encode_frame(OP_CLOSE, payload)
+def _close_payload(code: int | None, reason: str) -> bytes:
+    """A close frame's body: no code (and so no reason) for None, the "1005: no status"
+    that section 7.4.1 forbids on the wire; else the code and the reason, cut to fit."""
+    if code is None:
+        return b""
+    return code.to_bytes(2, "big") + reason.encode("utf-8")[: MAX_CONTROL_PAYLOAD - 2]
+
+
+def encode_close(code: int | None, reason: str = "") -> bytes:
+    return encode_frame(OP_CLOSE, _close_payload(code, reason))
+
+
+# --- frames a server sends (section 5.1: never masked) ------------------------------------
+
+
+def encode_server_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame, as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big") + payload
+
+
+def encode_server_text(text: str) -> bytes:
+    """One unmasked text frame: the hot path of the sandbox's event fan-out, so the two
+    common length forms are written out rather than going through the general encoder."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
+def encode_server_close(code: int | None, reason: str = "") -> bytes:
+    """An unmasked close frame; ``code`` None sends one without a status code."""
+    return encode_server_frame(OP_CLOSE, _close_payload(code, reason))
 
 
 # --- frames we receive ----------------------------------------------------------------
 
 
 class FrameReader:
-    """Decodes the server's frames from a byte stream (after the 101 answer).
+    """Decodes the peer's frames from a byte stream (after the 101 answer).
 
     ``receive_data(data)`` returns every message and control event that ``data``
     completes, in order; partial frames wait for the next call. Messages larger than
     ``max_message_bytes`` fail the connection with 1009 as soon as their header
-    announces it, before their payload is buffered, so a hostile server cannot make us
+    announces it, before their payload is buffered, so a hostile peer cannot make us
     hold more than that (plus one read).
+
+    ``role`` is the side we are: CLIENT (the default) refuses masked frames and masks
+    its answers; SERVER refuses unmasked frames and answers unmasked (section 5.1).
     """
 
     __slots__ = (
         "max_message_bytes",
+        "role",
         "closed",
+        "_server",
+        "_fast_first",
         "_buffer",
         "_need",
         "_fragments",
@@ -239,10 +325,18 @@ class FrameReader:
         "_outgoing",
     )
 
-    def __init__(self, *, max_message_bytes: int) -> None:
+    def __init__(self, *, max_message_bytes: int, role: str = CLIENT) -> None:
         if max_message_bytes < 1:
             raise ValueError("max_message_bytes must be positive")
+        if role not in (CLIENT, SERVER):
+            raise ValueError(f"role must be {CLIENT!r} or {SERVER!r}, got {role!r}")
         self.max_message_bytes = max_message_bytes
+        self.role = role
+        self._server = role == SERVER
+        # The first byte the hot path takes: a final text frame for a client; nothing
+        # for a server (0x100 is no byte), whose frames are all masked and so need the
+        # general path, which also refuses the unmasked ones.
+        self._fast_first = 0x100 if self._server else 0x81
         self.closed = False  # set once a close frame arrived or we failed the link
         self._buffer = bytearray()
         self._need = 2  # parse nothing until the buffer holds this many bytes
@@ -270,6 +364,7 @@ class FrameReader:
         events: list = []
         pos = 0
         limit = self.max_message_bytes
+        fast_first = self._fast_first
         while True:
             available = end - pos
             if available < 2:
@@ -277,9 +372,10 @@ class FrameReader:
                 break
             first = buffer[pos]
             second = buffer[pos + 1]
-            # Hot path: a final, unfragmented text frame under 126 bytes payload, or one
-            # with a 16-bit length: Insight's events. Everything unusual goes the long way.
-            if first == 0x81 and not self._fragment_opcode:
+            # Hot path: a final, unfragmented, unmasked text frame under 126 bytes payload,
+            # or one with a 16-bit length: Insight's events. Everything unusual (and every
+            # masked frame, i.e. all a server reads) goes the long way.
+            if first == fast_first and not self._fragment_opcode:
                 size = second
                 if size < 126:
                     start = pos + 2
@@ -320,15 +416,22 @@ class FrameReader:
         opcode = first & 0x0F
         if first & 0x70:
             return self._fail(events, CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension)")
-        if second & 0x80:
+        masked = second & 0x80
+        if self._server:
+            if not masked:
+                return self._fail(
+                    events, CLOSE_PROTOCOL_ERROR, "client frame is not masked (RFC 6455 5.1)"
+                )
+        elif masked:
             return self._fail(events, CLOSE_PROTOCOL_ERROR, "server frame is masked (RFC 6455 5.1)")
         size = second & 0x7F
-        header = 2 if size < 126 else 4 if size == 126 else 10  # 7, 16 or 64-bit length
+        length_end = 2 if size < 126 else 4 if size == 126 else 10  # 7, 16 or 64-bit length
+        header = length_end + 4 if masked else length_end  # the masking key follows
         if end - pos < header:
             self._need = header
             return 0
-        if header > 2:
-            size = int.from_bytes(buffer[pos + 2 : pos + header], "big")
+        if length_end > 2:
+            size = int.from_bytes(buffer[pos + 2 : pos + length_end], "big")
             if size >> 63:
                 return self._fail(events, CLOSE_PROTOCOL_ERROR, "frame length has its top bit set")
         if opcode >= OP_CLOSE:
@@ -362,6 +465,8 @@ class FrameReader:
             self._need = stop - pos
             return 0
         payload = bytes(buffer[pos + header : stop])
+        if masked:
+            payload = _mask(bytes(buffer[pos + length_end : header + pos]), payload)
         consumed = stop - pos
         self._need = 2
 
@@ -390,7 +495,7 @@ class FrameReader:
 
     def _control(self, opcode: int, payload: bytes, events: list) -> None:
         if opcode == OP_PING:
-            self._outgoing += encode_frame(OP_PONG, payload)  # section 5.5.2
+            self._outgoing += self._encode(OP_PONG, payload)  # section 5.5.2
             events.append(PingReceived(payload))
         elif opcode == OP_PONG:
             events.append(PongReceived(payload))
@@ -400,7 +505,7 @@ class FrameReader:
     def _on_close(self, payload: bytes, events: list) -> None:
         """Section 5.5.1: echo the status code, then the connection is over."""
         if not payload:
-            self._finish(encode_frame(OP_CLOSE, b""))
+            self._finish(self._encode(OP_CLOSE, b""))
             events.append(CloseReceived(None, ""))
             return
         if len(payload) == 1:
@@ -415,14 +520,20 @@ class FrameReader:
         except UnicodeDecodeError:
             self._fail(events, CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
             return
-        self._finish(encode_close(code))
+        self._finish(self._encode(OP_CLOSE, _close_payload(code, "")))
         events.append(CloseReceived(code, reason))
 
     def _fail(self, events: list, code: int, reason: str) -> int:
         """Section 7.1.7: fail the connection, sending a close frame with ``code``."""
-        self._finish(encode_close(code))
+        self._finish(self._encode(OP_CLOSE, _close_payload(code, "")))
         events.append(Failure(code, reason))
         return -1
+
+    def _encode(self, opcode: int, payload: bytes) -> bytes:
+        """A frame of ours, masked or not as our role requires (only on cold paths)."""
+        if self._server:
+            return encode_server_frame(opcode, payload)
+        return encode_frame(opcode, payload)
 
     def _finish(self, close_frame: bytes) -> None:
         self.closed = True

@@ -25,7 +25,7 @@ from dashpay.wire.jsonrpc import (
     MAX_MESSAGE_BYTES,
     MAX_RESPONSE_BYTES,
     LineBuffer,
-    ProtocolError,
+    MalformedReply,
     RemoteError,
     encode_request,
 )
@@ -441,7 +441,7 @@ async def test_client_timeout_says_what_timed_out_and_the_next_call_works(
 
 async def test_client_refuses_a_response_over_the_limit(nursery, sock_path, handler):
     await start(nursery, sock_path, handler)
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(MalformedReply) as info:
         await trio.to_thread.run_sync(
             partial(blocking_call, timeout=20), sock_path, "big", {"size": MAX_RESPONSE_BYTES}
         )

@@ -16,7 +16,7 @@ from dashpay.wire.jsonrpc import (
     ErrorResponse,
     LineBuffer,
     LineTooLong,
-    ProtocolError,
+    MalformedReply,
     RemoteError,
     Request,
     code_for_kind,
@@ -350,7 +350,7 @@ def test_error_without_data_kind_takes_the_kind_from_its_code():
     ],
 )
 def test_malformed_or_mismatched_response_is_a_protocol_error(line):
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(MalformedReply) as info:
         decode_response(line, 1)
     assert info.value.kind == "internal"
     assert "malformed response" in info.value.message

@@ -27,11 +27,11 @@ from dashpay.wire.engineio import (
     EngineIOClientState,
     ErrorFrame,
     EventFrame,
+    MalformedFrame,
     NoopFrame,
     OpenFrame,
     PingFrame,
     PongFrame,
-    ProtocolError,
     UpgradeFrame,
     decode_frame,
     encode_ack,
@@ -180,7 +180,7 @@ def test_open_encode_decode_round_trip_in_seconds(interval, timeout):
 
 @given(st.text(max_size=200))
 def test_decoding_arbitrary_text_either_decodes_or_raises_protocol_error(text):
-    with contextlib.suppress(ProtocolError):
+    with contextlib.suppress(MalformedFrame):
         decode_frame(text)
 
 
@@ -237,23 +237,23 @@ MALFORMED = {
 
 @pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_frame_raises_protocol_error(frame):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MalformedFrame):
         decode_frame(frame)
 
 
 def test_oversized_frame_is_refused_before_parsing():
     frame = '42["tx","' + "a" * MAX_FRAME_CHARS + '"]'
-    with pytest.raises(ProtocolError, match="limit"):
+    with pytest.raises(MalformedFrame, match="limit"):
         decode_frame(frame)
 
 
 def test_binary_message_is_refused():
-    with pytest.raises(ProtocolError, match="text frame"):
+    with pytest.raises(MalformedFrame, match="text frame"):
         decode_frame(b'42["tx"]')  # type: ignore[arg-type]
 
 
 def test_protocol_error_quotes_only_an_excerpt_of_a_huge_frame():
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(MalformedFrame) as info:
         decode_frame('42["x",' + "1," * 100_000)
     assert len(str(info.value)) < 400
 
@@ -292,14 +292,14 @@ def test_client_subscribes_again_after_every_40():
 
 def test_40_before_the_open_packet_is_a_protocol_error():
     machine = EngineIOClientState(0.0)
-    with pytest.raises(ProtocolError, match="before the open packet"):
+    with pytest.raises(MalformedFrame, match="before the open packet"):
         machine.receive("40", 0.0)
     assert list(machine.data_to_send()) == []
 
 
 def test_second_open_packet_is_a_protocol_error():
     machine = connected_machine()
-    with pytest.raises(ProtocolError, match="second open"):
+    with pytest.raises(MalformedFrame, match="second open"):
         machine.receive(OPEN_300, 0.1)
 
 
@@ -334,7 +334,7 @@ def test_client_never_sends_40_whatever_the_server_does(steps):
     for frame, delay in steps:
         now += delay
         machine.poll(now)
-        with contextlib.suppress(ProtocolError):
+        with contextlib.suppress(MalformedFrame):
             machine.receive(frame, now)
         sent.extend(machine.data_to_send())
     machine.poll(now + 100)
@@ -481,7 +481,7 @@ def test_malformed_frame_leaves_the_state_unchanged_but_proves_life():
     machine = connected_machine(now=0.0)
     machine.data_to_send()
     machine.poll(0.3)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MalformedFrame):
         machine.receive('42["tx",', 0.5)
     assert machine.phase == CONNECTED
     machine.poll(0.7)

@@ -17,7 +17,6 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
-from dashpay.net.insight_rest import decode_json, parse_tx
 from dashpay.wire.engineio import decode_frame
 from dashpay.wire.insight import (
     MAX_OUTPUTS_PER_TX,
@@ -25,6 +24,7 @@ from dashpay.wire.insight import (
     parse_block_payload,
     parse_tx_payload,
 )
+from dashpay.wire.insight_rest import decode_json, parse_tx
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
 SESSION = json.loads((FIXTURES / "ws-eio3-session-mainnet.json").read_text())

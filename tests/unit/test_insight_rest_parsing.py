@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashpay.domain.observations import SOURCE_REST
-from dashpay.net.insight_rest import (
+from dashpay.wire.insight_rest import (
     InsightMalformed,
     decode_json,
     parse_block,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dashpay.domain.money import MAX_DUFFS
-from dashpay.net.insight_rest import parse_block, parse_chainlock, parse_history_page, parse_tx
 from dashpay.sandbox.chain import (
     MAX_OUTPUTS,
     SandboxChain,
@@ -21,6 +20,7 @@ from dashpay.sandbox.chain import (
     js_dash_number,
 )
 from dashpay.wire.engineio import encode_event
+from dashpay.wire.insight_rest import parse_block, parse_chainlock, parse_history_page, parse_tx
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
 # Addresses of the testnet fixture (insight-api's test data).
