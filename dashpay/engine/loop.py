@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -137,13 +138,13 @@ class PaymentEngine:
         self.send_channel, self._receive = trio.open_memory_channel[EngineMessage](QUEUE_SIZE)
         # Every message type but TxObserved (checked first, inline: it is the traffic)
         # and what its handler does with it.
-        self._handlers: dict[type, Callable[[EngineMessage, _Batch], None]] = {
-            Apply: self._on_apply,  # type: ignore[dict-item]
-            Tick: self._on_tick,  # type: ignore[dict-item]
-            ReceiverAdded: self._on_receiver,  # type: ignore[dict-item]
-            ReceiverChanged: self._on_receiver,  # type: ignore[dict-item]
-            BlockObserved: self._on_block,  # type: ignore[dict-item]
-            SocketConnected: self._on_connected,  # type: ignore[dict-item]
+        self._handlers: dict[type, Callable[[Any, _Batch], None]] = {
+            Apply: self._on_apply,
+            Tick: self._on_tick,
+            ReceiverAdded: self._on_receiver,
+            ReceiverChanged: self._on_receiver,
+            BlockObserved: self._on_block,
+            SocketConnected: self._on_connected,
             SocketDisconnected: _ignore,
         }
 
