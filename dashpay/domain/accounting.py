@@ -1,6 +1,8 @@
 """The accounting rules: from a receiver and its payments to its status, flags and the
-events a merchant is told about. Pure functions; the repository calls ``decide``
-inside the transaction that records the payments (DESIGN.md §4, transactional outbox).
+events a merchant is told about. Pure functions; the engine's unit of work
+(``dashpay.engine.record``) calls them inside the transaction that records the payments
+(DESIGN.md §4, transactional outbox). Every status change is checked against the state
+machine's table (``dashpay.domain.status.TRANSITIONS``).
 
 Rules (the README's "Receiver lifecycle" is the user-facing copy of this):
 - ``received_duffs`` is the sum of the receiver's non-dropped payments, always
@@ -14,15 +16,18 @@ Rules (the README's "Receiver lifecycle" is the user-facing copy of this):
 - cancelled stays cancelled; money sent to it anyway is recorded, flagged ``late`` and
   reported so the merchant can refund it.
 - overpaid: received more than the amount due (derived, so a drop can clear it).
+- cancel: only a pending or partial receiver; cancelling twice changes nothing.
+- a payment observed again merges forward only (``merge_observation``).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 
+from dashpay.domain.errors import Conflict
 from dashpay.domain.events import (
     EVENT_DROPPED,
     EVENT_EXPIRED,
@@ -36,22 +41,29 @@ from dashpay.domain.model import (
     NewEvent,
     Payment,
     PaymentChange,
+    PaymentObservation,
     Receiver,
     ReceiverUpdate,
     apply_update,
 )
 from dashpay.domain.status import (
+    ARRIVALS,
+    CANCELLABLE_STATUSES,
     CANCELLED,
+    CHANGE_DROPPED,
+    CHANGE_RESTORED,
+    CHANGE_UNCHANGED,
+    CHANGE_UPDATED,
     EXPIRED,
     FINAL_STATUSES,
     PAID,
     PARTIAL,
     PENDING,
     SETTLED,
+    check_transition,
 )
 
 _RANK = {PENDING: 0, PARTIAL: 1, PAID: 2, SETTLED: 3}
-_ARRIVALS = ("new", "restored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +115,8 @@ def decide(
     this transaction's changes. Returns ``(None, [])`` when nothing changes."""
     counted = [p for p in payments if not p.dropped]
     received = sum(p.amount_duffs for p in counted)
-    arrived = [c.payment for c in changes if c.kind in _ARRIVALS and not c.payment.dropped]
-    dropped = [c.payment for c in changes if c.kind == "dropped"]
+    arrived = [c.payment for c in changes if c.kind in ARRIVALS and not c.payment.dropped]
+    dropped = [c.payment for c in changes if c.kind == CHANGE_DROPPED]
     old = receiver.status
     money = money_status(receiver, counted, rules)
     late = receiver.late
@@ -179,6 +191,7 @@ def decide(
         elif settled_at is None:
             settled_at = now
     if status != old:
+        check_transition(old, status)  # a change the table does not list is a bug
         closed_at = now if status in FINAL_STATUSES else None
     else:
         closed_at = receiver.closed_at
@@ -209,3 +222,62 @@ def decide(
         ident = event_id()
         events.append(NewEvent(ident, name, payload(name, ident, now, after, payment)))
     return (None if unchanged else update), events
+
+
+def cancel(receiver: Receiver, now: int) -> ReceiverUpdate | None:
+    """The merchant cancels: the update that closes ``receiver``, None when it is
+    already cancelled (nothing to write), or Conflict when its status can no longer be
+    cancelled (``CANCELLABLE_STATUSES``: pending or partial)."""
+    old = receiver.status
+    if old == CANCELLED:
+        return None
+    if old not in CANCELLABLE_STATUSES:
+        raise Conflict(
+            f"receiver {receiver.receiver_id} is {old} and can no longer be "
+            "cancelled (only pending or partial receivers can)",
+            receiver_id=receiver.receiver_id,
+            status=old,
+        )
+    check_transition(old, CANCELLED)
+    return ReceiverUpdate(
+        received_duffs=receiver.received_duffs,
+        status=CANCELLED,
+        overpaid=receiver.overpaid,
+        late=receiver.late,
+        paid_at=receiver.paid_at,
+        settled_at=receiver.settled_at,
+        closed_at=now,
+        updated_at=now,
+    )
+
+
+def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tuple[Payment, str]:
+    """The stored payment after observing it again, and the change kind.
+
+    State only moves forward: the InstantSend lock is never lost and confirmations never
+    go down. A block height that differs from the stored one is the chain's new truth
+    (first mined, or moved by a reorg) and is taken as given, with the confirmations
+    given alongside it; when a reorg comes without a confirmation count, the old count
+    (which belonged to the old block) is reset to 0 rather than kept, so a payment is
+    never treated as more confirmed than it is. A dropped payment seen again is
+    restored. The amount of a (txid, address) is fixed on-chain: a different one is
+    ignored (the caller logs it)."""
+    height, confirmations = stored.block_height, stored.confirmations
+    if seen.block_height is not None and seen.block_height != stored.block_height:
+        height = seen.block_height
+        if seen.confirmations is not None:
+            confirmations = seen.confirmations
+        elif stored.block_height is not None:
+            confirmations = 0
+    elif seen.confirmations is not None:
+        confirmations = max(stored.confirmations, seen.confirmations)
+    merged = replace(
+        stored,
+        instant_locked=stored.instant_locked or seen.instant_locked,
+        block_height=height,
+        confirmations=confirmations,
+        dropped=False,
+    )
+    if merged == stored:
+        return stored, CHANGE_UNCHANGED
+    return replace(merged, updated_at=now), CHANGE_RESTORED if stored.dropped else CHANGE_UPDATED

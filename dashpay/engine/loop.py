@@ -3,8 +3,9 @@
 Every other task talks to it through one memory channel (DESIGN.md §4). It takes what
 is waiting in the channel (up to ``MAX_BATCH`` messages), turns the observations that
 concern watched addresses into per-receiver work, and records all of it with ONE
-database unit of work (one thread hop, one transaction): payments upserted, the
-receiver recomputed by ``accounting.decide``, callback events written to the outbox.
+database unit of work (one thread hop, one transaction: ``record.record_batch`` run by
+``Repository.transaction``): payments upserted, the receiver recomputed by
+``accounting.decide``, callback events written to the outbox.
 Processing one batch at a time removes the races of the original processor (an event
 arriving while a database update for the same receiver is in flight).
 
@@ -18,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -28,7 +30,6 @@ from dashpay.domain.model import (
     OutboxEvent,
     PaymentObservation,
     PendingRow,
-    Receiver,
     ReceiverResult,
     ReceiverWork,
 )
@@ -38,8 +39,16 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
-from dashpay.domain.status import FINAL_STATUSES
+from dashpay.domain.status import CHANGE_NEW, FINAL_STATUSES
+from dashpay.engine.messages import (
+    Apply,
+    EngineMessage,
+    ReceiverAdded,
+    ReceiverChanged,
+    Tick,
+)
 from dashpay.engine.pending import PendingTable
+from dashpay.engine.record import decider, record_batch
 from dashpay.repository.base import Repository
 from dashpay.services.callbacks.payload import event_payload
 
@@ -76,31 +85,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiverAdded:
-    receiver: Receiver
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverChanged:
-    """A receiver changed outside the engine (cancelled over the control socket)."""
-
-    receiver: Receiver
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    pass
-
-
-@dataclass(slots=True)
-class Apply:
-    """Work from a rescan or the settlement checker; ``done`` receives the results."""
-
-    work: list[ReceiverWork]
-    done: Callable[[list[ReceiverResult]], None] | None = None
-
-
 @dataclass(slots=True)
 class EngineStats:
     events: int = 0
@@ -116,6 +100,10 @@ class EngineStats:
 
 
 class PaymentEngine:
+    """The single owner of the pending table; see the module docstring. Other tasks
+    send it ``EngineMessage`` values through ``send_channel`` (or ``submit`` /
+    ``apply``)."""
+
     def __init__(
         self,
         repo: Repository,
@@ -128,6 +116,7 @@ class PaymentEngine:
         on_connected: Callable[[SocketConnected], None] | None = None,
         on_tick: Callable[[], None] | None = None,
         on_recorded: Callable[[list[ReceiverResult]], None] | None = None,
+        tick_seconds: float | None = TICK_SECONDS,
     ) -> None:
         self.repo = repo
         self.rules = rules
@@ -140,9 +129,24 @@ class PaymentEngine:
         # Told every committed batch's results (the receiver service keeps the unpaid
         # gap from them).
         self.on_recorded = on_recorded
+        # None: no ticker task (tests send Tick themselves).
+        self.tick_seconds = tick_seconds
         self.table = PendingTable()
         self.stats = EngineStats()
-        self.send_channel, self._receive = trio.open_memory_channel[Any](QUEUE_SIZE)
+        self.send_channel: trio.MemorySendChannel[EngineMessage]
+        self._receive: trio.MemoryReceiveChannel[EngineMessage]
+        self.send_channel, self._receive = trio.open_memory_channel[EngineMessage](QUEUE_SIZE)
+        # Every message type but TxObserved (checked first, inline: it is the traffic)
+        # and what its handler does with it.
+        self._handlers: dict[type, Callable[[Any, _Batch], None]] = {
+            Apply: self._on_apply,
+            Tick: self._on_tick,
+            ReceiverAdded: self._on_receiver,
+            ReceiverChanged: self._on_receiver,
+            BlockObserved: self._on_block,
+            SocketConnected: self._on_connected,
+            SocketDisconnected: _ignore,
+        }
 
     # -- API for other tasks ------------------------------------------------------------
     def load(self, rows: Iterable[PendingRow]) -> int:
@@ -150,7 +154,7 @@ class PaymentEngine:
         fine: nothing else reads the table yet). Returns how many rows were read."""
         return self.table.load(rows)
 
-    async def submit(self, message: Any) -> None:
+    async def submit(self, message: EngineMessage) -> None:
         await self.send_channel.send(message)
 
     async def apply(self, work: list[ReceiverWork]) -> list[ReceiverResult]:
@@ -169,9 +173,12 @@ class PaymentEngine:
         return box[0]
 
     # -- the loop -----------------------------------------------------------------------
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take what is waiting in the channel (up to ``MAX_BATCH`` messages) and record
+        it as one unit of work, batch after batch. Never returns unless cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ticker)
+            if self.tick_seconds is not None:
+                nursery.start_soon(self._ticker, self.tick_seconds)
             task_status.started()
             receive = self._receive
             while True:
@@ -183,40 +190,35 @@ class PaymentEngine:
                         break
                 await self._process(batch)
 
-    async def _ticker(self) -> None:
+    async def _ticker(self, seconds: float) -> None:
+        """Send a Tick every ``seconds``. Never returns unless cancelled."""
         while True:
-            await trio.sleep(TICK_SECONDS)
+            await trio.sleep(seconds)
             await self.send_channel.send(Tick())
 
-    async def _process(self, batch: list[Any]) -> None:
-        work: dict[int, _Pending] = {}
-        callbacks: list[tuple[Apply, list[int]]] = []
-        now = self.clock()
-        for message in batch:
+    async def _process(self, messages: list[EngineMessage]) -> None:
+        batch = _Batch(self.clock())
+        for message in messages:
             try:
-                self._collect(message, work, callbacks, now)
+                self._collect(message, batch)
             except Exception:  # a bad message must never stop the engine
                 log.exception("engine message skipped type=%s", type(message).__name__)
+        work = batch.work
         if not work:
-            for apply_msg, _ in callbacks:
+            for apply_msg, _ in batch.callbacks:
                 if apply_msg.done is not None:
                     apply_msg.done([])
             return
         items = [w.freeze() for w in work.values()]
-        results = await self._record(items, now)
+        results = await self._record(items, batch.now)
         by_id = {r.receiver.receiver_id: r for r in results}
-        for apply_msg, ids in callbacks:
+        for apply_msg, ids in batch.callbacks:
             if apply_msg.done is not None:
                 apply_msg.done([by_id[i] for i in ids if i in by_id])
 
-    def _collect(
-        self,
-        message: Any,
-        work: dict[int, _Pending],
-        callbacks: list[tuple[Apply, list[int]]],
-        now: int,
-    ) -> None:
-        if isinstance(message, TxObserved):
+    def _collect(self, message: EngineMessage, batch: _Batch) -> None:
+        """Fold one message into ``batch`` (or act on it at once)."""
+        if type(message) is TxObserved:  # the hot path: keep it inline and cheap
             self.stats.events += 1
             self.stats.last_event_at = time.time()
             get = self.table.get
@@ -228,49 +230,47 @@ class PaymentEngine:
                 matched = True
                 obs = observation(message, address, duffs)
                 if entry.is_news(obs):
-                    _item(work, entry.receiver_id).observations.append(obs)
+                    batch.item(entry.receiver_id).observations.append(obs)
             if matched:
                 self.stats.matched += 1
-        elif isinstance(message, Apply):
-            ids = []
-            for item in message.work:
-                pending = _item(work, item.receiver_id)
-                pending.observations.extend(item.observations)
-                pending.dropped.extend(item.dropped_txids)
-                ids.append(item.receiver_id)
-            callbacks.append((message, ids))
-        elif isinstance(message, Tick):
-            if self.on_tick is not None:
-                self.on_tick()
-            for receiver_id in self.table.due_to_expire(now):
-                _item(work, receiver_id)
-            for receiver_id in self.table.past_window(now, self.monitor_window_ms):
-                log.info("receiver leaves the pending table id=%d", receiver_id)
-                self.table.remove(receiver_id)
-        elif isinstance(message, ReceiverAdded | ReceiverChanged):
-            self.table.add(message.receiver)
-        elif isinstance(message, BlockObserved):
-            self.stats.events += 1
-            self.stats.last_event_at = time.time()
-            if self.on_block is not None:
-                self.on_block(message)
-        elif isinstance(message, SocketConnected):
-            if self.on_connected is not None:
-                self.on_connected(message)
-        elif isinstance(message, SocketDisconnected):
-            pass
-        else:
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
             log.warning("engine ignored unknown message type=%s", type(message).__name__)
+            return
+        handler(message, batch)
 
-    def _decide(self, now: int):
-        rules = self.rules
+    def _on_apply(self, message: Apply, batch: _Batch) -> None:
+        ids = []
+        for item in message.work:
+            pending = batch.item(item.receiver_id)
+            pending.observations.extend(item.observations)
+            pending.dropped.extend(item.dropped_txids)
+            ids.append(item.receiver_id)
+        batch.callbacks.append((message, ids))
 
-        def decide(receiver, payments, changes):
-            return accounting.decide(
-                receiver, payments, changes, now=now, rules=rules, payload=event_payload
-            )
+    def _on_tick(self, message: Tick, batch: _Batch) -> None:
+        if self.on_tick is not None:
+            self.on_tick()
+        now = batch.now
+        for receiver_id in self.table.due_to_expire(now):
+            batch.item(receiver_id)
+        for receiver_id in self.table.past_window(now, self.monitor_window_ms):
+            log.info("receiver leaves the pending table id=%d", receiver_id)
+            self.table.remove(receiver_id)
 
-        return decide
+    def _on_receiver(self, message: ReceiverAdded | ReceiverChanged, batch: _Batch) -> None:
+        self.table.add(message.receiver)
+
+    def _on_block(self, message: BlockObserved, batch: _Batch) -> None:
+        self.stats.events += 1
+        self.stats.last_event_at = time.time()
+        if self.on_block is not None:
+            self.on_block(message)
+
+    def _on_connected(self, message: SocketConnected, batch: _Batch) -> None:
+        if self.on_connected is not None:
+            self.on_connected(message)
 
     async def _record(self, items: list[ReceiverWork], now: int) -> list[ReceiverResult]:
         """One unit of work for the whole batch; retried while the database is down.
@@ -278,10 +278,11 @@ class PaymentEngine:
         the rest (it is logged and skipped; the next rescan converges)."""
         delay = DB_RETRY_INITIAL
         while True:
+            unit = partial(
+                record_batch, items=items, now=now, decide=decider(now, self.rules, event_payload)
+            )
             try:
-                results = await trio.to_thread.run_sync(
-                    self.repo.update_receivers, items, now, self._decide(now)
-                )
+                results = await trio.to_thread.run_sync(self.repo.transaction, unit)
                 break
             except Unavailable as exc:
                 self._db_error(exc)
@@ -317,7 +318,7 @@ class PaymentEngine:
         for result in results:
             receiver = result.receiver
             self.table.refresh(receiver, result.payments)
-            self.stats.payments_recorded += sum(1 for c in result.changes if c.kind == "new")
+            self.stats.payments_recorded += sum(1 for c in result.changes if c.kind == CHANGE_NEW)
             events.extend(result.events)
             for event in result.events:
                 log.info(
@@ -355,8 +356,23 @@ class _Pending:
         return ReceiverWork(self.receiver_id, tuple(self.observations), tuple(self.dropped))
 
 
-def _item(work: dict[int, _Pending], receiver_id: int) -> _Pending:
-    item = work.get(receiver_id)
-    if item is None:
-        item = work[receiver_id] = _Pending(receiver_id)
-    return item
+class _Batch:
+    """What one batch of messages adds up to: per-receiver work (in first-seen order)
+    and the Apply messages waiting for their results."""
+
+    __slots__ = ("now", "work", "callbacks")
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.work: dict[int, _Pending] = {}
+        self.callbacks: list[tuple[Apply, list[int]]] = []
+
+    def item(self, receiver_id: int) -> _Pending:
+        item = self.work.get(receiver_id)
+        if item is None:
+            item = self.work[receiver_id] = _Pending(receiver_id)
+        return item
+
+
+def _ignore(message: EngineMessage, batch: _Batch) -> None:
+    """SocketDisconnected: nothing to do (the reconnect's SocketConnected rescans)."""

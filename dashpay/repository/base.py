@@ -2,7 +2,10 @@
 
 The repository is the only code that speaks SQL. Every method is one unit of work
 (one transaction) and is blocking: services call it through one
-``trio.to_thread.run_sync`` hop per unit of work, never one per statement.
+``trio.to_thread.run_sync`` hop per unit of work, never one per statement. The payment
+engine's units of work are the exception in shape, not in rule: ``transaction(fn)``
+runs the engine's ``fn(tx)`` in one transaction, and ``tx`` (a ``Transaction``) offers
+only narrow reads and writes; the business rules stay in the engine and the domain.
 
 Times are integers: unix epoch milliseconds (UTC). Money is integer duffs. Fiat
 amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
@@ -11,23 +14,20 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from dashpay.domain.model import (
     AttemptOutcome,
     CallbackAttempt,
     CallbackBacklog,
     CallbackRecord,
-    NewEvent,
     NewReceiver,
     OutboxEvent,
     Payment,
-    PaymentChange,
+    PaymentObservation,
     PendingRow,
     Receiver,
-    ReceiverResult,
     ReceiverUpdate,
-    ReceiverWork,
 )
 
 if TYPE_CHECKING:
@@ -41,14 +41,38 @@ if TYPE_CHECKING:
 # address of the batch is derived, ~130 µs each) to a few milliseconds.
 MAX_CREATE_BATCH = 32
 
+T = TypeVar("T")
 
-# The business decision, made inside the transaction after the receiver row is locked
-# and the payment changes are applied: (receiver as stored before this item, all its
-# payments oldest first, this item's changes in the order applied) -> (update or None,
-# events to enqueue). Must be pure: a retried transaction calls it again.
-Decide = Callable[
-    [Receiver, list[Payment], list[PaymentChange]], tuple[ReceiverUpdate | None, list[NewEvent]]
-]
+
+class Transaction(Protocol):
+    """One open write transaction (valid only inside ``Repository.transaction``): the
+    narrow operations of the payment write path. Nothing here decides anything."""
+
+    def get_receiver(self, receiver_id: int, *, lock: bool = True) -> Receiver | None:
+        """One receiver, locked until commit unless ``lock`` is False."""
+
+    def lock_receivers(self, ids: Sequence[int]) -> dict[int, Receiver]:
+        """The receivers of ``ids`` that exist, locked in ascending id order (every
+        writer takes them in that order, so writers never deadlock)."""
+
+    def payments_of(self, ids: Sequence[int]) -> dict[int, list[Payment]]:
+        """Every payment of each receiver of ``ids`` (ascending), in payment id order;
+        each id maps to a list, empty when it has none."""
+
+    def insert_payment(self, receiver_id: int, seen: PaymentObservation, now: int) -> Payment:
+        """Insert a new payment row for ``seen``; the row as stored. Conflict when
+        (txid, address) is recorded for another receiver."""
+
+    def write_payment(self, payment: Payment) -> None:
+        """Store a payment's lock, height, confirmations, dropped and updated_at."""
+
+    def write_receivers(self, updates: Sequence[tuple[int, ReceiverUpdate]]) -> None:
+        """Write receivers' new states, one entry per receiver in ascending id order,
+        in as few statements as the backend allows."""
+
+    def enqueue(self, events: Sequence[OutboxEvent]) -> None:
+        """Insert outbox rows in one multi-row INSERT, in order (enqueue order).
+        Conflict for an event id given twice or already stored."""
 
 
 class Repository(Protocol):
@@ -108,10 +132,6 @@ class Repository(Protocol):
     ) -> list[Receiver]:
         """Newest first (highest receiver_id first); ``before_id`` pages backwards."""
 
-    def cancel_receiver(self, receiver_id: int, now: int) -> Receiver:
-        """pending/partial -> cancelled; already cancelled -> unchanged. Raises
-        NotFound, or Conflict for a receiver that is paid, settled or expired."""
-
     def iter_pending(
         self, wallet_id: str, now: int, monitor_window: int, *, chunk: int = ...
     ) -> Iterator[PendingRow]:
@@ -130,16 +150,12 @@ class Repository(Protocol):
     def set_setting_if_absent(self, name: str, value: str) -> str:
         """Store ``value`` unless the setting exists; return the value now stored."""
 
-    def update_receivers(
-        self, work: Sequence[ReceiverWork], now: int, decide: Decide
-    ) -> list[ReceiverResult]:
-        """Record observations and drops, let ``decide`` rule, write its update and
-        events: every item in ONE transaction, receivers locked in id order. Payments
-        are upserted on (txid, address) and only move forward (lock, confirmations),
-        except a new block height (reorg) and an explicit drop. Raises NotFound for a
-        missing receiver, Conflict for an observation of another address, InvalidParams
-        for a malformed observation; any error (including from ``decide``) rolls the
-        whole batch back. Results are in the order of ``work``."""
+    def transaction(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` in ONE write transaction: commit when it returns (its value
+        is returned), roll everything back and re-raise when it raises. MySQL may run
+        ``fn`` again after a deadlock or a connection lost before COMMIT (the server
+        rolled the first run back), so ``fn`` must keep no state between runs. Units
+        of work: ``dashpay.engine.record.record_batch`` and ``cancel_receiver``."""
 
     def list_outbox(
         self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100

@@ -30,13 +30,13 @@ from dashpay.domain.model import AttemptOutcome
 from dashpay.repository.schema import (
     RECEIVER_UPDATE_FIELDS,
     SCHEMA_MIGRATIONS_DDL,
-    SqlRepository,
     closed_error,
     load_migrations,
     padded_chunks,
     too_new_message,
     update_after_attempt,
 )
+from dashpay.repository.sql import SqlRepository
 
 log = logging.getLogger("dashpay.repository.mysql")
 

@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from dashpay.domain.errors import Unavailable
 from dashpay.repository.schema import (
     SCHEMA_MIGRATIONS_DDL,
-    SqlRepository,
     closed_error,
     load_migrations,
     payment_from_text_row,
     receiver_from_text_row,
     too_new_message,
 )
+from dashpay.repository.sql import SqlRepository
 
 log = logging.getLogger("dashpay.repository.sqlite")
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -18,6 +19,7 @@ from dashpay.domain.model import NewReceiver, Receiver, ReceiverResult
 from dashpay.domain.status import CHANGE_DROPPED, STATUSES
 from dashpay.domain.views import receiver_view
 from dashpay.domain.wallet import Wallet
+from dashpay.engine.record import cancel_receiver
 from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 
 if TYPE_CHECKING:
@@ -427,9 +429,8 @@ class ReceiverService:
 
     async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
         receiver_id = parse_receiver_id(params)
-        receiver = await trio.to_thread.run_sync(
-            self.repo.cancel_receiver, receiver_id, self.clock()
-        )
+        unit = partial(cancel_receiver, receiver_id=receiver_id, now=self.clock())
+        receiver = await trio.to_thread.run_sync(self.repo.transaction, unit)
         log.info("receiver cancelled id=%d", receiver_id)
         if self.on_cancelled is not None:
             await self.on_cancelled(receiver)

@@ -24,6 +24,7 @@ from dashpay.api.params import receiver_id_value
 from dashpay.domain.errors import InvalidParams, NotFound, Unavailable
 from dashpay.domain.model import PaymentObservation, ReceiverWork
 from dashpay.domain.observations import BlockObserved, TxObserved
+from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED
 from dashpay.engine.loop import PaymentEngine, observation
 from dashpay.net.insight_rest import InsightError, InsightRest
 from dashpay.repository.base import Repository
@@ -202,9 +203,7 @@ class Reconciler:
         # results carry each receiver's stored payments, needed for the drop check.
         work = [ReceiverWork(rid, tuple(per_receiver.get(rid, ()))) for rid, _ in targets]
         results = await self.engine.apply(work)
-        summary.payments_new += sum(
-            1 for r in results for c in r.changes if c.kind in ("new", "restored")
-        )
+        summary.payments_new += sum(1 for r in results for c in r.changes if c.kind in ARRIVALS)
         if "" in skipped:
             summary.complete = False  # an unreadable history item: no drop decisions
             return
@@ -230,7 +229,7 @@ class Reconciler:
                 [ReceiverWork(rid, (), tuple(txids)) for rid, txids in drops.items()]
             )
             summary.payments_dropped += sum(
-                1 for r in dropped for c in r.changes if c.kind == "dropped"
+                1 for r in dropped for c in r.changes if c.kind == CHANGE_DROPPED
             )
 
     async def _confirm_gone(self, txids: list[str]) -> set[str]:

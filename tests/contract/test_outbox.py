@@ -3,17 +3,19 @@
 The sender's correctness rests on these units of work: only a receiver's oldest pending
 event is ever handed out (per-receiver order), an attempt and its outcome commit
 together, a manual retry keeps the event id, and a daemon only sees its own wallet's
-events. Events enter the outbox through the real ``update_receivers`` path."""
+events. Events enter the outbox through the real payment unit of work (``record_batch``)."""
 
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 
 from dashpay.domain.errors import Conflict, InvalidParams, NotFound
 from dashpay.domain.model import AttemptOutcome, NewEvent, NewReceiver, Receiver, ReceiverWork
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.engine.record import record_batch
 from dashpay.repository.base import Repository
 from dashpay.repository.schema import MAX_ATTEMPT_ERROR_CHARS
 from tests.contract.conftest import Store, fake_address
@@ -39,7 +41,8 @@ def enqueue(repo: Repository, receiver: Receiver, now: int, *names: str) -> list
     def decide(r, payments, changes):
         return None, [NewEvent(i, n, f'{{"event":"{n}"}}') for i, n in zip(ids, names, strict=True)]
 
-    repo.update_receivers([ReceiverWork(receiver.receiver_id)], now, decide)
+    unit = partial(record_batch, items=[ReceiverWork(receiver.receiver_id)], now=now, decide=decide)
+    repo.transaction(unit)
     return ids
 
 

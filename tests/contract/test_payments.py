@@ -1,7 +1,7 @@
-"""The payment unit of work (``update_receivers``) and the outbox listing, proven on
-SQLite and MariaDB with the same tests.
+"""The payment unit of work (``engine.record.record_batch`` in a repository
+transaction) and the outbox listing, proven on SQLite and MariaDB with the same tests.
 
-``update_receivers`` is where money is counted, so these tests pin every merge rule of
+``record_batch`` is where money is counted, so these tests pin every merge rule of
 DESIGN.md section 4 and the transactional outbox of section 6: payment rows, the
 receiver update and the callback rows commit together or not at all. The ``decide``
 used here is deliberately trivial (sum the non-dropped payments, one event per new
@@ -14,6 +14,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import pytest
 
@@ -30,6 +31,7 @@ from dashpay.domain.model import (
     ReceiverWork,
 )
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_PENDING, PAID, PARTIAL, PENDING
+from dashpay.engine.record import record_batch
 from dashpay.repository.base import Repository
 from tests.contract.conftest import Store, fake_address
 
@@ -106,9 +108,14 @@ class SummingDecide:
         return update, events
 
 
+def update_receivers(repo: Repository, work: list[ReceiverWork], now: int, decide):
+    """The engine's unit of work: ``record_batch`` in one transaction of ``repo``."""
+    return repo.transaction(partial(record_batch, items=work, now=now, decide=decide))
+
+
 def run(repo: Repository, now: int, *work: ReceiverWork):
     decide = SummingDecide(now)
-    return repo.update_receivers(list(work), now, decide), decide
+    return update_receivers(repo, list(work), now, decide), decide
 
 
 def observe(repo: Repository, receiver: Receiver, now: int, *observations: PaymentObservation):
@@ -345,8 +352,8 @@ def test_no_update_from_decide_leaves_the_receiver_row_alone(repo: Repository) -
     def only_an_event(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
         return None, [NewEvent("evt-only", "receiver.partial", "{}")]
 
-    results = repo.update_receivers(
-        [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, only_an_event
+    results = update_receivers(
+        repo, [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, only_an_event
     )
     assert results[0].receiver == receiver == repo.get_receiver(receiver.receiver_id)
     assert len(repo.list_payments(receiver.receiver_id)) == 1
@@ -373,7 +380,7 @@ def test_when_decide_raises_nothing_of_the_batch_is_persisted(
         ReceiverWork(second.receiver_id, (seen(second, TX_C),)),
     ]
     with pytest.raises(RuntimeError, match="rules exploded"):
-        repo.update_receivers(work, T2, fails_on_the_second)
+        update_receivers(repo, work, T2, fails_on_the_second)
     assert calls[-2:] == [first.receiver_id, second.receiver_id]  # the first item did run
     assert payment_counts(store) == counts
     assert (repo.get_receiver(first.receiver_id), repo.list_payments(first.receiver_id)) == before
@@ -390,8 +397,8 @@ def test_a_decide_answer_that_would_corrupt_the_row_is_refused_and_rolled_back(
         return replace(update, status="refunded"), events
 
     with pytest.raises(ValueError, match="unknown status 'refunded' for receiver"):
-        repo.update_receivers(
-            [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, bad_status
+        update_receivers(
+            repo, [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, bad_status
         )
     assert payment_counts(store) == (0, 0)
     assert repo.get_receiver(receiver.receiver_id) == receiver
@@ -404,8 +411,8 @@ def test_a_duplicate_event_id_is_a_conflict_and_rolls_back(store: Store, repo: R
         return None, [NewEvent("evt-1", "receiver.partial", "{}")] * 2
 
     with pytest.raises(Conflict, match="evt-1 already exists"):
-        repo.update_receivers(
-            [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, same_id_twice
+        update_receivers(
+            repo, [ReceiverWork(receiver.receiver_id, (seen(receiver),))], T1, same_id_twice
         )
     assert payment_counts(store) == (0, 0)
 
@@ -421,7 +428,7 @@ def test_an_event_id_stored_earlier_is_a_conflict_and_rolls_back_the_batch(
 
         return decide
 
-    repo.update_receivers([ReceiverWork(first.receiver_id, (seen(first),))], T1, event_named("e"))
+    update_receivers(repo, [ReceiverWork(first.receiver_id, (seen(first),))], T1, event_named("e"))
     assert payment_counts(store) == (1, 1)
 
     def clashing(r: Receiver, payments: list[Payment], changes: list[PaymentChange]):
@@ -431,7 +438,7 @@ def test_an_event_id_stored_earlier_is_a_conflict_and_rolls_back_the_batch(
 
     work = [ReceiverWork(r.receiver_id, (seen(r, TX_B),)) for r in (second, third)]
     with pytest.raises(Conflict, match=f"e-{first.receiver_id} already exists"):
-        repo.update_receivers(work, T1, clashing)
+        update_receivers(repo, work, T1, clashing)
     assert payment_counts(store) == (1, 1)  # the whole batch rolled back
 
 
@@ -556,7 +563,7 @@ def test_an_empty_batch_does_nothing(repo: Repository) -> None:
     def never(*args: object):
         raise AssertionError("decide must not be called")
 
-    assert repo.update_receivers([], T1, never) == []
+    assert update_receivers(repo, [], T1, never) == []
 
 
 @pytest.mark.parametrize(
@@ -653,7 +660,7 @@ def test_eight_concurrent_updates_with_one_observation_record_it_once(store: Sto
     receiver = create(repos[0])
     decide = SummingDecide(T1)
     work = [ReceiverWork(receiver.receiver_id, (seen(receiver, locked=True),))]
-    results = in_threads(8, lambda i: repos[i % 2].update_receivers(work, T1, decide)[0])
+    results = in_threads(8, lambda i: update_receivers(repos[i % 2], work, T1, decide)[0])
     assert sorted(kinds(r)[0] for r in results) == ["new"] + ["unchanged"] * 7
     assert len(repos[0].list_payments(receiver.receiver_id)) == 1
     assert len(repos[1].list_outbox()) == 1
@@ -678,7 +685,7 @@ def test_eight_concurrent_updates_with_different_payments_lose_none(store: Store
 
     def pay(i: int):
         work = [ReceiverWork(receiver.receiver_id, (seen(receiver, txids[i], 1_000),))]
-        return repos[i % 2].update_receivers(work, T1, decide)[0]
+        return update_receivers(repos[i % 2], work, T1, decide)[0]
 
     results = in_threads(8, pay)
     # Serialised by the receiver lock: each call saw all payments committed before it.
@@ -702,7 +709,7 @@ def test_overlapping_batches_from_many_threads_do_not_deadlock(store: Store) -> 
             chosen.reverse()
         txid = f"{i:064x}"
         work = [ReceiverWork(r.receiver_id, (seen(r, txid, 10),)) for r in chosen]
-        return repos[i % 2].update_receivers(work, T1, decide)
+        return update_receivers(repos[i % 2], work, T1, decide)
 
     in_threads(8, pay)
     for receiver in receivers:

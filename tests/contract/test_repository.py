@@ -9,12 +9,14 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 
 import pytest
 
 from dashpay.domain.errors import Conflict, InvalidParams, NotFound, Unavailable
 from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver
 from dashpay.domain.status import CANCELLED, EXPIRED, PAID, PARTIAL, PENDING, SETTLED, STATUSES
+from dashpay.engine.record import cancel_receiver
 from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 from dashpay.repository.schema import load_migrations
 from tests.contract.conftest import MysqlTarget, Store, fake_address
@@ -25,6 +27,11 @@ CHAIN = 0
 T0 = 1_700_000_000_000  # a fixed "now" in epoch ms
 derive = fake_address(WALLET, CHAIN)
 LATEST = load_migrations("sqlite")[-1].version
+
+
+def cancel(repo: Repository, receiver_id: int, now: int) -> Receiver:
+    """The cancel unit of work, in one transaction of ``repo`` (as the service runs it)."""
+    return repo.transaction(partial(cancel_receiver, receiver_id=receiver_id, now=now))
 
 
 def new(amount: int = 100_000, *, wallet: str = WALLET, **fields: object) -> NewReceiver:
@@ -472,7 +479,7 @@ def test_list_is_newest_first_and_pages_backwards(repo: Repository) -> None:
 def test_list_filters_by_wallet_and_status(repo: Repository) -> None:
     mine = [create(repo) for _ in range(3)]
     theirs = repo.create_receiver(new(wallet=OTHER_WALLET), fake_address(OTHER_WALLET, CHAIN))[0]
-    repo.cancel_receiver(mine[1].receiver_id, T0 + 1)
+    cancel(repo, mine[1].receiver_id, T0 + 1)
     assert [r.receiver_id for r in repo.list_receivers(wallet_id=OTHER_WALLET)] == [
         theirs.receiver_id
     ]
@@ -501,7 +508,7 @@ def test_count_by_status_counts_one_wallet_and_names_every_status(
 ) -> None:
     receivers = [create(repo) for _ in range(4)]
     repo.create_receiver(new(wallet=OTHER_WALLET), fake_address(OTHER_WALLET, CHAIN))
-    repo.cancel_receiver(receivers[0].receiver_id, T0 + 1)
+    cancel(repo, receivers[0].receiver_id, T0 + 1)
     force_status(store, receivers[1].receiver_id, PAID, None)
     assert repo.count_by_status(WALLET) == {
         PENDING: 2,
@@ -582,7 +589,7 @@ def test_cancel_closes_a_pending_or_partial_receiver(
 ) -> None:
     receiver = create(repo)
     force_status(store, receiver.receiver_id, status, None)
-    cancelled = repo.cancel_receiver(receiver.receiver_id, T0 + 60_000)
+    cancelled = cancel(repo, receiver.receiver_id, T0 + 60_000)
     assert cancelled == replace(
         receiver, status=CANCELLED, closed_at=T0 + 60_000, updated_at=T0 + 60_000
     )
@@ -591,8 +598,8 @@ def test_cancel_closes_a_pending_or_partial_receiver(
 
 def test_cancelling_twice_returns_the_receiver_unchanged(repo: Repository) -> None:
     receiver = create(repo)
-    first = repo.cancel_receiver(receiver.receiver_id, T0 + 1_000)
-    again = repo.cancel_receiver(receiver.receiver_id, T0 + 9_000)
+    first = cancel(repo, receiver.receiver_id, T0 + 1_000)
+    again = cancel(repo, receiver.receiver_id, T0 + 9_000)
     assert again == first
     assert again.closed_at == T0 + 1_000
 
@@ -604,14 +611,14 @@ def test_cancel_refuses_a_receiver_that_is_paid_settled_or_expired(
     receiver = create(repo)
     force_status(store, receiver.receiver_id, status, T0 + 5)
     with pytest.raises(Conflict, match=f"is {status}") as caught:
-        repo.cancel_receiver(receiver.receiver_id, T0 + 10)
+        cancel(repo, receiver.receiver_id, T0 + 10)
     assert caught.value.details["status"] == status
     assert repo.get_receiver(receiver.receiver_id).status == status
 
 
 def test_cancel_of_a_missing_receiver_is_not_found(repo: Repository) -> None:
     with pytest.raises(NotFound, match="no receiver with id 424242"):
-        repo.cancel_receiver(424242, T0)
+        cancel(repo, 424242, T0)
 
 
 # -- the pending table -------------------------------------------------------------------

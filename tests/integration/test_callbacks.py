@@ -1,6 +1,6 @@
 """The callback sender against a real HTTP server on 127.0.0.1, with real repositories
 (SQLite and MariaDB). Events enter the outbox through the payment unit of work
-(``update_receivers`` with the real accounting rules and payloads), exactly as the
+(``record_batch`` with the real accounting rules and payloads), exactly as the
 engine writes them; the sender runs in-process under trio."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import trio
@@ -32,6 +33,7 @@ from dashpay.domain.model import (
     ReceiverWork,
 )
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.engine.record import decider, record_batch
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.services.callbacks.payload import event_payload
@@ -75,12 +77,9 @@ def commit(repo: Repository, receiver: Receiver, *seen: PaymentObservation) -> R
     """Record observations through the engine's unit of work."""
     now = now_ms()
 
-    def decide(r, payments, changes):
-        return accounting.decide(
-            r, payments, changes, now=now, rules=accounting.Rules(), payload=event_payload
-        )
-
-    [result] = repo.update_receivers([ReceiverWork(receiver.receiver_id, seen)], now, decide)
+    decide = decider(now, accounting.Rules(), event_payload)
+    work = [ReceiverWork(receiver.receiver_id, seen)]
+    [result] = repo.transaction(partial(record_batch, items=work, now=now, decide=decide))
     return result
 
 
