@@ -9,45 +9,51 @@ this on every command).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from dashpay.domain.errors import InvalidParams
+from dashpay.domain.limits import (
+    MAX_EVENT_ID_CHARS,
+    MAX_LIST_LIMIT,
+    MAX_REQUEST_CURRENCIES,
+    MAX_URL_CHARS,
+)
+from dashpay.domain.model import CreateReceiverParams, ListReceiversParams
 from dashpay.domain.money import AmountError, dash_to_duffs, parse_decimal
+from dashpay.domain.status import OUTBOX_STATUSES, STATUSES
+
+RECEIVER_STATUSES = STATUSES
 
 DASH = "DASH"
 # Limits from the original processor's columns and common sense; each names its reason.
 MAX_TEXT_CHARS = 255  # description / username: VARCHAR(255) in both backends
-MAX_URL_CHARS = 2048  # de-facto URL limit of browsers and proxies
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-MAX_LIST_LIMIT = 1000  # a page larger than this belongs in an export, not a control call
+# Receivers one `rescan` call may name: a bigger set is a `--since` or full rescan.
+MAX_RESCAN_IDS = 1_000
 DEFAULT_LIST_LIMIT = 50
 _CURRENCY = re.compile(r"^[A-Z]{3,5}$")
+_FIAT_CODE = re.compile(r"[A-Z]{3}")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 
 
-@dataclass(frozen=True, slots=True)
-class CreateReceiverParams:
-    amount: Decimal  # as given, in `currency`
-    currency: str  # "DASH" or an ISO 4217 fiat code
-    amount_duffs: int | None  # set when currency is DASH
-    callback_url: str | None
-    description: str | None
-    username: str | None
-    expires_after: float | None  # seconds; None = the configured default; 0 = never
-    idempotency_key: str | None
-
-
-def _known(params: dict[str, Any], allowed: set[str]) -> None:
+def check_known(params: Any, allowed: Iterable[str]) -> dict[str, Any]:
+    """``params`` if it is an object naming only ``allowed`` parameters: the one
+    allow-list check of every command (the dispatcher calls it)."""
     if not isinstance(params, dict):
         raise InvalidParams("params must be a JSON object")
+    allowed = set(allowed)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidParams(
             f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
+    return params
+
+
+_known = check_known
 
 
 def optional_text(params: dict[str, Any], name: str, limit: int = MAX_TEXT_CHARS) -> str | None:
@@ -186,13 +192,6 @@ def receiver_id_value(value: Any) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class ListReceiversParams:
-    status: str | None
-    limit: int
-    before_id: int | None
-
-
 def parse_list_receivers(params: dict[str, Any], statuses: tuple[str, ...]) -> ListReceiversParams:
     _known(params, {"status", "limit", "before_id"})
     status = params.get("status")
@@ -207,3 +206,148 @@ def parse_list_receivers(params: dict[str, Any], statuses: tuple[str, ...]) -> L
         limit=limit,
         before_id=None if before is None else receiver_id_value(before),
     )
+
+
+# -- the other commands' parameters (moved here from the services that took dicts) -------
+
+
+def positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
+        raise InvalidParams(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def list_limit(value: Any) -> int:
+    limit = DEFAULT_LIST_LIMIT if value is None else value
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidParams(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+    return limit
+
+
+def flag(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidParams(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def event_id_value(value: Any) -> str:
+    """An event id as printed by `callbacks list` (printable ASCII, no spaces)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_EVENT_ID_CHARS
+        or not all("\x21" <= ch <= "\x7e" for ch in value)
+    ):
+        raise InvalidParams(
+            f"event_id must be an event id such as evt_0123abcd... (up to "
+            f"{MAX_EVENT_ID_CHARS} printable characters), got {str(value)[:80]!r}"
+        )
+    return value
+
+
+def outbox_status(value: Any) -> str | None:
+    if value is not None and value not in OUTBOX_STATUSES:
+        raise InvalidParams(f"status must be one of {', '.join(OUTBOX_STATUSES)}, got {value!r}")
+    return value
+
+
+def parse_callbacks_list(params: dict[str, Any]) -> dict[str, Any]:
+    receiver_id = params.get("receiver_id")
+    return {
+        "status": outbox_status(params.get("status")),
+        "receiver_id": None if receiver_id is None else receiver_id_value(receiver_id),
+        "limit": list_limit(params.get("limit")),
+        "before": positive_int(params.get("before"), "before"),
+    }
+
+
+def parse_callbacks_retry(params: dict[str, Any]) -> dict[str, Any]:
+    all_failed = flag(params.get("all_failed"), "all_failed", False)
+    has_id = params.get("event_id") is not None
+    if has_id == all_failed:
+        raise InvalidParams("give either event_id or all_failed: true")
+    receiver_id = params.get("receiver_id")
+    if all_failed:
+        return {
+            "event_id": None,
+            "receiver_id": None if receiver_id is None else receiver_id_value(receiver_id),
+        }
+    if receiver_id is not None:
+        raise InvalidParams("receiver_id goes with all_failed, not with event_id")
+    return {"event_id": event_id_value(params["event_id"]), "receiver_id": None}
+
+
+def test_url(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidParams("url is required, e.g. https://shop.example/dashpay/callback")
+    return validate_callback_url(value, what="url")
+
+
+def fiat_code(value: Any, *, what: str = "currency") -> str:
+    """A fiat currency code: three letters (any case in, upper case out), not DASH."""
+    if not isinstance(value, str):
+        raise InvalidParams(f"{what} must be a 3-letter code such as USD, got {value!r:.40}")
+    code = value.strip().upper()
+    if code == DASH:
+        raise InvalidParams(f"{what} DASH needs no price; give a fiat code such as USD")
+    if not _FIAT_CODE.fullmatch(code):
+        raise InvalidParams(
+            f"{what} must be a 3-letter ISO 4217 code such as USD or EUR, got {value!r:.40}"
+        )
+    return code
+
+
+def currency_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise InvalidParams("currencies must be a non-empty array of codes like USD")
+    if len(value) > MAX_REQUEST_CURRENCIES:
+        raise InvalidParams(f"at most {MAX_REQUEST_CURRENCIES} currencies per call")
+    return list(dict.fromkeys(fiat_code(c) for c in value))
+
+
+def parse_rescan(params: dict[str, Any]) -> dict[str, Any]:
+    """Which receivers a rescan checks: ``receiver_ids``, ``since`` (a duration) or
+    ``all_pending`` (every watched receiver, the default)."""
+    ids = params.get("receiver_ids")
+    since = params.get("since")
+    chosen = sum(x is not None and x is not False for x in (ids, since, params.get("all_pending")))
+    if chosen > 1:
+        raise InvalidParams("give receiver ids, all_pending or since, not several")
+    if ids is not None:
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_RESCAN_IDS:
+            raise InvalidParams(f"receiver_ids must be a list of 1 to {MAX_RESCAN_IDS} ids")
+        return {"receiver_ids": [receiver_id_value(i) for i in ids], "since_seconds": None}
+    if since is not None:
+        from dashpay.config import parse_duration
+
+        try:
+            seconds = parse_duration(since if not isinstance(since, bool) else "x", key="since")
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+        return {"receiver_ids": None, "since_seconds": seconds}
+    return {"receiver_ids": None, "since_seconds": None}
+
+
+def sandbox_amount(value: Any) -> int:
+    try:
+        return dash_to_duffs(value)
+    except AmountError as exc:
+        raise InvalidParams(str(exc)) from None
+
+
+def sandbox_txid(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams("txid must be a string of 64 hex digits")
+    return value.strip().lower()
+
+
+def block_count(value: Any) -> int:
+    blocks = 1 if value is None else value
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= 1000:
+        raise InvalidParams("blocks must be an integer from 1 to 1000")
+    return blocks

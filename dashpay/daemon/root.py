@@ -22,10 +22,11 @@ from typing import Any
 import trio
 
 from dashpay import __version__
-from dashpay.api import methods
+from dashpay.api.commands import Services
+from dashpay.api.dispatch import Dispatcher
 from dashpay.config import Config
 from dashpay.domain.accounting import Rules
-from dashpay.domain.errors import CONFLICT, METHOD_NOT_FOUND, DashpayError, Unavailable
+from dashpay.domain.errors import CONFLICT, DashpayError
 from dashpay.domain.status import PAID, PARTIAL, PENDING
 from dashpay.domain.views import iso_time
 from dashpay.domain.wallet import Wallet
@@ -41,8 +42,6 @@ from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler
 
 log = logging.getLogger("dashpay.daemon")
-
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 STARTING = "starting"
 READY = "ready"
@@ -114,24 +113,13 @@ class Daemon:
         self._watchdog_last = 0.0
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
-        self.handlers: dict[str, Handler] = {methods.STATUS: self.status}
+        self.services = Services(status=self.status)
+        self.handle = Dispatcher(
+            self.services, sandbox=sandbox is not None, state=lambda: self.state
+        )
         self._cancel_scope: trio.CancelScope | None = None
 
-    # -- control dispatch -------------------------------------------------------------
-    async def handle(self, method: str, params: dict[str, Any]) -> Any:
-        handler = self.handlers.get(method)
-        if handler is None:
-            if method.startswith("sandbox.") and self.sandbox is None:
-                raise DashpayError(
-                    METHOD_NOT_FOUND,
-                    f"{method} exists only in sandbox mode (dashpay serve --sandbox)",
-                )
-            if method in methods.ALL:
-                raise Unavailable(f"{method} is not available yet: the daemon is {self.state}")
-            raise DashpayError(METHOD_NOT_FOUND, f"unknown method {method!r}")
-        return await handler(params)
-
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         state, reasons = self.health()
         result: dict[str, Any] = {
             "version": __version__,
@@ -320,10 +308,10 @@ class Daemon:
         engine.on_events = sender.offer
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
-        self.handlers.update(self.callbacks.handlers())
+        self.services.callbacks = self.callbacks
         self.prices = PriceService(repo, config.prices)
         await nursery.start(self.prices.refresh_loop)
-        self.handlers[methods.PRICE_GET] = self.prices.price_get
+        self.services.prices = self.prices
         self.receivers = ReceiverService(
             repo,
             wallet,
@@ -339,22 +327,14 @@ class Daemon:
         )
         engine.on_recorded = self.receivers.recorded
         await nursery.start(self.receivers.run)
-        self.handlers.update(
-            {
-                methods.RECEIVER_CREATE: self.receivers.create,
-                methods.RECEIVER_GET: self.receivers.get,
-                methods.RECEIVER_LIST: self.receivers.list,
-                methods.RECEIVER_CANCEL: self.receivers.cancel,
-            }
-        )
-        if self.sandbox is not None:
-            self.handlers.update(self.sandbox.handlers())
+        self.services.receivers = self.receivers
+        self.services.sandbox = self.sandbox
 
         # Insight: subscribe first, then rescan (the engine asks for a rescan on every
         # SocketConnected), so nothing paid between the two is missed.
         self.rest = InsightRest(config.insight.url, timeout=config.insight.timeout)
         self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
-        self.handlers[methods.RESCAN] = self.reconciler.rescan_method
+        self.services.reconciler = self.reconciler
         self.insight = InsightSocket(
             config.insight.effective_socket_url,
             reconnect_initial=config.insight.reconnect_initial,

@@ -8,6 +8,7 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -217,3 +218,22 @@ class ReceiverResult:
     payments: list[Payment]  # oldest first
     changes: list[PaymentChange]  # in the order applied
     events: list[OutboxEvent]  # the rows inserted, in order
+
+
+@dataclass(frozen=True, slots=True)
+class CreateReceiverParams:
+    amount: Decimal  # as given, in `currency`
+    currency: str  # "DASH" or an ISO 4217 fiat code
+    amount_duffs: int | None  # set when currency is DASH
+    callback_url: str | None
+    description: str | None
+    username: str | None
+    expires_after: float | None  # seconds; None = the configured default; 0 = never
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListReceiversParams:
+    status: str | None
+    limit: int
+    before_id: int | None

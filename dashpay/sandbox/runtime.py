@@ -16,7 +16,6 @@ from typing import Any
 
 import trio
 
-from dashpay.api import methods
 from dashpay.config import (
     Config,
     ControlConfig,
@@ -26,7 +25,6 @@ from dashpay.config import (
     paths,
 )
 from dashpay.domain.errors import InvalidParams
-from dashpay.domain.money import AmountError, dash_to_duffs
 
 log = logging.getLogger("dashpay.sandbox")
 NETWORK = "testnet"
@@ -94,28 +92,14 @@ class SandboxRuntime:
         self.network = network
         self.insight_url = insight_url
 
-    def handlers(self) -> dict[str, Any]:
-        return {
-            methods.SANDBOX_PAY: self.pay,
-            methods.SANDBOX_MINE: self.mine,
-            methods.SANDBOX_DROP: self.drop,
-            methods.SANDBOX_LOCK: self.lock,
-        }
-
-    async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def pay(self, address: Any, duffs: int, *, lock: bool, silent: bool) -> dict[str, Any]:
         from dashpay.domain.wallet import AddressError, validate_address
         from dashpay.sandbox.chain import SandboxError
 
-        _only(params, {"address", "amount", "lock", "silent"})
         try:
-            address = validate_address(str(params.get("address", "")), NETWORK)
+            address = validate_address(str(address or ""), NETWORK)
         except AddressError as exc:
             raise InvalidParams(f"address: {exc}") from None
-        try:
-            duffs = dash_to_duffs(params.get("amount"))
-        except AmountError as exc:
-            raise InvalidParams(str(exc)) from None
-        lock, silent = _flag(params, "lock", True), _flag(params, "silent", False)
         try:
             result = await self.network.pay([(address, duffs)], lock=lock, silent=silent)
         except SandboxError as exc:
@@ -123,45 +107,24 @@ class SandboxRuntime:
         log.info("sandbox pay address=%s duffs=%d lock=%s silent=%s", address, duffs, lock, silent)
         return result
 
-    async def mine(self, params: dict[str, Any]) -> dict[str, Any]:
-        _only(params, {"blocks"})
-        blocks = params.get("blocks", 1)
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= 1000:
-            raise InvalidParams("blocks must be an integer from 1 to 1000")
+    async def mine(self, blocks: int) -> dict[str, Any]:
         hashes = await self.network.mine(blocks)
         return {"blocks": hashes, "height": self.network.chain.height}
 
-    async def drop(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._tx_action(params, self.network.drop, "dropped")
+    async def drop(self, txid: str) -> dict[str, Any]:
+        return await self._tx_action(txid, self.network.drop, "dropped")
 
-    async def lock(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._tx_action(params, self.network.lock, "locked")
+    async def lock(self, txid: str) -> dict[str, Any]:
+        return await self._tx_action(txid, self.network.lock, "locked")
 
-    async def _tx_action(self, params: dict[str, Any], action, done: str) -> dict[str, Any]:
+    async def _tx_action(self, txid: str, action, done: str) -> dict[str, Any]:
         from dashpay.sandbox.chain import SandboxError
 
-        _only(params, {"txid"})
-        txid = params.get("txid")
-        if not isinstance(txid, str):
-            raise InvalidParams("txid must be a string of 64 hex digits")
         try:
-            await action(txid.strip().lower())
+            await action(txid)
         except SandboxError as exc:
             raise InvalidParams(str(exc)) from None
         return {"txid": txid, done: True}
-
-
-def _only(params: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise InvalidParams(f"unknown parameter(s): {', '.join(unknown)}")
-
-
-def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidParams(f"{name} must be true or false")
-    return value
 
 
 def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> int:

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from dashpay.api.params import DASH, parse_create_receiver, parse_list_receivers, parse_receiver_id
 from dashpay.domain.errors import Conflict, NotFound, PriceUnavailable, Unavailable
-from dashpay.domain.model import NewReceiver, Receiver, ReceiverResult
-from dashpay.domain.status import CHANGE_DROPPED, STATUSES
+from dashpay.domain.model import (
+    CreateReceiverParams,
+    ListReceiversParams,
+    NewReceiver,
+    Receiver,
+    ReceiverResult,
+)
+from dashpay.domain.status import CHANGE_DROPPED
 from dashpay.domain.views import receiver_view
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.record import cancel_receiver
@@ -163,16 +168,14 @@ class ReceiverService:
         self._creates_since_warning: int | None = None  # None: not warned in this gap
         self._queue, self._queued = trio.open_memory_channel[_CreateRequest](CREATE_QUEUE_SIZE)
 
-    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, request: CreateReceiverParams) -> dict[str, Any]:
         """Create a receiver (or return the one its idempotency key already made).
 
         On cancellation: a request the writer has not taken yet is dropped, nothing is
         written; one it has taken is still written and watched by the engine, only the
         answer is lost (a retry with the same idempotency key returns it)."""
-        request = parse_create_receiver(params)
         fiat = None
-        if request.currency == DASH:
-            assert request.amount_duffs is not None
+        if request.amount_duffs is not None:  # priced in DASH
             amount_duffs = request.amount_duffs
         else:
             if self.prices is None:
@@ -398,8 +401,7 @@ class ReceiverService:
                 dropped = any(change.kind == CHANGE_DROPPED for change in result.changes)
                 self.gap.recorded(receiver.hd_index, receiver.received_duffs, dropped=dropped)
 
-    async def get(self, params: dict[str, Any]) -> dict[str, Any]:
-        receiver_id = parse_receiver_id(params)
+    async def get(self, receiver_id: int) -> dict[str, Any]:
 
         def load() -> tuple[Receiver | None, list]:
             receiver = self.repo.get_receiver(receiver_id)
@@ -411,8 +413,7 @@ class ReceiverService:
             raise NotFound(f"no receiver with id {receiver_id}", receiver_id=receiver_id)
         return receiver_view(receiver, payments)
 
-    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
-        request = parse_list_receivers(params, STATUSES)
+    async def list(self, request: ListReceiversParams) -> dict[str, Any]:
         receivers = await trio.to_thread.run_sync(
             lambda: self.repo.list_receivers(
                 wallet_id=self.wallet.wallet_id,
@@ -427,8 +428,7 @@ class ReceiverService:
             "next_before_id": receivers[-1].receiver_id if more and receivers else None,
         }
 
-    async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
-        receiver_id = parse_receiver_id(params)
+    async def cancel(self, receiver_id: int) -> dict[str, Any]:
         unit = partial(cancel_receiver, receiver_id=receiver_id, now=self.clock())
         receiver = await trio.to_thread.run_sync(self.repo.transaction, unit)
         log.info("receiver cancelled id=%d", receiver_id)

@@ -20,8 +20,7 @@ from typing import Any
 
 import trio
 
-from dashpay.api.params import receiver_id_value
-from dashpay.domain.errors import InvalidParams, NotFound, Unavailable
+from dashpay.domain.errors import NotFound, Unavailable
 from dashpay.domain.model import PaymentObservation, ReceiverWork
 from dashpay.domain.observations import BlockObserved, TxObserved
 from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED
@@ -36,8 +35,6 @@ log = logging.getLogger("dashpay.rescan")
 RESCAN_CHUNK = 2_000
 # Concurrent tx lookups while checking confirmations or drops.
 LOOKUP_CONCURRENCY = 8
-# Receivers a single `dashpay rescan ID ...` call may name.
-MAX_RESCAN_IDS = 1_000
 
 
 @dataclass(slots=True)
@@ -89,31 +86,15 @@ class Reconciler:
         self.running = 0
 
     # -- control method -----------------------------------------------------------------
-    async def rescan_method(self, params: dict[str, Any]) -> dict[str, Any]:
-        allowed = {"receiver_ids", "all_pending", "since"}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise InvalidParams(f"unknown parameter(s): {', '.join(unknown)}")
-        ids = params.get("receiver_ids")
-        since = params.get("since")
-        chosen = sum(
-            x is not None and x is not False for x in (ids, since, params.get("all_pending"))
-        )
-        if chosen > 1:
-            raise InvalidParams("give receiver ids, all_pending or since, not several")
-        if ids is not None:
-            if not isinstance(ids, list) or not ids or len(ids) > MAX_RESCAN_IDS:
-                raise InvalidParams(f"receiver_ids must be a list of 1 to {MAX_RESCAN_IDS} ids")
-            targets = await self._targets_by_id([receiver_id_value(i) for i in ids])
-            summary = await self.rescan(targets)
-        elif since is not None:
-            from dashpay.config import parse_duration
-
-            try:
-                seconds = parse_duration(since if not isinstance(since, bool) else "x", key="since")
-            except ValueError as exc:
-                raise InvalidParams(str(exc)) from None
-            cutoff = time.time_ns() // 1_000_000 - int(seconds * 1000)
+    async def rescan_request(
+        self, receiver_ids: list[int] | None, since_seconds: float | None
+    ) -> dict[str, Any]:
+        """The ``rescan`` command: the named receivers, those created in the last
+        ``since_seconds``, or (neither) every watched receiver."""
+        if receiver_ids is not None:
+            summary = await self.rescan(await self._targets_by_id(receiver_ids))
+        elif since_seconds is not None:
+            cutoff = time.time_ns() // 1_000_000 - int(since_seconds * 1000)
             targets = await trio.to_thread.run_sync(self._targets_since, cutoff)
             summary = await self.rescan(targets)
         else:

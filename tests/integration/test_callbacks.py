@@ -46,6 +46,7 @@ from dashpay.services.callbacks.sender import (
     resolve_secret,
 )
 from dashpay.services.callbacks.signing import verify_signature
+from tests.commands import rpc
 from tests.integration.conftest import CallbackServer, Reply, free_port
 
 WALLET = "c0ffee00c0ffee00"
@@ -396,7 +397,11 @@ async def test_a_handed_over_event_waits_behind_an_older_pending_one(outbox_repo
         await eventually(lambda: status_of(outbox_repo, marker.event_id) == OUTBOX_DELIVERED)
         await trio.testing.wait_all_tasks_blocked()
         assert http_server.to("/late") == []  # the newer event did not overtake
-        await CallbackService(outbox_repo, sender, WALLET).retry({"event_id": older.event_id})
+        await rpc(
+            "callbacks.retry",
+            {"event_id": older.event_id},
+            callbacks=CallbackService(outbox_repo, sender, WALLET),
+        )
         await eventually(lambda: status_of(outbox_repo, newer.event_id) == OUTBOX_DELIVERED)
     assert [r.delivery for r in http_server.to("/late")] == [older.event_id, newer.event_id]
 
@@ -544,7 +549,7 @@ async def test_manual_retry_redelivers_with_the_same_delivery_id(outbox_repo, ht
     service = CallbackService(outbox_repo, sender, WALLET)
     async with running(sender):
         await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_FAILED)
-        result = await service.retry({"event_id": event.event_id})
+        result = await rpc("callbacks.retry", {"event_id": event.event_id}, callbacks=service)
         assert result == {"retried": 1, "event_ids": [event.event_id]}
         await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
     first, second = http_server.to("/cb")
@@ -562,7 +567,10 @@ async def test_retry_all_failed_redelivers_every_failed_event(outbox_repo, http_
         await eventually(
             lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_FAILED for e in events)
         )
-        assert await service.retry({"all_failed": True}) == {"retried": 2, "event_ids": None}
+        assert await rpc("callbacks.retry", {"all_failed": True}, callbacks=service) == {
+            "retried": 2,
+            "event_ids": None,
+        }
         await eventually(
             lambda: all(status_of(outbox_repo, e.event_id) == OUTBOX_DELIVERED for e in events)
         )
@@ -613,7 +621,11 @@ async def test_without_any_url_the_event_fails_at_once_and_the_default_url_is_us
     assert "no callback URL" in attempts_of(outbox_repo, lost.event_id)[0][1]
     sender = sender_for(outbox_repo, default_url=http_server.url("/default"))
     async with running(sender):
-        await CallbackService(outbox_repo, sender, WALLET).retry({"all_failed": True})
+        await rpc(
+            "callbacks.retry",
+            {"all_failed": True},
+            callbacks=CallbackService(outbox_repo, sender, WALLET),
+        )
         await eventually(lambda: status_of(outbox_repo, lost.event_id) == OUTBOX_DELIVERED)
     assert [r.delivery for r in http_server.to("/default")] == [lost.event_id]
 
@@ -644,11 +656,11 @@ async def test_the_test_method_sends_a_signed_ping_and_reports_the_answer(outbox
     sender = sender_for(outbox_repo)
     service = CallbackService(outbox_repo, sender, WALLET)
     async with running(sender):
-        good = await service.test({"url": http_server.url("/good")})
-        bad = await service.test({"url": http_server.url("/bad")})
-        refused = await service.test({"url": "http://169.254.169.254/"})
+        good = await rpc("callbacks.test", {"url": http_server.url("/good")}, callbacks=service)
+        bad = await rpc("callbacks.test", {"url": http_server.url("/bad")}, callbacks=service)
+        refused = await rpc("callbacks.test", {"url": "http://169.254.169.254/"}, callbacks=service)
         with pytest.raises(InvalidParams):
-            await service.test({"url": "ftp://shop.example/"})
+            await rpc("callbacks.test", {"url": "ftp://shop.example/"}, callbacks=service)
     assert good["ok"] is True and good["http_status"] == 200 and good["error"] is None
     [ping] = http_server.to("/good")
     assert ping.event == "ping" and ping.delivery == good["event_id"]
@@ -668,24 +680,28 @@ async def test_list_get_and_their_parameters(outbox_repo, http_server):
     service = CallbackService(outbox_repo, sender, WALLET)
     async with running(sender):
         await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
-    listed = await service.list({"status": "delivered", "receiver_id": receiver.receiver_id})
+    listed = await rpc(
+        "callbacks.list",
+        {"status": "delivered", "receiver_id": receiver.receiver_id},
+        callbacks=service,
+    )
     assert [e["event_id"] for e in listed["events"]] == [event.event_id]
     assert listed["events"][0]["url"] == http_server.url() and listed["next_before"] is None
-    shown = await service.get({"event_id": event.event_id})
+    shown = await rpc("callbacks.get", {"event_id": event.event_id}, callbacks=service)
     assert shown["payload"] == json.loads(event.payload)
     assert [a["http_status"] for a in shown["attempt_log"]] == [500, 200]
     assert shown["status"] == "delivered" and shown["attempts"] == 2
     for bad in ({"status": "lost"}, {"limit": 0}, {"receiver_id": -1}, {"nope": 1}):
         with pytest.raises(InvalidParams):
-            await service.list(bad)
+            await rpc("callbacks.list", bad, callbacks=service)
     with pytest.raises(NotFound):
-        await service.get({"event_id": "evt_unknown"})
+        await rpc("callbacks.get", {"event_id": "evt_unknown"}, callbacks=service)
     for bad in ({}, {"event_id": "has space"}, {"event_id": 5}):
         with pytest.raises(InvalidParams):
-            await service.get(bad)
+            await rpc("callbacks.get", bad, callbacks=service)
     for bad in ({}, {"event_id": event.event_id, "all_failed": True}, {"all_failed": "yes"}):
         with pytest.raises(InvalidParams):
-            await service.retry(bad)
+            await rpc("callbacks.retry", bad, callbacks=service)
 
 
 async def test_the_generated_secret_is_made_once_and_config_wins(outbox_repo):
@@ -700,7 +716,10 @@ async def test_the_generated_secret_is_made_once_and_config_wins(outbox_repo):
     service = CallbackService(
         outbox_repo, CallbackSender(outbox_repo, rules(), WALLET, first), WALLET
     )
-    assert await service.secret({}) == {"secret": first.value, "source": first.source}
+    assert await rpc("callbacks.secret", {}, callbacks=service) == {
+        "secret": first.value,
+        "source": first.source,
+    }
 
 
 async def test_status_reports_the_backlog(outbox_repo, http_server):

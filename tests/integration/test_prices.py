@@ -33,6 +33,7 @@ from dashpay.repository.base import Repository
 from dashpay.repository.prices import PriceQuote
 from dashpay.repository.sqlite import SqliteRepository
 from dashpay.services.prices.service import MAX_RESPONSE_BYTES, PriceService, fiat_to_duffs
+from tests.commands import rpc
 from tests.conftest import REPO, cli_env
 from tests.insight_stub import InsightStub, Reply, Request
 
@@ -644,7 +645,7 @@ async def test_price_get_reports_each_quote_or_its_error(providers, repo):
     clock = Clock()
     config = providers.config(providers=["coingecko", "coinbase"])
     async with price_service(repo, config, clock) as service:
-        result = await service.price_get({"currencies": ["usd", "JPY"]})
+        result = await rpc("price.get", {"currencies": ["usd", "JPY"]}, prices=service)
         assert [q["currency"] for q in result["quotes"]] == ["USD", "JPY"]
         usd = result["quotes"][0]
         assert usd["price"] == str(RECORDED["coingecko"]) and usd["provider"] == "coingecko"
@@ -654,10 +655,10 @@ async def test_price_get_reports_each_quote_or_its_error(providers, repo):
         assert jpy["error"]["kind"] == PRICE_UNAVAILABLE  # no route: 404 from both
         assert result["strategy"] == "first" and result["providers"] == ["coingecko", "coinbase"]
         with pytest.raises(InvalidParams):
-            await service.price_get({"currencies": "USD"})
+            await rpc("price.get", {"currencies": "USD"}, prices=service)
         with pytest.raises(InvalidParams):
-            await service.price_get({"currency": ["USD"]})
-        default = await service.price_get({})
+            await rpc("price.get", {"currency": ["USD"]}, prices=service)
+        default = await rpc("price.get", {}, prices=service)
         assert [q["currency"] for q in default["quotes"]] == ["USD", "JPY"]
 
 
@@ -690,7 +691,7 @@ async def test_price_command_shows_quotes_over_the_control_socket(providers, rep
 
         async def handle(method: str, params: dict) -> object:
             assert method == "price.get"
-            return await service.price_get(params)
+            return await rpc("price.get", params, prices=service)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_control, path, handle))

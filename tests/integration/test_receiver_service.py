@@ -23,6 +23,7 @@ from dashpay.engine.loop import PaymentEngine, ReceiverAdded
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
+from tests.commands import rpc
 from tests.conftest import TEST_XPUB
 
 WALLET = Wallet(TEST_XPUB, "mainnet")
@@ -83,7 +84,7 @@ async def create_all(svc: ReceiverService, requests: list[dict]) -> list[Any]:
 
     async def one(i: int) -> None:
         try:
-            outcomes[i] = await svc.create(requests[i])
+            outcomes[i] = await rpc("receiver.create", requests[i], receivers=svc)
         except Exception as exc:
             outcomes[i] = exc
 
@@ -119,7 +120,9 @@ async def test_a_refused_request_fails_only_its_caller(repo):
     svc = service(repo, added=added)
     async with trio.open_nursery() as nursery:
         await nursery.start(svc.run)
-        first = await svc.create({"amount": "1", "idempotency_key": "order-1"})
+        first = await rpc(
+            "receiver.create", {"amount": "1", "idempotency_key": "order-1"}, receivers=svc
+        )
         outcomes = await create_all(
             svc,
             [
@@ -163,10 +166,12 @@ async def test_a_caller_cancelled_before_its_request_is_taken_creates_nothing(re
     svc = service(repo)
     async with trio.open_nursery() as nursery:
         with trio.move_on_after(0.05) as scope:
-            await svc.create({"amount": "1"})  # the writer is not running yet
+            await rpc(
+                "receiver.create", {"amount": "1"}, receivers=svc
+            )  # the writer is not running yet
         assert scope.cancelled_caught
         await nursery.start(svc.run)
-        view = await svc.create({"amount": "2"})
+        view = await rpc("receiver.create", {"amount": "2"}, receivers=svc)
         nursery.cancel_scope.cancel()
     assert view["hd_index"] == 0
     assert [r.amount_duffs for r in repo.list_receivers()] == [200_000_000]
@@ -183,14 +188,18 @@ async def test_a_caller_cancelled_after_its_request_is_taken_still_gets_it_watch
 
         async def impatient() -> None:
             with caller:
-                await svc.create({"amount": "1", "idempotency_key": "order-9"})
+                await rpc(
+                    "receiver.create", {"amount": "1", "idempotency_key": "order-9"}, receivers=svc
+                )
 
         nursery.start_soon(impatient)
         await trio.to_thread.run_sync(counting.entered.wait, 10)
         caller.cancel()
         await trio.sleep(0.01)
         counting.hold.set()
-        again = await svc.create({"amount": "1", "idempotency_key": "order-9"})
+        again = await rpc(
+            "receiver.create", {"amount": "1", "idempotency_key": "order-9"}, receivers=svc
+        )
         nursery.cancel_scope.cancel()
     assert caller.cancelled_caught
     assert [r.receiver_id for r in added] == [again["receiver_id"]]
@@ -250,7 +259,7 @@ async def test_the_gap_is_read_from_the_database_and_a_drop_is_noticed(repo):
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         await nursery.start(svc.run)
-        first = await svc.create({"amount": "1"})
+        first = await rpc("receiver.create", {"amount": "1"}, receivers=svc)
         await paid_and_recorded(repo, engine, first)
         two = await create_all(svc, [{"amount": "1"}, {"amount": "1"}])  # gap 0 -> 2
         assert all(isinstance(v, dict) for v in two)
@@ -283,7 +292,7 @@ async def test_the_gap_warning_is_logged_once_per_n_creates(repo, caplog):
     async with trio.open_nursery() as nursery:
         await nursery.start(svc.run)
         for _ in range(14):
-            await svc.create({"amount": "1"})
+            await rpc("receiver.create", {"amount": "1"}, receivers=svc)
         nursery.cancel_scope.cancel()
     warned = [
         int(r.getMessage().split("unpaid_in_a_row=")[1].split()[0])
@@ -298,7 +307,7 @@ async def test_an_unreachable_database_fails_every_caller_and_the_writer_goes_on
     svc = service(repo)
     async with trio.open_nursery() as nursery:
         await nursery.start(svc.run)
-        await svc.create({"amount": "1"})
+        await rpc("receiver.create", {"amount": "1"}, receivers=svc)
         repo.close()
         outcomes = await create_all(svc, [{"amount": "1"} for _ in range(3)])
         [later] = await create_all(svc, [{"amount": "1"}])

@@ -60,12 +60,8 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay import __version__
-from dashpay.api import methods
 from dashpay.api.params import (
-    DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
-    MAX_URL_CHARS,
-    receiver_id_value,
     validate_callback_url,
 )
 from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
@@ -78,7 +74,7 @@ from dashpay.domain.model import (
     OutboxEvent,
     ReceiverResult,
 )
-from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_STATUSES
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
 from dashpay.domain.views import iso_time
 from dashpay.net.http_post import (
     DEFAULT_PORTS,
@@ -920,40 +916,6 @@ class CallbackSender:
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-def _only(params: Any, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(params, dict):
-        raise InvalidParams("params must be a JSON object")
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise InvalidParams(
-            f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    return params
-
-
-def event_id_value(value: Any) -> str:
-    """An event id as printed by `callbacks list` (printable ASCII, no spaces)."""
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= MAX_EVENT_ID_CHARS
-        or not all("\x21" <= ch <= "\x7e" for ch in value)
-    ):
-        raise InvalidParams(
-            f"event_id must be an event id such as evt_0123abcd... (up to "
-            f"{MAX_EVENT_ID_CHARS} printable characters), got {str(value)[:80]!r}"
-        )
-    return value
-
-
-def _positive_int(params: dict[str, Any], name: str) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
-        raise InvalidParams(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def attempt_view(attempt: CallbackAttempt) -> dict[str, Any]:
     return {
         "attempted_at": iso_time(attempt.attempted_at),
@@ -984,8 +946,8 @@ def callback_view(record: CallbackRecord, default_url: str | None) -> dict[str, 
 
 
 class CallbackService:
-    """The ``callbacks.*`` control methods. Each takes the request's params dict,
-    validates every value (InvalidParams / NotFound) and returns JSON-ready data."""
+    """What the ``callbacks.*`` commands do (api/commands.py parses their parameters);
+    each returns JSON-ready data."""
 
     def __init__(
         self,
@@ -1000,41 +962,14 @@ class CallbackService:
         self.wallet_id = wallet_id
         self.clock = clock
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            methods.CALLBACKS_LIST: self.list,
-            methods.CALLBACKS_GET: self.get,
-            methods.CALLBACKS_RETRY: self.retry,
-            methods.CALLBACKS_TEST: self.test,
-            methods.CALLBACKS_SECRET: self.secret,
-        }
-
     @property
     def default_url(self) -> str | None:
         return self.sender.rules.default_url
 
-    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
-        """params: status (pending|delivered|failed), receiver_id, limit (1-1000, default
-        50), before (a seq from ``next_before``). Newest first."""
-        params = _only(params, {"status", "receiver_id", "limit", "before"})
-        status = params.get("status")
-        if status is not None and status not in OUTBOX_STATUSES:
-            raise InvalidParams(
-                f"status must be one of {', '.join(OUTBOX_STATUSES)}, got {status!r}"
-            )
-        receiver_id = params.get("receiver_id")
-        if receiver_id is not None:
-            receiver_id = receiver_id_value(receiver_id)
-        limit = params.get("limit", DEFAULT_LIST_LIMIT)
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_LIST_LIMIT
-        ):
-            raise InvalidParams(
-                f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
-            )
-        before = _positive_int(params, "before")
+    async def list(
+        self, status: str | None, receiver_id: int | None, limit: int, before: int | None
+    ) -> dict[str, Any]:
+        """Events of the wallet, newest first; ``before`` is a seq from ``next_before``."""
         records = await trio.to_thread.run_sync(
             lambda: self.repo.list_callbacks(
                 wallet_id=self.wallet_id,
@@ -1050,10 +985,8 @@ class CallbackService:
             "next_before": records[-1].seq if more and records else None,
         }
 
-    async def get(self, params: dict[str, Any]) -> dict[str, Any]:
-        """params: event_id. The event, its body and its attempt log."""
-        params = _only(params, {"event_id"})
-        event_id = event_id_value(params.get("event_id"))
+    async def get(self, event_id: str) -> dict[str, Any]:
+        """The event, its body and its attempt log."""
         found = await trio.to_thread.run_sync(self.repo.get_callback, event_id)
         if found is None or found[0].wallet_id != self.wallet_id:
             raise NotFound(f"no callback event {event_id}", event_id=event_id)
@@ -1066,22 +999,12 @@ class CallbackService:
         view["attempt_log"] = [attempt_view(a) for a in attempts]
         return view
 
-    async def retry(self, params: dict[str, Any]) -> dict[str, Any]:
-        """params: event_id, or all_failed: true (optionally with receiver_id). Queues the
-        event(s) for delivery now with the same event id; a delivered event is sent
+    async def retry(self, event_id: str | None, receiver_id: int | None) -> dict[str, Any]:
+        """Queue one event (``event_id``), or every failed one (of ``receiver_id`` when
+        given), for delivery now with the same event id; a delivered event is sent
         again, a pending one skips its back-off."""
-        params = _only(params, {"event_id", "all_failed", "receiver_id"})
-        all_failed = params.get("all_failed", False)
-        if not isinstance(all_failed, bool):
-            raise InvalidParams(f"all_failed must be true or false, got {all_failed!r}")
-        has_id = params.get("event_id") is not None
-        if has_id == all_failed:
-            raise InvalidParams("give either event_id or all_failed: true")
         now = self.clock()
-        if all_failed:
-            receiver_id = params.get("receiver_id")
-            if receiver_id is not None:
-                receiver_id = receiver_id_value(receiver_id)
+        if event_id is None:
             count = await trio.to_thread.run_sync(
                 lambda: self.repo.retry_failed_callbacks(
                     self.wallet_id, now, receiver_id=receiver_id
@@ -1090,9 +1013,6 @@ class CallbackService:
             log.info("callbacks retried all_failed=true count=%d receiver=%s", count, receiver_id)
             self.sender.requeued(receiver_id)
             return {"retried": count, "event_ids": None}
-        if params.get("receiver_id") is not None:
-            raise InvalidParams("receiver_id goes with all_failed, not with event_id")
-        event_id = event_id_value(params["event_id"])
         event = await trio.to_thread.run_sync(
             self.repo.retry_callback, event_id, self.wallet_id, now
         )
@@ -1100,16 +1020,9 @@ class CallbackService:
         self.sender.requeued(event.receiver_id)
         return {"retried": 1, "event_ids": [event_id]}
 
-    async def test(self, params: dict[str, Any]) -> dict[str, Any]:
-        """params: url. POSTs a signed ``ping`` event (not stored, not retried) and
-        reports the answer, so a merchant can check their endpoint and signature code."""
-        params = _only(params, {"url"})
-        url = params.get("url")
-        if not isinstance(url, str) or not url:
-            raise InvalidParams("url is required, e.g. https://shop.example/dashpay/callback")
-        if len(url) > MAX_URL_CHARS:
-            raise InvalidParams(f"url is {len(url)} characters long; at most {MAX_URL_CHARS}")
-        validate_callback_url(url, what="url")
+    async def test(self, url: str) -> dict[str, Any]:
+        """POST a signed ``ping`` event to ``url`` (not stored, not retried) and report
+        the answer, so a merchant can check their endpoint and signature code."""
         event_id = new_event_id()
         created = self.clock()
         body = json.dumps(
@@ -1138,9 +1051,8 @@ class CallbackService:
             "body": body.decode("utf-8"),
         }
 
-    async def secret(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def secret(self) -> dict[str, Any]:
         """The HMAC secret in use, so the merchant can copy it into their handler."""
-        _only(params, set())
         return {"secret": self.sender.secret.value, "source": self.sender.secret.source}
 
     async def status_view(self) -> dict[str, Any]:

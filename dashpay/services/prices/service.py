@@ -594,24 +594,12 @@ class PriceService:
         """``amount`` of fiat ``currency`` in duffs at a usable quote, rounded up."""
         return convert(amount, await self.quote(currency))
 
-    async def price_get(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Control method ``price.get``: ``{"currencies": ["USD", ...]}`` (default: the
-        configured ones and those asked for lately). Each entry has the quote, or an
-        ``error`` (kind and message) and the stale ``cached`` quote if there is one."""
-        if not isinstance(params, dict):
-            raise InvalidParams("params must be a JSON object")
-        unknown = sorted(set(params) - {"currencies"})
-        if unknown:
-            raise InvalidParams(f"unknown parameter(s): {', '.join(unknown)}; allowed: currencies")
-        raw = params.get("currencies")
-        if raw is None:
+    async def price_get(self, currencies: list[str] | None) -> dict[str, Any]:
+        """The ``price.get`` command: each currency's quote (default: the configured
+        ones and those asked for lately), or an ``error`` (kind and message) and the
+        stale ``cached`` quote if there is one."""
+        if currencies is None:
             currencies = list(dict.fromkeys([*self.config.currencies, *self._on_demand]))
-        else:
-            if not isinstance(raw, list) or not raw:
-                raise InvalidParams("currencies must be a non-empty array of codes like USD")
-            if len(raw) > MAX_REQUEST_CURRENCIES:
-                raise InvalidParams(f"at most {MAX_REQUEST_CURRENCIES} currencies per call")
-            currencies = list(dict.fromkeys(parse_currency_code(c) for c in raw))
         entries: list[dict[str, Any]] = [{} for _ in currencies]
 
         async def one(index: int, currency: str) -> None:
