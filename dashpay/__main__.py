@@ -1,3 +1,3 @@
-from dashpay.cli.app import main
+from dashpay.cli import main
 
 main()

@@ -1,32 +1,23 @@
 """The `dashpay` command line: a thin layer over the control socket.
 
-Commands that talk to the daemon import neither trio, httpx nor bip-utils (they cost
-~0.25 s, ~0.15 s and ~0.4 s to import); those live behind `serve`, `wallet derive`
-and `db migrate`. The CLI never computes money: it shows what the daemon returns.
+The commands that talk to the daemon are generated from the command table
+(``cli/commands.py`` over ``api/commands.py``); the offline ones (serve, wallet derive,
+config check, db migrate) are here. Commands that talk to the daemon import neither
+trio, httpx nor bip-utils (they cost ~0.25 s, ~0.15 s and ~0.4 s to import); those live
+behind `serve`, `wallet derive` and `db migrate`. The CLI never computes money: it
+shows what the daemon returns.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 import typer
 
 from dashpay import __version__
-from dashpay.api import methods
-from dashpay.domain.errors import (
-    EXIT_NOT_READY,
-    EXIT_REJECTED,
-    EXIT_UNREACHABLE,
-    EXIT_UPSTREAM,
-    EXIT_USAGE,
-    DashpayError,
-    exit_code_for,
-)
+from dashpay.cli import commands
+from dashpay.cli.context import JSON_HELP, Globals, _load_config, fail, print_json
+from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError, exit_code_for
 
 app = typer.Typer(
     name="dashpay",
@@ -44,176 +35,17 @@ db_app = typer.Typer(help="Database tools.", no_args_is_help=True)
 sandbox_app = typer.Typer(
     help="Drive the simulated network of `dashpay serve --sandbox`.", no_args_is_help=True
 )
+callbacks_app = typer.Typer(
+    help="Inspect, redeliver and test callbacks (signed POSTs to your backend).",
+    no_args_is_help=True,
+)
 app.add_typer(receiver_app, name="receiver")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 
-# A rescan of many receivers takes a while (the daemon's own request limit is higher).
-RESCAN_TIMEOUT = 600.0
-JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
-
-
-@dataclass
-class Globals:
-    config: str | None = None
-    socket: str | None = None
-
-
-def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    text = f"dashpay: error: {message}"
-    if hint:
-        text += f"\n{hint}"
-    print(text, file=sys.stderr)
-    raise typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-# -- configuration and socket resolution ----------------------------------------------
-
-
-def _load_config(g: Globals, *, required: bool):
-    """The Config from --config / $DASHPAY_CONFIG / /etc/dashpay/config.toml, or None."""
-    from dashpay.config import ConfigError, load_config, resolve_config_path
-
-    try:
-        path, source = resolve_config_path(g.config)
-        if path is None:
-            if required:
-                fail(
-                    "no configuration file found",
-                    EXIT_USAGE,
-                    "Pass --config PATH, set DASHPAY_CONFIG, or create /etc/dashpay/config.toml "
-                    "(see config.example.toml); or try `dashpay serve --sandbox`.",
-                )
-            return None
-        return load_config(path)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-
-
-def socket_path(g: Globals) -> tuple[Path, str]:
-    """--socket, else $DASHPAY_SOCKET, else the config's [control] socket, else (no
-    config anywhere) the sandbox daemon's socket."""
-    if g.socket:
-        return Path(g.socket), "--socket"
-    env = os.environ.get("DASHPAY_SOCKET")
-    if env:
-        return Path(env), "DASHPAY_SOCKET"
-    from dashpay.config import ConfigError, load_control_config, resolve_config_path
-
-    try:
-        path, _ = resolve_config_path(g.config)
-        if path is not None:
-            # Only [control]: the daemon validates the rest and alone may read its
-            # secret files (systemd credentials are not there for a shell script).
-            control = load_control_config(path)
-            return Path(control.socket), f"[control] socket in {path}"
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    from dashpay.config.paths import sandbox_socket
-
-    return sandbox_socket(), "sandbox default (no config file found)"
-
-
-def call(
-    ctx: typer.Context,
-    method: str,
-    params: dict[str, Any] | None = None,
-    *,
-    timeout: float = 65.0,
-) -> Any:
-    from dashpay.net.control_client import ControlClient, DaemonUnreachable
-    from dashpay.wire.jsonrpc import RemoteError
-
-    path, source = socket_path(ctx.obj)
-    try:
-        with ControlClient(path, timeout=timeout) as client:
-            return client.call(method, params or {})
-    except DaemonUnreachable as exc:
-        fail(f"{exc} [socket from {source}]", EXIT_UNREACHABLE)
-    except RemoteError as exc:
-        fail(f"{exc.message} [{exc.kind}]", exit_code_for(exc.kind))
-    except TimeoutError as exc:
-        fail(f"the daemon did not answer in time ({exc})", EXIT_UPSTREAM)
-
-
-# -- rendering ------------------------------------------------------------------------
-
-
-def _console():
-    from rich.console import Console
-
-    # Piped output gets a wide console: an address or txid must never be cut.
-    width = None if sys.stdout.isatty() else 200
-    return Console(highlight=False, soft_wrap=True, width=width)
-
-
-def _fields_table(rows: list[tuple[str, Any]]):
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for name, value in rows:
-        if value is None or value == "":
-            continue
-        table.add_row(name, str(value))
-    return table
-
-
-def render_receiver(receiver: dict[str, Any]) -> None:
-    console = _console()
-    amount = f"{receiver['amount_dash']} DASH"
-    if receiver.get("fiat_currency"):
-        amount += f" ({receiver['fiat_amount']} {receiver['fiat_currency']})"
-    flags = [name for name in ("overpaid", "late") if receiver.get(name)]
-    rows = [
-        ("receiver", receiver["receiver_id"]),
-        ("address", receiver["address"]),
-        ("status", receiver["status"] + (f" ({', '.join(flags)})" if flags else "")),
-        ("amount", amount),
-        (
-            "rate",
-            f"{receiver['rate']} {receiver['fiat_currency']}/DASH ({receiver['rate_provider']})"
-            if receiver.get("rate")
-            else None,
-        ),
-        ("received", f"{receiver['received_dash']} DASH"),
-        ("payment uri", receiver["payment_uri"]),
-        ("hd index", f"{receiver['chain']}/{receiver['hd_index']}"),
-        ("description", receiver.get("description")),
-        ("username", receiver.get("username")),
-        ("callback url", receiver.get("callback_url")),
-        ("created", receiver["created_at"]),
-        ("expires", receiver.get("expires_at") or "never"),
-        ("paid", receiver.get("paid_at")),
-        ("settled", receiver.get("settled_at")),
-        ("closed", receiver.get("closed_at")),
-    ]
-    console.print(_fields_table(rows))
-    payments = receiver.get("payments")
-    if payments:
-        from rich.table import Table
-
-        table = Table(title="payments", title_justify="left")
-        for column in ("txid", "amount (DASH)", "locked", "confirmations", "state"):
-            table.add_column(column, no_wrap=True)
-        for p in payments:
-            table.add_row(
-                p["txid"],
-                p["amount_dash"],
-                "yes" if p["instant_locked"] else "no",
-                str(p["confirmations"]),
-                "dropped" if p["dropped"] else "counted",
-            )
-        console.print(table)
-    elif payments is not None:
-        console.print("no payments yet")
+app.add_typer(callbacks_app, name="callbacks")
 
 
 # -- global options -------------------------------------------------------------------
@@ -283,228 +115,6 @@ def serve(
     from dashpay.daemon.root import run_daemon
 
     raise typer.Exit(run_daemon(config))
-
-
-# -- status ---------------------------------------------------------------------------
-
-
-def _wallet_line(wallet: dict[str, Any]) -> str:
-    return f"{wallet.get('fingerprint')} ({wallet.get('network')}, chain {wallet.get('chain')})"
-
-
-@app.command()
-def status(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
-) -> None:
-    """Show the daemon's state; exits 1 when it answers but is not ready."""
-    result = call(ctx, methods.STATUS)
-    if as_json:
-        print_json(result)
-    else:
-        wallet = result.get("wallet") or {}
-        insight = result.get("insight") or {}
-        rows = [
-            ("state", result.get("state")),
-            ("why", "; ".join(result.get("reasons") or []) or None),
-            ("warnings", "; ".join(result.get("warnings") or []) or None),
-            ("version", result.get("version")),
-            ("uptime", f"{result.get('uptime_seconds', 0):.0f}s"),
-            ("sandbox", "yes" if result.get("sandbox") else None),
-            ("database", f"{result['database']['backend']} {result['database']['url']}"),
-            ("database error", result["database"].get("error")),
-            ("wallet", _wallet_line(wallet) if wallet else None),
-            ("next hd index", wallet.get("next_index")),
-            ("pending receivers", result.get("pending")),
-            ("insight", insight.get("state")),
-            ("last insight event", insight.get("last_event_at")),
-            ("callbacks pending", (result.get("callbacks") or {}).get("pending")),
-        ]
-        _console().print(_fields_table(rows))
-    if not result.get("ready"):
-        raise typer.Exit(EXIT_NOT_READY)
-
-
-# -- receivers ------------------------------------------------------------------------
-
-
-@receiver_app.command("new")
-def receiver_new(
-    ctx: typer.Context,
-    amount: str = typer.Option(..., "--amount", help="Amount due, e.g. 1.5 (in --currency)."),
-    currency: str = typer.Option("DASH", "--currency", help="DASH or a fiat code such as USD."),
-    callback_url: str | None = typer.Option(None, "--callback-url", help="Where callbacks go."),
-    description: str | None = typer.Option(None, "--description", help="Up to 255 characters."),
-    username: str | None = typer.Option(None, "--username", help="Up to 255 characters."),
-    expires_after: str | None = typer.Option(
-        None, "--expires-after", help="e.g. 30m, 2h, 3d; 0 = never (default: config)."
-    ),
-    idempotency_key: str | None = typer.Option(
-        None,
-        "--idempotency-key",
-        help="Repeating a call with the same key returns the same receiver.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the address."),
-) -> None:
-    """Create a receiver: a fresh address and an amount due."""
-    from dashpay.api.params import parse_create_receiver
-
-    params = {
-        "amount": amount,
-        "currency": currency,
-        "callback_url": callback_url,
-        "description": description,
-        "username": username,
-        "expires_after": expires_after,
-        "idempotency_key": idempotency_key,
-    }
-    params = {k: v for k, v in params.items() if v is not None}
-    try:
-        parse_create_receiver(params)  # the daemon validates again; this fails fast
-    except DashpayError as exc:
-        fail(exc.message, EXIT_USAGE)
-    result = call(ctx, methods.RECEIVER_CREATE, params)
-    if quiet:
-        print(result["address"])
-    elif as_json:
-        print_json(result)
-    else:
-        render_receiver(result)
-
-
-def _receiver_id(value: str) -> int:
-    from dashpay.api.params import receiver_id_value
-
-    try:
-        return receiver_id_value(value)
-    except DashpayError as exc:
-        fail(exc.message, EXIT_USAGE)
-
-
-@receiver_app.command("show")
-def receiver_show(
-    ctx: typer.Context,
-    receiver_id: str = typer.Argument(..., metavar="ID", help="Receiver id."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Show one receiver with its payments."""
-    result = call(ctx, methods.RECEIVER_GET, {"receiver_id": _receiver_id(receiver_id)})
-    if as_json:
-        print_json(result)
-    else:
-        render_receiver(result)
-
-
-@receiver_app.command("list")
-def receiver_list(
-    ctx: typer.Context,
-    status_filter: str | None = typer.Option(None, "--status", help="Only this status."),
-    limit: int = typer.Option(50, "--limit", help="At most this many (1-1000), newest first."),
-    before: int | None = typer.Option(None, "--before", help="Only receivers with a lower id."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """List receivers, newest first."""
-    from dashpay.api.params import parse_list_receivers
-    from dashpay.domain.status import STATUSES
-
-    params: dict[str, Any] = {"limit": limit}
-    if status_filter is not None:
-        params["status"] = status_filter
-    if before is not None:
-        params["before_id"] = before
-    try:
-        parse_list_receivers(params, STATUSES)
-    except DashpayError as exc:
-        fail(exc.message, EXIT_USAGE)
-    result = call(ctx, methods.RECEIVER_LIST, params)
-    if as_json:
-        print_json(result)
-        return
-    from rich.table import Table
-
-    table = Table()
-    for column in ("id", "address", "status", "amount", "received", "created"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("description", overflow="fold")
-    for r in result["receivers"]:
-        table.add_row(
-            str(r["receiver_id"]),
-            r["address"],
-            r["status"],
-            r["amount_dash"],
-            r["received_dash"],
-            r["created_at"][:16].replace("T", " "),
-            r.get("description") or "",
-        )
-    console = _console()
-    console.print(table)
-    if result.get("next_before_id"):
-        console.print(f"more: dashpay receiver list --before {result['next_before_id']}")
-
-
-@receiver_app.command("cancel")
-def receiver_cancel(
-    ctx: typer.Context,
-    receiver_id: str = typer.Argument(..., metavar="ID", help="Receiver id."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Cancel a receiver that is not paid yet (late payments are still recorded)."""
-    result = call(ctx, methods.RECEIVER_CANCEL, {"receiver_id": _receiver_id(receiver_id)})
-    if as_json:
-        print_json(result)
-    else:
-        print(f"receiver {result['receiver_id']} is {result['status']}")
-
-
-@app.command()
-def rescan(
-    ctx: typer.Context,
-    receiver_ids: list[str] | None = typer.Argument(None, metavar="[ID]...", help="Receivers."),
-    all_pending: bool = typer.Option(False, "--all-pending", help="Every watched receiver."),
-    since: str | None = typer.Option(
-        None, "--since", help="Receivers created in this window, e.g. 48h."
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Reconcile receivers against Insight (safe from cron at any time)."""
-    chosen = sum((bool(receiver_ids), all_pending, since is not None))
-    if chosen > 1:
-        fail("give receiver IDs, --all-pending or --since, not several", EXIT_USAGE)
-    params: dict[str, Any] = {}
-    if receiver_ids:
-        params["receiver_ids"] = [_receiver_id(i) for i in receiver_ids]
-    elif since is not None:
-        from dashpay.config import parse_duration
-
-        try:
-            parse_duration(since, key="--since")
-        except ValueError as exc:
-            fail(str(exc), EXIT_USAGE)
-        params["since"] = since
-    else:
-        params["all_pending"] = True
-    result = call(ctx, methods.RESCAN, params, timeout=RESCAN_TIMEOUT)
-    if as_json:
-        print_json(result)
-        return
-    print(
-        f"checked {result['receivers_checked']} receiver(s): "
-        f"{result['payments_found']} payment(s) found, {result['payments_new']} new, "
-        f"{result['payments_dropped']} dropped in {result['duration_seconds']}s"
-        + ("" if result.get("complete", True) else " (incomplete: see the daemon log)")
-    )
-
-
-@app.command()
-def price(
-    ctx: typer.Context,
-    currencies: list[str] | None = typer.Argument(None, help="Currency codes, e.g. USD EUR."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Show the DASH price of fiat currencies: quote, provider and age."""
-    from dashpay.cli.prices import price_command
-
-    price_command(ctx, currencies, as_json)
 
 
 # -- offline tools --------------------------------------------------------------------
@@ -612,76 +222,9 @@ def db_migrate(ctx: typer.Context) -> None:
         print(f"schema is up to date (version {version})")
 
 
-# -- sandbox --------------------------------------------------------------------------
-
-
-@sandbox_app.command("pay")
-def sandbox_pay(
-    ctx: typer.Context,
-    address: str = typer.Argument(..., help="Address to pay."),
-    amount: str = typer.Argument(..., help="Amount in DASH, e.g. 1.5"),
-    no_lock: bool = typer.Option(False, "--no-lock", help="Do not InstantSend-lock the payment."),
-    silent: bool = typer.Option(
-        False, "--silent", help="Visible over REST only, no socket event (exercises rescans)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Pay an address on the sandbox network."""
-    from dashpay.domain.money import AmountError, dash_to_duffs
-
-    try:
-        dash_to_duffs(amount)
-    except AmountError as exc:
-        fail(str(exc), EXIT_USAGE)
-    result = call(
-        ctx,
-        methods.SANDBOX_PAY,
-        {"address": address, "amount": amount, "lock": not no_lock, "silent": silent},
-    )
-    print_json(result) if as_json else print(result["txid"])
-
-
-@sandbox_app.command("mine")
-def sandbox_mine(
-    ctx: typer.Context,
-    blocks: int = typer.Option(1, "--blocks", help="How many blocks (1-1000)."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Mine blocks on the sandbox network (confirms the mempool)."""
-    if not 1 <= blocks <= 1000:
-        fail("--blocks must be from 1 to 1000", EXIT_USAGE)
-    result = call(ctx, methods.SANDBOX_MINE, {"blocks": blocks})
-    if as_json:
-        print_json(result)
-    else:
-        print(f"mined {len(result['blocks'])} block(s); height {result['height']}")
-
-
-@sandbox_app.command("drop")
-def sandbox_drop(
-    ctx: typer.Context,
-    txid: str = typer.Argument(..., help="Mempool transaction to drop (as a double spend would)."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Drop a mempool transaction from the sandbox network."""
-    result = call(ctx, methods.SANDBOX_DROP, {"txid": txid})
-    print_json(result) if as_json else print(f"dropped {txid}")
-
-
-@sandbox_app.command("lock")
-def sandbox_lock(
-    ctx: typer.Context,
-    txid: str = typer.Argument(..., help="Mempool transaction to InstantSend-lock."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """InstantSend-lock a sandbox transaction now."""
-    result = call(ctx, methods.SANDBOX_LOCK, {"txid": txid})
-    print_json(result) if as_json else print(f"locked {txid}")
-
-
-from dashpay.cli.callbacks import callbacks_app  # noqa: E402 - it imports this module's helpers lazily
-
-app.add_typer(callbacks_app, name="callbacks")
+commands.add_to(
+    {"": app, "receiver": receiver_app, "callbacks": callbacks_app, "sandbox": sandbox_app}
+)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """`dashpay price [CUR ...] [--json]`: the DASH price of fiat currencies as the daemon
 sees it (each quote, its provider and its age). A thin layer over ``price.get``.
 
-Kept apart from ``dashpay/cli.py`` (which registers the command), so the helpers of that
-module are imported inside the function: importing them at the top would be circular.
-Like the rest of the CLI it imports neither trio nor httpx.
+The `price` command itself is generated from the command table (cli/commands.py);
+this module holds its output and its command-line checks. Like the rest of the CLI it
+imports neither trio nor httpx.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ import re
 import sys
 from typing import Any
 
-from dashpay.api import methods
+from dashpay.cli.render import console, renders
 from dashpay.domain.errors import EXIT_USAGE, exit_code_for
+from dashpay.domain.limits import MAX_REQUEST_CURRENCIES
 
 _CODE = re.compile(r"[A-Za-z]{3}")
-# The daemon answers for at most this many currencies per call (valuation.py).
-MAX_CURRENCIES = 32
-# A price.get may fetch from every provider in turn for a currency with no cached
-# quote: three providers at the default 5 s timeout, plus room.
-PRICE_TIMEOUT = 65.0
 
 
 def _age(seconds: Any) -> str:
@@ -31,13 +27,11 @@ def _age(seconds: Any) -> str:
     return format_duration(seconds)
 
 
-def price_command(ctx: Any, currencies: list[str] | None, as_json: bool) -> None:
-    """Show each currency's DASH price, provider and age (default: the currencies the
-    daemon keeps fresh). Exits like other commands when a price is unavailable (5) or a
-    currency is unknown to every provider (2); --json prints the data either way."""
-    from dashpay.cli.app import _console, call, fail, print_json
+def check_codes(params: dict[str, Any]) -> dict[str, Any]:
+    """The currency codes upper-cased, or exit 2 naming the one that is not a code."""
+    from dashpay.cli.context import fail
 
-    codes = [code.strip().upper() for code in currencies or []]
+    codes = [code.strip().upper() for code in params.get("currencies") or []]
     for code in codes:
         if not _CODE.fullmatch(code) or code == "DASH":
             fail(
@@ -45,20 +39,39 @@ def price_command(ctx: Any, currencies: list[str] | None, as_json: bool) -> None
                 EXIT_USAGE,
                 "Give 3-letter ISO 4217 codes such as USD or EUR.",
             )
-    if len(codes) > MAX_CURRENCIES:
-        fail(f"at most {MAX_CURRENCIES} currencies at once, got {len(codes)}", EXIT_USAGE)
-    params = {"currencies": codes} if codes else {}
-    result = call(ctx, methods.PRICE_GET, params, timeout=PRICE_TIMEOUT)
-    quotes = result.get("quotes") or []
-    errors = [entry for entry in quotes if entry.get("error")]
-    if as_json:
-        print_json(result)
-    else:
-        _render(_console(), result, quotes)
-    if errors:
-        import typer
+    if len(codes) > MAX_REQUEST_CURRENCIES:
+        fail(f"at most {MAX_REQUEST_CURRENCIES} currencies at once, got {len(codes)}", EXIT_USAGE)
+    return {"currencies": codes} if codes else {}
 
-        raise typer.Exit(exit_code_for(errors[0]["error"].get("kind", "")))
+
+def exit_code(result: dict[str, Any]) -> int | None:
+    """A price that is unavailable exits 5, a currency no provider knows 2."""
+    errors = [entry for entry in result.get("quotes") or [] if entry.get("error")]
+    return exit_code_for(errors[0]["error"].get("kind", "")) if errors else None
+
+
+@renders("price.get")
+def render_prices(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    _render(console(), result, result.get("quotes") or [])
+    return None
+
+
+def price_command(ctx: Any, currencies: list[str] | None, as_json: bool) -> None:
+    """Show each currency's DASH price, provider and age (default: the currencies the
+    daemon keeps fresh). Exits like other commands when a price is unavailable (5) or a
+    currency is unknown to every provider (2); --json prints the data either way."""
+    import typer
+
+    from dashpay.api.commands import COMMANDS
+    from dashpay.cli.context import call, print_json
+
+    command = COMMANDS["price.get"]
+    params = check_codes({"currencies": currencies or []})
+    result = call(ctx, command.name, params, timeout=command.timeout)
+    print_json(result) if as_json else render_prices(result, {})
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
 
 
 def _render(console: Any, result: dict[str, Any], quotes: list[dict[str, Any]]) -> None:
