@@ -1,40 +1,30 @@
-"""Error kinds shared by the daemon, the control protocol and the CLI.
+"""The one exception hierarchy of dashpay, translated once at each edge.
 
-One source of truth: a service raises ``DashpayError(kind, message)``; the control
-server sends ``kind`` as JSON-RPC ``error.data.kind``; the CLI maps the kind to an exit
-code. This module is stdlib-only so the CLI can import it cheaply.
+    DashpayError                    kind            CLI exit code
+    ├── InvalidParams               invalid_params  2  the request's values are wrong
+    ├── NotFound                    not_found       4  no such receiver / event
+    ├── Conflict                    conflict        4  contradicts current state
+    ├── Unavailable                 unavailable     5  cannot do it right now
+    │   └── PriceUnavailable        price_unavailable 5  no fresh fiat quote
+    ├── Internal                    internal        4  a bug; the daemon logged it
+    └── ProtocolFault               (the control protocol itself)
+        ├── ParseError              parse_error     4  not valid JSON
+        ├── InvalidRequest          invalid_request 4  JSON, but not JSON-RPC 2.0
+        ├── MethodNotFound          method_not_found 4
+        └── TooLarge                too_large       4  over the size limit
+
+A service raises the subclass; the control server sends its ``kind`` as JSON-RPC
+``error.data.kind`` (``dashpay.net.control_server``); the CLI turns a kind into its exit
+code and message in one place (``dashpay.cli.app.call``). Kinds and exit codes are class
+attributes of the subclasses: ``ERROR_KINDS`` and ``exit_code_for`` are derived from
+them, so a new kind is one new class. ``DashpayError(kind, message, **details)`` still
+works and builds the subclass for ``kind`` (``DashpayError("conflict", ...)`` is a
+``Conflict``). Stdlib only: the CLI imports this on every command.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-# Stable, machine-readable error kinds (``error.data.kind`` on the control socket).
-INVALID_PARAMS = "invalid_params"  # the request's values are wrong; fix and retry
-NOT_FOUND = "not_found"  # no such receiver / event
-CONFLICT = "conflict"  # the request contradicts current state (e.g. cancel a paid receiver)
-PRICE_UNAVAILABLE = "price_unavailable"  # no fresh fiat quote could be had
-UNAVAILABLE = "unavailable"  # the daemon cannot do it right now (starting, database down)
-INTERNAL = "internal"  # a bug; the daemon logged it
-PARSE_ERROR = "parse_error"  # the control message was not valid JSON
-INVALID_REQUEST = "invalid_request"  # valid JSON, but not a JSON-RPC 2.0 request
-METHOD_NOT_FOUND = "method_not_found"
-TOO_LARGE = "too_large"  # a control message over the size limit
-
-ERROR_KINDS = frozenset(
-    {
-        INVALID_PARAMS,
-        NOT_FOUND,
-        CONFLICT,
-        PRICE_UNAVAILABLE,
-        UNAVAILABLE,
-        INTERNAL,
-        PARSE_ERROR,
-        INVALID_REQUEST,
-        METHOD_NOT_FOUND,
-        TOO_LARGE,
-    }
-)
+from typing import Any, ClassVar
 
 # CLI exit codes (README "Exit codes").
 EXIT_OK = 0
@@ -44,22 +34,30 @@ EXIT_UNREACHABLE = 3  # no daemon answering on the control socket
 EXIT_REJECTED = 4  # the daemon refused the request (not_found, conflict, ...)
 EXIT_UPSTREAM = 5  # an upstream (price providers, Insight, database) is unavailable
 
-_EXIT_BY_KIND = {
-    INVALID_PARAMS: EXIT_USAGE,
-    PRICE_UNAVAILABLE: EXIT_UPSTREAM,
-    UNAVAILABLE: EXIT_UPSTREAM,
-}
-
-
-def exit_code_for(kind: str) -> int:
-    """The CLI exit code for an error kind reported by the daemon."""
-    return _EXIT_BY_KIND.get(kind, EXIT_REJECTED)
-
 
 class DashpayError(Exception):
-    """An error with a stable kind and a message a user can act on."""
+    """An error with a stable kind and a message a user can act on.
 
-    def __init__(self, kind: str, message: str, **details: Any) -> None:
+    ``InvalidParams("amount is required")`` uses the class's kind;
+    ``DashpayError("not_found", "no receiver 7", receiver_id=7)`` names the kind and gets
+    the subclass for it (an unknown kind stays a plain DashpayError)."""
+
+    kind: str = "internal"
+    exit_code: ClassVar[int] = EXIT_REJECTED
+
+    def __new__(cls, *args: Any, **details: Any) -> DashpayError:
+        if cls is DashpayError and len(args) >= 2 and isinstance(args[0], str):
+            cls = _CLASS_BY_KIND.get(args[0], DashpayError)
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **details: Any) -> None:
+        # (kind, message) or, on a subclass, (message,) with the class's kind.
+        if len(args) == 2:
+            kind, message = args
+        elif len(args) == 1:
+            kind, message = type(self).kind, args[0]
+        else:
+            raise TypeError("DashpayError(kind, message, **details) or Subclass(message)")
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -70,25 +68,85 @@ class DashpayError(Exception):
 
 
 class InvalidParams(DashpayError):
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(INVALID_PARAMS, message, **details)
+    kind = "invalid_params"
+    exit_code = EXIT_USAGE
 
 
 class NotFound(DashpayError):
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(NOT_FOUND, message, **details)
+    kind = "not_found"
 
 
 class Conflict(DashpayError):
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(CONFLICT, message, **details)
+    kind = "conflict"
 
 
 class Unavailable(DashpayError):
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(UNAVAILABLE, message, **details)
+    kind = "unavailable"
+    exit_code = EXIT_UPSTREAM
 
 
-class PriceUnavailable(DashpayError):
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(PRICE_UNAVAILABLE, message, **details)
+class PriceUnavailable(Unavailable):
+    kind = "price_unavailable"
+
+
+class Internal(DashpayError):
+    kind = "internal"
+
+
+class ProtocolFault(DashpayError):
+    """The control protocol itself was not followed (the request never reached a
+    command)."""
+
+    kind = "invalid_request"
+
+
+class ParseError(ProtocolFault):
+    kind = "parse_error"
+
+
+class InvalidRequest(ProtocolFault):
+    kind = "invalid_request"
+
+
+class MethodNotFound(ProtocolFault):
+    kind = "method_not_found"
+
+
+class TooLarge(ProtocolFault):
+    kind = "too_large"
+
+
+def _leaves(root: type[DashpayError]) -> list[type[DashpayError]]:
+    out: list[type[DashpayError]] = []
+    for sub in root.__subclasses__():
+        if sub.__module__ == __name__:
+            out.append(sub)
+            out.extend(_leaves(sub))
+    return out
+
+
+# Kind -> class, from the classes above (ProtocolFault shares invalid_request with
+# InvalidRequest; the concrete class wins).
+_CLASS_BY_KIND: dict[str, type[DashpayError]] = {
+    cls.kind: cls for cls in _leaves(DashpayError) if cls is not ProtocolFault
+}
+ERROR_KINDS = frozenset(_CLASS_BY_KIND)
+
+# The kinds by name, for code that compares a kind read off the wire.
+INVALID_PARAMS = InvalidParams.kind
+NOT_FOUND = NotFound.kind
+CONFLICT = Conflict.kind
+UNAVAILABLE = Unavailable.kind
+PRICE_UNAVAILABLE = PriceUnavailable.kind
+INTERNAL = Internal.kind
+PARSE_ERROR = ParseError.kind
+INVALID_REQUEST = InvalidRequest.kind
+METHOD_NOT_FOUND = MethodNotFound.kind
+TOO_LARGE = TooLarge.kind
+
+
+def exit_code_for(kind: str) -> int:
+    """The CLI exit code for an error kind reported by the daemon (README "Exit
+    codes"); a kind this CLI does not know is a refusal."""
+    cls = _CLASS_BY_KIND.get(kind)
+    return EXIT_REJECTED if cls is None else cls.exit_code
