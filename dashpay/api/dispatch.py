@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashpay.api.commands import COMMANDS, Services
-from dashpay.domain.errors import DashpayError, Unavailable
-
-METHOD_NOT_FOUND = "method_not_found"
+from dashpay.domain.errors import MethodNotFound, Unavailable
 
 
 class Dispatcher:
@@ -27,12 +25,9 @@ class Dispatcher:
     async def __call__(self, method: str, params: dict[str, Any]) -> Any:
         command = COMMANDS.get(method)
         if command is None:
-            raise DashpayError(METHOD_NOT_FOUND, f"unknown method {method!r}")
+            raise MethodNotFound(f"unknown method {method!r}")
         if command.sandbox_only and not self.sandbox:
-            raise DashpayError(
-                METHOD_NOT_FOUND,
-                f"{method} exists only in sandbox mode (dashpay serve --sandbox)",
-            )
+            raise MethodNotFound(f"{method} exists only in sandbox mode (dashpay serve --sandbox)")
         if command.needs is not None and getattr(self.services, command.needs) is None:
             raise Unavailable(f"{method} is not available yet: the daemon is {self.state()}")
         return await command.handler(self.services, **command.parse_params(params))
