@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from dashpay.domain.errors import InvalidParams
 from dashpay.domain.limits import (
@@ -24,6 +23,7 @@ from dashpay.domain.limits import (
 from dashpay.domain.model import CreateReceiverParams, ListReceiversParams
 from dashpay.domain.money import AmountError, dash_to_duffs, parse_decimal
 from dashpay.domain.status import OUTBOX_STATUSES, STATUSES
+from dashpay.domain.urls import validate_callback_url
 
 RECEIVER_STATUSES = STATUSES
 
@@ -78,25 +78,6 @@ def optional_text(params: dict[str, Any], name: str, limit: int = MAX_TEXT_CHARS
                 "character itself"
             ) from None
     return value
-
-
-def validate_callback_url(url: str, *, what: str = "callback_url") -> str:
-    """An http(s) URL with a host, at most 2,048 characters."""
-    if len(url) > MAX_URL_CHARS:
-        raise InvalidParams(f"{what} is {len(url)} characters long; at most {MAX_URL_CHARS}")
-    if any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise InvalidParams(f"{what} contains spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidParams(f"{what} {url!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidParams(f"{what} must start with http:// or https://, got {url!r}")
-    if not host:
-        raise InvalidParams(f"{what} {url!r} has no host")
-    return url
 
 
 def parse_amount(value: Any, currency: str) -> tuple[Decimal, int | None]:

@@ -97,7 +97,7 @@ def serve(
     if log_level is not None and log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}", EXIT_USAGE)
     if sandbox:
-        from dashpay.sandbox.runtime import run_sandbox_daemon
+        from dashpay.daemon.sandbox import run_sandbox_daemon
 
         g: Globals = ctx.obj
         config = _load_config(g, required=False) if g.config else None

@@ -39,6 +39,7 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
+from dashpay.domain.payload import event_payload
 from dashpay.domain.status import CHANGE_NEW, FINAL_STATUSES
 from dashpay.engine.messages import (
     Apply,
@@ -50,7 +51,6 @@ from dashpay.engine.messages import (
 from dashpay.engine.pending import PendingTable
 from dashpay.engine.record import decider, record_batch
 from dashpay.repository.base import Repository
-from dashpay.services.callbacks.payload import event_payload
 
 log = logging.getLogger("dashpay.engine")
 

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from dashpay.config import (
     Config,
     ControlConfig,
@@ -125,41 +123,3 @@ class SandboxRuntime:
         except SandboxError as exc:
             raise InvalidParams(str(exc)) from None
         return {"txid": txid, done: True}
-
-
-def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> int:
-    from dashpay.daemon.root import Daemon, run_main
-
-    if config is not None:
-        if config.wallet is None or config.wallet.network != NETWORK:
-            log.error(
-                '%s: --sandbox simulates testnet; set [wallet] network = "testnet" with a '
-                "tpub/DRKV/xpub testnet key, or drop --config to use the embedded defaults",
-                config.path,
-            )
-            return 2
-        state = None
-    else:
-        state = paths.state_dir()
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log.info("sandbox state directory: %s", state)
-
-    async def main() -> int:
-        from dashpay.sandbox.network import SandboxNetwork
-        from dashpay.sandbox.server import serve_sandbox
-
-        network = SandboxNetwork()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(network.run)
-            port = await nursery.start(serve_sandbox, network)
-            if config is None:
-                cfg = sandbox_config(state, port, socket)
-            else:
-                cfg = with_sandbox_insight(config, port, socket)
-            log.info("sandbox insight listening url=%s", cfg.insight.url)
-            daemon = Daemon(cfg, sandbox=SandboxRuntime(network, cfg.insight.url))
-            await daemon.run()
-            nursery.cancel_scope.cancel()
-        return daemon.exit_code
-
-    return run_main(main)

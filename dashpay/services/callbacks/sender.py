@@ -60,13 +60,10 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay import __version__
-from dashpay.api.params import (
-    MAX_LIST_LIMIT,
-    validate_callback_url,
-)
 from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
 from dashpay.domain.accounting import new_event_id
 from dashpay.domain.errors import DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.domain.limits import MAX_LIST_LIMIT
 from dashpay.domain.model import (
     AttemptOutcome,
     CallbackAttempt,
@@ -75,6 +72,7 @@ from dashpay.domain.model import (
     ReceiverResult,
 )
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.domain.urls import validate_callback_url
 from dashpay.domain.views import iso_time
 from dashpay.net.http_post import (
     DEFAULT_PORTS,
