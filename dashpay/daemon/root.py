@@ -26,6 +26,7 @@ from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
 from dashpay.config import Config
 from dashpay.domain.accounting import Rules
+from dashpay.domain.backoff import Backoff
 from dashpay.domain.errors import CONFLICT, DashpayError
 from dashpay.domain.status import PAID, PARTIAL, PENDING
 from dashpay.domain.views import iso_time
@@ -436,18 +437,18 @@ class Daemon:
             self._block_seen.send_nowait(message)
 
     async def _rescan_loop(self) -> None:
-        delay = RESCAN_RETRY_INITIAL
+        backoff = Backoff(RESCAN_RETRY_INITIAL, RESCAN_RETRY_MAX, jitter=False)
         async for _ in self._rescan_wanted_rx:
             while True:
                 try:
                     summary = await self.reconciler.rescan_all_pending()
                 except DashpayError as exc:
                     self.last_rescan_error = exc.message
+                    delay = backoff.next_delay()
                     log.warning("rescan after connect failed; retrying in %.0fs: %s", delay, exc)
                     await trio.sleep(delay)
-                    delay = min(delay * 2, RESCAN_RETRY_MAX)
                     continue
-                delay = RESCAN_RETRY_INITIAL
+                backoff.reset()
                 self.last_rescan_error = None
                 if self.state == STARTING:
                     self.state = READY

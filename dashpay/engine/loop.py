@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from dashpay.domain import accounting
+from dashpay.domain.backoff import database_backoff
 from dashpay.domain.errors import DashpayError, Unavailable
 from dashpay.domain.model import (
     OutboxEvent,
@@ -64,9 +65,6 @@ QUEUE_SIZE = 10_000
 MAX_BATCH = 256
 # How often expiry and the monitoring window are checked.
 TICK_SECONDS = 1.0
-# Back-off while the database is unreachable: the batch is kept and retried.
-DB_RETRY_INITIAL = 0.5
-DB_RETRY_MAX = 30.0
 
 
 def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
@@ -276,7 +274,7 @@ class PaymentEngine:
         """One unit of work for the whole batch; retried while the database is down.
         A batch that fails for another reason is split so one bad item cannot block
         the rest (it is logged and skipped; the next rescan converges)."""
-        delay = DB_RETRY_INITIAL
+        backoff = database_backoff()  # the batch is kept and retried
         while True:
             unit = partial(
                 record_batch, items=items, now=now, decide=decider(now, self.rules, event_payload)
@@ -286,9 +284,9 @@ class PaymentEngine:
                 break
             except Unavailable as exc:
                 self._db_error(exc)
+                delay = backoff.next_delay()
                 log.warning("database unavailable; retrying batch in %.1fs: %s", delay, exc)
                 await trio.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX)
                 now = self.clock()
             except Exception as exc:
                 if len(items) == 1:

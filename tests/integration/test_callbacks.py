@@ -32,11 +32,11 @@ from dashpay.domain.model import (
     ReceiverResult,
     ReceiverWork,
 )
+from dashpay.domain.payload import event_payload
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
 from dashpay.engine.record import decider, record_batch
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
-from dashpay.services.callbacks.payload import event_payload
 from dashpay.services.callbacks.sender import (
     MAX_RESPONSE_BYTES,
     CallbackSecret,

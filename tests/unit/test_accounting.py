@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dashpay.domain import accounting as acc
 from dashpay.domain.model import Payment, PaymentChange, Receiver
-from dashpay.services.callbacks.payload import event_payload
+from dashpay.domain.payload import event_payload
 
 NOW = 1_800_000_000_000
 DUE = 100_000_000

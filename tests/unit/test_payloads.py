@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dashpay.domain.model import Payment, Receiver
+from dashpay.domain.payload import event_payload, payment_summary
 from dashpay.domain.views import receiver_view
-from dashpay.services.callbacks.payload import event_payload, payment_summary
 from tests.unit.test_accounting import DUE, NOW, payment, receiver
 
 # The receivers and payments of the accounting tests, with every optional field set.
