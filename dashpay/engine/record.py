@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from dashpay.domain import accounting
 from dashpay.domain.errors import Conflict, InvalidParams, NotFound
+from dashpay.domain.limits import MAX_EVENT_ID_CHARS
 from dashpay.domain.model import (
     NewEvent,
     OutboxEvent,
@@ -42,7 +43,6 @@ from dashpay.domain.status import (
 )
 from dashpay.repository.base import Transaction
 from dashpay.repository.schema import (
-    MAX_EVENT_ID_CHARS,
     MAX_EVENT_NAME_CHARS,
     MAX_PAYLOAD_BYTES,
     MAX_UNSIGNED_INT,

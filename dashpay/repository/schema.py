@@ -20,6 +20,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from dashpay.domain.errors import InvalidParams, Unavailable
+from dashpay.domain.limits import MAX_LIST_LIMIT
 from dashpay.domain.model import (
     AttemptOutcome,
     CallbackAttempt,
@@ -40,11 +41,6 @@ from dashpay.repository.base import MAX_CREATE_BATCH
 
 T = TypeVar("T")
 
-# Same bound as the control protocol's receiver.list (dashpay.params.MAX_LIST_LIMIT): a
-# page larger than this belongs in an export. Repeated here because the repository
-# layer must not import the request-parsing layer above it.
-MAX_LIST_LIMIT = 1000
-
 NOT_FINAL_STATUSES = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
 # Pending receivers read per query by iter_pending: large enough that the per-query
 # cost vanishes (100 queries for 1M receivers), small enough that a chunk of rows is
@@ -58,8 +54,8 @@ MAX_IN_LIST = 512
 # block_height and confirmations are INT UNSIGNED in MySQL; refuse what would not fit
 # rather than let the two backends disagree.
 MAX_UNSIGNED_INT = 2**32 - 1
-# callback_outbox.event_id and .event are VARCHAR(64).
-MAX_EVENT_ID_CHARS = 64
+# callback_outbox.event_id (MAX_EVENT_ID_CHARS, domain/limits.py) and .event are
+# VARCHAR(64).
 MAX_EVENT_NAME_CHARS = 64
 # A callback body is a few KiB. 1 MiB keeps a runaway payload out of the outbox and far
 # below MySQL's max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8).
