@@ -157,6 +157,14 @@ async def status(s: Services) -> dict[str, Any]:
 
 # -- receivers ---------------------------------------------------------------------------
 
+LIST_LIMIT = Param(
+    "limit",
+    "At most this many (1-1000), newest first.",
+    cli="--limit",
+    cli_type=int,
+    cli_default=p.DEFAULT_LIST_LIMIT,
+    json_type="integer",
+)
 RECEIVER_ID = Param(
     "receiver_id", "Receiver id.", parse=p.receiver_id_value, cli="ID", required=True
 )
@@ -210,14 +218,7 @@ async def receiver_get(s: Services, receiver_id: int) -> dict[str, Any]:
     needs="receivers",
     params=(
         Param("status", "Only this status.", cli="--status"),
-        Param(
-            "limit",
-            "At most this many (1-1000), newest first.",
-            cli="--limit",
-            cli_type=int,
-            cli_default=p.DEFAULT_LIST_LIMIT,
-            json_type="integer",
-        ),
+        LIST_LIMIT,
         Param(
             "before_id",
             "Only receivers with a lower id.",
@@ -316,14 +317,7 @@ EVENT_ID = Param("event_id", "Event id (Dashpay-Delivery).", parse=p.event_id_va
             cli_type=int,
             json_type="integer",
         ),
-        Param(
-            "limit",
-            "At most this many (1-1000), newest first.",
-            cli="--limit",
-            cli_type=int,
-            cli_default=p.DEFAULT_LIST_LIMIT,
-            json_type="integer",
-        ),
+        LIST_LIMIT,
         Param(
             "before",
             "Page on: the value printed last.",
