@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -25,11 +23,12 @@ from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
 from dashpay.config import Config
+from dashpay.daemon.ownership import own_wallet
+from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
+from dashpay.daemon.systemd import Watchdog, sd_notify
 from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
-from dashpay.domain.errors import CONFLICT, DashpayError
-from dashpay.domain.status import PAID, PARTIAL, PENDING
-from dashpay.domain.views import iso_time
+from dashpay.domain.errors import DashpayError
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.control_server import serve_control
@@ -44,18 +43,6 @@ from dashpay.services.rescan import Reconciler
 
 log = logging.getLogger("dashpay.daemon")
 
-STARTING = "starting"
-READY = "ready"
-STOPPING = "stopping"
-DEGRADED = "degraded"
-STANDBY = "standby"
-# A callback still undelivered after this long means the merchant's endpoint is down
-# or refusing: worth a warning in `status` (retries go on for [callbacks] give_up_after).
-CALLBACK_BACKLOG_WARNING_SECONDS = 600
-# How long one GET_LOCK wait of a standby lasts, and how often the owner checks that
-# its lock connection is alive (a takeover happens within about these times).
-STANDBY_POLL_SECONDS = 1
-OWNERSHIP_CHECK_SECONDS = 2.0
 # A control request may run this long: a rescan of 100k receivers takes tens of seconds.
 CONTROL_REQUEST_TIMEOUT = 600.0
 # A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
@@ -63,28 +50,13 @@ RESCAN_RETRY_INITIAL = 2.0
 RESCAN_RETRY_MAX = 120.0
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else iso_time(int(ts * 1000))
-
-
-def sd_notify(message: str) -> bool:
-    """Send a sd_notify(3) datagram when run by systemd with Type=notify."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):  # abstract namespace socket
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        return True
-    except OSError as exc:
-        log.warning("sd_notify failed socket=%s error=%s", os.environ.get("NOTIFY_SOCKET"), exc)
-        return False
-
-
 class Daemon:
+    async def status(self) -> dict[str, Any]:
+        return await status_view(self)
+
+    def health(self) -> tuple[str, list[str]]:
+        return health(self)
+
     def __init__(self, config: Config, *, sandbox: Any | None = None) -> None:
         if config.wallet is None:
             raise DashpayError(
@@ -108,10 +80,7 @@ class Daemon:
         self.owner_lock: Any = None
         self.ownership_lost_since: float | None = None
         self.exit_code = 0
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        # Ping at half the watchdog period, as sd_watchdog_enabled(3) recommends.
-        self._watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
-        self._watchdog_last = 0.0
+        self.watchdog = Watchdog()
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
         self.services = Services(status=self.status)
@@ -119,125 +88,6 @@ class Daemon:
             self.services, sandbox=sandbox is not None, state=lambda: self.state
         )
         self._cancel_scope: trio.CancelScope | None = None
-
-    async def status(self) -> dict[str, Any]:
-        state, reasons = self.health()
-        result: dict[str, Any] = {
-            "version": __version__,
-            "state": state,
-            "ready": state == READY,
-            "reasons": reasons,
-            "warnings": [],
-            "pid": os.getpid(),
-            "uptime_seconds": round(time.time() - self.started_at, 3),
-            "sandbox": self.sandbox is not None,
-            "database": {
-                "backend": self.config.database.backend,
-                "url": self.config.database.display_url(),
-            },
-            "control_socket": str(self.config.control.socket),
-        }
-        if self.wallet is not None:
-            result["wallet"] = {
-                "fingerprint": self.wallet.fingerprint,
-                "wallet_id": self.wallet.wallet_id,
-                "network": self.wallet.network,
-                "chain": self.wallet.chain,
-            }
-        if self.repo is not None and self.wallet is not None:
-            repo, wallet = self.repo, self.wallet
-
-            def counts() -> tuple[dict[str, int], int, int]:
-                return (
-                    repo.count_by_status(wallet.wallet_id),
-                    repo.next_index(wallet.wallet_id, wallet.chain),
-                    repo.unpaid_gap(wallet.wallet_id, wallet.chain),
-                )
-
-            try:
-                by_status, next_index, gap = await trio.to_thread.run_sync(counts)
-            except DashpayError as exc:
-                result["database"]["error"] = exc.message
-                result["reasons"].append(f"database error: {exc.message}")
-                if result["state"] == READY:
-                    result["state"], result["ready"] = DEGRADED, False
-            else:
-                result["receivers"] = by_status
-                result["pending"] = sum(by_status.get(s, 0) for s in (PENDING, PARTIAL, PAID))
-                result["wallet"]["next_index"] = next_index
-                result["wallet"]["unpaid_in_a_row"] = gap
-                assert self.config.wallet is not None
-                if gap > self.config.wallet.gap_limit_warning:
-                    result["warnings"].append(
-                        f"{gap} receivers in a row are unpaid (gap_limit_warning "
-                        f"{self.config.wallet.gap_limit_warning}): your wallet may not show "
-                        "payments past its gap limit; see README 'Gap limit'"
-                    )
-        if self.insight is not None:
-            sock = self.insight
-            result["insight"] = {
-                "url": self.config.insight.url,
-                "socket_url": sock.endpoint.display,
-                "state": sock.state,
-                "connected_since": _iso(sock.connected_since),
-                "disconnected_since": _iso(sock.disconnected_since),
-                "last_event_at": _iso(sock.last_event_at),
-                "events_received": sock.events_received,
-                "events_rejected": sock.events_rejected,
-                "reconnects": sock.reconnects,
-            }
-        if self.engine is not None:
-            stats = self.engine.stats
-            result["engine"] = {
-                "watched": len(self.engine.table),
-                "events": stats.events,
-                "matched": stats.matched,
-                "payments_recorded": stats.payments_recorded,
-                "outbox_events": stats.outbox_events,
-                "db_errors": stats.db_errors,
-            }
-        if self.callbacks is not None:
-            try:
-                result["callbacks"] = view = await self.callbacks.status_view()
-            except DashpayError as exc:
-                result["callbacks"] = view = {"error": exc.message}
-            age = view.get("oldest_pending_age_seconds")
-            if age is not None and age > CALLBACK_BACKLOG_WARNING_SECONDS:
-                result["warnings"].append(
-                    f"{view.get('pending')} callback(s) pending, the oldest for {age:.0f}s: "
-                    "check the merchant endpoint (dashpay callbacks list --status pending)"
-                )
-        if self.reconciler is not None and self.reconciler.last_full is not None:
-            result["last_rescan"] = {
-                "at": _iso(self.reconciler.last_full_at),
-                **self.reconciler.last_full.as_dict(),
-            }
-        return result
-
-    def health(self) -> tuple[str, list[str]]:
-        """The state `status` reports and why it is not simply "ready"."""
-        reasons: list[str] = []
-        sock = self.insight
-        if sock is not None and sock.state != "connected":
-            since = sock.disconnected_since
-            reasons.append(
-                f"insight socket {sock.state}"
-                + (f" since {_iso(since)}" if since else "")
-                + f" ({sock.endpoint.display})"
-            )
-        if self.ownership_lost_since is not None:
-            reasons.append(f"wallet lock lost since {_iso(self.ownership_lost_since)}")
-        if self.last_rescan_error:
-            reasons.append(f"last rescan failed: {self.last_rescan_error}")
-        engine = self.engine
-        if engine is not None and engine.stats.last_db_error_at is not None:
-            if time.time() - engine.stats.last_db_error_at < 60:
-                reasons.append(f"database error: {engine.stats.last_db_error}")
-        if self.state == STARTING and sock is not None and sock.state == "connected":
-            reasons.append("rescanning pending receivers")
-        if self.state == READY and reasons:
-            return DEGRADED, reasons
-        return self.state, reasons
 
     # -- lifecycle --------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -282,7 +132,7 @@ class Daemon:
             wallet.network,
             wallet.chain,
         )
-        await self._own_wallet(nursery, repo, wallet)
+        await own_wallet(self, nursery, repo, wallet)
         sd_notify("STATUS=loading pending receivers")
         monitor_window_ms = int(config.receivers.monitor_window * 1000)
         engine = PaymentEngine(
@@ -294,7 +144,7 @@ class Daemon:
             monitor_window_ms=monitor_window_ms,
             on_block=self._on_block,
             on_connected=self._on_connected,
-            on_tick=self._on_tick,
+            on_tick=self.watchdog.tick,
         )
         # Streamed into the table chunk by chunk in one worker thread: a million
         # pending receivers never exist as a million full rows at once.
@@ -347,83 +197,18 @@ class Daemon:
         sd_notify(f"STATUS=connecting to Insight, {pending} receivers to check")
         log.info("bootstrap waiting for insight pending=%d", pending)
 
-    async def _own_wallet(self, nursery: trio.Nursery, repo: Repository, wallet: Wallet) -> None:
-        """Become the wallet's single owner (DESIGN.md §10). On SQLite a second daemon
-        refuses to start; on MySQL it answers `status` as a standby and takes over when
-        the owner's database connection dies."""
-        lock = repo.owner_lock(f"dashpay:{wallet.wallet_id}")
-        self.owner_lock = lock
-        if not await trio.to_thread.run_sync(lock.try_acquire, 0):
-            if lock.exclusive_machine:
-                raise DashpayError(
-                    CONFLICT,
-                    f"another dashpay daemon ({lock.holder()}) is already using "
-                    f"{self.config.database.display_url()}; stop it first",
-                )
-            await self._start_control(nursery)
-            self.state = STANDBY
-            sd_notify("STATUS=standby: another daemon owns this wallet")
-            log.warning(
-                "standby: another daemon owns wallet fingerprint=%s; waiting to take over",
-                wallet.fingerprint,
-            )
-            while True:
-                try:
-                    if await trio.to_thread.run_sync(lock.try_acquire, STANDBY_POLL_SECONDS):
-                        break
-                except Exception as exc:  # database unreachable: a standby just waits
-                    log.warning("standby cannot reach the database, retrying: %s", exc)
-                    await trio.sleep(STANDBY_POLL_SECONDS)
-            log.warning("took over wallet fingerprint=%s", wallet.fingerprint)
-            self.state = STARTING
-        else:
-            await self._start_control(nursery)
-        if not lock.exclusive_machine:
-            nursery.start_soon(self._watch_ownership, lock)
+    def stop(self, *, exit_code: int) -> None:
+        """End ``run`` with this process exit code (from any task of the daemon)."""
+        self.exit_code = exit_code
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
 
-    async def _start_control(self, nursery: trio.Nursery) -> None:
+    async def start_control(self, nursery: trio.Nursery) -> None:
         path = Path(self.config.control.socket)
         await nursery.start(
             partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT), path, self.handle
         )
         log.info("control socket listening path=%s", path)
-
-    async def _watch_ownership(self, lock: Any) -> None:
-        """The lock lives on a database connection. If that connection dies (database
-        outage, network), try to take the lock back: if nobody else took it meanwhile
-        we carry on; if a standby owns the wallet now, we stop. Recording stays safe in
-        between: payments are upserts and decisions run under row locks."""
-        while True:
-            await trio.sleep(OWNERSHIP_CHECK_SECONDS)
-            if await trio.to_thread.run_sync(lock.alive):
-                self.ownership_lost_since = None
-                continue
-            if self.ownership_lost_since is None:
-                self.ownership_lost_since = time.time()
-                log.warning("wallet lock connection lost; taking the lock back")
-            try:
-                regained = await trio.to_thread.run_sync(lock.try_acquire, 0)
-            except Exception as exc:  # the database is still unreachable: keep trying
-                log.debug("wallet lock not regained yet: %s", exc)
-                continue
-            if regained:
-                log.info("wallet lock regained")
-                self.ownership_lost_since = None
-                continue
-            log.error("another daemon owns the wallet now; stopping (standby took over)")
-            self.exit_code = 1
-            if self._cancel_scope is not None:
-                self._cancel_scope.cancel()
-            return
-
-    def _on_tick(self) -> None:
-        """Called by the engine loop once a second: proof of life for systemd."""
-        if self._watchdog_interval is None:
-            return
-        now = time.monotonic()
-        if now - self._watchdog_last >= self._watchdog_interval:
-            self._watchdog_last = now
-            sd_notify("WATCHDOG=1")
 
     # -- Insight follow-up tasks --------------------------------------------------------
     def _on_connected(self, message: Any) -> None:

@@ -1,0 +1,153 @@
+"""What `dashpay status` reports: the daemon's state, the reasons it is not simply
+ready, and the figures of each component."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from dashpay import __version__
+from dashpay.domain.errors import DashpayError
+from dashpay.domain.status import PAID, PARTIAL, PENDING
+from dashpay.domain.views import iso_time
+
+if TYPE_CHECKING:
+    from dashpay.daemon.root import Daemon
+
+STARTING = "starting"
+READY = "ready"
+STOPPING = "stopping"
+DEGRADED = "degraded"
+STANDBY = "standby"
+# A callback still undelivered after this long means the merchant's endpoint is down
+# or refusing: worth a warning in `status` (retries go on for [callbacks] give_up_after).
+CALLBACK_BACKLOG_WARNING_SECONDS = 600
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else iso_time(int(ts * 1000))
+
+
+async def status_view(daemon: Daemon) -> dict[str, Any]:
+    """The `status` command's answer: state, why, and every component's figures."""
+    state, reasons = health(daemon)
+    result: dict[str, Any] = {
+        "version": __version__,
+        "state": state,
+        "ready": state == READY,
+        "reasons": reasons,
+        "warnings": [],
+        "pid": os.getpid(),
+        "uptime_seconds": round(time.time() - daemon.started_at, 3),
+        "sandbox": daemon.sandbox is not None,
+        "database": {
+            "backend": daemon.config.database.backend,
+            "url": daemon.config.database.display_url(),
+        },
+        "control_socket": str(daemon.config.control.socket),
+    }
+    if daemon.wallet is not None:
+        result["wallet"] = {
+            "fingerprint": daemon.wallet.fingerprint,
+            "wallet_id": daemon.wallet.wallet_id,
+            "network": daemon.wallet.network,
+            "chain": daemon.wallet.chain,
+        }
+    if daemon.repo is not None and daemon.wallet is not None:
+        repo, wallet = daemon.repo, daemon.wallet
+
+        def counts() -> tuple[dict[str, int], int, int]:
+            return (
+                repo.count_by_status(wallet.wallet_id),
+                repo.next_index(wallet.wallet_id, wallet.chain),
+                repo.unpaid_gap(wallet.wallet_id, wallet.chain),
+            )
+
+        try:
+            by_status, next_index, gap = await trio.to_thread.run_sync(counts)
+        except DashpayError as exc:
+            result["database"]["error"] = exc.message
+            result["reasons"].append(f"database error: {exc.message}")
+            if result["state"] == READY:
+                result["state"], result["ready"] = DEGRADED, False
+        else:
+            result["receivers"] = by_status
+            result["pending"] = sum(by_status.get(s, 0) for s in (PENDING, PARTIAL, PAID))
+            result["wallet"]["next_index"] = next_index
+            result["wallet"]["unpaid_in_a_row"] = gap
+            assert daemon.config.wallet is not None
+            if gap > daemon.config.wallet.gap_limit_warning:
+                result["warnings"].append(
+                    f"{gap} receivers in a row are unpaid (gap_limit_warning "
+                    f"{daemon.config.wallet.gap_limit_warning}): your wallet may not show "
+                    "payments past its gap limit; see README 'Gap limit'"
+                )
+    if daemon.insight is not None:
+        sock = daemon.insight
+        result["insight"] = {
+            "url": daemon.config.insight.url,
+            "socket_url": sock.endpoint.display,
+            "state": sock.state,
+            "connected_since": _iso(sock.connected_since),
+            "disconnected_since": _iso(sock.disconnected_since),
+            "last_event_at": _iso(sock.last_event_at),
+            "events_received": sock.events_received,
+            "events_rejected": sock.events_rejected,
+            "reconnects": sock.reconnects,
+        }
+    if daemon.engine is not None:
+        stats = daemon.engine.stats
+        result["engine"] = {
+            "watched": len(daemon.engine.table),
+            "events": stats.events,
+            "matched": stats.matched,
+            "payments_recorded": stats.payments_recorded,
+            "outbox_events": stats.outbox_events,
+            "db_errors": stats.db_errors,
+        }
+    if daemon.callbacks is not None:
+        try:
+            result["callbacks"] = view = await daemon.callbacks.status_view()
+        except DashpayError as exc:
+            result["callbacks"] = view = {"error": exc.message}
+        age = view.get("oldest_pending_age_seconds")
+        if age is not None and age > CALLBACK_BACKLOG_WARNING_SECONDS:
+            result["warnings"].append(
+                f"{view.get('pending')} callback(s) pending, the oldest for {age:.0f}s: "
+                "check the merchant endpoint (dashpay callbacks list --status pending)"
+            )
+    if daemon.reconciler is not None and daemon.reconciler.last_full is not None:
+        result["last_rescan"] = {
+            "at": _iso(daemon.reconciler.last_full_at),
+            **daemon.reconciler.last_full.as_dict(),
+        }
+    return result
+
+
+def health(daemon: Daemon) -> tuple[str, list[str]]:
+    """The state `status` reports and why it is not simply "ready"."""
+    reasons: list[str] = []
+    sock = daemon.insight
+    if sock is not None and sock.state != "connected":
+        since = sock.disconnected_since
+        reasons.append(
+            f"insight socket {sock.state}"
+            + (f" since {_iso(since)}" if since else "")
+            + f" ({sock.endpoint.display})"
+        )
+    if daemon.ownership_lost_since is not None:
+        reasons.append(f"wallet lock lost since {_iso(daemon.ownership_lost_since)}")
+    if daemon.last_rescan_error:
+        reasons.append(f"last rescan failed: {daemon.last_rescan_error}")
+    engine = daemon.engine
+    if engine is not None and engine.stats.last_db_error_at is not None:
+        if time.time() - engine.stats.last_db_error_at < 60:
+            reasons.append(f"database error: {engine.stats.last_db_error}")
+    if daemon.state == STARTING and sock is not None and sock.state == "connected":
+        reasons.append("rescanning pending receivers")
+    if daemon.state == READY and reasons:
+        return DEGRADED, reasons
+    return daemon.state, reasons
