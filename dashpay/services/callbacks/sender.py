@@ -50,7 +50,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -909,9 +909,7 @@ class CallbackSender:
         )
 
 
-# -- control methods ----------------------------------------------------------------------
-
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# -- what the callbacks.* commands do (api/commands.py parses their parameters) ----------
 
 
 def attempt_view(attempt: CallbackAttempt) -> dict[str, Any]:
