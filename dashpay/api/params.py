@@ -126,7 +126,7 @@ def parse_expires_after(value: Any) -> float | None:
     """Seconds, from a number or a duration such as "30m"; 0 means never."""
     if value is None:
         return None
-    from dashpay.config import parse_duration  # stdlib-only module
+    from dashpay.config.durations import parse_duration  # stdlib-only module
 
     if isinstance(value, bool):
         raise InvalidParams("expires_after must be a duration such as 30m, 2h or 0 (never)")

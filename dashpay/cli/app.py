@@ -78,7 +78,9 @@ def print_json(data: Any) -> None:
 
 def _load_config(g: Globals, *, required: bool):
     """The Config from --config / $DASHPAY_CONFIG / /etc/dashpay/config.toml, or None."""
-    from dashpay.config import ConfigError, load_config, resolve_config_path
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
+    from dashpay.config.load import load_config
 
     try:
         path, source = resolve_config_path(g.config)
@@ -104,7 +106,9 @@ def socket_path(g: Globals) -> tuple[Path, str]:
     env = os.environ.get("DASHPAY_SOCKET")
     if env:
         return Path(env), "DASHPAY_SOCKET"
-    from dashpay.config import ConfigError, load_control_config, resolve_config_path
+    from dashpay.config.control import load_control_config
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
 
     try:
         path, _ = resolve_config_path(g.config)
@@ -474,7 +478,7 @@ def rescan(
     if receiver_ids:
         params["receiver_ids"] = [_receiver_id(i) for i in receiver_ids]
     elif since is not None:
-        from dashpay.config import parse_duration
+        from dashpay.config.durations import parse_duration
 
         try:
             parse_duration(since, key="--since")
@@ -571,7 +575,9 @@ def config_check(
     path: str | None = typer.Argument(None, help="Config file (default: the usual lookup)."),
 ) -> None:
     """Validate a config file offline; exit 2 with the problem if it is wrong."""
-    from dashpay.config import ConfigError, load_config, resolve_config_path
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
+    from dashpay.config.load import load_config
 
     try:
         found, source = resolve_config_path(path or ctx.obj.config)

@@ -26,7 +26,7 @@ PRICE_TIMEOUT = 65.0
 def _age(seconds: Any) -> str:
     if not isinstance(seconds, int) or seconds < 0:
         return "?"
-    from dashpay.config import format_duration
+    from dashpay.config.durations import format_duration
 
     return format_duration(seconds)
 

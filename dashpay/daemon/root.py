@@ -23,7 +23,7 @@ import trio
 
 from dashpay import __version__
 from dashpay.api import methods
-from dashpay.config import Config
+from dashpay.config.model import Config
 from dashpay.domain.accounting import Rules
 from dashpay.domain.errors import CONFLICT, METHOD_NOT_FOUND, DashpayError, Unavailable
 from dashpay.domain.status import PAID, PARTIAL, PENDING
@@ -502,7 +502,8 @@ class Daemon:
     def _reload(self) -> None:
         """SIGHUP: re-read the config file and apply what can change live (the log
         level); everything else needs a restart, and a broken file changes nothing."""
-        from dashpay.config import ConfigError, load_config
+        from dashpay.config.errors import ConfigError
+        from dashpay.config.load import load_config
         from dashpay.daemon.logs import setup_logging
 
         if self.config.path is None:

@@ -17,14 +17,11 @@ from typing import Any
 import trio
 
 from dashpay.api import methods
-from dashpay.config import (
-    Config,
-    ControlConfig,
-    WalletConfig,
-    default_config,
-    parse_database_url,
-    paths,
-)
+from dashpay.config import paths
+from dashpay.config.control import ControlConfig
+from dashpay.config.database import parse_database_url
+from dashpay.config.load import default_config
+from dashpay.config.model import Config, WalletConfig
 from dashpay.domain.errors import InvalidParams
 from dashpay.domain.money import AmountError, dash_to_duffs
 

@@ -106,7 +106,7 @@ class Reconciler:
             targets = await self._targets_by_id([receiver_id_value(i) for i in ids])
             summary = await self.rescan(targets)
         elif since is not None:
-            from dashpay.config import parse_duration
+            from dashpay.config.durations import parse_duration
 
             try:
                 seconds = parse_duration(since if not isinstance(since, bool) else "x", key="since")

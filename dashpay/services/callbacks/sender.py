@@ -68,7 +68,8 @@ from dashpay.api.params import (
     receiver_id_value,
     validate_callback_url,
 )
-from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
+from dashpay.config.durations import format_duration
+from dashpay.config.model import CallbacksConfig, is_metadata_target
 from dashpay.domain.accounting import new_event_id
 from dashpay.domain.errors import DashpayError, InvalidParams, NotFound, Unavailable
 from dashpay.domain.model import (
