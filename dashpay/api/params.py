@@ -113,7 +113,7 @@ def parse_expires_after(value: Any) -> float | None:
     """Seconds, from a number or a duration such as "30m"; 0 means never."""
     if value is None:
         return None
-    from dashpay.config import parse_duration  # stdlib-only module
+    from dashpay.config.durations import parse_duration  # stdlib-only module
 
     if isinstance(value, bool):
         raise InvalidParams("expires_after must be a duration such as 30m, 2h or 0 (never)")
@@ -304,7 +304,7 @@ def parse_rescan(params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidParams(f"receiver_ids must be a list of 1 to {MAX_RESCAN_IDS} ids")
         return {"receiver_ids": [receiver_id_value(i) for i in ids], "since_seconds": None}
     if since is not None:
-        from dashpay.config import parse_duration
+        from dashpay.config.durations import parse_duration
 
         try:
             seconds = parse_duration(since if not isinstance(since, bool) else "x", key="since")

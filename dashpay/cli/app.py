@@ -181,7 +181,9 @@ def config_check(
     path: str | None = typer.Argument(None, help="Config file (default: the usual lookup)."),
 ) -> None:
     """Validate a config file offline; exit 2 with the problem if it is wrong."""
-    from dashpay.config import ConfigError, load_config, resolve_config_path
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
+    from dashpay.config.load import load_config
 
     try:
         found, source = resolve_config_path(path or ctx.obj.config)

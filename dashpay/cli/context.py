@@ -37,7 +37,9 @@ def print_json(data: Any) -> None:
 
 def _load_config(g: Globals, *, required: bool):
     """The Config from --config / $DASHPAY_CONFIG / /etc/dashpay/config.toml, or None."""
-    from dashpay.config import ConfigError, load_config, resolve_config_path
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
+    from dashpay.config.load import load_config
 
     try:
         path, source = resolve_config_path(g.config)
@@ -63,7 +65,9 @@ def socket_path(g: Globals) -> tuple[Path, str]:
     env = os.environ.get("DASHPAY_SOCKET")
     if env:
         return Path(env), "DASHPAY_SOCKET"
-    from dashpay.config import ConfigError, load_control_config, resolve_config_path
+    from dashpay.config.control import load_control_config
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
 
     try:
         path, _ = resolve_config_path(g.config)

@@ -22,7 +22,7 @@ _CODE = re.compile(r"[A-Za-z]{3}")
 def _age(seconds: Any) -> str:
     if not isinstance(seconds, int) or seconds < 0:
         return "?"
-    from dashpay.config import format_duration
+    from dashpay.config.durations import format_duration
 
     return format_duration(seconds)
 

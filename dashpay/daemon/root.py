@@ -22,7 +22,7 @@ import trio
 from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
-from dashpay.config import Config
+from dashpay.config.model import Config
 from dashpay.daemon.ownership import own_wallet
 from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
 from dashpay.daemon.systemd import Watchdog, sd_notify
@@ -268,7 +268,8 @@ class Daemon:
     def _reload(self) -> None:
         """SIGHUP: re-read the config file and apply what can change live (the log
         level); everything else needs a restart, and a broken file changes nothing."""
-        from dashpay.config import ConfigError, load_config
+        from dashpay.config.errors import ConfigError
+        from dashpay.config.load import load_config
         from dashpay.daemon.logs import setup_logging
 
         if self.config.path is None:

@@ -10,7 +10,8 @@ import logging
 
 import trio
 
-from dashpay.config import Config, paths
+from dashpay.config import paths
+from dashpay.config.model import Config
 from dashpay.daemon.root import Daemon, run_main
 from dashpay.sandbox.runtime import NETWORK, SandboxRuntime, sandbox_config, with_sandbox_insight
 

@@ -14,14 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dashpay.config import (
-    Config,
-    ControlConfig,
-    WalletConfig,
-    default_config,
-    parse_database_url,
-    paths,
-)
+from dashpay.config import paths
+from dashpay.config.control import ControlConfig
+from dashpay.config.database import parse_database_url
+from dashpay.config.load import default_config
+from dashpay.config.model import Config, WalletConfig
 from dashpay.domain.errors import InvalidParams
 
 log = logging.getLogger("dashpay.sandbox")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dashpay.config import parse_database_url
+from dashpay.config.database import parse_database_url
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 

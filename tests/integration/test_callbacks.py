@@ -20,7 +20,8 @@ import trio
 import trio.testing
 
 from dashpay import __version__
-from dashpay.config import CallbacksConfig, parse_database_url
+from dashpay.config.database import parse_database_url
+from dashpay.config.model import CallbacksConfig
 from dashpay.domain import accounting
 from dashpay.domain.errors import InvalidParams, NotFound
 from dashpay.domain.model import (

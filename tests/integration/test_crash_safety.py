@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 
-from dashpay.config import parse_database_url
+from dashpay.config.database import parse_database_url
 from dashpay.repository import open_repository
 from tests.conftest import TEST_XPUB, start_daemon, wait_ready, write_config
 

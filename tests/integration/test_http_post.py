@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from dashpay.config import CallbacksConfig
+from dashpay.config.model import CallbacksConfig
 from dashpay.net.http_post import BadResponse, ConnectFailed, HttpPoster, PostResponse, TlsFailed
 from dashpay.services.callbacks.sender import TargetRefused, checked_addresses
 from tests.integration.conftest import free_port

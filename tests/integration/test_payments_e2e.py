@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from dashpay.config import parse_database_url
+from dashpay.config.database import parse_database_url
 from dashpay.repository import open_repository
 from tests.conftest import start_daemon
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from dashpay.config import PricesConfig, config_from_dict, parse_database_url
+from dashpay.config.database import parse_database_url
+from dashpay.config.load import config_from_dict
+from dashpay.config.model import PricesConfig
 from dashpay.domain.errors import PRICE_UNAVAILABLE, DashpayError, InvalidParams, PriceUnavailable
 from dashpay.net.control_server import serve_control
 from dashpay.repository import open_repository

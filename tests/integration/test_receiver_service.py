@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from dashpay.config import parse_database_url
+from dashpay.config.database import parse_database_url
 from dashpay.domain.accounting import Rules
 from dashpay.domain.errors import Conflict, InvalidParams, Unavailable
 from dashpay.domain.model import NewReceiver, Receiver, ReceiverWork

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from dashpay.config import CallbacksConfig
+from dashpay.config.model import CallbacksConfig
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
 from dashpay.services.callbacks.sender import (
     Delivery,

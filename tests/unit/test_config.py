@@ -13,23 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from dashpay import config as config_module
-from dashpay.config import (
-    CONFIG_KEYS,
-    DEFAULT_DATABASE_URL,
-    MAX_URL_CHARS,
-    CallbacksConfig,
-    ConfigError,
-    InsightConfig,
-    LoggingConfig,
-    config_from_dict,
-    default_config,
-    load_config,
-    load_control_config,
-    parse_database_url,
-    parse_duration,
-    resolve_config_path,
-)
+from dashpay.config import files as config_module
+from dashpay.config.control import load_control_config
+from dashpay.config.database import parse_database_url
+from dashpay.config.durations import parse_duration
+from dashpay.config.errors import ConfigError
+from dashpay.config.files import resolve_config_path
+from dashpay.config.keys import CONFIG_KEYS, DEFAULT_DATABASE_URL, MAX_URL_CHARS
+from dashpay.config.load import config_from_dict, default_config, load_config
+from dashpay.config.model import CallbacksConfig, InsightConfig, LoggingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.toml"
@@ -131,7 +123,7 @@ def test_default_config_takes_overrides():
 
 def test_importing_config_loads_no_heavy_module():
     code = (
-        "import sys, dashpay.config; "
+        "import sys, dashpay.config.load; "
         "heavy = ('trio', 'httpx', 'bip_utils', 'dashpay.domain.wallet'); "
         "heavy = [m for m in heavy if m in sys.modules]; "
         "print(heavy)"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashpay.config import (
+from dashpay.config.durations import (
     MAX_DURATION_SECONDS,
     DurationError,
     format_duration,

@@ -60,7 +60,8 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay import __version__
-from dashpay.config import CallbacksConfig, format_duration, is_metadata_target
+from dashpay.config.durations import format_duration
+from dashpay.config.model import CallbacksConfig, is_metadata_target
 from dashpay.domain.accounting import new_event_id
 from dashpay.domain.errors import DashpayError, InvalidParams, NotFound, Unavailable
 from dashpay.domain.limits import MAX_LIST_LIMIT

@@ -32,7 +32,8 @@ import httpx
 import trio
 
 from dashpay import __version__
-from dashpay.config import PricesConfig, format_duration
+from dashpay.config.durations import format_duration
+from dashpay.config.model import PricesConfig
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
 from dashpay.domain.money import DUFFS_PER_DASH, MAX_DUFFS
 from dashpay.domain.views import iso_time

@@ -1,0 +1,227 @@
+"""Loading a config file: every section validated and assembled into a ``Config``.
+
+Why validate everything up front: the daemon runs unattended under systemd, and a typo
+that surfaces at 3 a.m. when the first callback fires is far worse than a refusal to
+start. Every error names the file, the ``[section] key``, what was expected, what was
+found and how to fix it (``ConfigError``). Secrets (the database password, the callback
+secret, the contents of credential files) never appear in an error message or a repr.
+The xpub check imports ``dashpay.domain.wallet`` lazily, which parses keys with the
+stdlib too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dashpay.config.control import ControlConfig, build_control
+from dashpay.config.database import DatabaseConfig, parse_database_url
+from dashpay.config.durations import format_duration
+from dashpay.config.errors import ConfigError
+from dashpay.config.files import read_toml
+from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, check_sections
+from dashpay.config.model import (
+    CallbacksConfig,
+    Config,
+    InsightConfig,
+    LoggingConfig,
+    PricesConfig,
+    ReceiversConfig,
+    WalletConfig,
+    is_metadata_target,
+)
+from dashpay.config.secrets import read_secret_file
+
+
+def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; every problem is a ConfigError."""
+    path = Path(path)
+    return config_from_dict(read_toml(path), path=path, env=env)
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    *,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate parsed TOML (or an equivalent dict) into a Config."""
+    env = os.environ if env is None else env
+    check_sections(data, path)
+    base_dir = path.absolute().parent if path is not None else None
+    reader = Reader(path, data)
+    try:
+        return Config(
+            path=path,
+            wallet=_build_wallet(reader) if "wallet" in data else None,
+            database=_build_database(reader, base_dir, env),
+            control=build_control(reader, base_dir),
+            insight=_build_insight(reader),
+            receivers=ReceiversConfig(**reader.section("receivers")),
+            callbacks=_build_callbacks(reader, base_dir, env),
+            logging=LoggingConfig(**reader.section("logging")),
+            prices=_build_prices(reader),
+        )
+    except ConfigError as exc:
+        if exc.path is None:
+            exc.path = path
+        raise
+
+
+def default_config(**overrides: Any) -> Config:
+    """The configuration with every default (no wallet), for `serve --sandbox`."""
+    base = Config(
+        path=None,
+        wallet=None,
+        database=parse_database_url(DEFAULT_DATABASE_URL),
+        control=ControlConfig(),
+        insight=InsightConfig(),
+        receivers=ReceiversConfig(),
+        callbacks=CallbacksConfig(),
+        logging=LoggingConfig(),
+    )
+    return replace(base, **overrides)
+
+
+def _build_wallet(reader: Reader) -> WalletConfig:
+    values = reader.section("wallet")
+    if "xpub" not in values:
+        raise reader.error(
+            "wallet",
+            "xpub",
+            "is required when [wallet] is present",
+            "set it to your wallet's account extended public key (xpub...)",
+        )
+    wallet = WalletConfig(**values)
+    if wallet.gap_limit_max is not None and wallet.gap_limit_max < wallet.gap_limit_warning:
+        raise reader.error(
+            "wallet",
+            "gap_limit_max",
+            f"{wallet.gap_limit_max} is below gap_limit_warning ({wallet.gap_limit_warning})",
+            "raise gap_limit_max or lower gap_limit_warning",
+        )
+    from dashpay.domain.wallet import WalletKeyError, parse_extended_public_key
+
+    try:
+        parse_extended_public_key(wallet.xpub, wallet.network)
+    except WalletKeyError as exc:
+        raise reader.error("wallet", "xpub", str(exc)) from None
+    return wallet
+
+
+def _build_database(
+    reader: Reader, base_dir: Path | None, env: Mapping[str, str]
+) -> DatabaseConfig:
+    values = reader.section("database")
+    database = parse_database_url(
+        values.get("url", DEFAULT_DATABASE_URL),
+        key="database.url",
+        base_dir=base_dir,
+        password_file=values.get("password_file"),
+        env=env,
+    )
+    if "connect_timeout" in values:
+        database = replace(database, connect_timeout=values["connect_timeout"])
+    return database
+
+
+def _build_insight(reader: Reader) -> InsightConfig:
+    insight = InsightConfig(**reader.section("insight"))
+    if insight.reconnect_initial > insight.reconnect_max:
+        raise reader.error(
+            "insight",
+            "reconnect_initial",
+            f"{format_duration(insight.reconnect_initial)} is longer than reconnect_max "
+            f"({format_duration(insight.reconnect_max)})",
+            "make reconnect_initial at most reconnect_max",
+        )
+    return insight
+
+
+def _build_prices(reader: Reader) -> PricesConfig:
+    prices = PricesConfig(**reader.section("prices"))
+    if prices.refresh >= prices.max_age:
+        raise reader.error(
+            "prices",
+            "refresh",
+            f"{format_duration(prices.refresh)} is not shorter than max_age "
+            f"({format_duration(prices.max_age)}): quotes would expire before they are "
+            "refreshed and creating a receiver would wait on the providers",
+            "make refresh a fraction of max_age (the defaults are 60s and 10m)",
+        )
+    return prices
+
+
+def _build_callbacks(
+    reader: Reader, base_dir: Path | None, env: Mapping[str, str]
+) -> CallbacksConfig:
+    values = reader.section("callbacks")
+    if "secret" in values and "secret_file" in values:
+        raise reader.error(
+            "callbacks",
+            "secret_file",
+            "secret and secret_file are both set",
+            "keep one (secret_file keeps the secret out of the config file)",
+        )
+    if "secret_file" in values:
+        values["secret_file"], values["secret"] = read_secret_file(
+            values["secret_file"], key="callbacks.secret_file", base_dir=base_dir, env=env
+        )
+        secret_key = "secret_file"
+    else:
+        secret_key = "secret"
+    secret = values.get("secret")
+    if secret is not None and len(secret) < MIN_SECRET_CHARS:
+        raise reader.error(
+            "callbacks",
+            secret_key,
+            f"the secret has {len(secret)} characters; at least {MIN_SECRET_CHARS} are needed",
+            "generate one with: openssl rand -hex 32",
+        )
+    callbacks = CallbacksConfig(**values)
+    if callbacks.backoff_initial > callbacks.backoff_max:
+        raise reader.error(
+            "callbacks",
+            "backoff_initial",
+            f"{format_duration(callbacks.backoff_initial)} is longer than backoff_max "
+            f"({format_duration(callbacks.backoff_max)})",
+            "make backoff_initial at most backoff_max",
+        )
+    if callbacks.default_url is not None:
+        _check_callback_target(reader, callbacks)
+    return callbacks
+
+
+def _check_callback_target(reader: Reader, callbacks: CallbacksConfig) -> None:
+    """The default URL must pass the same host rules as every callback."""
+    assert callbacks.default_url is not None
+    host = urlsplit(callbacks.default_url).hostname or ""
+    if not callbacks.allows_host(host):
+        raise reader.error(
+            "callbacks",
+            "default_url",
+            f"its host {host} is not in allow_hosts",
+            "add the host to allow_hosts or change default_url",
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: checked after DNS resolution, when a callback is sent
+    if callbacks.allows_address(address):
+        return
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if is_metadata_target(address):
+        why = "is link-local or a cloud metadata address and block_link_local is on"
+        fix = "point it at another host (or set block_link_local = false)"
+    elif address.is_multicast or address.is_unspecified:
+        why, fix = "is a multicast or unspecified address", "point it at a real host"
+    else:
+        why = "is private or loopback and allow_private_targets is off"
+        fix = "point it at a public host (or set allow_private_targets = true)"
+    raise reader.error("callbacks", "default_url", f"{address} {why}", fix)

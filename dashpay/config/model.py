@@ -1,0 +1,169 @@
+"""The configuration as frozen dataclasses, their defaults taken from ``CONFIG_KEYS``.
+
+Also the [callbacks] target rules (``allows_host``, ``allows_address``): they are the
+meaning of those keys, checked here for ``default_url`` at load and enforced at
+connect time by ``dashpay.net.guard``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dashpay.config.control import ControlConfig
+from dashpay.config.database import DatabaseConfig
+from dashpay.config.keys import PRICE_PROVIDERS, default
+
+# Cloud metadata services outside the link-local ranges, refused with them when
+# block_link_local is on: AWS's IPv6 endpoint (fd00:ec2::254, a unique-local address
+# that would otherwise pass as private) and Alibaba Cloud's (100.100.100.200, in the
+# carrier-grade NAT range). The IPv4 endpoints of AWS, GCP, Azure and Oracle are
+# 169.254.169.254, already link-local.
+CLOUD_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WalletConfig:
+    xpub: str
+    network: str = default("wallet", "network")
+    chain: int = default("wallet", "chain")
+    gap_limit_warning: int = default("wallet", "gap_limit_warning")
+    gap_limit_max: int | None = default("wallet", "gap_limit_max")
+
+
+@dataclass(frozen=True, slots=True)
+class InsightConfig:
+    url: str = default("insight", "url")
+    socket_url: str | None = default("insight", "socket_url")
+    timeout: float = default("insight", "timeout")
+    reconnect_initial: float = default("insight", "reconnect_initial")
+    reconnect_max: float = default("insight", "reconnect_max")
+
+    @property
+    def effective_socket_url(self) -> str:
+        """``socket_url``, else scheme://host[:port] of ``url`` (socket.io lives at the
+        server root, not under the API prefix)."""
+        if self.socket_url:
+            return self.socket_url
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        return f"{parts.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiversConfig:
+    expires_after: float = default("receivers", "expires_after")  # 0 = never
+    monitor_window: float = default("receivers", "monitor_window")
+    underpayment_tolerance: Decimal = default("receivers", "underpayment_tolerance")  # percent
+    confirmations: int = default("receivers", "confirmations")
+
+
+def is_metadata_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Link-local or a known cloud metadata address (where credentials can be read)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.scope_id is not None:
+            address = ipaddress.IPv6Address(str(address).partition("%")[0])
+    return address.is_link_local or address in CLOUD_METADATA_ADDRESSES
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksConfig:
+    default_url: str | None = default("callbacks", "default_url")
+    secret: str | None = field(default=None, repr=False)
+    secret_file: Path | None = None
+    timeout: float = default("callbacks", "timeout")
+    backoff_initial: float = default("callbacks", "backoff_initial")
+    backoff_max: float = default("callbacks", "backoff_max")
+    give_up_after: float = default("callbacks", "give_up_after")
+    allow_hosts: tuple[str, ...] = default("callbacks", "allow_hosts")
+    allow_private_targets: bool = default("callbacks", "allow_private_targets")
+    block_link_local: bool = default("callbacks", "block_link_local")
+    max_in_flight: int = default("callbacks", "max_in_flight")
+
+    def allows_host(self, host: str) -> bool:
+        """Whether a callback may go to ``host`` under ``allow_hosts`` (empty = any).
+
+        "*.example.com" matches every subdomain of example.com, not example.com itself.
+        """
+        if not self.allow_hosts:
+            return True
+        name = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+        with contextlib.suppress(ValueError):
+            name = str(ipaddress.ip_address(name))
+        for pattern in self.allow_hosts:
+            if pattern.startswith("*."):
+                if name.endswith(pattern[1:]):
+                    return True
+            elif name == pattern:
+                return True
+        return False
+
+    def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether a callback may connect to this resolved IP address.
+
+        Link-local (169.254.0.0/16 and fe80::/10: cloud metadata services) and the other
+        ``CLOUD_METADATA_ADDRESSES`` only when ``block_link_local`` is off; loopback and
+        private networks only when ``allow_private_targets`` is on; multicast and
+        unspecified addresses never.
+        """
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_multicast or address.is_unspecified:
+            return False
+        if is_metadata_target(address):
+            return not self.block_link_local
+        if not address.is_global:
+            return self.allow_private_targets
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = default("logging", "level")
+
+
+@dataclass(frozen=True, slots=True)
+class PricesConfig:
+    """[prices]: where DASH's fiat price comes from and how long a quote may be used.
+    ``max_deviation`` is a percentage; durations are seconds; one URL per provider."""
+
+    providers: tuple[str, ...] = default("prices", "providers")
+    strategy: str = default("prices", "strategy")  # "first" or "median"
+    currencies: tuple[str, ...] = default("prices", "currencies")
+    refresh: float = default("prices", "refresh")
+    max_age: float = default("prices", "max_age")
+    max_deviation: Decimal = default("prices", "max_deviation")  # percent
+    timeout: float = default("prices", "timeout")
+    coingecko: str = default("prices", "coingecko")
+    kraken: str = default("prices", "kraken")
+    coinbase: str = default("prices", "coinbase")
+
+    def url(self, provider: str) -> str:
+        """The API base URL of a provider in ``PRICE_PROVIDERS``."""
+        if provider not in PRICE_PROVIDERS:
+            raise ValueError(f"unknown price provider {provider!r}")
+        return getattr(self, provider)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path | None
+    wallet: WalletConfig | None
+    database: DatabaseConfig
+    control: ControlConfig
+    insight: InsightConfig
+    receivers: ReceiversConfig
+    callbacks: CallbacksConfig
+    logging: LoggingConfig
+    prices: PricesConfig = field(default_factory=PricesConfig)
