@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dashpay.api import params as p
 
 if TYPE_CHECKING:
-    from dashpay.services.callbacks.sender import CallbackService
+    from dashpay.services.callbacks.service import CallbackService
     from dashpay.services.prices.service import PriceService
     from dashpay.services.receivers import ReceiverService
     from dashpay.services.rescan import Reconciler

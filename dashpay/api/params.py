@@ -21,21 +21,25 @@ from dashpay.domain.limits import (
     MAX_URL_CHARS,
 )
 from dashpay.domain.model import CreateReceiverParams, ListReceiversParams
-from dashpay.domain.money import AmountError, dash_to_duffs, parse_decimal
+from dashpay.domain.money import (
+    DASH,
+    FIAT_CODE,
+    AmountError,
+    dash_to_duffs,
+    fiat_code,
+    parse_decimal,
+)
 from dashpay.domain.status import OUTBOX_STATUSES, STATUSES
 from dashpay.domain.urls import validate_callback_url
 
 RECEIVER_STATUSES = STATUSES
 
-DASH = "DASH"
 # Limits from the original processor's columns and common sense; each names its reason.
 MAX_TEXT_CHARS = 255  # description / username: VARCHAR(255) in both backends
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # Receivers one `rescan` call may name: a bigger set is a `--since` or full rescan.
 MAX_RESCAN_IDS = 1_000
 DEFAULT_LIST_LIMIT = 50
-_CURRENCY = re.compile(r"^[A-Z]{3,5}$")
-_FIAT_CODE = re.compile(r"[A-Z]{3}")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 
 
@@ -102,7 +106,7 @@ def parse_amount(value: Any, currency: str) -> tuple[Decimal, int | None]:
 def parse_currency(value: Any) -> str:
     if value is None:
         return DASH
-    if not isinstance(value, str) or not _CURRENCY.match(value.strip().upper()):
+    if not isinstance(value, str) or not FIAT_CODE.fullmatch(value.strip().upper()):
         raise InvalidParams(
             f"currency must be DASH or a 3-letter ISO 4217 code such as USD or EUR, got {value!r}"
         )
@@ -265,20 +269,6 @@ def test_url(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidParams("url is required, e.g. https://shop.example/dashpay/callback")
     return validate_callback_url(value, what="url")
-
-
-def fiat_code(value: Any, *, what: str = "currency") -> str:
-    """A fiat currency code: three letters (any case in, upper case out), not DASH."""
-    if not isinstance(value, str):
-        raise InvalidParams(f"{what} must be a 3-letter code such as USD, got {value!r:.40}")
-    code = value.strip().upper()
-    if code == DASH:
-        raise InvalidParams(f"{what} DASH needs no price; give a fiat code such as USD")
-    if not _FIAT_CODE.fullmatch(code):
-        raise InvalidParams(
-            f"{what} must be a 3-letter ISO 4217 code such as USD or EUR, got {value!r:.40}"
-        )
-    return code
 
 
 def currency_list(value: Any) -> list[str] | None:

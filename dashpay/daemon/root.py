@@ -36,7 +36,9 @@ from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
-from dashpay.services.callbacks.sender import CallbackSender, CallbackService, resolve_secret
+from dashpay.services.callbacks.secret import resolve_secret
+from dashpay.services.callbacks.sender import CallbackSender
+from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 DUFFS_PER_DASH = 100_000_000
@@ -101,3 +102,25 @@ def format_dash(duffs: int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+# The coin's own code, and the one rule for a fiat currency code (ISO 4217: three
+# letters), used by the API, the price service and the price cache alike.
+DASH = "DASH"
+FIAT_CODE = re.compile(r"[A-Z]{3}")
+
+
+def fiat_code(value: object, *, what: str = "currency") -> str:
+    """A fiat currency code: three letters (any case in, upper case out), not DASH."""
+    from dashpay.domain.errors import InvalidParams
+
+    if not isinstance(value, str):
+        raise InvalidParams(f"{what} must be a 3-letter code such as USD, got {value!r:.40}")
+    code = value.strip().upper()
+    if code == DASH:
+        raise InvalidParams(f"{what} DASH needs no price; give a fiat code such as USD")
+    if not FIAT_CODE.fullmatch(code):
+        raise InvalidParams(
+            f"{what} must be a 3-letter ISO 4217 code such as USD or EUR, got {value!r:.40}"
+        )
+    return code

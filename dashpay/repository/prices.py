@@ -20,12 +20,12 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dashpay.domain.errors import InvalidParams
+from dashpay.domain.money import FIAT_CODE
 
 T = TypeVar("T")
 
 # ISO 4217 alphabetic codes are three upper-case letters; price_quotes.currency is
 # VARCHAR(16) in MySQL, so anything longer is refused before it reaches the database.
-CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 # price_quotes.price and .provider are VARCHAR(64) in MySQL; SQLite would take more, and
 # the two backends must not disagree.
 MAX_PRICE_CHARS = 64
@@ -54,7 +54,7 @@ def check_quote(quote: object) -> PriceQuote:
     (a wrong one is a bug upstream, but it must never reach a receiver's rate)."""
     if not isinstance(quote, PriceQuote):
         raise InvalidParams(f"expected a PriceQuote, got {type(quote).__name__}")
-    if not isinstance(quote.currency, str) or not CURRENCY_CODE.fullmatch(quote.currency):
+    if not isinstance(quote.currency, str) or not FIAT_CODE.fullmatch(quote.currency):
         raise InvalidParams(f"currency must be 3 upper-case letters, got {quote.currency!r:.40}")
     price = quote.price
     if (
@@ -83,7 +83,7 @@ def check_quote(quote: object) -> PriceQuote:
 
 
 def _check_currency(currency: object) -> str:
-    if not isinstance(currency, str) or not CURRENCY_CODE.fullmatch(currency):
+    if not isinstance(currency, str) or not FIAT_CODE.fullmatch(currency):
         raise InvalidParams(f"currency must be 3 upper-case letters, got {currency!r:.40}")
     return currency
 

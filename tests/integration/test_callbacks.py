@@ -38,14 +38,9 @@ from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDIN
 from dashpay.engine.record import decider, record_batch
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
-from dashpay.services.callbacks.sender import (
-    MAX_RESPONSE_BYTES,
-    CallbackSecret,
-    CallbackSender,
-    CallbackService,
-    now_ms,
-    resolve_secret,
-)
+from dashpay.services.callbacks.secret import CallbackSecret, resolve_secret
+from dashpay.services.callbacks.sender import MAX_RESPONSE_BYTES, CallbackSender, now_ms
+from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.callbacks.signing import verify_signature
 from tests.commands import rpc
 from tests.integration.conftest import CallbackServer, Reply, free_port

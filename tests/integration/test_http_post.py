@@ -19,8 +19,8 @@ import trio
 import trio.testing
 
 from dashpay.config.model import CallbacksConfig
+from dashpay.net.guard import TargetRefused, checked_addresses
 from dashpay.net.http_post import BadResponse, ConnectFailed, HttpPoster, PostResponse, TlsFailed
-from dashpay.services.callbacks.sender import TargetRefused, checked_addresses
 from tests.integration.conftest import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

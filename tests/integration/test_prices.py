@@ -34,7 +34,9 @@ from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.repository.prices import PriceQuote
 from dashpay.repository.sqlite import SqliteRepository
-from dashpay.services.prices.service import MAX_RESPONSE_BYTES, PriceService, fiat_to_duffs
+from dashpay.services.prices.convert import fiat_to_duffs
+from dashpay.services.prices.providers import MAX_RESPONSE_BYTES
+from dashpay.services.prices.service import PriceService
 from tests.commands import rpc
 from tests.conftest import REPO, cli_env
 from tests.insight_stub import InsightStub, Reply, Request

@@ -41,6 +41,15 @@ LONG_FILES: dict[str, str] = {
         "one model: the simulated chain's state and the Insight JSON it renders from its "
         "own indexes (mempool, blocks, locks, address histories)"
     ),
+    "dashpay/services/callbacks/sender.py": (
+        "one task, CallbackSender (~540 lines): the receivers it holds, the POST slots, the "
+        "outbox reads and the batched outcomes share its state; policy, secret, guard and "
+        "the commands are in their own files"
+    ),
+    "dashpay/services/prices/service.py": (
+        "one service, PriceService (~510 lines): the quote cache, single-flight fetches, "
+        "failover and the refresh loop share its state; providers and conversion are apart"
+    ),
     "dashpay/net/insight_socket.py": (
         "the shell of one Insight connection: connect, handshake, heartbeat, read loop, "
         "reconnect; each step hands the next its state"

@@ -11,14 +11,9 @@ import pytest
 
 from dashpay.config.model import CallbacksConfig
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
-from dashpay.services.callbacks.sender import (
-    Delivery,
-    display_origin,
-    origin_of,
-    plan_outcome,
-    refusal_reason,
-    retry_after_seconds,
-)
+from dashpay.net.guard import refusal_reason
+from dashpay.services.callbacks.policy import Delivery, plan_outcome, retry_after_seconds
+from dashpay.services.callbacks.sender import display_origin, origin_of
 
 RULES = CallbacksConfig(backoff_initial=10, backoff_max=3600, give_up_after=3 * 86400)
 T0 = 1_700_000_000_000  # epoch ms

@@ -14,21 +14,23 @@ from hypothesis import strategies as st
 
 from dashpay.domain.errors import InvalidParams
 from dashpay.domain.money import MAX_DUFFS
-from dashpay.services.prices.service import (
+from dashpay.domain.money import fiat_code as parse_currency_code
+from dashpay.services.prices.convert import (
+    Quote,
+    convert,
+    fiat_to_duffs,
+    median,
+    price_text,
+    sane_price,
+)
+from dashpay.services.prices.providers import (
     BadAnswer,
     Coinbase,
     CoinGecko,
     Kraken,
     NotQuoted,
     ProviderError,
-    Quote,
-    convert,
     decode_json,
-    fiat_to_duffs,
-    median,
-    parse_currency_code,
-    price_text,
-    sane_price,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "prices"

@@ -44,16 +44,11 @@ from __future__ import annotations
 
 import collections
 import functools
-import ipaddress
-import json
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,20 +56,18 @@ import trio
 
 from dashpay import __version__
 from dashpay.config.durations import format_duration
-from dashpay.config.model import CallbacksConfig, is_metadata_target
-from dashpay.domain.accounting import new_event_id
-from dashpay.domain.errors import DashpayError, InvalidParams, NotFound, Unavailable
+from dashpay.config.model import CallbacksConfig
+from dashpay.domain.errors import InvalidParams, Unavailable
 from dashpay.domain.limits import MAX_LIST_LIMIT
 from dashpay.domain.model import (
     AttemptOutcome,
-    CallbackAttempt,
     CallbackRecord,
     OutboxEvent,
     ReceiverResult,
 )
-from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_PENDING
 from dashpay.domain.urls import validate_callback_url
-from dashpay.domain.views import iso_time
+from dashpay.net.guard import TargetRefused, checked_addresses
 from dashpay.net.http_post import (
     DEFAULT_PORTS,
     ConnectFailed,
@@ -83,16 +76,17 @@ from dashpay.net.http_post import (
     describe_error,
 )
 from dashpay.repository.base import Repository
+from dashpay.services.callbacks.policy import (
+    Delivery,
+    _printable,
+    _status_error,
+    plan_outcome,
+    retry_after_seconds,
+)
+from dashpay.services.callbacks.secret import CallbackSecret
 from dashpay.services.callbacks.signing import signature_header
 
 log = logging.getLogger("dashpay.callbacks")
-
-# The event `callbacks test` sends: signed like any other, never stored in the outbox.
-EVENT_PING = "ping"
-# Where the generated secret lives (settings table) when the config sets none.
-SECRET_SETTING = "callback_secret"
-# token_urlsafe(32): 256 random bits, 43 characters; far above MIN_SECRET_CHARS.
-GENERATED_SECRET_BYTES = 32
 USER_AGENT = f"dashpay/{__version__}"
 
 # Only the status line matters; the body is read for the attempt log and so that a
@@ -100,8 +94,6 @@ USER_AGENT = f"dashpay/{__version__}"
 # sensible acknowledgement (the poster allows 16 KiB of headers too); past it the
 # connection is closed instead of downloading a huge body.
 MAX_RESPONSE_BYTES = 16 * 1024
-# How much of an error response is kept in the attempt log (`callbacks show`).
-RESPONSE_EXCERPT_CHARS = 200
 # How long the body of an answer may take once its status is known. The status
 # decides the outcome; a body dripping in slowly must not hold a delivery slot.
 BODY_READ_SECONDS = 1.0
@@ -131,190 +123,12 @@ MAX_REMEMBERED_URLS = 4096
 HELD_PER_SLOT = 4
 # How long a shutdown waits to write the outcomes it already has.
 FINAL_WRITE_SECONDS = 5.0
-# Transient answers (RFC 9110): request timeout, too many requests, and server errors.
-RETRYABLE_STATUSES = frozenset({408, 429})
 # event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
 MAX_EVENT_ID_CHARS = 64
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# -- the secret -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackSecret:
-    value: str = field(repr=False)
-    source: str  # where it came from, for `callbacks secret` and the log
-
-
-def resolve_secret(rules: CallbacksConfig, repo: Repository) -> CallbackSecret:
-    """The HMAC key: ``[callbacks] secret_file`` or ``secret`` when set, else the one
-    generated at the first start and kept in the database (blocking: call it in a
-    thread). Several daemons sharing a database generate at most one between them."""
-    if rules.secret is not None:
-        if rules.secret_file is not None:
-            return CallbackSecret(rules.secret, f"[callbacks] secret_file {rules.secret_file}")
-        return CallbackSecret(rules.secret, "[callbacks] secret")
-    fresh = secrets.token_urlsafe(GENERATED_SECRET_BYTES)
-    stored = repo.set_setting_if_absent(SECRET_SETTING, fresh)
-    if stored == fresh:
-        log.info("callback secret generated and stored setting=%s", SECRET_SETTING)
-    return CallbackSecret(stored, f"generated, stored in the database (setting {SECRET_SETTING})")
-
-
-# -- where a callback may go --------------------------------------------------------------
-
-
-class TargetRefused(Exception):
-    """The [callbacks] rules forbid this target; retrying will not help."""
-
-
-def refusal_reason(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address, rules: CallbacksConfig
-) -> str | None:
-    """Why a resolved address may not be connected to, or None when it may."""
-    if rules.allows_address(address):
-        return None
-    if address.is_multicast or address.is_unspecified:
-        return f"{address} is a multicast or unspecified address"
-    if is_metadata_target(address):
-        return (
-            f"{address} is link-local or a cloud metadata address "
-            "(refused while [callbacks] block_link_local is on)"
-        )
-    return f"{address} is private or loopback (refused while allow_private_targets is off)"
-
-
-async def checked_addresses(host: str, port: int, rules: CallbacksConfig) -> list[str]:
-    """The addresses to connect to for ``host``: every one that DNS gives must pass the
-    rules, or TargetRefused says which does not. A name that does not resolve is a
-    connection error (retried: DNS outages pass)."""
-    name = host.strip().removeprefix("[").removesuffix("]")
-    if not rules.allows_host(name):
-        raise TargetRefused(f"{name} is not in [callbacks] allow_hosts")
-    try:
-        candidates = [ipaddress.ip_address(name)]
-    except ValueError:
-        candidates = await _resolve(name, port)
-    for address in candidates:
-        reason = refusal_reason(address, rules)
-        if reason is not None:
-            shown = reason if str(address) == name else f"{name} resolves to {reason}"
-            raise TargetRefused(shown)
-    return [str(address) for address in candidates]
-
-
-async def _resolve(name: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        infos = await trio.socket.getaddrinfo(name, port, type=trio.socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConnectFailed(f"cannot resolve {name}: {exc}") from None
-    candidates = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-    if not candidates:
-        raise ConnectFailed(f"{name} has no addresses")
-    return candidates
-
-
-# -- one attempt --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What one POST learned."""
-
-    http_status: int | None
-    error: str | None  # None for a 2xx
-    duration_ms: int
-    refused: bool = False  # the target rules forbid it (never retried)
-    retry_after: float | None = None  # seconds the server asked us to wait
-    excerpt: str = ""  # the start of the response body, printable
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) as
-    seconds from ``now`` (unix seconds); None when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text[:12]))  # 12 digits are 30,000 years: the rest is noise
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
-
-
-def is_retryable(delivery: Delivery) -> bool:
-    if delivery.refused:
-        return False
-    status = delivery.http_status
-    return status is None or status in RETRYABLE_STATUSES or 500 <= status <= 599
-
-
-def plan_outcome(
-    rules: CallbacksConfig,
-    delivery: Delivery,
-    *,
-    attempted_at: int,
-    first_attempt_at: int | None,
-    attempts_before: int,
-    now: int,
-) -> AttemptOutcome:
-    """The event's fate after an attempt (times in epoch ms): delivered on a 2xx;
-    failed on a refusal, a redirect or another 4xx, or when the give-up horizon has
-    passed; else pending until the next attempt (see the module docstring)."""
-
-    def outcome(status: str, error: str | None, next_at: int | None = None) -> AttemptOutcome:
-        return AttemptOutcome(
-            attempted_at=attempted_at,
-            duration_ms=delivery.duration_ms,
-            http_status=delivery.http_status,
-            error=error,
-            status=status,
-            next_attempt_at=next_at,
-        )
-
-    status = delivery.http_status
-    if status is not None and 200 <= status <= 299:
-        return outcome(OUTBOX_DELIVERED, None)
-    if not is_retryable(delivery):
-        return outcome(OUTBOX_FAILED, delivery.error)
-    start = attempted_at if first_attempt_at is None else first_attempt_at
-    deadline = start + int(rules.give_up_after * 1000)
-    if attempted_at >= deadline:  # this was the attempt made at the horizon: the last
-        attempts = attempts_before + 1
-        span = format_duration(round((attempted_at - start) / 1000))
-        return outcome(
-            OUTBOX_FAILED, f"{delivery.error} (gave up after {attempts} attempts in {span})"
-        )
-    elapsed = (now - start) / 1000
-    delay = min(rules.backoff_max, max(rules.backoff_initial, elapsed + rules.backoff_initial))
-    if delivery.retry_after is not None:
-        delay = max(delay, delivery.retry_after)
-    next_at = min(now + math.ceil(delay * 1000), deadline)
-    return outcome(OUTBOX_PENDING, delivery.error, next_at)
-
-
-def _printable(data: bytes, limit: int = RESPONSE_EXCERPT_CHARS) -> str:
-    text = data.decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 2])
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _status_error(status: int, excerpt: str) -> str | None:
-    if 200 <= status <= 299:
-        return None
-    text = f"HTTP {status}"
-    if 300 <= status <= 399:
-        text += " (redirects are not followed: use the final URL as the callback URL)"
-    return f"{text}: {excerpt}" if excerpt else text
 
 
 def _describe(exc: BaseException) -> str:
@@ -908,171 +722,3 @@ class CallbackSender:
             retry_after=retry_after_seconds(retry_after, time.time()),
             excerpt=text,
         )
-
-
-# -- what the callbacks.* commands do (api/commands.py parses their parameters) ----------
-
-
-def attempt_view(attempt: CallbackAttempt) -> dict[str, Any]:
-    return {
-        "attempted_at": iso_time(attempt.attempted_at),
-        "http_status": attempt.http_status,
-        "error": attempt.error,
-        "duration_ms": attempt.duration_ms,
-    }
-
-
-def callback_view(record: CallbackRecord, default_url: str | None) -> dict[str, Any]:
-    event = record.event
-    return {
-        "event_id": event.event_id,
-        "event": event.event,
-        "receiver_id": event.receiver_id,
-        "status": event.status,
-        "attempts": event.attempts,
-        "url": record.callback_url or default_url,
-        "created_at": iso_time(event.created_at),
-        "next_attempt_at": iso_time(event.next_attempt_at)
-        if event.status == OUTBOX_PENDING
-        else None,
-        "first_attempt_at": iso_time(record.first_attempt_at),
-        "delivered_at": iso_time(event.delivered_at),
-        "last_error": event.last_error,
-        "seq": record.seq,
-    }
-
-
-class CallbackService:
-    """What the ``callbacks.*`` commands do (api/commands.py parses their parameters);
-    each returns JSON-ready data."""
-
-    def __init__(
-        self,
-        repo: Repository,
-        sender: CallbackSender,
-        wallet_id: str,
-        *,
-        clock: Callable[[], int] = now_ms,
-    ) -> None:
-        self.repo = repo
-        self.sender = sender
-        self.wallet_id = wallet_id
-        self.clock = clock
-
-    @property
-    def default_url(self) -> str | None:
-        return self.sender.rules.default_url
-
-    async def list(
-        self, status: str | None, receiver_id: int | None, limit: int, before: int | None
-    ) -> dict[str, Any]:
-        """Events of the wallet, newest first; ``before`` is a seq from ``next_before``."""
-        records = await trio.to_thread.run_sync(
-            lambda: self.repo.list_callbacks(
-                wallet_id=self.wallet_id,
-                receiver_id=receiver_id,
-                status=status,
-                limit=limit,
-                before_seq=before,
-            )
-        )
-        more = len(records) == limit
-        return {
-            "events": [callback_view(r, self.default_url) for r in records],
-            "next_before": records[-1].seq if more and records else None,
-        }
-
-    async def get(self, event_id: str) -> dict[str, Any]:
-        """The event, its body and its attempt log."""
-        found = await trio.to_thread.run_sync(self.repo.get_callback, event_id)
-        if found is None or found[0].wallet_id != self.wallet_id:
-            raise NotFound(f"no callback event {event_id}", event_id=event_id)
-        record, attempts = found
-        view = callback_view(record, self.default_url)
-        try:
-            view["payload"] = json.loads(record.event.payload)
-        except ValueError:
-            view["payload"] = record.event.payload
-        view["attempt_log"] = [attempt_view(a) for a in attempts]
-        return view
-
-    async def retry(self, event_id: str | None, receiver_id: int | None) -> dict[str, Any]:
-        """Queue one event (``event_id``), or every failed one (of ``receiver_id`` when
-        given), for delivery now with the same event id; a delivered event is sent
-        again, a pending one skips its back-off."""
-        now = self.clock()
-        if event_id is None:
-            count = await trio.to_thread.run_sync(
-                lambda: self.repo.retry_failed_callbacks(
-                    self.wallet_id, now, receiver_id=receiver_id
-                )
-            )
-            log.info("callbacks retried all_failed=true count=%d receiver=%s", count, receiver_id)
-            self.sender.requeued(receiver_id)
-            return {"retried": count, "event_ids": None}
-        event = await trio.to_thread.run_sync(
-            self.repo.retry_callback, event_id, self.wallet_id, now
-        )
-        log.info("callback retried event_id=%s receiver=%d", event_id, event.receiver_id)
-        self.sender.requeued(event.receiver_id)
-        return {"retried": 1, "event_ids": [event_id]}
-
-    async def test(self, url: str) -> dict[str, Any]:
-        """POST a signed ``ping`` event to ``url`` (not stored, not retried) and report
-        the answer, so a merchant can check their endpoint and signature code."""
-        event_id = new_event_id()
-        created = self.clock()
-        body = json.dumps(
-            {
-                "event": EVENT_PING,
-                "event_id": event_id,
-                "created_at": iso_time(created),
-                "receiver": None,
-                "payment": None,
-            },
-            separators=(",", ":"),
-        ).encode("utf-8")
-        delivery = await self.sender.post(url, EVENT_PING, event_id, body, excerpt=True)
-        ok = delivery.http_status is not None and 200 <= delivery.http_status <= 299
-        log.info(
-            "callback test target=%s status=%s ok=%s", display_origin(url), delivery.http_status, ok
-        )
-        return {
-            "url": url,
-            "ok": ok,
-            "http_status": delivery.http_status,
-            "error": delivery.error,
-            "duration_ms": delivery.duration_ms,
-            "response_excerpt": delivery.excerpt,
-            "event_id": event_id,
-            "body": body.decode("utf-8"),
-        }
-
-    async def secret(self) -> dict[str, Any]:
-        """The HMAC secret in use, so the merchant can copy it into their handler."""
-        return {"secret": self.sender.secret.value, "source": self.sender.secret.source}
-
-    async def status_view(self) -> dict[str, Any]:
-        """For `dashpay status`: the sender's counters and the outbox backlog."""
-        stats = self.sender.stats
-        result: dict[str, Any] = {
-            "running": self.sender.running,
-            "in_flight": self.sender.in_flight,
-            "attempts": stats.attempts,
-            "delivered": stats.delivered,
-            "retried": stats.retried,
-            "failed": stats.failed,
-            "last_error": stats.last_error,
-        }
-        try:
-            backlog = await trio.to_thread.run_sync(self.repo.callback_backlog, self.wallet_id)
-        except DashpayError as exc:
-            result["error"] = exc.message
-            return result
-        oldest = backlog.oldest_pending_created_at
-        result["pending"] = backlog.pending
-        result["failed_total"] = backlog.failed
-        result["oldest_pending_age_seconds"] = (
-            None if oldest is None else max(0, round((self.clock() - oldest) / 1000, 3))
-        )
-        return result

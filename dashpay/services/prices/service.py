@@ -20,48 +20,44 @@ Two layers:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation, localcontext
-from typing import Any, ClassVar, Protocol
+from decimal import Decimal, localcontext
+from typing import Any
 
 import httpx
 import trio
 
-from dashpay import __version__
 from dashpay.config.durations import format_duration
 from dashpay.config.model import PricesConfig
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
-from dashpay.domain.money import DUFFS_PER_DASH, MAX_DUFFS
+from dashpay.domain.money import fiat_code
 from dashpay.domain.views import iso_time
 from dashpay.repository.base import Repository
-from dashpay.repository.prices import CURRENCY_CODE, MAX_PRICE_CHARS, PriceQuote
+from dashpay.services.prices.convert import (
+    FiatConversion,
+    Quote,
+    convert,
+    median,
+    price_text,
+    sane_price,
+)
+from dashpay.services.prices.providers import (
+    _USER_AGENT,
+    MAX_RESPONSE_BYTES,
+    BadAnswer,
+    NotQuoted,
+    Provider,
+    ProviderError,
+    _status_error,
+    decode_json,
+    excerpt,
+    make_providers,
+)
 
 log = logging.getLogger("dashpay.prices")
-
-# --- limits, each with its reason -------------------------------------------------------
-
-# A ticker answer is tiny (Kraken's, the largest, is about 350 bytes). 64 KiB leaves room
-# for a provider's error page while bounding what a broken or hostile server can make us
-# buffer.
-MAX_RESPONSE_BYTES = 64 * 1024
-# How much of a bad answer a log line or an error message quotes.
-EXCERPT_CHARS = 120
-# A price has at most this many significant digits. CoinGecko's precision=full prints
-# about 17; more is garbage, and the text must fit price_quotes.price (VARCHAR(64)).
-MAX_PRICE_DIGITS = 30
-# Plausible DASH prices in any currency a provider quotes: DASH has traded between about
-# 0.2 and 1,500 USD, which is below 4e7 even in the weakest currencies (VND, IDR). The
-# bounds are orders of magnitude wider; outside them the answer is garbage.
-MIN_PRICE = Decimal("0.000001")
-MAX_PRICE = Decimal("1e12")
-# fiat_to_duffs refuses amounts and rates outside 10^-30 .. 10^30: their exact ratio
-# would need integers of unbounded size (a hostile Decimal('1E+999999') has a million
-# digits).
-MAX_DECIMAL_EXPONENT = 30
 # On-demand currencies (asked for, not in [prices] currencies) are refreshed too, at
 # most this many (each costs requests per refresh; public APIs rate-limit), and only
 # while someone asked for them within the last day.
@@ -80,405 +76,9 @@ MAX_FAILURE_HOLD_MS = 5 * 60 * 1000
 # price.get answers for at most this many currencies per call.
 MAX_REQUEST_CURRENCIES = 32
 
-DASH = "DASH"
-_USER_AGENT = f"dashpay/{__version__}"
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# --- errors -----------------------------------------------------------------------------
-
-
-class ProviderError(Exception):
-    """A provider gave no usable answer (network, timeout, HTTP status). The message says
-    why, without the provider's name (the caller adds it)."""
-
-
-class BadAnswer(ProviderError):
-    """The provider answered, but with something that is not a sane price: HTML, garbage,
-    a changed JSON shape, zero, a negative or non-finite number, a stale price."""
-
-
-class NotQuoted(ProviderError):
-    """The provider says it does not quote DASH in this currency."""
-
-
-# --- pure helpers -----------------------------------------------------------------------
-
-
-def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
-    """A printable, shortened rendering of (part of) an answer for messages."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = " ".join(text.split())
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-def parse_currency_code(value: Any, *, what: str = "currency") -> str:
-    """A fiat currency code: three letters (any case in, upper case out), not DASH."""
-    if not isinstance(value, str):
-        raise InvalidParams(f"{what} must be a 3-letter code such as USD, got {value!r:.40}")
-    code = value.strip().upper()
-    if code == DASH:
-        raise InvalidParams(f"{what} DASH needs no price; give a fiat code such as USD")
-    if not CURRENCY_CODE.fullmatch(code):
-        raise InvalidParams(
-            f"{what} must be a 3-letter ISO 4217 code such as USD or EUR, got {value!r:.40}"
-        )
-    return code
-
-
-def decode_json(body: bytes) -> Any:
-    """A provider's body as JSON, with JSON numbers as exact Decimals (``NaN`` and
-    ``Infinity`` become Decimals too, so ``sane_price`` can name them). BadAnswer for
-    anything that is not JSON, with a hint when it is an HTML page."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadAnswer(f"the answer is not UTF-8 text: {excerpt(body)}") from None
-    stripped = text.lstrip()
-    if not stripped:
-        raise BadAnswer("the answer is empty")
-    if stripped.startswith("<"):
-        raise BadAnswer(f"the answer is an HTML page, not JSON: {excerpt(stripped)}")
-    try:
-        return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-    except (ValueError, RecursionError):
-        raise BadAnswer(f"the answer is not JSON: {excerpt(stripped)}") from None
-
-
-def sane_price(value: Any) -> Decimal:
-    """``value`` as a positive, finite, plausible Decimal, else BadAnswer saying what is
-    wrong with it. Text must be a plain decimal number; a bool is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        kind = "boolean" if isinstance(value, bool) else type(value).__name__
-        raise BadAnswer(f"the price is a {kind}, not a number: {excerpt(str(value))}")
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) > MAX_PRICE_CHARS:
-            raise BadAnswer(f"the price is {len(text)} characters long: {excerpt(text)}")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise BadAnswer(f"the price is not a number: {excerpt(text)}") from None
-        if "_" in text or (number.is_finite() and not text.lstrip("+-")[:1].isdigit()):
-            raise BadAnswer(f"the price is not a plain decimal number: {excerpt(text)}")
-    elif isinstance(value, int):
-        if abs(value) > MAX_PRICE:
-            raise BadAnswer(f"the price {excerpt(str(value), 40)} is implausibly large")
-        number = Decimal(value)
-    else:
-        number = value
-    if number.is_nan():
-        raise BadAnswer("the price is NaN")
-    if number.is_infinite():
-        raise BadAnswer(f"the price is {number} (infinite)")
-    if number == 0:
-        raise BadAnswer("the price is zero")
-    if number < 0:
-        raise BadAnswer(f"the price is negative ({number})")
-    if len(number.as_tuple().digits) > MAX_PRICE_DIGITS:
-        raise BadAnswer(f"the price has more than {MAX_PRICE_DIGITS} digits: {number}")
-    if not MIN_PRICE <= number <= MAX_PRICE:
-        raise BadAnswer(f"the price {number} is implausible (outside {MIN_PRICE} to {MAX_PRICE})")
-    return number
-
-
-def price_text(price: Decimal) -> str:
-    """Exact plain decimal text of a price ("22.135"; never an exponent)."""
-    return format(price.normalize(), "f")
-
-
-def fiat_to_duffs(amount: Decimal, rate: Decimal) -> int:
-    """``amount`` (fiat) at ``rate`` (fiat per DASH) in duffs, rounded UP to the duff:
-    ceil(amount / rate * 10^8), computed exactly with integers (no float, no Decimal
-    context rounding). A merchant never receives less than the fiat amount asked for.
-    ValueError for a non-positive, non-finite or absurdly scaled input."""
-    for name, value in (("amount", amount), ("rate", rate)):
-        if isinstance(value, bool) or not isinstance(value, Decimal | int):
-            raise ValueError(f"{name} must be a Decimal, got {type(value).__name__}")
-        value = Decimal(value)
-        if not value.is_finite() or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value}")
-        if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
-            raise ValueError(f"{name} {value} is out of range")
-    amount_num, amount_den = Decimal(amount).as_integer_ratio()
-    rate_num, rate_den = Decimal(rate).as_integer_ratio()
-    numerator = amount_num * rate_den * DUFFS_PER_DASH
-    denominator = amount_den * rate_num
-    return -(-numerator // denominator)
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """A price of 1 DASH in ``currency``: who said so and when (epoch milliseconds)."""
-
-    currency: str
-    price: Decimal
-    provider: str
-    fetched_at: int
-
-    def age_ms(self, now: int) -> int:
-        return max(0, now - self.fetched_at)
-
-    def row(self) -> PriceQuote:
-        return PriceQuote(self.currency, price_text(self.price), self.provider, self.fetched_at)
-
-    @classmethod
-    def from_row(cls, row: PriceQuote) -> Quote:
-        return cls(row.currency, Decimal(row.price), row.provider, row.fetched_at)
-
-
-@dataclass(frozen=True, slots=True)
-class FiatConversion:
-    """What a fiat receiver stores: the duffs due and the fiat terms they came from."""
-
-    amount_duffs: int
-    fiat_amount: str
-    fiat_currency: str
-    rate: str
-    rate_provider: str
-    rate_fetched_at: int
-
-
-def convert(amount: Decimal, quote: Quote) -> FiatConversion:
-    """``amount`` of ``quote.currency`` in duffs at the quote's price, rounded up.
-    InvalidParams when the amount is worth more than 21,000,000 DASH."""
-    duffs = fiat_to_duffs(amount, quote.price)
-    if duffs > MAX_DUFFS:
-        raise InvalidParams(
-            f"{amount} {quote.currency} is more than 21,000,000 DASH at "
-            f"{price_text(quote.price)} {quote.currency} per DASH"
-        )
-    return FiatConversion(
-        amount_duffs=duffs,
-        fiat_amount=format(amount, "f"),
-        fiat_currency=quote.currency,
-        rate=price_text(quote.price),
-        rate_provider=quote.provider,
-        rate_fetched_at=quote.fetched_at,
-    )
-
-
-def median(prices: Sequence[Decimal]) -> Decimal:
-    """The median, exact: the mean of the middle two of an even count is computed with
-    enough precision that nothing is rounded (two prices of at most 30 digits)."""
-    ordered = sorted(prices)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    with localcontext() as context:
-        context.prec = 2 * MAX_PRICE_DIGITS + 10
-        return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-# --- provider adapters ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A provider's raw price (not yet checked) and, if it says so, when that price was
-    last updated (unix seconds)."""
-
-    value: Any
-    as_of: int | None = None
-
-
-class Provider(Protocol):
-    name: ClassVar[str]
-    base_url: str
-
-    def quotes(self, currency: str) -> bool:
-        """Whether the provider may quote DASH in ``currency`` (False: never ask)."""
-
-    def request(self, currency: str) -> tuple[str, dict[str, str]]:
-        """The URL and query parameters of the price request."""
-
-    def parse(self, status: int, payload: Any, currency: str) -> Reading:
-        """The reading in a decoded answer of HTTP ``status``, or ProviderError."""
-
-
-def _object(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise BadAnswer(f"{what} is a JSON {_json_kind(payload)}, expected an object")
-    return payload
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
-
-
-def _status_error(status: int, detail: str) -> ProviderError:
-    if status == 429:
-        return ProviderError(f"rate limited (HTTP 429): {detail}")
-    return ProviderError(f"HTTP {status}: {detail}")
-
-
-# CoinGecko's fiat vs-currencies (GET /api/v3/simple/supported_vs_currencies, less the
-# crypto, commodity and defunct ones: btc, eth, ..., xdr, xag, xau, vef, bits, sats).
-# fmt: off
-COINGECKO_FIAT = frozenset({
-    "USD", "AED", "ARS", "AUD", "BDT", "BHD", "BMD", "BRL", "CAD", "CHF", "CLP", "CNY", "CZK",
-    "DKK", "EUR", "GBP", "GEL", "HKD", "HUF", "IDR", "ILS", "INR", "JPY", "KRW", "KWD", "LKR",
-    "MMK", "MXN", "MYR", "NGN", "NOK", "NZD", "PHP", "PKR", "PLN", "RUB", "SAR", "SEK", "SGD",
-    "THB", "TRY", "TWD", "UAH", "VND", "ZAR",
-})
-# fmt: on
-
-
-@dataclass(frozen=True, slots=True)
-class CoinGecko:
-    """``GET /api/v3/simple/price?ids=dash&vs_currencies=usd``:
-    ``{"dash":{"usd":22.15,"last_updated_at":1747833614}}``; a vs-currency it does not
-    support gives ``{"dash":{}}``."""
-
-    base_url: str
-    name: ClassVar[str] = "coingecko"
-
-    def quotes(self, currency: str) -> bool:
-        return currency in COINGECKO_FIAT
-
-    def request(self, currency: str) -> tuple[str, dict[str, str]]:
-        params = {
-            "ids": "dash",
-            "vs_currencies": currency.lower(),
-            "include_last_updated_at": "true",
-            "precision": "full",
-        }
-        return f"{self.base_url}/api/v3/simple/price", params
-
-    def parse(self, status: int, payload: Any, currency: str) -> Reading:
-        if status != 200:
-            detail = excerpt(json.dumps(payload, default=str))
-            if isinstance(payload, dict) and isinstance(payload.get("status"), dict):
-                detail = excerpt(str(payload["status"].get("error_message", detail)))
-            raise _status_error(status, detail)
-        coin = _object(payload, "the answer").get("dash")
-        if not isinstance(coin, dict):
-            raise BadAnswer('the answer has no "dash" object (has the coin id changed?)')
-        key = currency.lower()
-        if key not in coin:
-            if set(coin) <= {"last_updated_at"}:
-                raise NotQuoted(f"it does not quote DASH in {currency}")
-            raise BadAnswer(f'the answer has no "{key}" price for dash')
-        value = coin[key]
-        if isinstance(value, bool) or not isinstance(value, Decimal | int):
-            raise BadAnswer(f"the price is a JSON {_json_kind(value)}, expected a number")
-        as_of = coin.get("last_updated_at")
-        if isinstance(as_of, bool) or not isinstance(as_of, int):
-            as_of = None
-        return Reading(value, as_of)
-
-
-@dataclass(frozen=True, slots=True)
-class Kraken:
-    """``GET /0/public/Ticker?pair=DASHUSD``: ``{"error":[],"result":{"DASHUSD":{...,
-    "c":["22.14000","0.5"],...}}}``; the price is ``c[0]``, the last trade. Errors come
-    with HTTP 200 in ``error``. DASH trades on Kraken against USD and EUR only."""
-
-    base_url: str
-    name: ClassVar[str] = "kraken"
-    currencies: ClassVar[frozenset[str]] = frozenset({"USD", "EUR"})
-
-    def quotes(self, currency: str) -> bool:
-        return currency in self.currencies
-
-    def request(self, currency: str) -> tuple[str, dict[str, str]]:
-        return f"{self.base_url}/0/public/Ticker", {"pair": f"DASH{currency}"}
-
-    def parse(self, status: int, payload: Any, currency: str) -> Reading:
-        pair = f"DASH{currency}"
-        if status != 200:
-            errors = payload.get("error") if isinstance(payload, dict) else None
-            detail = "; ".join(map(str, errors[:3])) if isinstance(errors, list) else ""
-            raise _status_error(status, excerpt(detail or json.dumps(payload, default=str)))
-        answer = _object(payload, "the answer")
-        errors = answer.get("error", [])
-        if not isinstance(errors, list):
-            raise BadAnswer(f'"error" is a JSON {_json_kind(errors)}, expected an array')
-        if errors:
-            detail = excerpt("; ".join(str(e) for e in errors[:3]))
-            if any(str(e).startswith("EQuery:Unknown asset pair") for e in errors):
-                # We only ask for pairs Kraken listed: the market was dropped.
-                raise ProviderError(f"Kraken no longer knows the pair {pair}: {detail}")
-            raise ProviderError(f"Kraken error: {detail}")
-        result = _object(answer.get("result"), '"result"')
-        ticker = result.get(pair)
-        if ticker is None and len(result) == 1:
-            # Kraken keys results by its own pair name, which for older assets carries
-            # X/Z prefixes (XXBTZUSD); accept the one entry if it is this DASH pair.
-            key, only = next(iter(result.items()))
-            if key.startswith(("DASH", "XDASH")) and key.endswith(currency):
-                ticker = only
-        if not isinstance(ticker, dict):
-            raise BadAnswer(f"the answer has no {pair} ticker (keys: {excerpt(str(list(result)))})")
-        last = ticker.get("c")
-        if not isinstance(last, list) or not last:
-            raise BadAnswer(f'the {pair} ticker has no "c" (last trade) array')
-        if not isinstance(last[0], str):
-            raise BadAnswer(f"the last trade price is a JSON {_json_kind(last[0])}, not text")
-        return Reading(last[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Coinbase:
-    """``GET /v2/prices/DASH-USD/spot``: ``{"data":{"amount":"22.135","base":"DASH",
-    "currency":"USD"}}``. It converts to most fiat currencies, so any code may be
-    asked; an unknown one gives 404 ``{"errors":[{"id":"not_found","message":"Invalid
-    currency"}]}``."""
-
-    base_url: str
-    name: ClassVar[str] = "coinbase"
-
-    def quotes(self, currency: str) -> bool:
-        return True
-
-    def request(self, currency: str) -> tuple[str, dict[str, str]]:
-        return f"{self.base_url}/v2/prices/DASH-{currency}/spot", {}
-
-    def parse(self, status: int, payload: Any, currency: str) -> Reading:
-        if status != 200:
-            messages: list[str] = []
-            errors = payload.get("errors") if isinstance(payload, dict) else None
-            if isinstance(errors, list):
-                messages = [str(e.get("message", "")) for e in errors[:3] if isinstance(e, dict)]
-            detail = excerpt("; ".join(messages) or json.dumps(payload, default=str))
-            text = " ".join(messages).lower()
-            if status in (400, 404) and "currency" in text:
-                if "base" in text:
-                    raise ProviderError(f"Coinbase no longer quotes DASH: {detail}")
-                raise NotQuoted(f"it does not quote DASH in {currency}: {detail}")
-            raise _status_error(status, detail)
-        data = _object(_object(payload, "the answer").get("data"), '"data"')
-        if data.get("base") != DASH or data.get("currency") != currency:
-            raise BadAnswer(
-                f"the answer is for {excerpt(str(data.get('base')), 20)}-"
-                f"{excerpt(str(data.get('currency')), 20)}, not DASH-{currency}"
-            )
-        amount = data.get("amount")
-        if not isinstance(amount, str):
-            raise BadAnswer(f"the amount is a JSON {_json_kind(amount)}, not text")
-        return Reading(amount)
-
-
-PROVIDER_TYPES: Mapping[str, type] = {cls.name: cls for cls in (CoinGecko, Kraken, Coinbase)}
-
-
-def make_providers(config: PricesConfig) -> tuple[Provider, ...]:
-    """The configured providers, in the order they are tried."""
-    return tuple(PROVIDER_TYPES[name](config.url(name)) for name in config.providers)
 
 
 # --- the service ------------------------------------------------------------------------
@@ -579,7 +179,7 @@ class PriceService:
         (``hold_ms``): then it fails at once. Raises InvalidParams for a malformed code
         or one no configured provider quotes, PriceUnavailable (naming each provider's
         failure and the cache's age) when there is no usable price."""
-        currency = parse_currency_code(currency)
+        currency = fiat_code(currency)
         self._check_quotable(currency)
         now = self.clock()
         self._track(currency, now)
