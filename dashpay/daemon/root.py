@@ -28,6 +28,7 @@ from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
 from dashpay.daemon.systemd import Watchdog, sd_notify
 from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
@@ -150,7 +151,7 @@ class Daemon:
         )
         # Streamed into the table chunk by chunk in one worker thread: a million
         # pending receivers never exist as a million full rows at once.
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         pending = await trio.to_thread.run_sync(
             engine.load, repo.iter_pending(wallet.wallet_id, now, monitor_window_ms)
         )

@@ -26,6 +26,7 @@ import trio
 
 from dashpay.domain import accounting
 from dashpay.domain.backoff import database_backoff
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, Unavailable
 from dashpay.domain.model import (
     OutboxEvent,
@@ -77,10 +78,6 @@ def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
         block_height=tx.block_height,
         confirmations=tx.confirmations,
     )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

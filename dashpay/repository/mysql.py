@@ -19,12 +19,12 @@ import functools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pymysql
 
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Unavailable
 from dashpay.domain.model import AttemptOutcome
 from dashpay.repository.schema import (
@@ -456,7 +456,7 @@ class MysqlRepository(SqlRepository):
                 cur.execute(statement)
             cur.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, time.time_ns() // 1_000_000),
+                (migration.version, migration.name, now_ms()),
             )
             cur.connection.commit()
             done.append(migration.version)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Unavailable
 from dashpay.repository.schema import (
     SCHEMA_MIGRATIONS_DDL,
@@ -163,7 +163,7 @@ class SqliteRepository(SqlRepository):
                     cur.execute(statement)
                 cur.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time_ns() // 1_000_000),
+                    (migration.version, migration.name, now_ms()),
                 )
                 done.append(migration.version)
             return done

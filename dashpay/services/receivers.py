@@ -4,7 +4,6 @@ the control server only decodes and encodes, the repository only stores."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Conflict, NotFound, PriceUnavailable, Unavailable
 from dashpay.domain.model import (
     CreateReceiverParams,
@@ -41,10 +41,6 @@ CREATE_QUEUE_SIZE = 1024
 GAP_WARNING_EVERY = 1000
 # Reads of the gap before one that no drop overlapped is taken as it is.
 GAP_READ_ATTEMPTS = 3
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import NotFound, Unavailable
 from dashpay.domain.model import PaymentObservation, ReceiverWork
 from dashpay.domain.observations import BlockObserved, TxObserved
@@ -94,7 +95,7 @@ class Reconciler:
         if receiver_ids is not None:
             summary = await self.rescan(await self._targets_by_id(receiver_ids))
         elif since_seconds is not None:
-            cutoff = time.time_ns() // 1_000_000 - int(since_seconds * 1000)
+            cutoff = now_ms() - int(since_seconds * 1000)
             targets = await trio.to_thread.run_sync(self._targets_since, cutoff)
             summary = await self.rescan(targets)
         else:

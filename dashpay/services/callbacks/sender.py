@@ -57,6 +57,7 @@ import trio
 from dashpay import __version__
 from dashpay.config.durations import format_duration
 from dashpay.config.model import CallbacksConfig
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import InvalidParams, Unavailable
 from dashpay.domain.limits import MAX_LIST_LIMIT
 from dashpay.domain.model import (
@@ -125,10 +126,6 @@ HELD_PER_SLOT = 4
 FINAL_WRITE_SECONDS = 5.0
 # event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
 MAX_EVENT_ID_CHARS = 64
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _describe(exc: BaseException) -> str:

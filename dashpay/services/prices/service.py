@@ -21,7 +21,6 @@ Two layers:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -32,6 +31,7 @@ import trio
 
 from dashpay.config.durations import format_duration
 from dashpay.config.model import PricesConfig
+from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
 from dashpay.domain.money import fiat_code
 from dashpay.domain.views import iso_time
@@ -75,10 +75,6 @@ MAX_NOT_QUOTED = 1024
 MAX_FAILURE_HOLD_MS = 5 * 60 * 1000
 # price.get answers for at most this many currencies per call.
 MAX_REQUEST_CURRENCIES = 32
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- the service ------------------------------------------------------------------------
