@@ -106,11 +106,12 @@ def parse_amount(value: Any, currency: str) -> tuple[Decimal, int | None]:
 def parse_currency(value: Any) -> str:
     if value is None:
         return DASH
-    if not isinstance(value, str) or not FIAT_CODE.fullmatch(value.strip().upper()):
+    code = value.strip().upper() if isinstance(value, str) else None
+    if code != DASH and (code is None or not FIAT_CODE.fullmatch(code)):
         raise InvalidParams(
             f"currency must be DASH or a 3-letter ISO 4217 code such as USD or EUR, got {value!r}"
         )
-    return value.strip().upper()
+    return code
 
 
 def parse_expires_after(value: Any) -> float | None:

@@ -74,3 +74,16 @@ def test_list_params_limits():
     for bad in ({"limit": 0}, {"limit": 1001}, {"limit": True}, {"status": "done"}):
         with pytest.raises(InvalidParams):
             parse_list_receivers(bad, STATUSES)
+
+
+@pytest.mark.parametrize("given, expected", [("DASH", "DASH"), ("dash", "DASH"), (" usd ", "USD")])
+def test_currency_is_dash_or_a_three_letter_code(given, expected):
+    assert parse_create_receiver({"amount": "1", "currency": given}).currency == expected
+
+
+@pytest.mark.parametrize("given", ["USDT", "EU", "DASHX", "", 7])
+def test_currency_of_other_lengths_is_refused_as_the_message_says(given):
+    # One rule for receivers, the price service and the cache (domain/money.FIAT_CODE):
+    # before, 4- and 5-letter codes passed here and failed later at the price service.
+    with pytest.raises(InvalidParams, match="3-letter ISO 4217"):
+        parse_create_receiver({"amount": "1", "currency": given})
