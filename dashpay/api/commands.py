@@ -23,7 +23,7 @@ services are named for type checking only.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dashpay.api import params as p
@@ -69,7 +69,8 @@ class Param:
 
 @dataclass
 class Services:
-    """What handlers reach: the running daemon's services (None until started)."""
+    """What handlers reach: the running daemon's services. One that is still None (the
+    daemon is starting) makes the commands that need it "not available yet"."""
 
     status: Callable[[], Awaitable[dict[str, Any]]]
     receivers: ReceiverService | None = None
@@ -77,9 +78,6 @@ class Services:
     prices: PriceService | None = None
     reconciler: Reconciler | None = None
     sandbox: Any = None  # dashpay.sandbox.runtime.SandboxRuntime in sandbox mode
-    # Which handler needs which service: a command called before its service exists is
-    # "not available yet" (the daemon is starting).
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[..., Awaitable[Any]]

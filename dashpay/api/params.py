@@ -57,9 +57,6 @@ def check_known(params: Any, allowed: Iterable[str]) -> dict[str, Any]:
     return params
 
 
-_known = check_known
-
-
 def optional_text(params: dict[str, Any], name: str, limit: int = MAX_TEXT_CHARS) -> str | None:
     value = params.get(name)
     if value is None:
@@ -131,18 +128,6 @@ def parse_expires_after(value: Any) -> float | None:
 
 
 def parse_create_receiver(params: dict[str, Any]) -> CreateReceiverParams:
-    _known(
-        params,
-        {
-            "amount",
-            "currency",
-            "callback_url",
-            "description",
-            "username",
-            "expires_after",
-            "idempotency_key",
-        },
-    )
     if params.get("amount") is None:
         raise InvalidParams("amount is required, e.g. 1.5 (DASH) or 25 with currency USD")
     currency = parse_currency(params.get("currency"))
@@ -165,11 +150,6 @@ def parse_create_receiver(params: dict[str, Any]) -> CreateReceiverParams:
     )
 
 
-def parse_receiver_id(params: dict[str, Any], *, allowed: set[str] | None = None) -> int:
-    _known(params, allowed or {"receiver_id"})
-    return receiver_id_value(params.get("receiver_id"))
-
-
 def receiver_id_value(value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
@@ -179,7 +159,6 @@ def receiver_id_value(value: Any) -> int:
 
 
 def parse_list_receivers(params: dict[str, Any], statuses: tuple[str, ...]) -> ListReceiversParams:
-    _known(params, {"status", "limit", "before_id"})
     status = params.get("status")
     if status is not None and status not in statuses:
         raise InvalidParams(f"status must be one of {', '.join(statuses)}, got {status!r}")

@@ -77,10 +77,6 @@ def _exit_code(method: str, result: Any) -> int | None:
     return None
 
 
-def _python_name(param: Param) -> str:
-    return param.name
-
-
 def _typer_parameter(param: Param) -> tuple[Any, Any]:
     """(annotation, default) of the Typer parameter for a table parameter."""
     spelling = param.cli or ""
@@ -112,7 +108,7 @@ def build(command: Command) -> Callable[..., None]:
         opts = {name: values.pop(name) for name, _, _ in extras}
         params: dict[str, Any] = {}
         for param in shown:
-            value = values[_python_name(param)]
+            value = values[param.name]
             if value is None or value == [] or (value is False and param.cli_default is False):
                 continue
             params[param.name] = value
@@ -137,7 +133,7 @@ def build(command: Command) -> Callable[..., None]:
     annotations: dict[str, Any] = {"ctx": typer.Context, "return": None}
     for param in shown:
         annotation, default = _typer_parameter(param)
-        name = _python_name(param)
+        name = param.name
         parameters.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 
+from dashpay.api.commands import COMMANDS
 from dashpay.api.params import (
     parse_create_receiver,
     parse_list_receivers,
@@ -43,8 +44,9 @@ def test_json_numbers_arrive_as_decimal_and_are_exact():
     ],
 )
 def test_create_params_errors_name_the_problem(params, needle):
+    # Through the command table, which also checks the parameter names.
     with pytest.raises(InvalidParams) as info:
-        parse_create_receiver(params)
+        COMMANDS["receiver.create"].parse_params(params)
     assert needle in str(info.value)
 
 
