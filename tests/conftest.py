@@ -329,6 +329,20 @@ class SandboxPeer:
     def server_up(self) -> None:
         self._call(self._start_server)
 
+    def restart_empty(self) -> None:
+        """An Insight restart that lost its index: the server goes away and comes back
+        serving a fresh chain that knows none of the earlier transactions."""
+        from dashpay.sandbox.network import SandboxNetwork
+
+        self.server_down()
+
+        async def go():
+            self.network = SandboxNetwork(lock_delay=0.2)
+            await self._nursery.start(self.network.run)
+            await self._start_server()
+
+        self._call(go)
+
     def close(self) -> None:
         async def go():
             self._stop.set()
@@ -344,6 +358,9 @@ def sandbox_peer() -> Iterator[SandboxPeer]:
     peer.close()
 
 
+WATCHING_DROP_AFTER = 2  # seconds
+
+
 @pytest.fixture
 def watching_daemon(short_tmp, database_url, sandbox_peer) -> Iterator[DaemonProcess]:
     """`dashpay serve` on a testnet wallet watching the in-test sandbox peer."""
@@ -352,6 +369,8 @@ def watching_daemon(short_tmp, database_url, sandbox_peer) -> Iterator[DaemonPro
         database_url,
         wallet={"xpub": TEST_XPUB, "network": "testnet"},
         insight={"url": sandbox_peer.url, "reconnect_initial": "0.1s", "reconnect_max": "0.5s"},
+        # Short, so a drop is decided within a test (re-checked every second).
+        receivers={"drop_after": f"{WATCHING_DROP_AFTER}s"},
     )
     proc = start_daemon(config)
     yield proc

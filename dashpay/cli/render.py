@@ -189,8 +189,15 @@ def rescan(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     print(
         f"checked {result['receivers_checked']} receiver(s): "
         f"{result['payments_found']} payment(s) found, {result['payments_new']} new, "
+        f"{result['payments_missing']} newly missing from Insight, "
         f"{result['payments_dropped']} dropped in {result['duration_seconds']}s"
         + ("" if result.get("complete", True) else " (incomplete: see the daemon log)")
+        + (
+            " (held: too many payments missing at once, nothing flagged or dropped; "
+            "see the daemon log)"
+            if result.get("held")
+            else ""
+        )
     )
     return None
 

@@ -365,6 +365,7 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
     "receivers": {
         "expires_after": KeySpec(f"{_DURATION}; 0 = never", "1h", _duration(allow_zero=True)),
         "monitor_window": KeySpec(_DURATION, "1d", _duration(allow_zero=True)),
+        "drop_after": KeySpec(_DURATION, "10m", _duration(allow_zero=False)),
         "underpayment_tolerance": KeySpec(
             'percentage from 0 to 100 (number or string, e.g. "0.5")', 0, _percent
         ),

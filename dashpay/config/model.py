@@ -63,6 +63,9 @@ class InsightConfig:
 class ReceiversConfig:
     expires_after: float = default("receivers", "expires_after")  # 0 = never
     monitor_window: float = default("receivers", "monitor_window")
+    # How long an unlocked mempool payment must be absent from Insight before it is
+    # dropped (domain/accounting.absence).
+    drop_after: float = default("receivers", "drop_after")
     underpayment_tolerance: Decimal = default("receivers", "underpayment_tolerance")  # percent
     confirmations: int = default("receivers", "confirmations")
 

@@ -42,7 +42,7 @@ from dashpay.services.callbacks.sender import CallbackSender
 from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
-from dashpay.services.rescan import Reconciler
+from dashpay.services.rescan import Reconciler, recheck_interval
 
 log = logging.getLogger("dashpay.daemon")
 
@@ -143,6 +143,7 @@ class Daemon:
             Rules(
                 tolerance_percent=config.receivers.underpayment_tolerance,
                 confirmations=config.receivers.confirmations,
+                drop_after_ms=int(config.receivers.drop_after * 1000),
             ),
             monitor_window_ms=monitor_window_ms,
             on_block=self._on_block,
@@ -196,6 +197,9 @@ class Daemon:
         )
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
+        nursery.start_soon(
+            self.reconciler.recheck_loop, recheck_interval(engine.rules.drop_after_ms)
+        )
         nursery.start_soon(self.insight.run, engine.send_channel.clone())
         sd_notify(f"STATUS=connecting to Insight, {pending} receivers to check")
         log.info("bootstrap waiting for insight pending=%d", pending)

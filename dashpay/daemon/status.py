@@ -25,6 +25,8 @@ STANDBY = "standby"
 # A callback still undelivered after this long means the merchant's endpoint is down
 # or refusing: worth a warning in `status` (retries go on for [callbacks] give_up_after).
 CALLBACK_BACKLOG_WARNING_SECONDS = 600
+# A held rescan (too much missing from Insight at once) is warned about for this long.
+RESCAN_HOLD_WARNING_SECONDS = 3600
 
 
 def _iso(ts: float | None) -> str | None:
@@ -124,7 +126,30 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             "at": _iso(daemon.reconciler.last_full_at),
             **daemon.reconciler.last_full.as_dict(),
         }
+    _missing_view(daemon, result)
     return result
+
+
+def _missing_view(daemon: Daemon, result: dict[str, Any]) -> None:
+    """Payments Insight stopped showing (still counted) and the last held rescan."""
+    if daemon.engine is not None:
+        missing = daemon.engine.table.missing_payments()
+        result["engine"]["payments_missing_from_source"] = missing
+        if missing:
+            result["warnings"].append(
+                f"{missing} payment(s) are missing from Insight but still counted (see "
+                "README 'When a payment goes missing'; payments with missing_from_source "
+                "in dashpay receiver show --json)"
+            )
+    hold = daemon.reconciler.last_hold if daemon.reconciler is not None else None
+    if hold is not None:
+        result["last_rescan_hold"] = {**hold, "at": _iso(hold["at"])}
+        if time.time() - hold["at"] < RESCAN_HOLD_WARNING_SECONDS:
+            result["warnings"].append(
+                f"a rescan at {_iso(hold['at'])} found {hold['missing']} of "
+                f"{hold['checked']} payments missing from Insight at once and held (no "
+                "payment flagged or dropped): check that Insight is synced"
+            )
 
 
 def health(daemon: Daemon) -> tuple[str, list[str]]:

@@ -18,6 +18,10 @@ Rules (the README's "Receiver lifecycle" is the user-facing copy of this):
 - overpaid: received more than the amount due (derived, so a drop can clear it).
 - cancel: only a pending or partial receiver; cancelling twice changes nothing.
 - a payment observed again merges forward only (``merge_observation``).
+- absence is not evidence (``absence``): a payment the chain source stops showing is
+  flagged ``missing_since`` and stays counted. An InstantSend-locked or confirmed one is
+  final and never dropped on absence; an unlocked mempool one is dropped only once it
+  has been absent for ``drop_after`` (seen again in between: the flag is cleared).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from dashpay.domain.status import (
     CANCELLABLE_STATUSES,
     CANCELLED,
     CHANGE_DROPPED,
+    CHANGE_MISSING,
     CHANGE_RESTORED,
     CHANGE_UNCHANGED,
     CHANGE_UPDATED,
@@ -66,10 +71,16 @@ from dashpay.domain.status import (
 _RANK = {PENDING: 0, PARTIAL: 1, PAID: 2, SETTLED: 3}
 
 
+# How long an unlocked mempool payment must stay absent from the chain source before it
+# is dropped (the README's `[receivers] drop_after` default).
+DEFAULT_DROP_AFTER_MS = 10 * 60 * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     tolerance_percent: Decimal = Decimal(0)  # underpayment accepted as paid, 0..100
     confirmations: int = 1  # or an InstantSend lock
+    drop_after_ms: int = DEFAULT_DROP_AFTER_MS  # see ``absence``
 
 
 def paid_threshold(amount_duffs: int, tolerance_percent: Decimal) -> int:
@@ -81,6 +92,47 @@ def paid_threshold(amount_duffs: int, tolerance_percent: Decimal) -> int:
 
 def payment_settled(payment: Payment, rules: Rules) -> bool:
     return payment.instant_locked or payment.confirmations >= rules.confirmations
+
+
+def payment_final(payment: Payment) -> bool:
+    """InstantSend-locked or mined: final for a merchant's purposes. Such a payment is
+    never dropped because one explorer stopped showing it."""
+    return payment.instant_locked or payment.block_height is not None or payment.confirmations > 0
+
+
+# A pass that finds more than this many payments missing, or more than half of those it
+# checked (once it checked at least MASS_MISSING_MIN_CHECKED), looks like a chain source
+# that lost its index (an Insight restart that forgot its mempool), not like double
+# spends: the pass holds instead of flagging or dropping anything.
+MASS_MISSING_COUNT = 10
+MASS_MISSING_MIN_CHECKED = 4
+
+
+def source_reset_suspected(missing: int, checked: int) -> bool:
+    """Too much missing in one pass to believe (see MASS_MISSING_COUNT)."""
+    if missing > MASS_MISSING_COUNT:
+        return True
+    return checked >= MASS_MISSING_MIN_CHECKED and 2 * missing > checked
+
+
+def absence(
+    payment: Payment, now: int, drop_after_ms: int, *, evidence: bool = False
+) -> tuple[Payment, str]:
+    """The stored payment after the chain source failed to show it, and the change kind.
+
+    ``evidence``: the source showed it is gone (a conflicting spend), not merely absent.
+    A final payment (``payment_final``) is only flagged, never dropped, evidence or not:
+    a lock or a block outranks one explorer's view. An unlocked mempool payment is
+    dropped on evidence, or once it has been absent for ``drop_after_ms`` since it was
+    first found missing; until then it is flagged and still counted."""
+    if payment.dropped:
+        return payment, CHANGE_UNCHANGED
+    since = payment.missing_since if payment.missing_since is not None else now
+    if not payment_final(payment) and (evidence or now - since >= drop_after_ms):
+        return replace(payment, dropped=True, missing_since=since, updated_at=now), CHANGE_DROPPED
+    if payment.missing_since is None:
+        return replace(payment, missing_since=now, updated_at=now), CHANGE_MISSING
+    return payment, CHANGE_UNCHANGED
 
 
 def money_status(receiver: Receiver, counted: list[Payment], rules: Rules) -> str:
@@ -260,8 +312,8 @@ def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tu
     given alongside it; when a reorg comes without a confirmation count, the old count
     (which belonged to the old block) is reset to 0 rather than kept, so a payment is
     never treated as more confirmed than it is. A dropped payment seen again is
-    restored. The amount of a (txid, address) is fixed on-chain: a different one is
-    ignored (the caller logs it)."""
+    restored, and a payment flagged missing is no longer. The amount of a (txid,
+    address) is fixed on-chain: a different one is ignored (the caller logs it)."""
     height, confirmations = stored.block_height, stored.confirmations
     if seen.block_height is not None and seen.block_height != stored.block_height:
         height = seen.block_height
@@ -277,6 +329,7 @@ def merge_observation(stored: Payment, seen: PaymentObservation, now: int) -> tu
         block_height=height,
         confirmations=confirmations,
         dropped=False,
+        missing_since=None,
     )
     if merged == stored:
         return stored, CHANGE_UNCHANGED

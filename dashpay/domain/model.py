@@ -89,6 +89,9 @@ class Payment:
     dropped: bool
     first_seen_at: int
     updated_at: int
+    # When the chain source was first found not to show it, in the current streak of
+    # absences (None: shown at the last check). See ``accounting.absence``.
+    missing_since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,11 +208,15 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class ReceiverWork:
-    """One receiver's share of a batch."""
+    """One receiver's share of a batch: what the source showed (``observations``), what
+    it has positive evidence against (``dropped_txids``: a conflicting spend) and what
+    it no longer shows (``absent_txids``). The domain decides what a drop or an absence
+    does to each payment (``accounting.absence``): final money is never un-credited."""
 
     receiver_id: int
     observations: tuple[PaymentObservation, ...] = ()
     dropped_txids: tuple[str, ...] = ()
+    absent_txids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

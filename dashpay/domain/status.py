@@ -78,9 +78,17 @@ OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DELIVERED, OUTBOX_FAILED)
 # What an observation did to a payment row (``PaymentChange.kind``).
 CHANGE_NEW = "new"  # first time this (txid, address) is recorded
 CHANGE_UPDATED = "updated"  # lock, height or confirmations moved
-CHANGE_DROPPED = "dropped"  # it vanished from the address history (double spend, eviction)
+CHANGE_DROPPED = "dropped"  # no longer counted: gone from the source (double spend, eviction)
+CHANGE_MISSING = "missing"  # the source stopped showing it: flagged, still counted
 CHANGE_RESTORED = "restored"  # a dropped payment was observed again
 CHANGE_UNCHANGED = "unchanged"  # observed again, nothing new
-CHANGE_KINDS = (CHANGE_NEW, CHANGE_UPDATED, CHANGE_DROPPED, CHANGE_RESTORED, CHANGE_UNCHANGED)
+CHANGE_KINDS = (
+    CHANGE_NEW,
+    CHANGE_UPDATED,
+    CHANGE_DROPPED,
+    CHANGE_MISSING,
+    CHANGE_RESTORED,
+    CHANGE_UNCHANGED,
+)
 # Changes that bring money in: the payment counts from now on.
 ARRIVALS = frozenset({CHANGE_NEW, CHANGE_RESTORED})

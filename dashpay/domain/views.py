@@ -81,6 +81,10 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "confirmations": payment.confirmations,
         "block_height": payment.block_height,
         "dropped": payment.dropped,
+        # Counted, but the chain source stopped showing it (see the README's "When a
+        # payment goes missing"); missing_since says since when.
+        "missing_from_source": payment.missing_since is not None and not payment.dropped,
+        "missing_since": iso_time(payment.missing_since),
         "first_seen_at": iso_time(payment.first_seen_at),
         "updated_at": iso_time(payment.updated_at),
     }

@@ -241,6 +241,7 @@ class PaymentEngine:
             pending = batch.item(item.receiver_id)
             pending.observations.extend(item.observations)
             pending.dropped.extend(item.dropped_txids)
+            pending.absent.extend(item.absent_txids)
             ids.append(item.receiver_id)
         batch.callbacks.append((message, ids))
 
@@ -274,7 +275,11 @@ class PaymentEngine:
         backoff = database_backoff()  # the batch is kept and retried
         while True:
             unit = partial(
-                record_batch, items=items, now=now, decide=decider(now, self.rules, event_payload)
+                record_batch,
+                items=items,
+                now=now,
+                decide=decider(now, self.rules, event_payload),
+                drop_after_ms=self.rules.drop_after_ms,
             )
             try:
                 results = await trio.to_thread.run_sync(self.repo.transaction, unit)
@@ -346,9 +351,12 @@ class _Pending:
     receiver_id: int
     observations: list[PaymentObservation] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
 
     def freeze(self) -> ReceiverWork:
-        return ReceiverWork(self.receiver_id, tuple(self.observations), tuple(self.dropped))
+        return ReceiverWork(
+            self.receiver_id, tuple(self.observations), tuple(self.dropped), tuple(self.absent)
+        )
 
 
 class _Batch:

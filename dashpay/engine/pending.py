@@ -44,6 +44,16 @@ class KnownPayment:
     confirmations: int
     block_height: int | None
     dropped: bool
+    missing: bool = False  # the chain source stopped showing it (``missing_since``)
+
+    @property
+    def to_recheck(self) -> bool:
+        """Re-checked against the source on the engine's timer: counted but not final
+        (unlocked, in the mempool), or flagged missing."""
+        if self.dropped:
+            return False
+        unmined = self.block_height is None and self.confirmations == 0
+        return self.missing or (unmined and not self.instant_locked)
 
 
 @dataclass(slots=True)
@@ -139,6 +149,8 @@ class PendingTable:
         # Ids whose payments include one neither dropped nor InstantSend-locked: what
         # the settlement checker may have to follow (it also checks confirmations).
         self._unsettled: set[int] = set()
+        # Ids holding a payment the engine's timer re-checks (``KnownPayment.to_recheck``).
+        self._recheck: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -176,14 +188,24 @@ class PendingTable:
             return None
         self._update(entry, receiver.status, receiver.expires_at, receiver.closed_at)
         if payments:
-            entry.payments = {
-                p.txid: KnownPayment(p.instant_locked, p.confirmations, p.block_height, p.dropped)
+            entry.payments = known = {
+                p.txid: KnownPayment(
+                    p.instant_locked,
+                    p.confirmations,
+                    p.block_height,
+                    p.dropped,
+                    p.missing_since is not None and not p.dropped,
+                )
                 for p in payments
             }
             if any(not p.dropped and not p.instant_locked for p in payments):
                 self._unsettled.add(entry.receiver_id)
             else:
                 self._unsettled.discard(entry.receiver_id)
+            if any(k.to_recheck for k in known.values()):
+                self._recheck.add(entry.receiver_id)
+            else:
+                self._recheck.discard(entry.receiver_id)
         return entry
 
     def remove(self, receiver_id: int) -> None:
@@ -191,6 +213,7 @@ class PendingTable:
         if entry is not None:
             self._by_address.pop(entry.address, None)
             self._unsettled.discard(receiver_id)
+            self._recheck.discard(receiver_id)
 
     def entries(self) -> list[PendingReceiver]:
         return list(self._by_id.values())
@@ -277,3 +300,17 @@ class PendingTable:
                 if txids:
                     out.append((e.receiver_id, e.address, txids))
         return out
+
+    def to_recheck(self) -> list[tuple[int, str]]:
+        """(id, address) of the receivers holding a payment to re-check against the
+        source (unlocked mempool, or flagged missing), by id."""
+        return [(rid, self._by_id[rid].address) for rid in sorted(self._recheck)]
+
+    def missing_payments(self) -> int:
+        """Payments the source stopped showing, still counted (``status`` shows it)."""
+        return sum(
+            1
+            for rid in self._recheck
+            for k in (self._by_id[rid].payments or {}).values()
+            if k.missing
+        )

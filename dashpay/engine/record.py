@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from dashpay.domain import accounting
 from dashpay.domain.errors import Conflict, InvalidParams, NotFound
@@ -35,7 +34,6 @@ from dashpay.domain.model import (
 )
 from dashpay.domain.money import MAX_DUFFS
 from dashpay.domain.status import (
-    CHANGE_DROPPED,
     CHANGE_NEW,
     CHANGE_UNCHANGED,
     OUTBOX_PENDING,
@@ -76,12 +74,17 @@ def decider(now: int, rules: accounting.Rules, payload: accounting.PayloadBuilde
 
 
 def record_batch(
-    tx: Transaction, items: Sequence[ReceiverWork], now: int, decide: Decide
+    tx: Transaction,
+    items: Sequence[ReceiverWork],
+    now: int,
+    decide: Decide,
+    drop_after_ms: int = accounting.DEFAULT_DROP_AFTER_MS,
 ) -> list[ReceiverResult]:
-    """Record observations and drops, let ``decide`` rule, write its updates and
-    events: every item in the one transaction of ``tx``, receivers locked in id order.
-    Payments are upserted on (txid, address) and only move forward (lock,
-    confirmations), except a new block height (reorg) and an explicit drop. Raises
+    """Record observations, drops and absences, let ``decide`` rule, write its updates
+    and events: every item in the one transaction of ``tx``, receivers locked in id
+    order. Payments are upserted on (txid, address) and only move forward (lock,
+    confirmations), except a new block height (reorg) and a drop, which
+    ``accounting.absence`` allows only for an unlocked mempool payment. Raises
     InvalidParams for a malformed item (before any row is locked), NotFound for a
     missing receiver, Conflict for an observation of another address; any error
     (including from ``decide``) rolls the whole batch back. Results are in the order
@@ -103,7 +106,9 @@ def record_batch(
     }
     updates: dict[int, ReceiverUpdate] = {}
     results = [
-        _record_item(tx, item, receivers, stored[item.receiver_id], now, decide, updates)
+        _record_item(
+            tx, item, receivers, stored[item.receiver_id], now, decide, drop_after_ms, updates
+        )
         for item in items
     ]
     # Each receiver's latest state, written once (nothing in between reads receivers
@@ -123,6 +128,7 @@ def _record_item(
     rows: dict[tuple[str, str], Payment],
     now: int,
     decide: Decide,
+    drop_after_ms: int,
     updates: dict[int, ReceiverUpdate],
 ) -> ReceiverResult:
     """Apply one item; ``receivers`` and ``rows`` are kept equal to the database as
@@ -157,12 +163,16 @@ def _record_item(
                 tx.write_payment(payment)
         rows[key] = payment
         changes.append(PaymentChange(payment, kind))
-    for txid in item.dropped_txids:
-        for key in [k for k, p in rows.items() if p.txid == txid and not p.dropped]:
-            payment = replace(rows[key], dropped=True, updated_at=now)
-            tx.write_payment(payment)
-            rows[key] = payment
-            changes.append(PaymentChange(payment, CHANGE_DROPPED))
+    # What the source no longer shows, or shows is gone: the domain decides per payment
+    # (a final one is flagged, never dropped).
+    for txids, evidence in ((item.dropped_txids, True), (item.absent_txids, False)):
+        for txid in txids:
+            for key in [k for k, p in rows.items() if p.txid == txid and not p.dropped]:
+                payment, kind = accounting.absence(rows[key], now, drop_after_ms, evidence=evidence)
+                if kind != CHANGE_UNCHANGED:
+                    tx.write_payment(payment)
+                    rows[key] = payment
+                    changes.append(PaymentChange(payment, kind))
     payments = sorted(rows.values(), key=lambda p: (p.first_seen_at, p.payment_id))
     update, new_events = check_decision(rid, decide(receiver, list(payments), list(changes)))
     if update is not None:
@@ -216,13 +226,14 @@ def check_work(items: Sequence[ReceiverWork], now: int) -> None:
             raise InvalidParams(f"receiver_id must be a positive integer, got {show(rid)}")
         for seen in item.observations:
             _check_observation(rid, seen)
-        for txid in item.dropped_txids:
-            if not isinstance(txid, str) or not _TXID.fullmatch(txid):
-                raise InvalidParams(
-                    f"dropped txid for receiver {rid} must be 64 lowercase hex characters, "
-                    f"got {show(txid)}",
-                    receiver_id=rid,
-                )
+        for what, txids in (("dropped", item.dropped_txids), ("absent", item.absent_txids)):
+            for txid in txids:
+                if not isinstance(txid, str) or not _TXID.fullmatch(txid):
+                    raise InvalidParams(
+                        f"{what} txid for receiver {rid} must be 64 lowercase hex "
+                        f"characters, got {show(txid)}",
+                        receiver_id=rid,
+                    )
 
 
 def _check_observation(receiver_id: int, seen: object) -> None:

@@ -205,7 +205,7 @@ INSERT_PAYMENT = (
 )
 UPDATE_PAYMENT = (
     "UPDATE payments SET instant_locked = ?, block_height = ?, confirmations = ?, dropped = ?,"
-    " updated_at = ? WHERE payment_id = ?"
+    " missing_since = ?, updated_at = ? WHERE payment_id = ?"
 )
 
 RECEIVER_UPDATE_FIELDS = tuple(f.name for f in fields(ReceiverUpdate))  # in write order

@@ -125,12 +125,14 @@ class SqlTransaction:
         )
 
     def write_payment(self, payment: Payment) -> None:
-        """Store a payment's mutable state (lock, height, confirmations, dropped)."""
+        """Store a payment's mutable state (lock, height, confirmations, dropped,
+        missing_since)."""
         values = (
             int(payment.instant_locked),
             payment.block_height,
             payment.confirmations,
             int(payment.dropped),
+            payment.missing_since,
             payment.updated_at,
             payment.payment_id,
         )

@@ -2,9 +2,14 @@
 
 A rescan reads the complete history of the receivers' addresses, records every payment
 found (through the engine, so it is the same single code path as a socket event), and
-marks dropped the mempool payments Insight no longer knows (double spends, evictions).
-It runs at every socket (re)connect, because Insight never replays missed events, and
-whenever `dashpay rescan` asks; a full rescan already running is joined, not repeated.
+reports the stored payments Insight no longer shows (``absent_txids``): the domain flags
+them missing, and drops only an unlocked mempool payment that stays absent for
+``[receivers] drop_after`` (``accounting.absence``). A pass that finds too much missing
+at once (``accounting.source_reset_suspected``: an Insight that lost its mempool) holds
+instead and warns. It runs at every socket (re)connect, because Insight never replays
+missed events, whenever `dashpay rescan` asks (a full rescan already running is joined,
+not repeated) and, for the receivers holding unlocked mempool or missing payments, on
+the re-check timer (``recheck_loop``).
 
 The settlement checker refreshes confirmations of unsettled payments after each new
 block (Insight sends no event when a mempool tx is mined).
@@ -20,11 +25,12 @@ from typing import Any
 
 import trio
 
+from dashpay.domain.accounting import payment_final, source_reset_suspected
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import NotFound, Unavailable
-from dashpay.domain.model import PaymentObservation, ReceiverWork
+from dashpay.domain.model import Payment, PaymentObservation, ReceiverResult, ReceiverWork
 from dashpay.domain.observations import BlockObserved, TxObserved
-from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED
+from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED, CHANGE_MISSING
 from dashpay.engine.loop import PaymentEngine, observation
 from dashpay.net.insight_rest import InsightError, InsightRest
 from dashpay.repository.base import Repository
@@ -36,6 +42,17 @@ log = logging.getLogger("dashpay.rescan")
 RESCAN_CHUNK = 2_000
 # Concurrent tx lookups while checking confirmations or drops.
 LOOKUP_CONCURRENCY = 8
+# The re-check timer runs every drop_after / RECHECK_PER_DROP_AFTER, within these bounds:
+# an unlocked payment that vanished is dropped at most a fifth of drop_after late.
+RECHECK_PER_DROP_AFTER = 5
+RECHECK_MIN_SECONDS = 1.0
+RECHECK_MAX_SECONDS = 60.0
+
+
+def recheck_interval(drop_after_ms: int) -> float:
+    """Seconds between re-checks of unlocked mempool and missing payments."""
+    seconds = drop_after_ms / 1000 / RECHECK_PER_DROP_AFTER
+    return min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, seconds))
 
 
 @dataclass(slots=True)
@@ -45,6 +62,9 @@ class RescanSummary:
     payments_found: int = 0
     payments_new: int = 0
     payments_dropped: int = 0
+    payments_missing: int = 0  # newly flagged missing in this pass
+    payments_checked: int = 0  # stored payments whose presence this pass checked
+    held: bool = False  # too much missing at once: nothing flagged or dropped
     started_at: float = 0.0
     duration_seconds: float = 0.0
     complete: bool = True
@@ -56,6 +76,8 @@ class RescanSummary:
             "payments_found": self.payments_found,
             "payments_new": self.payments_new,
             "payments_dropped": self.payments_dropped,
+            "payments_missing": self.payments_missing,
+            "held": self.held,
             "duration_seconds": round(self.duration_seconds, 3),
             "complete": self.complete,
         }
@@ -85,6 +107,8 @@ class Reconciler:
         self.last_full: RescanSummary | None = None
         self.last_full_at: float | None = None
         self.running = 0
+        # The last pass that held (too much missing at once), for `status`.
+        self.last_hold: dict[str, Any] | None = None
 
     # -- control method -----------------------------------------------------------------
     async def rescan_request(
@@ -144,28 +168,44 @@ class Reconciler:
             event, self._full = self._full, None
             event.set()
 
-    async def rescan(self, targets: list[tuple[int, str]]) -> RescanSummary:
+    async def rescan(self, targets: list[tuple[int, str]], *, quiet: bool = False) -> RescanSummary:
+        """Read the history of ``targets`` (id, address), record what it shows and report
+        what it no longer shows. ``quiet``: log the summary at debug level unless it
+        found, flagged or dropped something (the re-check timer's passes)."""
         summary = RescanSummary(started_at=time.time())
         started = time.monotonic()
         self.running += 1
+        absent: list[tuple[int, str]] = []
         try:
             for start in range(0, len(targets), RESCAN_CHUNK):
-                await self._rescan_chunk(targets[start : start + RESCAN_CHUNK], summary)
+                chunk = targets[start : start + RESCAN_CHUNK]
+                absent += await self._rescan_chunk(chunk, summary)
+            if absent:
+                await self._report_absent(absent, summary)
         finally:
             self.running -= 1
             summary.duration_seconds = time.monotonic() - started
-        log.info(
-            "rescan done receivers=%d found=%d new=%d dropped=%d seconds=%.2f complete=%s",
+        eventful = summary.payments_new or summary.payments_dropped or summary.payments_missing
+        log.log(
+            logging.DEBUG if quiet and not eventful and not summary.held else logging.INFO,
+            "rescan done receivers=%d found=%d new=%d missing=%d dropped=%d held=%s "
+            "seconds=%.2f complete=%s",
             summary.receivers,
             summary.payments_found,
             summary.payments_new,
+            summary.payments_missing,
             summary.payments_dropped,
+            summary.held,
             summary.duration_seconds,
             summary.complete,
         )
         return summary
 
-    async def _rescan_chunk(self, targets: list[tuple[int, str]], summary: RescanSummary) -> None:
+    async def _rescan_chunk(
+        self, targets: list[tuple[int, str]], summary: RescanSummary
+    ) -> list[tuple[int, str]]:
+        """Record what the history of ``targets`` shows; returns the (receiver id, txid)
+        of the stored payments it no longer shows (and ``/tx`` answers 404 for)."""
         addresses = {address: receiver_id for receiver_id, address in targets}
         skipped: set[str] = set()
         try:
@@ -182,55 +222,109 @@ class Reconciler:
                 seen[receiver_id].add(obs.txid)
         summary.payments_found += sum(len(v) for v in per_receiver.values())
         # Every target goes through the engine, with or without observations: the
-        # results carry each receiver's stored payments, needed for the drop check.
+        # results carry each receiver's stored payments, needed for the absence check.
         work = [ReceiverWork(rid, tuple(per_receiver.get(rid, ()))) for rid, _ in targets]
         results = await self.engine.apply(work)
         summary.payments_new += sum(1 for r in results for c in r.changes if c.kind in ARRIVALS)
         if "" in skipped:
-            summary.complete = False  # an unreadable history item: no drop decisions
-            return
+            summary.complete = False  # an unreadable history item: no absence decisions
+            return []
+        counted = [
+            (r.receiver.receiver_id, p.txid) for r in results for p in r.payments if not p.dropped
+        ]
+        summary.payments_checked += len(counted)
         candidates = [
-            (r.receiver.receiver_id, p.txid)
-            for r in results
-            for p in r.payments
-            if not p.dropped
-            and p.block_height is None
-            and p.confirmations == 0
-            and p.txid not in seen.get(r.receiver.receiver_id, set())
-            and p.txid not in skipped
+            (receiver_id, txid)
+            for receiver_id, txid in counted
+            if txid not in seen.get(receiver_id, set()) and txid not in skipped
         ]
         if not candidates:
-            return
-        gone = await self._confirm_gone([txid for _, txid in candidates])
-        drops: dict[int, list[str]] = defaultdict(list)
-        for receiver_id, txid in candidates:
-            if txid in gone:
-                drops[receiver_id].append(txid)
-        if drops:
-            dropped = await self.engine.apply(
-                [ReceiverWork(rid, (), tuple(txids)) for rid, txids in drops.items()]
-            )
-            summary.payments_dropped += sum(
-                1 for r in dropped for c in r.changes if c.kind == CHANGE_DROPPED
-            )
+            return []
+        gone, found = await self._confirm_gone([txid for _, txid in candidates])
+        if found:  # not in the address history, yet /tx knows it: present after all
+            by_address = {rid: address for rid, address in targets}
+            again = [
+                ReceiverWork(
+                    rid, (observation(found[txid], address, found[txid].outputs[address]),)
+                )
+                for rid, txid in candidates
+                if txid in found and (address := by_address[rid]) in found[txid].outputs
+            ]
+            await self.engine.apply(again)
+        return [(rid, txid) for rid, txid in candidates if txid in gone]
 
-    async def _confirm_gone(self, txids: list[str]) -> set[str]:
-        """The txids Insight answers 404 for (a plain 'Not found', not a routing error)."""
+    async def _report_absent(self, absent: list[tuple[int, str]], summary: RescanSummary) -> None:
+        """Hand the pass's absences to the engine (the domain flags or drops), unless so
+        many are missing at once that the source itself looks reset: then hold."""
+        if source_reset_suspected(len(absent), summary.payments_checked):
+            summary.held = True
+            self.last_hold = {
+                "at": time.time(),
+                "missing": len(absent),
+                "checked": summary.payments_checked,
+            }
+            log.warning(
+                "rescan held: %d of %d payments are missing from Insight at once, which "
+                "looks like Insight lost its index (a restart that forgot its mempool), not "
+                "like double spends; nothing was flagged or dropped. They are checked "
+                "again at the next rescan; if Insight really lost them, `dashpay rescan` "
+                "after it has resynced decides.",
+                len(absent),
+                summary.payments_checked,
+            )
+            return
+        per_receiver: dict[int, list[str]] = defaultdict(list)
+        for receiver_id, txid in absent:
+            per_receiver[receiver_id].append(txid)
+        results = await self.engine.apply(
+            [ReceiverWork(rid, absent_txids=tuple(txids)) for rid, txids in per_receiver.items()]
+        )
+        for result in results:
+            for change in result.changes:
+                if change.kind == CHANGE_DROPPED:
+                    summary.payments_dropped += 1
+                elif change.kind == CHANGE_MISSING:
+                    summary.payments_missing += 1
+                    _log_missing(result, change.payment)
+
+    async def _confirm_gone(self, txids: list[str]) -> tuple[set[str], dict[str, TxObserved]]:
+        """The txids Insight answers 404 for (a plain 'Not found', not a routing error),
+        and the ones it still answers with the transaction for."""
         gone: set[str] = set()
+        found: dict[str, TxObserved] = {}
         limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
 
         async def check(txid: str) -> None:
             async with limiter:
                 try:
-                    if await self.rest.tx(txid) is None:
-                        gone.add(txid)
+                    tx = await self.rest.tx(txid)
                 except InsightError as exc:
-                    log.warning("drop check skipped txid=%s error=%s", txid, exc)
+                    log.warning("absence check skipped txid=%s error=%s", txid, exc)
+                    return
+            if tx is None:
+                gone.add(txid)
+            else:
+                found[txid] = tx
 
         async with trio.open_nursery() as nursery:
             for txid in set(txids):
                 nursery.start_soon(check, txid)
-        return gone
+        return gone, found
+
+    async def recheck_loop(self, interval: float) -> None:
+        """Every ``interval`` seconds, rescan the receivers holding an unlocked mempool
+        payment or one flagged missing, so a vanished payment is noticed without waiting
+        for a manual or the hourly rescan. Skipped while a full rescan runs (it covers
+        them). Never returns unless cancelled."""
+        while True:
+            await trio.sleep(interval)
+            targets = self.engine.table.to_recheck()
+            if not targets or self._full is not None:
+                continue
+            try:
+                await self.rescan(targets, quiet=True)
+            except Unavailable as exc:
+                log.warning("payment re-check failed, retried in %.0fs: %s", interval, exc)
 
     # -- settlement ---------------------------------------------------------------------
     async def refresh_confirmations(self, block: BlockObserved) -> None:
@@ -261,3 +355,18 @@ class Reconciler:
                     nursery.start_soon(lookup, receiver_id, address, txid)
         if work:
             await self.engine.apply([ReceiverWork(rid, tuple(obs)) for rid, obs in work.items()])
+
+
+def _log_missing(result: ReceiverResult, payment: Payment) -> None:
+    log.warning(
+        "payment missing from Insight txid=%s receiver=%d amount_duffs=%d locked=%s "
+        "confirmations=%d: still counted; %s",
+        payment.txid,
+        result.receiver.receiver_id,
+        payment.amount_duffs,
+        payment.instant_locked,
+        payment.confirmations,
+        "it is final (locked or mined) and is never dropped for absence"
+        if payment_final(payment)
+        else "dropped if it stays absent for [receivers] drop_after",
+    )

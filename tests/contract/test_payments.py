@@ -716,3 +716,54 @@ def test_overlapping_batches_from_many_threads_do_not_deadlock(store: Store) -> 
         stored = repos[1].get_receiver(receiver.receiver_id)
         assert stored.received_duffs == 80
         assert len(repos[1].list_payments(receiver.receiver_id)) == 8
+
+
+# -- absence: what the chain source no longer shows ------------------------------------
+
+
+def absent(repo: Repository, receiver: Receiver, now: int, drop_after_ms: int, *txids: str):
+    unit = partial(
+        record_batch,
+        items=[ReceiverWork(receiver.receiver_id, absent_txids=txids)],
+        now=now,
+        decide=SummingDecide(now),
+        drop_after_ms=drop_after_ms,
+    )
+    return repo.transaction(unit)[0]
+
+
+def test_an_absent_payment_is_flagged_stored_and_dropped_only_after_drop_after(
+    repo: Repository,
+) -> None:
+    receiver = create(repo)
+    observe(repo, receiver, T0, seen(receiver))
+    result = absent(repo, receiver, T1, 5_000, TX_A)
+    assert kinds(result) == ["missing"]
+    [stored] = repo.list_payments(receiver.receiver_id)
+    assert stored.missing_since == T1 and stored.dropped is False
+    assert result.receiver.received_duffs == AMOUNT
+    assert absent(repo, receiver, T1 + 4_999, 5_000, TX_A).changes == []
+    result = absent(repo, receiver, T1 + 5_000, 5_000, TX_A)
+    assert kinds(result) == ["dropped"] and result.receiver.received_duffs == 0
+    [stored] = repo.list_payments(receiver.receiver_id)
+    assert stored.dropped is True and stored.missing_since == T1
+
+
+def test_a_locked_payment_is_flagged_but_never_dropped_even_on_evidence(repo: Repository) -> None:
+    receiver = create(repo)
+    observe(repo, receiver, T0, seen(receiver, locked=True))
+    assert kinds(drop(repo, receiver, T1, TX_A)) == ["missing"]
+    result = absent(repo, receiver, T1 + 10**9, 5_000, TX_A)
+    assert result.changes == [] and result.receiver.received_duffs == AMOUNT
+    [stored] = repo.list_payments(receiver.receiver_id)
+    assert stored.dropped is False and stored.missing_since == T1
+
+
+def test_a_flagged_payment_seen_again_is_no_longer_missing(repo: Repository) -> None:
+    receiver = create(repo)
+    observe(repo, receiver, T0, seen(receiver))
+    absent(repo, receiver, T1, 5_000, TX_A)
+    result = observe(repo, receiver, T2, seen(receiver))
+    assert kinds(result) == ["updated"]
+    [stored] = repo.list_payments(receiver.receiver_id)
+    assert stored.missing_since is None and stored.updated_at == T2

@@ -8,7 +8,7 @@ import time
 
 from dashpay.config.database import parse_database_url
 from dashpay.repository import open_repository
-from tests.conftest import start_daemon
+from tests.conftest import WATCHING_DROP_AFTER, start_daemon
 
 COIN = 100_000_000
 
@@ -145,21 +145,86 @@ def test_payment_while_the_socket_is_down_is_found_after_reconnect(watching_daem
     assert data["received_duffs"] == COIN
 
 
-def test_dropped_mempool_payment_is_marked_and_reported(
+def test_a_vanished_unlocked_payment_is_flagged_then_dropped_after_drop_after_by_itself(
     watching_daemon, sandbox_peer, database_url
 ):
     r = new_receiver(watching_daemon, "1")
     txid = sandbox_peer.pay(r["address"], COIN, lock=False)
     wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "paid")
     sandbox_peer.drop(txid)
-    result = watching_daemon.cli("rescan", str(r["receiver_id"]), "--json")
-    assert result.code == 0, result.stderr
-    assert result.json()["payments_dropped"] == 1
-    data = show(watching_daemon, r["receiver_id"])
-    assert data["status"] == "pending" and data["received_duffs"] == 0
-    assert data["payments"][0]["dropped"] is True
+    dropped_at = time.monotonic()
+    # No manual rescan: the daemon's re-check timer notices. First it flags...
+    flagged = wait_for(
+        watching_daemon, r["receiver_id"], lambda d: d["payments"][0]["missing_from_source"]
+    )
+    if time.monotonic() - dropped_at < WATCHING_DROP_AFTER - 0.5:
+        assert flagged["status"] == "paid" and flagged["received_duffs"] == COIN
+        assert flagged["payments"][0]["dropped"] is False
+    # ...and only once it stayed absent for drop_after is it dropped.
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "pending")
+    assert time.monotonic() - dropped_at >= WATCHING_DROP_AFTER
+    assert data["received_duffs"] == 0 and data["payments"][0]["dropped"] is True
     names = [n for n, _ in outbox(database_url, r["receiver_id"])]
     assert names == ["receiver.paid", "receiver.payment_dropped"]
+
+
+def test_a_settled_locked_payment_is_never_uncredited_when_insight_forgets_it(
+    watching_daemon, sandbox_peer, database_url
+):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.pay(r["address"], COIN, lock=True)
+    wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    sandbox_peer.restart_empty()  # Insight restarts and has lost its mempool
+    # The reconnect's rescan or this one (whichever runs first) flags it.
+    result = watching_daemon.cli("rescan", str(r["receiver_id"]), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["payments_dropped"] == 0
+    data = wait_for(
+        watching_daemon, r["receiver_id"], lambda d: d["payments"][0]["missing_from_source"]
+    )
+    assert data["status"] == "settled" and data["received_duffs"] == COIN
+    assert data["payments"][0]["missing_from_source"] is True
+    assert data["payments"][0]["dropped"] is False
+    status = watching_daemon.cli("status", "--json").json()
+    assert status["engine"]["payments_missing_from_source"] == 1
+    assert any("missing from Insight" in w for w in status["warnings"])
+    time.sleep(WATCHING_DROP_AFTER + 0.5)  # long past drop_after: still never dropped
+    assert watching_daemon.cli("rescan", str(r["receiver_id"])).code == 0
+    data = show(watching_daemon, r["receiver_id"])
+    assert data["status"] == "settled" and data["received_duffs"] == COIN
+    assert [n for n, _ in outbox(database_url, r["receiver_id"])] == [
+        "receiver.paid",
+        "receiver.settled",
+    ]
+    assert "payment missing from Insight" in watching_daemon.log()
+
+
+def test_an_insight_that_lost_many_payments_at_once_holds_the_rescan(
+    watching_daemon, sandbox_peer, database_url
+):
+    receivers = [new_receiver(watching_daemon, "1") for _ in range(12)]
+    for r in receivers:
+        sandbox_peer.pay(r["address"], COIN, lock=False)
+    for r in receivers:
+        wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "paid")
+    sandbox_peer.restart_empty()
+    ids = [str(r["receiver_id"]) for r in receivers]
+    result = watching_daemon.cli("rescan", *ids, "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["held"] is True
+    assert summary["payments_dropped"] == 0 and summary["payments_missing"] == 0
+    time.sleep(WATCHING_DROP_AFTER + 0.5)  # the re-check timer holds too
+    for r in receivers:
+        data = show(watching_daemon, r["receiver_id"])
+        assert data["status"] == "paid" and data["received_duffs"] == COIN
+        assert data["payments"][0]["dropped"] is False
+    status = watching_daemon.cli("status", "--json").json()
+    assert status["last_rescan_hold"]["missing"] == 12
+    assert any("held" in w for w in status["warnings"])
+    human = watching_daemon.cli("rescan", *ids)
+    assert "held" in human.stdout
+    assert "looks like Insight lost its index" in watching_daemon.log()
 
 
 def test_cancelled_receiver_paid_anyway_is_recorded_and_flagged(

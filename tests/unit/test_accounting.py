@@ -298,3 +298,66 @@ def test_apply_update_sets_exactly_the_update_fields():
         updated_at=NOW,
     )
     assert acc.apply_update(r, update) == replace(r, **asdict(update))
+
+
+# -- absence: a payment the chain source stops showing ---------------------------------
+
+DROP_AFTER = 600_000
+
+
+def test_a_first_absence_flags_an_unlocked_payment_and_keeps_it_counted() -> None:
+    p = payment("a", DUE)
+    flagged, kind = acc.absence(p, NOW, DROP_AFTER)
+    assert kind == "missing"
+    assert flagged.missing_since == NOW and flagged.dropped is False and flagged.updated_at == NOW
+
+
+def test_an_unlocked_payment_is_dropped_only_once_absent_for_drop_after() -> None:
+    flagged, _ = acc.absence(payment("a", DUE), NOW, DROP_AFTER)
+    early, kind = acc.absence(flagged, NOW + DROP_AFTER - 1, DROP_AFTER)
+    assert kind == "unchanged" and early == flagged
+    dropped, kind = acc.absence(flagged, NOW + DROP_AFTER, DROP_AFTER)
+    assert kind == "dropped" and dropped.dropped is True
+    assert dropped.missing_since == NOW  # when it went missing stays on record
+
+
+def test_positive_evidence_drops_an_unlocked_payment_at_once() -> None:
+    dropped, kind = acc.absence(payment("a", DUE), NOW, DROP_AFTER, evidence=True)
+    assert kind == "dropped" and dropped.dropped is True
+
+
+@given(
+    locked=st.booleans(),
+    conf=st.integers(0, 10),
+    later=st.integers(0, 10 * DROP_AFTER),
+    evidence=st.booleans(),
+)
+def test_a_locked_or_mined_payment_is_never_dropped_for_absence(locked, conf, later, evidence):
+    p = payment("a", DUE, locked=locked, conf=conf)
+    if not acc.payment_final(p):
+        return
+    flagged, kind = acc.absence(p, NOW, DROP_AFTER, evidence=evidence)
+    assert kind == "missing" and not flagged.dropped
+    again, kind = acc.absence(flagged, NOW + later, DROP_AFTER, evidence=evidence)
+    assert kind == "unchanged" and not again.dropped
+
+
+def test_seeing_a_flagged_payment_again_clears_the_flag() -> None:
+    from dashpay.domain.model import PaymentObservation
+
+    flagged, _ = acc.absence(payment("a", DUE), NOW, DROP_AFTER)
+    seen = PaymentObservation(flagged.txid, flagged.address, DUE, False, None, None)
+    merged, kind = acc.merge_observation(flagged, seen, NOW + 1)
+    assert kind == "updated" and merged.missing_since is None and merged.updated_at == NOW + 1
+
+
+def test_an_already_dropped_payment_is_left_alone() -> None:
+    p = payment("a", DUE, dropped=True)
+    assert acc.absence(p, NOW, DROP_AFTER) == (p, "unchanged")
+
+
+def test_too_much_missing_at_once_is_a_suspected_source_reset() -> None:
+    suspected = acc.source_reset_suspected
+    assert suspected(11, 1000) and not suspected(10, 1000)  # more than 10
+    assert suspected(3, 4) and not suspected(2, 4)  # more than half, of at least 4
+    assert not suspected(1, 1) and not suspected(3, 3)  # too few checked to tell
