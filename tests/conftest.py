@@ -329,6 +329,22 @@ class SandboxPeer:
     def server_up(self) -> None:
         self._call(self._start_server)
 
+    def forge(self, name: str, txid: str, outputs: dict[str, int], *, txlock: bool = False) -> None:
+        """Send subscribers a `tx`/`txlock` event that the chain does not back (a hostile
+        or buggy Insight): REST knows nothing of it unless the chain has that txid."""
+        payload = {
+            "txid": txid,
+            "valueOut": 0,
+            "vout": [{address: duffs} for address, duffs in outputs.items()],
+            "isRBF": False,
+            "txlock": txlock,
+        }
+
+        async def go():
+            self.network._publish(name, payload)
+
+        self._call(go)
+
     def restart_empty(self) -> None:
         """An Insight restart that lost its index: the server goes away and comes back
         serving a fresh chain that knows none of the earlier transactions."""

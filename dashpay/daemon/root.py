@@ -43,6 +43,7 @@ from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler, recheck_interval
+from dashpay.services.verify import Verifier
 
 log = logging.getLogger("dashpay.daemon")
 
@@ -79,6 +80,7 @@ class Daemon:
         self.insight: InsightSocket | None = None
         self.rest: InsightRest | None = None
         self.reconciler: Reconciler | None = None
+        self.verifier: Verifier | None = None
         self.last_rescan_error: str | None = None
         self.owner_lock: Any = None
         self.ownership_lost_since: float | None = None
@@ -190,6 +192,10 @@ class Daemon:
         self.rest = InsightRest(config.insight.url, timeout=config.insight.timeout)
         self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
         self.services.reconciler = self.reconciler
+        # Socket events announce payments; REST confirms them before they count.
+        self.verifier = Verifier(self.rest, engine)
+        await nursery.start(self.verifier.run)
+        engine.verify = self.verifier.claim
         self.insight = InsightSocket(
             config.insight.effective_socket_url,
             reconnect_initial=config.insight.reconnect_initial,

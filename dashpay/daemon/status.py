@@ -127,6 +127,17 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             **daemon.reconciler.last_full.as_dict(),
         }
     _missing_view(daemon, result)
+    if daemon.verifier is not None:
+        result["verify"] = verify = daemon.verifier.stats.as_dict()
+        refused = verify["last_refused"]
+        if refused is not None:
+            refused["at"] = _iso(refused["at"])
+            if verify["refused"]:
+                result["warnings"].append(
+                    f"{verify['refused']} tx event(s) refused: Insight REST did not confirm "
+                    f"what the socket claimed (last: tx {refused['txid']} for receiver "
+                    f"{refused['receiver_id']})"
+                )
     return result
 
 

@@ -36,6 +36,7 @@ from dashpay.domain.model import (
     ReceiverWork,
 )
 from dashpay.domain.observations import (
+    SOURCE_SOCKET,
     BlockObserved,
     SocketConnected,
     SocketDisconnected,
@@ -126,6 +127,11 @@ class PaymentEngine:
         self.on_recorded = on_recorded
         # None: no ticker task (tests send Tick themselves).
         self.tick_seconds = tick_seconds
+        # Given (receiver id, address, observation) for a socket event announcing a
+        # payment the receiver does not hold yet, instead of recording it: the daemon's
+        # verifier reads it back over REST first (services/verify.py). None: events
+        # are recorded as they come (in-process tests, tools).
+        self.verify: Callable[[int, str, PaymentObservation], None] | None = None
         self.table = PendingTable()
         self.stats = EngineStats()
         self.send_channel: trio.MemorySendChannel[EngineMessage]
@@ -217,6 +223,7 @@ class PaymentEngine:
             self.stats.events += 1
             self.stats.last_event_at = time.time()
             get = self.table.get
+            verify = self.verify
             matched = False
             for address, duffs in message.outputs.items():
                 entry = get(address)
@@ -225,6 +232,10 @@ class PaymentEngine:
                 matched = True
                 obs = observation(message, address, duffs)
                 if entry.is_news(obs):
+                    if verify is not None and message.source == SOURCE_SOCKET:
+                        if not entry.holds(obs.txid):  # a claim: read back first
+                            verify(entry.receiver_id, address, obs)
+                            continue
                     batch.item(entry.receiver_id).observations.append(obs)
             if matched:
                 self.stats.matched += 1

@@ -79,6 +79,11 @@ class PendingReceiver:
             return True
         return obs.confirmations is not None and obs.confirmations > known.confirmations
 
+    def holds(self, txid: str) -> bool:
+        """Is this transaction recorded (and counted) for the receiver already?"""
+        known = None if self.payments is None else self.payments.get(txid)
+        return known is not None and not known.dropped
+
     def unsettled_txids(self, confirmations: int) -> list[str]:
         if not self.payments:
             return []

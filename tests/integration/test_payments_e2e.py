@@ -227,6 +227,61 @@ def test_an_insight_that_lost_many_payments_at_once_holds_the_rescan(
     assert "looks like Insight lost its index" in watching_daemon.log()
 
 
+FORGED = "f" * 64
+
+
+def test_a_forged_tx_or_txlock_event_credits_nothing(watching_daemon, sandbox_peer, database_url):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.forge("tx", FORGED, {r["address"]: 5 * COIN})
+    sandbox_peer.forge("txlock", FORGED, {r["address"]: 5 * COIN}, txlock=True)
+    # A real payment after the forged ones is read back and recorded normally.
+    real = sandbox_peer.pay(r["address"], COIN // 2, lock=False)
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["received_duffs"] > 0)
+    time.sleep(1.0)  # the forged claim has been asked for (and not found) by now
+    data = show(watching_daemon, r["receiver_id"])
+    assert data["status"] == "partial" and data["received_duffs"] == COIN // 2
+    assert [p["txid"] for p in data["payments"]] == [real]
+    assert [n for n, _ in outbox(database_url, r["receiver_id"])] == ["receiver.partial"]
+    verify = watching_daemon.cli("status", "--json").json()["verify"]
+    assert verify["claims"] >= 3 and verify["verified"] == 1
+
+
+def test_the_amount_credited_is_rests_never_the_events(watching_daemon, sandbox_peer):
+    r = new_receiver(watching_daemon, "1")
+    txid = sandbox_peer.pay(r["address"], COIN // 4, lock=False, silent=True)
+    sandbox_peer.forge("tx", txid, {r["address"]: 5 * COIN})  # the event inflates it
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["received_duffs"] > 0)
+    assert data["received_duffs"] == COIN // 4 and data["status"] == "partial"
+    assert "tx event amount differs from Insight REST" in watching_daemon.log()
+
+
+def test_an_event_for_a_tx_that_does_not_pay_the_address_is_refused(
+    watching_daemon, sandbox_peer
+):
+    r = new_receiver(watching_daemon, "1")
+    other = new_receiver(watching_daemon, "1")
+    txid = sandbox_peer.pay(other["address"], COIN, lock=True, silent=True)
+    sandbox_peer.forge("txlock", txid, {r["address"]: COIN}, txlock=True)
+    deadline = time.monotonic() + 10
+    while True:
+        status = watching_daemon.cli("status", "--json").json()
+        if status["verify"]["refused"]:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["verify"]["last_refused"]["txid"] == txid
+    assert any("refused" in w for w in status["warnings"])
+    data = show(watching_daemon, r["receiver_id"])
+    assert data["status"] == "pending" and data["received_duffs"] == 0
+
+
+def test_a_lock_is_taken_from_the_event_once_the_tx_is_read_back(watching_daemon, sandbox_peer):
+    r = new_receiver(watching_daemon, "1")
+    sandbox_peer.pay(r["address"], COIN, lock=True)  # `tx`, then `txlock` 0.2 s later
+    data = wait_for(watching_daemon, r["receiver_id"], lambda d: d["status"] == "settled")
+    assert data["payments"][0]["instant_locked"] is True
+
+
 def test_cancelled_receiver_paid_anyway_is_recorded_and_flagged(
     watching_daemon, sandbox_peer, database_url
 ):

@@ -207,8 +207,8 @@ async def test_a_caller_cancelled_after_its_request_is_taken_still_gets_it_watch
     assert len(repo.list_receivers()) == 1
 
 
-def pay(receiver_view: dict, duffs: int) -> TxObserved:
-    return TxObserved(TXID, {receiver_view["address"]: duffs}, instant_locked=True)
+def pay(receiver_view: dict, duffs: int, *, locked: bool = True) -> TxObserved:
+    return TxObserved(TXID, {receiver_view["address"]: duffs}, instant_locked=locked)
 
 
 def watched(repo: Repository, gap_limit_max: int) -> tuple[PaymentEngine, ReceiverService]:
@@ -224,9 +224,11 @@ def watched(repo: Repository, gap_limit_max: int) -> tuple[PaymentEngine, Receiv
     return engine, svc
 
 
-async def paid_and_recorded(repo: Repository, engine: PaymentEngine, view: dict) -> None:
+async def paid_and_recorded(
+    repo: Repository, engine: PaymentEngine, view: dict, *, locked: bool = True
+) -> None:
     """Pay ``view`` its amount through the engine and wait until the engine is done."""
-    await engine.submit(pay(view, 100_000_000))
+    await engine.submit(pay(view, 100_000_000, locked=locked))
     with trio.fail_after(10):
         while repo.get_receiver(view["receiver_id"]).received_duffs == 0:
             await trio.sleep(0.01)
@@ -260,7 +262,8 @@ async def test_the_gap_is_read_from_the_database_and_a_drop_is_noticed(repo):
         await nursery.start(engine.run)
         await nursery.start(svc.run)
         first = await rpc("receiver.create", {"amount": "1"}, receivers=svc)
-        await paid_and_recorded(repo, engine, first)
+        # unlocked: only a mempool payment can be dropped (a locked one is final)
+        await paid_and_recorded(repo, engine, first, locked=False)
         two = await create_all(svc, [{"amount": "1"}, {"amount": "1"}])  # gap 0 -> 2
         assert all(isinstance(v, dict) for v in two)
         # the only payment is dropped: index 0 is unpaid again, the gap is 3
