@@ -42,6 +42,7 @@ from dashpay.services.callbacks.secret import CallbackSecret, resolve_secret
 from dashpay.services.callbacks.sender import MAX_RESPONSE_BYTES, CallbackSender, now_ms
 from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.callbacks.signing import verify_signature
+from dashpay.services.callbacks.slots import SLOW_LANE_SLOTS
 from tests.commands import rpc
 from tests.integration.conftest import CallbackServer, Reply, free_port
 
@@ -474,9 +475,46 @@ async def test_a_hanging_endpoint_does_not_delay_other_receivers(outbox_repo, ht
             await eventually(lambda: status_of(outbox_repo, healthy.event_id) == OUTBOX_DELIVERED)
             assert trio.current_time() - started < 2.0  # well before any hang times out
             assert all(status_of(outbox_repo, e.event_id) == OUTBOX_PENDING for e in stuck)
-            assert len(hanging.requests) == 3  # one origin never takes every slot
+            assert len(hanging.requests) == SLOW_LANE_SLOTS  # it never answered fast
     finally:
         hanging.stop()
+
+
+async def test_a_healthy_endpoint_is_served_at_once_while_two_others_hold_slots(outbox_repo):
+    """Issue 14.4, its shape with shorter times: 15 receivers on an endpoint that never
+    answers and 15 on one that answers after 2.5 s (timeout 3 s), all retried at once,
+    with the default 16 slots. Before the slots were earned, the first origin took 12
+    slots and the second the other 4, and each healthy callback waited for them."""
+    hanging, slow, healthy = (CallbackServer().start() for _ in range(3))
+    try:
+        hanging.always("/cb", Reply(hang=True))
+        slow.always("/cb", Reply(delay=2.5))
+        settings = rules(timeout=3.0, max_in_flight=CallbacksConfig().max_in_flight)
+        sender = CallbackSender(outbox_repo, settings, WALLET, SECRET)
+        async with running(sender):
+            await eventually(lambda: sender.synced)
+            for server in (hanging, slow):
+                for _ in range(15):
+                    receiver = new_receiver(outbox_repo, server.url())
+                    handed_over(outbox_repo, sender, receiver, payment(receiver, COIN))
+            await eventually(lambda: hanging.requests and slow.requests)
+            enqueued: dict[str, float] = {}
+            # 6 s: past the slow answers (2.5 s), the hanging timeouts (3 s) and their
+            # retries (0.1 s later), twice.
+            for _ in range(30):
+                await trio.sleep(0.2)
+                receiver = new_receiver(outbox_repo, healthy.url())
+                started = time.monotonic()
+                [event] = handed_over(outbox_repo, sender, receiver, payment(receiver, COIN))
+                enqueued[event.event_id] = started
+            await eventually(lambda: len(healthy.requests) >= len(enqueued), timeout=5.0)
+        # The bad endpoints were holding slots all along: attempted again and again.
+        assert len(hanging.requests) >= 4 and len(slow.requests) >= 4
+        late = sorted(r.at - enqueued[r.delivery] for r in healthy.requests)
+        assert len(late) == 30 and late[-1] < 1.0, late
+    finally:
+        for server in (hanging, slow, healthy):
+            server.stop()
 
 
 async def test_a_huge_response_body_does_not_stall_the_sender(outbox_repo, http_server):

@@ -15,10 +15,11 @@ caused it (DESIGN.md §6); this module delivers those rows. Design choices, in s
   due, and a receiver with a delivery in flight is skipped, so its events go out one
   at a time in enqueue order. A failed event (4xx, or retries given up) leaves the
   line; the next one goes out. Different receivers are delivered concurrently, up to
-  ``max_in_flight`` POSTs at a time, and one origin (scheme, host, port) may hold at
-  most ``max_in_flight - max_in_flight // 4`` of them (at least one slot stays free
-  when ``max_in_flight`` > 1), so a hanging endpoint never stalls everyone else. A
-  slot is free again as soon as its answer is in; the receiver itself stays held
+  ``max_in_flight`` POSTs at a time, shared between origins (scheme, host, port) by
+  ``slots.SlotPolicy``: an origin earns slots by answering fast, one that answers
+  slowly or not at all keeps two, and a reserve is kept for origins that answer fast,
+  so endpoints that hang never stall everyone else. A slot is free again as soon as
+  its answer is in; the receiver itself stays held
   until its outcome is committed, and at most ``HELD_PER_SLOT * max_in_flight``
   receivers are held at once (so a database that stops answering stops the sending
   too, instead of piling up outcomes in memory).
@@ -86,6 +87,7 @@ from dashpay.services.callbacks.policy import (
 )
 from dashpay.services.callbacks.secret import CallbackSecret
 from dashpay.services.callbacks.signing import signature_header
+from dashpay.services.callbacks.slots import Slot, SlotPolicy, slow_after
 
 log = logging.getLogger("dashpay.callbacks")
 USER_AGENT = f"dashpay/{__version__}"
@@ -184,6 +186,7 @@ class _Job:
     origin: Origin | None
     first_attempt_at: int | None
     from_engine: bool  # handed over by the engine, not read back from the outbox
+    slot: Slot | None = None  # the POST slot it holds, once started
 
 
 class CallbackSender:
@@ -217,14 +220,11 @@ class CallbackSender:
         self.secret = secret
         self.clock = clock
         self.max_in_flight = rules.max_in_flight
-        reserve = max(1, self.max_in_flight // 4) if self.max_in_flight > 1 else 0
-        self.origin_limit = self.max_in_flight - reserve
+        self.slots = SlotPolicy(self.max_in_flight, slow_after(rules.timeout))
         self.max_held = HELD_PER_SLOT * self.max_in_flight
         self.stats = SenderStats()
         self.running = False
         self._in_flight: set[int] = set()  # receivers with a delivery or outcome in flight
-        self._posting = 0  # POSTs in progress (the slots taken)
-        self._per_origin: collections.Counter[Origin] = collections.Counter()  # their origins
         # Events handed over by the engine, per receiver, oldest first; and per origin
         # the receivers whose next event may start (lazily checked when taken).
         self._queued: dict[int, collections.deque[_Job]] = {}
@@ -253,7 +253,7 @@ class CallbackSender:
         return len(self._in_flight)
 
     def _free_slots(self) -> int:
-        return min(self.max_in_flight - self._posting, self.max_held - len(self._in_flight))
+        return min(self.slots.free, self.max_held - len(self._in_flight))
 
     @property
     def synced(self) -> bool:
@@ -388,10 +388,11 @@ class CallbackSender:
     def _start_handed_over(self, nursery: trio.Nursery) -> None:
         """Start the events the engine handed over whose receiver and origin are free."""
         free = self._free_slots()
+        now = trio.current_time()
         for origin in list(self._ready):
             ready = self._ready[origin]
             while ready and free > 0:
-                if origin is not None and self._per_origin[origin] >= self.origin_limit:
+                if not self.slots.may_start(origin, now):
                     break
                 rid = ready.popleft()
                 queue = self._queued.get(rid)
@@ -401,25 +402,28 @@ class CallbackSender:
                 self._queued_count -= 1
                 if not queue:
                     del self._queued[rid]
-                self._start(nursery, job)
+                self._start(nursery, job, now)
                 free -= 1
             if not ready:
                 del self._ready[origin]
 
-    def _start(self, nursery: trio.Nursery, job: _Job) -> None:
+    def _start(self, nursery: trio.Nursery, job: _Job, now: float) -> None:
+        """Start ``job`` in a slot ``slots.may_start(job.origin, now)`` allowed."""
         self._in_flight.add(job.event.receiver_id)
-        self._posting += 1
-        if job.origin is not None:
-            self._per_origin[job.origin] += 1
+        job.slot = self.slots.start(job.origin, now)
         nursery.start_soon(self._deliver, job)
 
     def _posted(self, job: _Job) -> None:
-        """The POST of ``job`` is over (answered, failed or abandoned): its slot is free."""
-        self._posting -= 1
-        if job.origin is not None:
-            self._per_origin[job.origin] -= 1
-            if self._per_origin[job.origin] <= 0:
-                del self._per_origin[job.origin]
+        """The POST of ``job`` is over (answered, failed or abandoned): its slot is free,
+        and how long it took counts for its origin's share."""
+        slot, job.slot = job.slot, None
+        if slot is not None and self.slots.finish(slot, trio.current_time()):
+            log.info(
+                "callback target slow target=%s slots=%d until an answer within %.1fs",
+                display_origin(job.url) if job.url else None,
+                self.slots.lane,
+                self.slots.slow_after,
+            )
 
     async def _look_at_outbox(self, nursery: trio.Nursery) -> float:
         """Start what the outbox says is due for slow receivers; return how long to
@@ -476,11 +480,13 @@ class CallbackSender:
                 break
             url = record.callback_url or self.rules.default_url
             origin = origin_of(url) if url else None
-            if origin is not None and self._per_origin[origin] >= self.origin_limit:
+            now = trio.current_time()
+            if not self.slots.may_start(origin, now):
                 skipped = True
                 continue
             self._remember_from_outbox(record.event.event_id)
-            self._start(nursery, _Job(record.event, url, origin, record.first_attempt_at, False))
+            job = _Job(record.event, url, origin, record.first_attempt_at, False)
+            self._start(nursery, job, now)
             free -= 1
         if skipped or len(due) == limit:
             self._look = True  # more is due; a finishing delivery wakes us
