@@ -191,3 +191,26 @@ def test_a_receiver_whose_time_moves_is_found_at_the_new_time() -> None:
     assert table.past_window(DEADLINE_BUCKET_MS, 0) == []
     assert table.due_to_expire(later) == [1]
     assert table.past_window(later + 1, 0) == [2]
+
+
+# -- the re-check index: unlocked mempool payments and payments flagged missing ---------
+
+
+def test_to_recheck_lists_receivers_with_unlocked_mempool_or_missing_payments() -> None:
+    from dataclasses import replace
+
+    table = PendingTable()
+    for rid in (1, 2, 3, 4):
+        table.add(receiver(rid, PAID, None, None))
+    table.refresh(receiver(1, PAID, None, None), [payment(1, 1, False, 0, False)])  # mempool
+    table.refresh(receiver(2, SETTLED, None, 5), [payment(2, 2, True, 0, False)])  # locked
+    locked_missing = replace(payment(3, 3, True, 0, False), missing_since=7)
+    table.refresh(receiver(3, SETTLED, None, 5), [locked_missing])
+    table.refresh(receiver(4, PENDING, None, None), [payment(4, 4, False, 0, True)])  # dropped
+    assert table.to_recheck() == [(1, address(1)), (3, address(3))]
+    assert table.missing_payments() == 1
+    # seen again and locked: nothing left to re-check for 1 and 3
+    table.refresh(receiver(1, SETTLED, None, 5), [payment(1, 1, True, 0, False)])
+    table.refresh(receiver(3, SETTLED, None, 5), [payment(3, 3, True, 0, False)])
+    assert table.to_recheck() == [] and table.missing_payments() == 0
+    assert table.by_id(2).holds(f"{2:064x}") and not table.by_id(4).holds(f"{4:064x}")
