@@ -424,11 +424,11 @@ class SandboxChain:
         del self._mempool[txid]
         del self._txs[txid]
         self._dropped.add(txid)
-        for output in tx.outputs:
-            if output.address is not None:
-                txids = self._by_address[output.address]
-                if txid in txids:
-                    txids.remove(txid)
+        for address in {o.address for o in tx.outputs if o.address is not None}:
+            txids = self._by_address[address]
+            txids.remove(txid)
+            if not txids:  # _index relies on every list it finds being non-empty
+                del self._by_address[address]
         return tx
 
     # -- Insight JSON
@@ -776,7 +776,7 @@ class SandboxChain:
         return tx
 
     def _index(self, tx: SandboxTx) -> None:
-        by_address = self._by_address
+        by_address = self._by_address  # address -> its txids, never an empty list
         for output in tx.outputs:
             address = output.address
             if address is None:

@@ -323,6 +323,17 @@ def test_dropping_a_locked_tx_is_refused_and_says_how_to_test_a_dropped_payment(
         chain.drop(tx.txid)
 
 
+def test_an_address_whose_only_tx_was_dropped_can_be_paid_again(chain):
+    gone = chain.pay([(ADDR_A, 1)])
+    chain.drop(gone.txid)
+    assert history(chain, [ADDR_A]) == []
+    again = chain.pay([(ADDR_A, 2)])
+    assert history(chain, [ADDR_A]) == [again.txid]
+    assert chain.addr_json(ADDR_A)["unconfirmedBalanceSat"] == 2
+    chain.mine()
+    assert chain.addr_json(ADDR_A)["balanceSat"] == 2
+
+
 def test_dropping_twice_or_an_unknown_or_malformed_txid_is_an_error(chain):
     tx = chain.pay([(ADDR_A, 1)])
     chain.drop(tx.txid)
