@@ -2,8 +2,9 @@
 network served in-process over the real Insight protocol.
 
 Everything lives in one state directory ($XDG_STATE_HOME/dashpay or
-~/.local/state/dashpay): the SQLite database, the control socket and a testnet
-account key generated at first start (public only; the seed is discarded).
+~/.local/state/dashpay, see ``state.py``): the SQLite database, the chain, the control
+socket and a testnet account key generated at first start (public only; the seed is
+discarded).
 """
 
 from __future__ import annotations

@@ -119,3 +119,78 @@ def test_an_address_can_be_paid_again_after_its_payment_was_dropped(short_tmp):
         assert settled["received_duffs"] == 100_000_000
     finally:
         assert sandbox.stop() == 0, sandbox.log()
+
+
+# -- item: the sandbox keeps its chain across restarts ---------------------------------
+
+
+def events_of(sandbox: SandboxProcess, receiver_id: int) -> list[str]:
+    result = sandbox.cli("callbacks", "list", "--receiver", str(receiver_id), "--json")
+    assert result.code == 0, result.stderr
+    return [e["event"] for e in reversed(result.json()["events"])]
+
+
+def test_a_restarted_sandbox_continues_its_chain_and_keeps_settled_receivers(short_tmp):
+    sandbox = start_sandbox(short_tmp)
+    try:
+        settled = new_receiver(sandbox)
+        waiting = new_receiver(sandbox)
+        assert sandbox.cli("sandbox", "pay", settled["address"], "1").code == 0
+        unlocked = sandbox.cli("sandbox", "pay", waiting["address"], "0.5", "--no-lock")
+        assert unlocked.code == 0, unlocked.stderr
+        before = wait_for(
+            lambda: shown(sandbox, settled["receiver_id"]),
+            lambda r: r["status"] == "settled",
+            sandbox,
+        )
+        assert shown(sandbox, waiting["receiver_id"])["status"] == "partial"
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
+
+    again = start_sandbox(short_tmp)  # ready: its bootstrap rescan is done
+    try:
+        assert again.cli("rescan").code == 0
+        after = shown(again, settled["receiver_id"])
+        assert (after["status"], after["received_duffs"]) == ("settled", 100_000_000)
+        assert after["payments"] == before["payments"]
+        partial = shown(again, waiting["receiver_id"])
+        assert (partial["status"], partial["received_duffs"]) == ("partial", 50_000_000)
+        # The unlocked payment is still in the sandbox's mempool: mining confirms it.
+        assert again.cli("sandbox", "mine").code == 0
+        wait_for(
+            lambda: shown(again, waiting["receiver_id"])["payments"][0]["confirmations"],
+            lambda confirmations: confirmations == 1,
+            again,
+        )
+        for receiver in (settled, waiting):
+            assert "receiver.payment_dropped" not in events_of(again, receiver["receiver_id"])
+    finally:
+        assert again.stop() == 0, again.log()
+    assert "payment_dropped" not in again.log()
+
+
+def test_a_damaged_chain_is_refused_until_reset_starts_over(short_tmp):
+    sandbox = start_sandbox(short_tmp)
+    try:
+        receiver = new_receiver(sandbox)
+        assert sandbox.cli("sandbox", "pay", receiver["address"], "1").code == 0
+        running = sandbox.cli("sandbox", "reset", "--yes")
+        assert running.code == 4 and "is running" in running.stderr, running
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
+    chain_file = short_tmp / "state" / "dashpay" / "sandbox-chain.json"
+    chain_file.write_bytes(chain_file.read_bytes()[:-1])
+
+    refused = start_sandbox(short_tmp, ready=False)
+    assert refused.proc.wait(20) == 2
+    assert str(chain_file) in refused.log() and "dashpay sandbox reset" in refused.log()
+
+    reset = run_cli("sandbox", "reset", "--yes", env=refused.env)
+    assert reset.code == 0, reset.stderr
+    assert "sandbox-chain.json" in reset.stdout and "sandbox.sqlite3" in reset.stdout
+    fresh = start_sandbox(short_tmp)
+    try:
+        assert fresh.cli("receiver", "list", "--json").json()["receivers"] == []
+        assert new_receiver(fresh)["address"] == receiver["address"]  # the key is kept
+    finally:
+        assert fresh.stop() == 0, fresh.log()
