@@ -87,6 +87,13 @@ def serve(
         "--sandbox",
         help="Run on embedded defaults against a simulated Dash network (no config needed).",
     ),
+    send_callbacks: bool = typer.Option(
+        False,
+        "--send-callbacks",
+        help="With --sandbox and --config: send the sandbox's callbacks as that config's "
+        "\\[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
+        "receiver's own --callback-url.",
+    ),
     log_level: str | None = typer.Option(
         None, "--log-level", help="debug, info, warning or error (default: \\[logging] level)."
     ),
@@ -96,13 +103,21 @@ def serve(
 
     if log_level is not None and log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}", EXIT_USAGE)
+    if send_callbacks and not sandbox:
+        fail("--send-callbacks goes with --sandbox (a daemon on its config sends them)", EXIT_USAGE)
     if sandbox:
         from dashpay.daemon.sandbox import run_sandbox_daemon
 
         g: Globals = ctx.obj
         config = _load_config(g, required=False) if g.config else None
+        if send_callbacks and config is None:
+            fail(
+                "--send-callbacks sends to the [callbacks] of a config file: pass --config "
+                "FILE too (without it, only a receiver's own --callback-url gets callbacks)",
+                EXIT_USAGE,
+            )
         setup_logging(log_level or (config.logging.level if config else "info"))
-        code = run_sandbox_daemon(config, socket=g.socket)
+        code = run_sandbox_daemon(config, socket=g.socket, send_callbacks=send_callbacks)
         raise typer.Exit(code)
     config = _load_config(ctx.obj, required=True)
     if ctx.obj.socket:

@@ -1,8 +1,9 @@
 """`dashpay serve --sandbox`: the daemon against the built-in simulated network.
 
 The composition lives here, above both: the daemon runs the sandbox's Insight server
-in its own nursery and hands the sandbox's commands their runtime. The sandbox's chain
-lives in its state directory (``sandbox/state.py``).
+in its own nursery and hands the sandbox's commands their runtime. The sandbox's state
+(database, chain, wallet key, control socket) lives in its own directory whether or not
+a config file is given (``sandbox/state.py``, ``sandbox/runtime.py``).
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import trio
 from dashpay.config import paths
 from dashpay.config.model import Config
 from dashpay.daemon.root import Daemon, run_main
-from dashpay.sandbox.runtime import NETWORK, SandboxRuntime, sandbox_config, with_sandbox_insight
+from dashpay.sandbox.runtime import SandboxRuntime, sandbox_config
 from dashpay.sandbox.state import SandboxState, lock_state, open_network
 
 log = logging.getLogger("dashpay.sandbox")
 
+# What a config file given with --sandbox is used for, and what never.
+TAKEN_FROM_CONFIG = "[receivers] and [logging]"
+NOT_TAKEN = "[wallet], [database], [control], [insight], [prices]"
 
-def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> int:
-    if config is not None and (config.wallet is None or config.wallet.network != NETWORK):
-        log.error(
-            '%s: --sandbox simulates testnet; set [wallet] network = "testnet" with a '
-            "tpub/DRKV/xpub testnet key, or drop --config to use the embedded defaults",
-            config.path,
-        )
-        return 2
+
+def run_sandbox_daemon(
+    config: Config | None, *, socket: str | None = None, send_callbacks: bool = False
+) -> int:
+    """Run the sandbox daemon until SIGTERM/SIGINT; the process exit code.
+    ``send_callbacks``: use the config's [callbacks] (only with a config)."""
+    if send_callbacks and config is None:
+        raise ValueError("send_callbacks needs a config")
     state = SandboxState(paths.state_dir())
 
     async def main() -> int:
@@ -37,18 +41,13 @@ def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> i
         lock = lock_state(state)
         try:
             network = open_network(state)
-            log.info(
-                "sandbox state directory: %s (chain %s); `dashpay sandbox reset` starts over",
-                state.directory,
-                state.chain_file.name,
-            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(network.run)
                 port = await nursery.start(serve_sandbox, network)
-                if config is None:
-                    cfg = sandbox_config(state.directory, port, socket)
-                else:
-                    cfg = with_sandbox_insight(config, port, socket)
+                cfg = sandbox_config(
+                    state.directory, port, socket, config=config, send_callbacks=send_callbacks
+                )
+                _log_state(state, cfg, config, send_callbacks)
                 log.info("sandbox insight listening url=%s", cfg.insight.url)
                 daemon = Daemon(cfg, sandbox=SandboxRuntime(network, cfg.insight.url))
                 await daemon.run()
@@ -58,3 +57,22 @@ def run_sandbox_daemon(config: Config | None, *, socket: str | None = None) -> i
         return daemon.exit_code
 
     return run_main(main)
+
+
+def _log_state(state: SandboxState, cfg: Config, config: Config | None, callbacks: bool) -> None:
+    log.info(
+        "sandbox state directory: %s (database %s, chain %s, wallet key %s; control socket "
+        "%s); `dashpay sandbox reset` starts over",
+        state.directory,
+        state.database.name,
+        state.chain_file.name,
+        paths.SANDBOX_KEY_NAME,
+        cfg.control.socket,
+    )
+    if config is not None:
+        if callbacks:
+            used, unused = f"{TAKEN_FROM_CONFIG} and [callbacks] (--send-callbacks)", NOT_TAKEN
+        else:
+            used = TAKEN_FROM_CONFIG
+            unused = f"{NOT_TAKEN}, nor [callbacks] (pass --send-callbacks)"
+        log.info("sandbox uses %s of %s, not its %s", used, config.path, unused)

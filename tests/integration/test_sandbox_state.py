@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO, CliResult, cli_env, run_cli
+from tests.conftest import REPO, TEST_XPUB, CliResult, cli_env, run_cli, write_config
 
 
 @dataclass
@@ -194,3 +194,79 @@ def test_a_damaged_chain_is_refused_until_reset_starts_over(short_tmp):
         assert new_receiver(fresh)["address"] == receiver["address"]  # the key is kept
     finally:
         assert fresh.stop() == 0, fresh.log()
+
+
+# -- item: a config file never points the sandbox at real state ------------------------
+
+
+def fingerprint(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _plus_minutes(stamp: str, minutes: int) -> str:
+    import datetime
+
+    when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (when + datetime.timedelta(minutes=minutes)).strftime("%H:%M")
+
+
+def test_serve_sandbox_with_a_config_never_touches_its_database_socket_or_callbacks(
+    short_tmp, http_server
+):
+    real = short_tmp / "real"
+    real.mkdir()
+    config = write_config(
+        real,
+        f"sqlite:///{real / 'real.sqlite3'}",
+        wallet={"xpub": TEST_XPUB, "network": "testnet"},
+        callbacks={"default_url": http_server.url("/shop")},
+        receivers={"expires_after": "7m"},  # [receivers] is taken: rules only
+    )
+    migrated = run_cli("--config", str(config), "db", "migrate")
+    assert migrated.code == 0, migrated.stderr
+    untouched = fingerprint(real)
+    assert "real.sqlite3" in untouched
+
+    sandbox = start_sandbox(short_tmp, "--config", str(config))
+    try:
+        receiver = new_receiver(sandbox)
+        assert receiver["hd_index"] == 0 and receiver["callback_url"] is None
+        assert receiver["expires_at"][11:16] == _plus_minutes(receiver["created_at"], 7)
+        assert sandbox.cli("sandbox", "pay", receiver["address"], "1").code == 0
+        wait_for(
+            lambda: shown(sandbox, receiver["receiver_id"]),
+            lambda r: r["status"] == "settled",
+            sandbox,
+        )
+        time.sleep(1.0)  # a callback would have been posted by now
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
+    assert http_server.requests == []
+    assert fingerprint(real) == untouched  # no write, no socket, no WAL file
+    state = short_tmp / "state" / "dashpay"
+    assert f"sandbox state directory: {state}" in sandbox.log()
+    assert "sandbox uses [receivers] and [logging] of" in sandbox.log()
+
+    sending = start_sandbox(short_tmp, "--config", str(config), "serve", "--send-callbacks")
+    try:
+        second = new_receiver(sending)
+        assert second["callback_url"] == http_server.url("/shop")
+        assert second["hd_index"] == 1  # the sandbox's own counter, continued
+        assert sending.cli("sandbox", "pay", second["address"], "1").code == 0
+        posted = wait_for(
+            lambda: [r.event for r in http_server.to("/shop")],
+            lambda events: "receiver.settled" in events,
+            sending,
+        )
+    finally:
+        assert sending.stop() == 0, sending.log()
+    assert posted == ["receiver.paid", "receiver.settled"]
+    assert fingerprint(real) == untouched
+
+
+def test_send_callbacks_needs_sandbox_and_a_config(short_tmp):
+    alone = run_cli("serve", "--send-callbacks", env={"HOME": str(short_tmp)})
+    assert alone.code == 2 and "goes with --sandbox" in alone.stderr
+    no_config = run_cli("serve", "--sandbox", "--send-callbacks", env={"HOME": str(short_tmp)})
+    assert no_config.code == 2 and "pass --config" in no_config.stderr
+    assert not (short_tmp / ".local").exists()
