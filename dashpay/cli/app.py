@@ -2,7 +2,7 @@
 
 The commands that talk to the daemon are generated from the command table
 (``cli/commands.py`` over ``api/commands.py``); the offline ones (serve, wallet derive,
-config check, db migrate) are here. Commands that talk to the daemon import neither
+config check, db migrate, sandbox reset) are here. Commands that talk to the daemon import neither
 trio, httpx nor bip-utils (they cost ~0.25 s, ~0.15 s and ~0.4 s to import); those live
 behind `serve`, `wallet derive` and `db migrate`. The CLI never computes money: it
 shows what the daemon returns.
@@ -87,6 +87,13 @@ def serve(
         "--sandbox",
         help="Run on embedded defaults against a simulated Dash network (no config needed).",
     ),
+    send_callbacks: bool = typer.Option(
+        False,
+        "--send-callbacks",
+        help="With --sandbox and --config: send the sandbox's callbacks as that config's "
+        "\\[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
+        "receiver's own --callback-url.",
+    ),
     log_level: str | None = typer.Option(
         None, "--log-level", help="debug, info, warning or error (default: \\[logging] level)."
     ),
@@ -96,13 +103,21 @@ def serve(
 
     if log_level is not None and log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}", EXIT_USAGE)
+    if send_callbacks and not sandbox:
+        fail("--send-callbacks goes with --sandbox (a daemon on its config sends them)", EXIT_USAGE)
     if sandbox:
         from dashpay.daemon.sandbox import run_sandbox_daemon
 
         g: Globals = ctx.obj
         config = _load_config(g, required=False) if g.config else None
+        if send_callbacks and config is None:
+            fail(
+                "--send-callbacks sends to the [callbacks] of a config file: pass --config "
+                "FILE too (without it, only a receiver's own --callback-url gets callbacks)",
+                EXIT_USAGE,
+            )
         setup_logging(log_level or (config.logging.level if config else "info"))
-        code = run_sandbox_daemon(config, socket=g.socket)
+        code = run_sandbox_daemon(config, socket=g.socket, send_callbacks=send_callbacks)
         raise typer.Exit(code)
     config = _load_config(ctx.obj, required=True)
     if ctx.obj.socket:
@@ -222,6 +237,34 @@ def db_migrate(ctx: typer.Context) -> None:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:
         print(f"schema is up to date (version {version})")
+
+
+@sandbox_app.command("reset")
+def sandbox_reset(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask first."),
+) -> None:
+    """Start the sandbox over: delete its chain and database (the wallet key stays).
+
+    Refused while `dashpay serve --sandbox` runs on them."""
+    import sys
+
+    from dashpay.config.paths import state_dir
+    from dashpay.sandbox.state import SandboxState, SandboxStateError, reset_state
+
+    state = SandboxState(state_dir())
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"this deletes the sandbox's chain and database in {state.directory}; "
+                 "pass --yes to do it without a question", EXIT_USAGE)  # fmt: skip
+        typer.confirm(f"Delete the sandbox's chain and database in {state.directory}?", abort=True)
+    try:
+        removed = reset_state(state)
+    except SandboxStateError as exc:
+        fail(exc.message, exc.exit_code)
+    if removed:
+        print(f"deleted {', '.join(p.name for p in removed)} in {state.directory}")
+    else:
+        print(f"nothing to reset in {state.directory}")
 
 
 commands.add_to(

@@ -292,8 +292,18 @@ class SandboxChain:
     network = NETWORK
 
     def __init__(self, *, clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
+        self._start_empty(clock, random.Random(seed))
+        # Stand-ins for the outside world: the wallet funding payments, the miner and the
+        # masternode paid by coinbases, and the key that "signs" the funding inputs.
+        self.faucet_address = self._random_address()
+        self.miner_address = self._random_address()
+        self.masternode_address = self._random_address()
+        self._faucet_pubkey = "02" + self._random_hex(32)
+        self._append_block([])
+
+    def _start_empty(self, clock: Callable[[], float], rng: random.Random) -> None:
         self._clock = clock
-        self._rng = random.Random(seed)
+        self._rng = rng
         self._txs: dict[str, SandboxTx] = {}
         self._mempool: dict[str, None] = {}  # insertion-ordered set of mempool txids
         self._tx_block: dict[str, tuple[int, int]] = {}  # txid -> (height, position)
@@ -304,13 +314,6 @@ class SandboxChain:
         self._block_by_hash: dict[str, _Block] = {}
         self._chainlock: _Block | None = None
         self._seq = 0
-        # Stand-ins for the outside world: the wallet funding payments, the miner and the
-        # masternode paid by coinbases, and the key that "signs" the funding inputs.
-        self.faucet_address = self._random_address()
-        self.miner_address = self._random_address()
-        self.masternode_address = self._random_address()
-        self._faucet_pubkey = "02" + self._random_hex(32)
-        self._append_block([])
 
     # -- state
 
@@ -327,6 +330,11 @@ class SandboxChain:
         """(block hash, height) of the best ChainLock, or None before the first mine()."""
         lock = self._chainlock
         return None if lock is None else (lock.hash, lock.height)
+
+    @property
+    def payment_count(self) -> int:
+        """Payments on the chain, in the mempool or mined (every tx but the coinbases)."""
+        return len(self._txs) - len(self._blocks)
 
     def get_tx(self, txid: str) -> SandboxTx | None:
         """A known, not dropped tx (mempool or mined), or None."""
@@ -424,12 +432,116 @@ class SandboxChain:
         del self._mempool[txid]
         del self._txs[txid]
         self._dropped.add(txid)
-        for output in tx.outputs:
-            if output.address is not None:
-                txids = self._by_address[output.address]
-                if txid in txids:
-                    txids.remove(txid)
+        for address in {o.address for o in tx.outputs if o.address is not None}:
+            txids = self._by_address[address]
+            txids.remove(txid)
+            if not txids:  # _index relies on every list it finds being non-empty
+                del self._by_address[address]
         return tx
+
+    # -- saving and restoring (sandbox/state.py keeps the snapshot in a file)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the chain holds, as JSON values. ``restore(snapshot())`` continues
+        exactly where this chain is, its random generator included; what follows from
+        the rest (address histories, block positions, sizes, merkle roots) is rebuilt.
+
+        Compact on purpose, one list per tx and block (a sandbox that ran for a while
+        holds thousands and the file is written after every change): a tx is ``[txid,
+        seq, [[address or null, duffs], ...], input_duffs, fee, size, first_seen,
+        prev_txid, coinbase_height]``, a block ``[hash, time, nonce, [txid, ...]]``."""
+        version, internal, gauss = self._rng.getstate()
+        lock = self._chainlock
+        return {
+            "network": NETWORK,
+            "seq": self._seq,
+            "rng": [version, list(internal), gauss],
+            "faucet_address": self.faucet_address,
+            "faucet_pubkey": self._faucet_pubkey,
+            "miner_address": self.miner_address,
+            "masternode_address": self.masternode_address,
+            "txs": [
+                [
+                    tx.txid,
+                    tx.seq,
+                    [[o.address, o.duffs] for o in tx.outputs],
+                    tx.input_duffs,
+                    tx.fee,
+                    tx.size,
+                    tx.first_seen,
+                    tx.prev_txid,
+                    tx.coinbase_height,
+                ]
+                for tx in self._txs.values()  # creation (seq) order
+            ],
+            "blocks": [[b.hash, b.time, b.nonce, list(b.txids)] for b in self._blocks],
+            "mempool": list(self._mempool),
+            "locked": sorted(self._locked),
+            "dropped": sorted(self._dropped),
+            "chainlock": None if lock is None else lock.height,
+        }
+
+    @classmethod
+    def restore(cls, state: Any, *, clock: Callable[[], float] = time.time) -> SandboxChain:
+        """The chain a ``snapshot`` describes. A snapshot that does not describe one
+        consistent chain raises ValueError (TypeError, KeyError...) instead of loading
+        half of it: every tx is in a block or the mempool, blocks hold known txs once
+        each and start with their coinbase, locks name known txs."""
+        if not isinstance(state, dict) or state.get("network") != NETWORK:
+            raise ValueError(f"not a snapshot of a {NETWORK} sandbox chain")
+        version, internal, gauss = state["rng"]
+        rng = random.Random()
+        rng.setstate((version, tuple(_whole(n, "rng") for n in internal), gauss))
+        chain = cls.__new__(cls)
+        chain._start_empty(clock, rng)
+        chain._seq = _whole(state["seq"], "seq")
+        chain.faucet_address = _script_for(state["faucet_address"]).address
+        chain.miner_address = _script_for(state["miner_address"]).address
+        chain.masternode_address = _script_for(state["masternode_address"]).address
+        chain._faucet_pubkey = _hex_text(state["faucet_pubkey"], 33, "faucet_pubkey")
+        last_seq = 0
+        for item in state["txs"]:
+            tx = _restored_tx(*item)
+            if tx.txid in chain._txs or not last_seq < tx.seq <= chain._seq:
+                raise ValueError(f"tx {tx.txid}: repeated or out of order")
+            last_seq = tx.seq
+            chain._txs[tx.txid] = tx
+            chain._index(tx)
+        for block_hash, when, nonce, txids in state["blocks"]:
+            height = len(chain._blocks)
+            txids = [_normalize_txid(t) for t in txids]
+            coinbase = chain._txs.get(txids[0]) if txids else None
+            if coinbase is None or coinbase.coinbase_height != height:
+                raise ValueError(f"block {height} does not start with its coinbase")
+            if any(t not in chain._txs or t in chain._tx_block for t in txids) or any(
+                chain._txs[t].is_coinbase for t in txids[1:]
+            ):
+                raise ValueError(f"block {height} holds an unknown, mined or coinbase tx")
+            chain._add_block(
+                _hex_text(block_hash, 32, "block hash"),
+                _whole(when, "block time"),
+                _whole(nonce, "nonce"),
+                txids,
+            )
+        if not chain._blocks:
+            raise ValueError("no genesis block")
+        for txid in state["mempool"]:
+            tx = chain._txs.get(txid)
+            if tx is None or tx.is_coinbase or txid in chain._tx_block or txid in chain._mempool:
+                raise ValueError(f"mempool tx {txid} is unknown, mined or listed twice")
+            chain._mempool[txid] = None
+        if len(chain._tx_block) + len(chain._mempool) != len(chain._txs):
+            raise ValueError("a tx is neither in a block nor in the mempool")
+        chain._locked = {_normalize_txid(t) for t in state["locked"]}
+        chain._dropped = {_normalize_txid(t) for t in state["dropped"]}
+        if not chain._locked <= chain._txs.keys() or chain._dropped & chain._txs.keys():
+            raise ValueError("a locked tx is unknown, or a dropped one still exists")
+        lock = state["chainlock"]
+        if lock is not None:
+            if not 0 <= _whole(lock, "chainlock") <= chain.height:
+                raise ValueError(f"chainlock {lock} is above the tip {chain.height}")
+            chain._chainlock = chain._blocks[lock]
+        return chain
 
     # -- Insight JSON
 
@@ -731,20 +843,24 @@ class SandboxChain:
         return built
 
     def _append_block(self, txids: list[str]) -> _Block:
-        height = len(self._blocks)
-        prev = self._blocks[-1] if self._blocks else None
         now = int(self._clock())
         fees = sum(self._txs[t].fee for t in txids)
-        coinbase = self._coinbase(height, fees, now)
-        all_txids = [coinbase.txid, *txids]
+        coinbase = self._coinbase(len(self._blocks), fees, now)
+        block_hash = "00000" + f"{self._rng.getrandbits(236):059x}"
+        return self._add_block(block_hash, now, self._rng.getrandbits(32), [coinbase.txid, *txids])
+
+    def _add_block(self, block_hash: str, when: int, nonce: int, all_txids: list[str]) -> _Block:
+        """Put a block of known txs on the tip; what follows from its txs is computed."""
+        height = len(self._blocks)
+        prev = self._blocks[-1] if self._blocks else None
         block = _Block(
-            hash="00000" + f"{self._rng.getrandbits(236):059x}",
+            hash=block_hash,
             height=height,
             prev_hash=None if prev is None else prev.hash,
-            time=now,
+            time=when,
             txids=tuple(all_txids),
             merkleroot=_merkle_root(all_txids),
-            nonce=self._rng.getrandbits(32),
+            nonce=nonce,
             size=BLOCK_HEADER_BYTES + 1 + sum(self._txs[t].size for t in all_txids),
             reward=BLOCK_SUBSIDY_DUFFS,
         )
@@ -776,7 +892,7 @@ class SandboxChain:
         return tx
 
     def _index(self, tx: SandboxTx) -> None:
-        by_address = self._by_address
+        by_address = self._by_address  # address -> its txids, never an empty list
         for output in tx.outputs:
             address = output.address
             if address is None:
@@ -946,6 +1062,51 @@ class SandboxChain:
         vin["value"] = js_dash_number(tx.input_duffs)
         vin["doubleSpentTxID"] = None
         return vin
+
+
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what}: expected a whole number, got {value!r}")
+    return value
+
+
+def _hex_text(value: object, size: int, what: str) -> str:
+    if not isinstance(value, str) or len(value) != size * 2:
+        raise ValueError(f"{what}: expected {size * 2} hex digits")
+    bytes.fromhex(value)
+    return value
+
+
+def _restored_tx(
+    txid: object,
+    seq: object,
+    outputs: list,
+    input_duffs: object,
+    fee: object,
+    size: object,
+    first_seen: object,
+    prev_txid: object,
+    coinbase_height: object,
+) -> SandboxTx:
+    built = []
+    for address, duffs in outputs:
+        if address is None:
+            built.append(_null_data_output())
+        elif not 0 < _whole(duffs, "duffs") <= MAX_DUFFS:
+            raise ValueError(f"tx {txid}: an output of {duffs} duffs")
+        else:
+            built.append(_pay_to(address, duffs))
+    return SandboxTx(
+        txid=_normalize_txid(txid),
+        seq=_whole(seq, "seq"),
+        outputs=tuple(built),
+        input_duffs=_whole(input_duffs, "input_duffs"),
+        fee=_whole(fee, "fee"),
+        size=_whole(size, "size"),
+        first_seen=_whole(first_seen, "first_seen"),
+        prev_txid=None if prev_txid is None else _normalize_txid(prev_txid),
+        coinbase_height=None if coinbase_height is None else _whole(coinbase_height, "height"),
+    )
 
 
 def _render_output(output: SandboxOutput, n: int, *, no_asm: bool, no_spent: bool) -> dict:

@@ -10,6 +10,11 @@ event is encoded to its Socket.IO frame once, then offered to every subscriber's
 buffer without waiting. A subscriber whose buffer is full is dropped (its connection is
 closed, as a real server closes a client it cannot keep up with); neither the chain nor
 the other subscribers ever wait for a slow one.
+
+Durability (``serve --sandbox``, see ``state.py``): with ``persist``, every change is saved
+before it is announced or its action returns, so nothing a client was told is lost by a
+restart. Saves are grouped: one save covers every change made while the previous one was
+being written. Without ``persist`` (tests, benchmarks) the network lives in memory only.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import trio
 
+from dashpay.domain.errors import DashpayError
 from dashpay.sandbox.chain import SandboxChain, SandboxError, SandboxTx, dash_string
 from dashpay.wire.engineio import encode_event
 
@@ -108,10 +114,17 @@ class SandboxNetwork:
 
     ``run`` must be running (in a nursery) for payments locked after ``lock_delay``.
     Every action checkpoints first: cancelled before it starts, it has done nothing.
+    ``persist`` (run in a worker thread) saves a ``snapshot()``; ``pending_locks`` are
+    (txid, silent) pairs of delayed locks not delivered yet (from a restored snapshot).
     """
 
     def __init__(
-        self, chain: SandboxChain | None = None, *, lock_delay: float = DEFAULT_LOCK_DELAY
+        self,
+        chain: SandboxChain | None = None,
+        *,
+        lock_delay: float = DEFAULT_LOCK_DELAY,
+        persist: Callable[[dict[str, Any]], None] | None = None,
+        pending_locks: Iterable[tuple[str, bool]] = (),
     ) -> None:
         if isinstance(lock_delay, bool) or not isinstance(lock_delay, int | float):
             raise TypeError(f"lock_delay must be a number of seconds, got {lock_delay!r}")
@@ -126,7 +139,51 @@ class SandboxNetwork:
         self._due_send, self._due_receive = trio.open_memory_channel[tuple[float, str, bool]](
             math.inf
         )
+        # The same locks as txid -> silent, in due order: what a snapshot keeps of them.
+        self._pending_locks: dict[str, bool] = dict(pending_locks)
         self._running = False
+        self._persist = persist
+        self._save_lock = trio.Lock()
+        self._changes = 0  # changes made so far
+        self._saved = 0  # changes covered by the last save
+
+    # -- durability
+
+    def snapshot(self) -> dict[str, Any]:
+        """The network's whole state as JSON values (``restore`` takes it back)."""
+        return {
+            "chain": self.chain.snapshot(),
+            "pending_locks": [[txid, silent] for txid, silent in self._pending_locks.items()],
+        }
+
+    @classmethod
+    def restore(cls, snapshot: Any, **options: Any) -> SandboxNetwork:
+        """The network a ``snapshot`` describes; ValueError (TypeError, KeyError) if it
+        does not describe one. ``options`` are the constructor's keywords."""
+        chain = SandboxChain.restore(snapshot["chain"])
+        pending = []
+        for txid, silent in snapshot["pending_locks"]:
+            if not isinstance(silent, bool) or chain.get_tx(txid) is None:
+                raise ValueError(f"pending lock {txid!r}: not a tx of the chain")
+            pending.append((txid, silent))
+        return cls(chain, pending_locks=pending, **options)
+
+    async def _save(self) -> None:
+        """Return once every change made so far is saved: a save that starts after this
+        change covers it, so a caller waits for at most one save in progress and one
+        of its own. Cancelled while waiting, the change stays unsaved (and untold) until
+        the next save."""
+        self._changes += 1
+        if self._persist is None:
+            return
+        wanted = self._changes
+        async with self._save_lock:
+            if self._saved >= wanted:
+                return
+            covered = self._changes
+            snapshot = self.snapshot()
+            await trio.to_thread.run_sync(self._persist, snapshot)
+            self._saved = covered
 
     # -- subscribers
 
@@ -180,13 +237,17 @@ class SandboxNetwork:
         if lock and self.lock_delay > 0 and not self._running:
             raise RuntimeError("SandboxNetwork.run() must be running to lock payments later")
         tx = self.chain.pay(outputs, extra_null_data=extra_null_data)
+        locked_now = lock and self.lock_delay == 0
+        if locked_now:
+            self.chain.lock(tx.txid)
+        elif lock:  # due even if this call is cancelled while saving: the tx exists
+            self._pending_locks[tx.txid] = silent
+            self._due_send.send_nowait((trio.current_time() + self.lock_delay, tx.txid, silent))
+        await self._save()
         if not silent:
             self._publish_tx(tx, txlock=False)
-        if lock:
-            if self.lock_delay > 0:
-                self._due_send.send_nowait((trio.current_time() + self.lock_delay, tx.txid, silent))
-            else:
-                self._lock_now(tx.txid, silent=silent)
+            if locked_now:
+                self._publish_tx(tx, txlock=True)
         return {
             "txid": tx.txid,
             "outputs": [
@@ -206,6 +267,7 @@ class SandboxNetwork:
         already = tx is not None and self.chain.is_locked(tx.txid)
         tx = self.chain.lock(txid)
         if not already:
+            await self._save()
             self._publish_tx(tx, txlock=True)
         return tx
 
@@ -213,6 +275,7 @@ class SandboxNetwork:
         """Mine ``blocks`` blocks (the first takes the mempool); one ``block`` event each."""
         await trio.lowlevel.checkpoint()
         hashes = self.chain.mine(blocks)
+        await self._save()
         for block_hash in hashes:
             self._publish(EVENT_BLOCK, block_hash)
         return hashes
@@ -220,31 +283,39 @@ class SandboxNetwork:
     async def drop(self, txid: str) -> SandboxTx:
         """Drop a mempool tx. Emits nothing: a real Insight has no event for it (§4)."""
         await trio.lowlevel.checkpoint()
-        return self.chain.drop(txid)
+        tx = self.chain.drop(txid)
+        await self._save()
+        return tx
 
-    def _lock_now(self, txid: str, *, silent: bool) -> None:
+    async def _lock_due(self, txid: str, silent: bool) -> None:
+        self._pending_locks.pop(txid, None)
         if not self.chain.in_mempool(txid) or self.chain.is_locked(txid):
             return  # mined or dropped meanwhile, or locked by hand: nothing to announce
         tx = self.chain.lock(txid)
+        await self._save()
         if not silent:
             self._publish_tx(tx, txlock=True)
 
     # -- the clock
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver delayed InstantSend locks until cancelled. On exit every subscription
-        is closed, so the connections serving them end too."""
+        """Deliver delayed InstantSend locks until cancelled (restored ones ``lock_delay``
+        after the start). On exit every subscription is closed, so the connections
+        serving them end too."""
         if self._running:
             raise RuntimeError("SandboxNetwork.run() is already running")
         self._running = True
         try:
+            due_restored = trio.current_time() + self.lock_delay
+            for txid, silent in self._pending_locks.items():
+                self._due_send.send_nowait((due_restored, txid, silent))
             task_status.started()
             async for due, txid, silent in self._due_receive:
                 await trio.sleep_until(due)
                 try:
-                    self._lock_now(txid, silent=silent)
-                except SandboxError as exc:  # pragma: no cover - guarded by _lock_now
-                    log.warning("sandbox delayed lock failed txid=%s error=%s", txid, exc)
+                    await self._lock_due(txid, silent)
+                except (SandboxError, DashpayError) as exc:
+                    log.error("sandbox delayed lock failed txid=%s error=%s", txid, exc)
         finally:
             self._running = False
             for subscription in list(self._subscribers):

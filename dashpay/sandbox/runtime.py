@@ -2,8 +2,11 @@
 network served in-process over the real Insight protocol.
 
 Everything lives in one state directory ($XDG_STATE_HOME/dashpay or
-~/.local/state/dashpay): the SQLite database, the control socket and a testnet
-account key generated at first start (public only; the seed is discarded).
+~/.local/state/dashpay, see ``state.py``): the SQLite database, the chain, the control
+socket and a testnet account key generated at first start (public only; the seed is
+discarded). A merchant's config file never points the sandbox at anything real: its
+database, socket, wallet (and so its HD counter) and Insight are not used, and its
+callbacks only with ``--send-callbacks``.
 """
 
 from __future__ import annotations
@@ -51,8 +54,24 @@ def sandbox_prices(config: Config, insight_port: int) -> Any:
     )
 
 
-def sandbox_config(state: Path, insight_port: int, socket: str | None = None) -> Config:
+def sandbox_config(
+    state: Path,
+    insight_port: int,
+    socket: str | None = None,
+    *,
+    config: Config | None = None,
+    send_callbacks: bool = False,
+) -> Config:
+    """The sandbox daemon's configuration: its own key, database and socket in ``state``,
+    Insight and prices from the in-process network. Of a merchant's ``config`` it takes
+    only what writes nothing elsewhere, [receivers] (expiry, tolerance, confirmations)
+    and [logging]; with ``send_callbacks`` also [callbacks] (default_url, secret and
+    delivery rules), so that its endpoint gets the sandbox's callbacks."""
     base = default_config()
+    if config is not None:
+        base = dataclasses.replace(base, receivers=config.receivers, logging=config.logging)
+        if send_callbacks:
+            base = dataclasses.replace(base, callbacks=config.callbacks)
     return dataclasses.replace(
         base,
         prices=sandbox_prices(base, insight_port),
@@ -61,21 +80,6 @@ def sandbox_config(state: Path, insight_port: int, socket: str | None = None) ->
         control=ControlConfig(socket=Path(socket) if socket else state / paths.SANDBOX_SOCKET_NAME),
         insight=dataclasses.replace(
             base.insight, url=f"http://127.0.0.1:{insight_port}/insight-api", socket_url=None
-        ),
-    )
-
-
-def with_sandbox_insight(config: Config, insight_port: int, socket: str | None) -> Config:
-    """A merchant's own config, pointed at the in-process sandbox network."""
-    control = config.control
-    if socket:
-        control = dataclasses.replace(control, socket=Path(socket))
-    return dataclasses.replace(
-        config,
-        control=control,
-        prices=sandbox_prices(config, insight_port),
-        insight=dataclasses.replace(
-            config.insight, url=f"http://127.0.0.1:{insight_port}/insight-api", socket_url=None
         ),
     )
 

@@ -323,6 +323,17 @@ def test_dropping_a_locked_tx_is_refused_and_says_how_to_test_a_dropped_payment(
         chain.drop(tx.txid)
 
 
+def test_an_address_whose_only_tx_was_dropped_can_be_paid_again(chain):
+    gone = chain.pay([(ADDR_A, 1)])
+    chain.drop(gone.txid)
+    assert history(chain, [ADDR_A]) == []
+    again = chain.pay([(ADDR_A, 2)])
+    assert history(chain, [ADDR_A]) == [again.txid]
+    assert chain.addr_json(ADDR_A)["unconfirmedBalanceSat"] == 2
+    chain.mine()
+    assert chain.addr_json(ADDR_A)["balanceSat"] == 2
+
+
 def test_dropping_twice_or_an_unknown_or_malformed_txid_is_an_error(chain):
     tx = chain.pay([(ADDR_A, 1)])
     chain.drop(tx.txid)
@@ -437,3 +448,99 @@ def test_the_same_seed_gives_the_same_chain(clock):
     assert first.pay([(ADDR_A, 1)]).txid == second.pay([(ADDR_A, 1)]).txid
     assert first.mine() == second.mine()
     assert SandboxChain(clock=clock, seed=10).tip_hash != first.block_hash_at(0)
+
+
+# -- snapshot and restore ----------------------------------------------------------------
+
+
+def busy_chain(clock) -> SandboxChain:
+    """A chain with something of everything: mined, locked, mempool, dropped, OP_RETURN."""
+    chain = SandboxChain(clock=clock, seed=7)
+    mined = chain.pay([(ADDR_A, 150_000_000), (ADDR_B, 1)], extra_null_data=True)
+    clock.now += 60
+    chain.mine(2)
+    clock.now += 60
+    chain.lock(chain.pay([(ADDR_A, 5)]).txid)
+    chain.drop(chain.pay([(ADDR_C, 6)]).txid)
+    chain.pay([(P2SH_TESTNET, 7), (ADDR_B, 8)])
+    assert chain.confirmations(mined.txid) == 2
+    return chain
+
+
+def rendered(chain: SandboxChain) -> dict:
+    """What a client can read of a chain."""
+    addrs = [ADDR_A, ADDR_B, ADDR_C, P2SH_TESTNET]
+    history = chain.address_history_json(addrs, 0, 50)
+    txids = [item["txid"] for item in history["items"]]
+    return {
+        "history": history,
+        "blocks": [chain.block_json(chain.block_hash_at(h)) for h in range(chain.height + 1)],
+        "txs": [chain.tx_json(t) for t in txids + list(chain.block_json(chain.tip_hash)["tx"])],
+        "addr": [chain.addr_json(a) for a in addrs],
+        "utxo": chain.utxo_json(addrs),
+        "status": [chain.status_json(q) for q in ("getInfo", "getBestChainLock")],
+        "mempool": chain.mempool_txids(),
+        "payments": chain.payment_count,
+    }
+
+
+def test_a_restored_chain_reads_the_same_and_continues_as_the_saved_one_would(clock):
+    saved = busy_chain(clock)
+    snapshot = json.loads(json.dumps(saved.snapshot()))  # as it comes back from the file
+    restored = SandboxChain.restore(snapshot, clock=clock)
+    assert rendered(restored) == rendered(saved)
+    assert restored.payment_count == 3
+    # The random generator is kept too: the same actions make the same txs and blocks.
+    for chain in (saved, restored):
+        chain.drop(chain.mempool_txids()[-1])
+        chain.pay([(ADDR_C, 9)])
+        chain.mine()
+    assert rendered(restored) == rendered(saved)
+    with pytest.raises(SandboxError, match="was dropped"):
+        restored.lock(sorted(snapshot["dropped"])[0])
+
+
+def test_a_new_chain_round_trips_through_a_snapshot(chain, clock):
+    restored = SandboxChain.restore(chain.snapshot(), clock=clock)
+    assert restored.height == 0 and restored.best_chainlock is None
+    assert restored.tip_hash == chain.tip_hash and restored.payment_count == 0
+
+
+def _damage(snapshot: dict, how: str) -> dict:
+    if how == "network":
+        snapshot["network"] = "mainnet"
+    elif how == "mempool_unknown":
+        snapshot["mempool"].append("ab" * 32)
+    elif how == "tx_nowhere":
+        snapshot["mempool"].pop()
+    elif how == "block_unknown_tx":
+        snapshot["blocks"][1][3].append("cd" * 32)
+    elif how == "block_without_coinbase":
+        snapshot["blocks"][1][3].pop(0)
+    elif how == "tx_twice":
+        snapshot["txs"].append(snapshot["txs"][-1])
+    elif how == "bad_amount":
+        snapshot["txs"][-1][2][0][1] = -1
+    elif how == "bad_address":
+        snapshot["txs"][-1][2][0][0] = MAINNET_ADDR
+    elif how == "chainlock_above_tip":
+        snapshot["chainlock"] = 99
+    elif how == "locked_unknown":
+        snapshot["locked"].append("ef" * 32)
+    elif how == "missing_key":
+        del snapshot["blocks"]
+    elif how == "wrong_type":
+        snapshot["seq"] = "12"
+    return snapshot
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["network", "mempool_unknown", "tx_nowhere", "block_unknown_tx", "block_without_coinbase",
+     "tx_twice", "bad_amount", "bad_address", "chainlock_above_tip", "locked_unknown",
+     "missing_key", "wrong_type"],
+)  # fmt: skip
+def test_restore_refuses_a_snapshot_that_is_not_one_consistent_chain(clock, how):
+    snapshot = _damage(json.loads(json.dumps(busy_chain(clock).snapshot())), how)
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        SandboxChain.restore(snapshot, clock=clock)
