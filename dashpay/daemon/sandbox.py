@@ -21,7 +21,7 @@ from dashpay.sandbox.state import SandboxState, lock_state, open_network
 log = logging.getLogger("dashpay.sandbox")
 
 # What a config file given with --sandbox is used for, and what never.
-TAKEN_FROM_CONFIG = "[receivers] and [logging]"
+TAKEN_FROM_CONFIG = "[receivers] (but drop_after) and [logging]"
 NOT_TAKEN = "[wallet], [database], [control], [insight], [prices]"
 
 

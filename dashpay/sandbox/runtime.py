@@ -26,6 +26,9 @@ from dashpay.domain.errors import InvalidParams
 
 log = logging.getLogger("dashpay.sandbox")
 NETWORK = "testnet"
+# [receivers] drop_after in the sandbox (seconds): a `dashpay sandbox drop` is noticed by
+# the re-check timer within a second and the payment dropped about this much later.
+SANDBOX_DROP_AFTER = 5.0
 
 
 def sandbox_key(state: Path) -> str:
@@ -74,6 +77,8 @@ def sandbox_config(
             base = dataclasses.replace(base, callbacks=config.callbacks)
     return dataclasses.replace(
         base,
+        # A `sandbox drop` shows within seconds, whatever a config says.
+        receivers=dataclasses.replace(base.receivers, drop_after=SANDBOX_DROP_AFTER),
         prices=sandbox_prices(base, insight_port),
         wallet=WalletConfig(xpub=sandbox_key(state), network=NETWORK),
         database=parse_database_url(f"sqlite:///{state / paths.SANDBOX_DB_NAME}"),
@@ -111,10 +116,22 @@ class SandboxRuntime:
         return {"blocks": hashes, "height": self.network.chain.height}
 
     async def drop(self, txid: str) -> dict[str, Any]:
-        return await self._tx_action(txid, self.network.drop, "dropped")
+        from dashpay.services.rescan import recheck_interval
+
+        result = await self._tx_action(txid, self.network.drop, "dropped")
+        log.info(
+            "sandbox drop txid=%s: the daemon notices within %.0fs and drops the payment "
+            "after [receivers] drop_after (%.0fs in the sandbox)",
+            txid,
+            recheck_interval(int(SANDBOX_DROP_AFTER * 1000)),
+            SANDBOX_DROP_AFTER,
+        )
+        return result
 
     async def lock(self, txid: str) -> dict[str, Any]:
-        return await self._tx_action(txid, self.network.lock, "locked")
+        result = await self._tx_action(txid, self.network.lock, "locked")
+        log.info("sandbox lock txid=%s", txid)
+        return result
 
     async def _tx_action(self, txid: str, action, done: str) -> dict[str, Any]:
         from dashpay.sandbox.chain import SandboxError

@@ -88,3 +88,27 @@ def test_sandbox_prices_fiat_receivers_from_its_own_fixed_rate(short_tmp):
         assert data["amount_duffs"] == 83_333_334
         assert (data["fiat_amount"], data["fiat_currency"]) == ("25", "USD")
         assert data["rate_provider"] == "coingecko"
+
+
+def test_a_sandbox_drop_shows_within_15_seconds_without_a_rescan(short_tmp):
+    with serve_sandbox(short_tmp) as (proc, env):
+        address = run_cli("receiver", "new", "--amount", "1", "-q", env=env).stdout.strip()
+        paid = run_cli("sandbox", "pay", address, "1", "--no-lock", env=env)
+        assert paid.code == 0, paid.stderr
+        txid = paid.stdout.strip()
+        deadline = time.monotonic() + 15
+        while run_cli("receiver", "show", "1", "--json", env=env).json()["status"] != "paid":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        dropped = run_cli("sandbox", "drop", txid, env=env)
+        assert dropped.code == 0, dropped.stderr
+        started = time.monotonic()
+        while True:
+            shown = run_cli("receiver", "show", "1", "--json", env=env).json()
+            if shown["status"] == "pending":
+                break
+            assert time.monotonic() - started < 15, shown
+            time.sleep(0.2)
+        assert shown["received_duffs"] == 0 and shown["payments"][0]["dropped"] is True
+    log = (short_tmp / "serve.log").read_text()
+    assert f"sandbox drop txid={txid}" in log

@@ -106,9 +106,13 @@ def test_an_address_can_be_paid_again_after_its_payment_was_dropped(short_tmp):
         assert first.code == 0, first.stderr
         dropped = sandbox.cli("sandbox", "drop", first.stdout.strip())
         assert dropped.code == 0, dropped.stderr
-        # The daemon learns of a drop from a rescan (Insight has no event for it).
-        assert sandbox.cli("rescan").code == 0
-        assert shown(sandbox, receiver["receiver_id"])["received_duffs"] == 0
+        # The daemon's re-check timer notices (Insight has no event for a drop) and
+        # drops it after the sandbox's drop_after.
+        wait_for(
+            lambda: shown(sandbox, receiver["receiver_id"]),
+            lambda r: r["received_duffs"] == 0,
+            sandbox,
+        )
         again = sandbox.cli("sandbox", "pay", receiver["address"], "1")
         assert again.code == 0, again.stderr + sandbox.log()
         settled = wait_for(
@@ -245,7 +249,7 @@ def test_serve_sandbox_with_a_config_never_touches_its_database_socket_or_callba
     assert fingerprint(real) == untouched  # no write, no socket, no WAL file
     state = short_tmp / "state" / "dashpay"
     assert f"sandbox state directory: {state}" in sandbox.log()
-    assert "sandbox uses [receivers] and [logging] of" in sandbox.log()
+    assert "sandbox uses [receivers] (but drop_after) and [logging] of" in sandbox.log()
 
     sending = start_sandbox(short_tmp, "--config", str(config), "serve", "--send-callbacks")
     try:
