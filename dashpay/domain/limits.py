@@ -2,8 +2,9 @@
 
 A limit lives here when two modules that may not import each other (the control API's
 parameter checks and the repository, the config loader and the callback sender) must
-agree on it; a limit only one module enforces stays next to its code. Stdlib-free and
-import-free so every layer, the CLI included, can import it for nothing.
+agree on it, or when it is a promise to operators that the README states (the control
+socket's sharing); a limit only one module enforces stays next to its code.
+Stdlib-free and import-free so every layer, the CLI included, can import it for nothing.
 """
 
 from __future__ import annotations
@@ -38,3 +39,34 @@ MAX_REMEMBERED_URLS = 4096
 # Currencies one price.get may ask for: the daemon's answer (services/prices) and the
 # CLI's check before it asks (cli/prices). Each may cost a request per provider.
 MAX_REQUEST_CURRENCIES = 32
+
+# -- the control socket's connections (net/control_server.py, net/control_admission.py;
+# README "Control socket" states them for operators) --
+
+# Open control connections the daemon serves at once, bounding its memory (each may
+# buffer a 64 KiB request line) and its tasks. A CLI call holds one for milliseconds; an
+# application holding a pool keeps a few.
+MAX_CONTROL_CONNECTIONS = 256
+
+# The share of MAX_CONTROL_CONNECTIONS one peer uid (SO_PEERCRED) may hold. Half, fixed,
+# rather than limit/number-of-uids: a fixed share is a guarantee that holds even when
+# every connection of the heavy uid is busy answering a request (those are never
+# evicted), so any other uid always finds the other half; a share that shrinks as uids
+# appear could not be enforced against busy connections anyway. One uid running 128
+# concurrent requests is far past any real client (the receiver writer batches 32).
+CONTROL_UID_SHARE_PERCENT = 50
+
+# From this occupancy on the daemon is "under pressure": idle connections get
+# CONTROL_PRESSURE_IDLE_TIMEOUT instead of the usual keep-alive and partial-line
+# timeouts. Equal to the uid share, so one uid filling its share is pressure by itself.
+CONTROL_PRESSURE_PERCENT = 50
+
+# Pressure ends only when occupancy falls below this: hysteresis, so that the idle
+# connections that made the pressure are drained, not just the one that tipped it, and
+# a table hovering at the threshold does not flip on every connect and close.
+CONTROL_PRESSURE_END_PERCENT = 25
+
+# The idle timeout under pressure: long enough for a client to send the request it
+# connected for (the CLI writes it at once) and to reuse a connection between calls in
+# a loop, short enough that idle connections cannot keep the table full.
+CONTROL_PRESSURE_IDLE_TIMEOUT = 2.0

@@ -236,51 +236,6 @@ async def test_client_that_never_reads_is_disconnected_without_blocking_others(
     await good_call(sock_path)
 
 
-async def test_connections_over_the_limit_get_unavailable_and_are_closed(
-    nursery, sock_path, handler
-):
-    await start(nursery, sock_path, handler, max_connections=256)
-    idle = []
-    for _ in range(300):
-        idle.append(await trio.open_unix_socket(os.fspath(sock_path)))
-        await trio.sleep(0)  # let the server accept in step
-
-    async def outcome(stream: trio.SocketStream) -> bytes | None:
-        with trio.move_on_after(0.5):
-            return await read_until_eof(stream)
-        return None  # still open: it holds a slot
-
-    results: list[bytes | None] = [None] * len(idle)
-
-    async def record(i: int) -> None:
-        results[i] = await outcome(idle[i])
-
-    async with trio.open_nursery() as inner:
-        for i in range(len(idle)):
-            inner.start_soon(record, i)
-    refused = [i for i, r in enumerate(results) if r is not None]
-    assert len(refused) == 44
-    assert refused == list(range(256, 300))  # accepted in order, the last ones refused
-    for i in refused:
-        (reply,) = lines_of(results[i])
-        assert reply["id"] is None
-        assert reply["error"]["data"]["kind"] == "unavailable"
-        assert "256" in reply["error"]["message"]
-
-    # At the limit, a good client is told so clearly ...
-    with pytest.raises(RemoteError) as info:
-        await trio.to_thread.run_sync(blocking_call, sock_path, "echo", {})
-    assert info.value.kind == "unavailable"
-
-    # ... and answered as soon as a slot frees up.
-    for stream in idle[:10]:
-        await stream.aclose()
-    await trio.sleep(0.1)
-    await good_call(sock_path)
-    for stream in idle[10:]:
-        await stream.aclose()
-
-
 async def test_idle_connections_are_closed_after_the_keepalive_timeout(nursery, sock_path, handler):
     await start(nursery, sock_path, handler, max_connections=5, keepalive_timeout=0.5)
     idle = [await trio.open_unix_socket(os.fspath(sock_path)) for _ in range(5)]
