@@ -249,3 +249,9 @@ def callback_daemon(short_tmp, database_url, sandbox_peer, http_server):
         yield daemon
     finally:  # also when it never became ready: no daemon outlives its test
         daemon.stop()
+
+
+@pytest.fixture
+def sock_path(short_tmp):
+    """Where a test's control server listens (short: Unix socket paths are limited)."""
+    return short_tmp / "control.sock"

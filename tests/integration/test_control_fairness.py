@@ -23,9 +23,9 @@ import trio
 
 from dashpay.domain.errors import METHOD_NOT_FOUND, DashpayError
 from dashpay.domain.limits import MAX_CONTROL_CONNECTIONS
-from dashpay.net.control_client import ControlClient
 from dashpay.net.control_server import serve_control
 from dashpay.wire.jsonrpc import MAX_RESPONSE_BYTES, LineBuffer, RemoteError, encode_request
+from tests.integration.test_control_server import blocking_call
 
 GOOD_CALL_BUDGET = 2.0  # seconds a good client may take while an abuser holds connections
 NOBODY = 65534
@@ -85,18 +85,8 @@ def handler() -> Handler:
     return Handler()
 
 
-@pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "control.sock"
-
-
 async def start(nursery: trio.Nursery, path: Path, handler: Handler, **options: Any) -> None:
     await nursery.start(partial(serve_control, path, handler, **options))
-
-
-def blocking_call(path: Path, method: str, params: dict | None = None, timeout: float = 5.0):
-    with ControlClient(path, timeout=timeout) as client:
-        return client.call(method, params)
 
 
 async def good_call(path: Path) -> float:

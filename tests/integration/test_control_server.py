@@ -66,11 +66,6 @@ def handler() -> Handler:
     return Handler()
 
 
-@pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "control.sock"
-
-
 async def start(nursery: trio.Nursery, path: Path, handler: Handler, **options: Any) -> None:
     await nursery.start(partial(serve_control, path, handler, **{**FAST, **options}))
 
