@@ -33,7 +33,6 @@ from dashpay.config.model import (
     PricesConfig,
     ReceiversConfig,
     WalletConfig,
-    is_metadata_target,
 )
 from dashpay.config.secrets import read_secret_file
 
@@ -212,16 +211,11 @@ def _check_callback_target(reader: Reader, callbacks: CallbacksConfig) -> None:
         address = ipaddress.ip_address(host)
     except ValueError:
         return  # a name: checked after DNS resolution, when a callback is sent
-    if callbacks.allows_address(address):
+    refusal = callbacks.refusal(address)
+    if refusal is None:
         return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if is_metadata_target(address):
-        why = "is link-local or a cloud metadata address and block_link_local is on"
-        fix = "point it at another host (or set block_link_local = false)"
-    elif address.is_multicast or address.is_unspecified:
-        why, fix = "is a multicast or unspecified address", "point it at a real host"
+    if refusal.allowing is None:
+        fix = "point it at a real host"
     else:
-        why = "is private or loopback and allow_private_targets is off"
-        fix = "point it at a public host (or set allow_private_targets = true)"
-    raise reader.error("callbacks", "default_url", f"{address} {why}", fix)
+        fix = f"point it at another host (or set {refusal.allowing})"
+    raise reader.error("callbacks", "default_url", str(refusal), fix)

@@ -1,8 +1,8 @@
 """The configuration as frozen dataclasses, their defaults taken from ``CONFIG_KEYS``.
 
-Also the [callbacks] target rules (``allows_host``, ``allows_address``): they are the
-meaning of those keys, checked here for ``default_url`` at load and enforced at
-connect time by ``dashpay.net.guard``.
+Also the [callbacks] target rules (``allows_host``, ``refusal``): they are the meaning of
+those keys, checked for ``default_url`` at load, for a receiver's callback URL at its
+creation and enforced at connect time by ``dashpay.net.guard``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 from dashpay.config.control import ControlConfig
 from dashpay.config.database import DatabaseConfig
 from dashpay.config.keys import PRICE_PROVIDERS, default
+from dashpay.domain.addresses import embedded_ipv4
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata services outside the link-local ranges, refused with them when
 # block_link_local is on: AWS's IPv6 endpoint (fd00:ec2::254, a unique-local address
@@ -70,14 +73,46 @@ class ReceiversConfig:
     confirmations: int = default("receivers", "confirmations")
 
 
-def is_metadata_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def is_metadata_target(address: IPAddress) -> bool:
     """Link-local or a known cloud metadata address (where credentials can be read)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        elif address.scope_id is not None:
-            address = ipaddress.IPv6Address(str(address).partition("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        address = ipaddress.IPv6Address(int(address))
     return address.is_link_local or address in CLOUD_METADATA_ADDRESSES
+
+
+# The [callbacks] keys that can refuse an address: (its state that refuses, the value
+# that allows).
+_RULE_KEYS = {"block_link_local": ("on", "false"), "allow_private_targets": ("off", "true")}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the [callbacks] rules refuse an address.
+
+    ``address`` is the address checked; ``embedded`` the IPv4 address inside it that is
+    refused (None: the address itself); ``why`` what it is ("is private or loopback");
+    ``key`` the [callbacks] key that refuses it, None when no setting allows it."""
+
+    address: IPAddress
+    embedded: ipaddress.IPv4Address | None
+    why: str
+    key: str | None
+
+    def __str__(self) -> str:
+        subject = str(self.address)
+        if self.embedded is not None:
+            subject = f"{subject} embeds {self.embedded}, which"
+        if self.key is None:
+            return f"{subject} {self.why} (never allowed)"
+        state = _RULE_KEYS[self.key][0]
+        return f"{subject} {self.why} (refused while [callbacks] {self.key} is {state})"
+
+    @property
+    def allowing(self) -> str | None:
+        """The setting that would allow it ("block_link_local = false"), or None."""
+        if self.key is None:
+            return None
+        return f"{self.key} = {_RULE_KEYS[self.key][1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,23 +147,44 @@ class CallbacksConfig:
                 return True
         return False
 
-    def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Whether a callback may connect to this resolved IP address.
+    def allows_address(self, address: IPAddress) -> bool:
+        """Whether a callback may connect to this resolved IP address (see ``refusal``)."""
+        return self.refusal(address) is None
+
+    def refusal(self, address: IPAddress) -> Refusal | None:
+        """Why a callback may not connect to this resolved IP address, or None.
 
         Link-local (169.254.0.0/16 and fe80::/10: cloud metadata services) and the other
         ``CLOUD_METADATA_ADDRESSES`` only when ``block_link_local`` is off; loopback and
         private networks only when ``allow_private_targets`` is on; multicast and
-        unspecified addresses never.
+        unspecified addresses never. An IPv6 address that embeds IPv4 ones (mapped,
+        compatible, NAT64, 6to4, Teredo: ``embedded_ipv4``) passes only when each of them
+        passes too; an IPv4-mapped address is its IPv4 address and nothing else.
         """
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is None:
+                own = self._rule_for(address)
+                if own is not None:
+                    return Refusal(address, None, *own)
+            for inner in embedded_ipv4(address):
+                refused = self._rule_for(inner)
+                if refused is not None:
+                    return Refusal(address, inner, *refused)
+            return None
+        own = self._rule_for(address)
+        return None if own is None else Refusal(address, None, *own)
+
+    def _rule_for(self, address: IPAddress) -> tuple[str, str | None] | None:
+        """(what the address is, the key that refuses it) for one address on its own."""
         if address.is_multicast or address.is_unspecified:
-            return False
+            return "is a multicast or unspecified address", None
         if is_metadata_target(address):
-            return not self.block_link_local
-        if not address.is_global:
-            return self.allow_private_targets
-        return True
+            if self.block_link_local:
+                return "is link-local or a cloud metadata address", "block_link_local"
+            return None
+        if not address.is_global and not self.allow_private_targets:
+            return "is private or loopback", "allow_private_targets"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,7 @@ class Daemon:
                 gap_limit_max=config.wallet.gap_limit_max,
             ),
             prices=self.prices,
+            callback_rules=config.callbacks,
             on_created=lambda r: engine.submit(ReceiverAdded(r)),
             on_cancelled=lambda r: engine.submit(ReceiverChanged(r)),
         )

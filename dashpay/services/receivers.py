@@ -25,9 +25,11 @@ from dashpay.domain.status import CHANGE_DROPPED
 from dashpay.domain.views import receiver_view
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.record import cancel_receiver
+from dashpay.net.guard import check_creation_target
 from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 
 if TYPE_CHECKING:
+    from dashpay.config.model import CallbacksConfig
     from dashpay.services.prices.service import PriceService
 
 log = logging.getLogger("dashpay.receivers")
@@ -140,7 +142,10 @@ class ReceiverService:
     Creates are written by one task, ``run``: callers queue their validated requests
     and the writer takes whatever is waiting (up to ``MAX_CREATE_BATCH``) into one
     ``create_receivers`` call (one thread hop, one transaction), hands the new
-    receivers to the engine, then answers each caller."""
+    receivers to the engine, then answers each caller.
+
+    With ``callback_rules`` (the daemon's [callbacks]), a ``callback_url`` those rules
+    would refuse at every send is refused at creation (``check_creation_target``)."""
 
     def __init__(
         self,
@@ -150,6 +155,7 @@ class ReceiverService:
         *,
         clock: Callable[[], int] = now_ms,
         prices: PriceService | None = None,
+        callback_rules: CallbacksConfig | None = None,
         on_created: Callable[[Receiver], Awaitable[None]] | None = None,
         on_cancelled: Callable[[Receiver], Awaitable[None]] | None = None,
     ) -> None:
@@ -158,6 +164,7 @@ class ReceiverService:
         self.defaults = defaults
         self.clock = clock
         self.prices = prices
+        self.callback_rules = callback_rules
         self.on_created = on_created
         self.on_cancelled = on_cancelled
         self.gap = UnpaidGap()
@@ -170,6 +177,8 @@ class ReceiverService:
         On cancellation: a request the writer has not taken yet is dropped, nothing is
         written; one it has taken is still written and watched by the engine, only the
         answer is lost (a retry with the same idempotency key returns it)."""
+        if request.callback_url and self.callback_rules is not None:
+            await check_creation_target(request.callback_url, self.callback_rules)
         fiat = None
         if request.amount_duffs is not None:  # priced in DASH
             amount_duffs = request.amount_duffs

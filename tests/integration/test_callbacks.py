@@ -616,7 +616,13 @@ async def test_retry_all_failed_redelivers_every_failed_event(outbox_repo, http_
 
 @pytest.mark.parametrize(
     "url",
-    ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[fe80::1]/cb"],
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://[fe80::1]/cb",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of 169.254.169.254
+        "http://[2002:a9fe:a9fe::]/latest/meta-data/",  # 6to4 of it
+    ],
 )
 async def test_link_local_and_metadata_targets_are_refused(outbox_repo, url):
     event = paid(outbox_repo, new_receiver(outbox_repo, url))

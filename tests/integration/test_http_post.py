@@ -19,7 +19,8 @@ import trio
 import trio.testing
 
 from dashpay.config.model import CallbacksConfig
-from dashpay.net.guard import TargetRefused, checked_addresses
+from dashpay.domain.errors import InvalidParams
+from dashpay.net.guard import TargetRefused, check_creation_target, checked_addresses
 from dashpay.net.http_post import BadResponse, ConnectFailed, HttpPoster, PostResponse, TlsFailed
 from tests.integration.conftest import free_port
 
@@ -449,6 +450,61 @@ async def test_the_guard_decides_and_a_refused_target_is_never_connected():
     assert server.conversations == [] and client.connections_made == 0
 
 
+def embedding(ipv4: str) -> list[str]:
+    """IPv6 literals that carry ``ipv4``: mapped, compatible, NAT64 (well-known and
+    local-use), 6to4, Teredo (as its server, and as its client, stored inverted)."""
+    a, b, c, d = (int(part) for part in ipv4.split("."))
+    high, low = f"{a << 8 | b:x}", f"{c << 8 | d:x}"
+    inverted = f"{(a << 8 | b) ^ 0xFFFF:x}:{(c << 8 | d) ^ 0xFFFF:x}"
+    return [
+        f"::ffff:{ipv4}",
+        f"::{high}:{low}",
+        f"64:ff9b::{high}:{low}",
+        f"64:ff9b:1::{high}:{low}",
+        f"2002:{high}:{low}::1",
+        f"2001:0:{high}:{low}:8000:1234:a247:27dd",
+        f"2001:0:5db8:d822:8000:1234:{inverted}",
+    ]
+
+
+def through_a_translator(rules: CallbacksConfig):
+    """The real guard, then what a NAT64 gateway, 6to4 or Teredo relay on the path does:
+    the packets for an address it checked go to the IPv4 address inside, here the
+    loopback server standing in for that host."""
+
+    async def guard(host: str, port: int) -> list[str]:
+        return ["127.0.0.1" for _ in await checked_addresses(host, port, rules)]
+
+    return guard
+
+
+@pytest.mark.parametrize(
+    ("settings", "literal"),
+    [({}, form) for form in embedding("169.254.169.254")]
+    + [
+        ({"allow_private_targets": False}, form)
+        for ipv4 in ("127.0.0.1", "10.0.0.1")
+        for form in embedding(ipv4)
+    ],
+)
+async def test_an_ipv4_inside_an_ipv6_literal_is_checked_and_never_connected(settings, literal):
+    rule = "allow_private_targets" if settings else "block_link_local"
+    client = poster(guard=through_a_translator(CallbacksConfig(**settings)))
+    async with scripted_server(keep_alive_ok) as server:
+        with pytest.raises(TargetRefused, match=rule):
+            await client.post(f"http://[{literal}]:{server.port}/cb", HEADERS, b"{}")
+    assert server.conversations == [] and client.connections_made == 0
+
+
+async def test_a_public_ipv4_inside_an_ipv6_literal_gets_through_the_translator():
+    # The other side of the test above: the same path does reach the server.
+    client = poster(guard=through_a_translator(CallbacksConfig(allow_private_targets=False)))
+    async with scripted_server(keep_alive_ok) as server:
+        url = f"http://[64:ff9b::5db8:d822]:{server.port}/cb"  # 93.184.216.34
+        assert (await client.post(url, HEADERS, b"{}")).status == 200
+    assert len(server.conversations) == 1
+
+
 async def test_the_connection_goes_only_to_the_checked_addresses():
     asked: list[tuple[str, int]] = []
 
@@ -462,6 +518,68 @@ async def test_the_connection_goes_only_to_the_checked_addresses():
         assert (await client.post(name_url, HEADERS, b"{}")).status == 200
     assert asked == [("does-not-resolve.invalid", server.port)]
     assert len(server.conversations) == 1
+
+
+# -- at a receiver's creation -------------------------------------------------------------
+
+
+class ScriptedResolver(trio.abc.HostnameResolver):
+    """trio's resolver hook: every name gets these addresses, or never an answer."""
+
+    def __init__(self, addresses: list[str] | None) -> None:
+        self.addresses = addresses
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        if self.addresses is None:
+            await trio.sleep_forever()
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, type, proto, "", (a, port))
+            for a in self.addresses
+        ]
+
+    async def getnameinfo(self, sockaddr, flags):
+        raise NotImplementedError
+
+
+@asynccontextmanager
+async def resolving_to(addresses: list[str] | None) -> AsyncIterator[None]:
+    previous = trio.socket.set_custom_hostname_resolver(ScriptedResolver(addresses))
+    try:
+        yield
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+
+
+async def test_creation_refuses_a_name_whose_every_address_is_refused():
+    strict = CallbacksConfig(allow_private_targets=False)
+    async with resolving_to(["10.0.0.1", "64:ff9b::a9fe:a9fe"]):
+        with pytest.raises(InvalidParams) as caught:
+            await check_creation_target("https://shop.example/cb", strict)
+    message = str(caught.value)
+    assert "shop.example resolves only to refused addresses: 10.0.0.1" in message
+    assert "(and 1 more)" in message
+    assert "allow_private_targets = true and set [callbacks] block_link_local = false" in message
+
+
+async def test_creation_leaves_a_name_with_one_usable_address_to_the_send_time_guard():
+    strict = CallbacksConfig(allow_private_targets=False)
+    async with resolving_to(["10.0.0.1", "93.184.216.34"]):
+        await check_creation_target("https://shop.example/cb", strict)
+
+
+async def test_creation_does_not_wait_for_dns_that_does_not_answer():
+    with trio.fail_after(5):
+        async with resolving_to(None):
+            await check_creation_target(
+                "https://shop.example/cb", CallbacksConfig(), resolve_timeout=0.1
+            )
+
+
+async def test_creation_refuses_a_host_outside_allow_hosts_before_any_dns():
+    rules = CallbacksConfig(allow_hosts=("shop.example",))
+    async with resolving_to(None):  # would hang if it were asked
+        with pytest.raises(InvalidParams, match=r"add the host to \[callbacks\] allow_hosts"):
+            await check_creation_target("https://evil.example/cb", rules)
 
 
 # -- TLS --------------------------------------------------------------------------------

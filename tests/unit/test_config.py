@@ -777,6 +777,10 @@ def test_default_callback_url_credentials_are_not_echoed(tmp_path):
         ("", "http://[fe80::1]/cb", "link-local"),
         ("", "http://[::ffff:169.254.169.254]/cb", "link-local"),
         ("", "http://[fd00:ec2::254]/cb", "cloud metadata"),
+        ("", "http://[64:ff9b::a9fe:a9fe]/cb", "embeds 169.254.169.254"),
+        ("", "http://[2002:a9fe:a9fe::]/cb", "link-local"),
+        ("allow_private_targets = false", "http://[64:ff9b::7f00:1]/cb", "private or loopback"),
+        ("allow_private_targets = false", "http://[2002:a00:1::]/cb", "embeds 10.0.0.1"),
         ("allow_private_targets = false", "http://10.0.0.5/cb", "private or loopback"),
         ("allow_private_targets = false", "http://127.0.0.1:8080/cb", "private or loopback"),
         ("", "http://0.0.0.0/cb", "unspecified"),
@@ -850,6 +854,10 @@ def test_invalid_allow_hosts_entries_are_refused(tmp_path, entry):
         ({}, "fe80::1%eth0", False),
         ({"block_link_local": False}, "fd00:ec2::254", True),
         ({}, "fd00:ec2::253", True),
+        ({}, "64:ff9b::a9fe:a9fe", False),
+        ({}, "2002:a9fe:a9fe::", False),
+        ({"allow_private_targets": False}, "64:ff9b:1::a00:1", False),
+        ({"allow_private_targets": False}, "64:ff9b::808:808", True),
     ],
 )
 def test_allows_address(kwargs, address, allowed):
