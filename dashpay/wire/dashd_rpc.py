@@ -31,7 +31,7 @@ from typing import Any
 from dashpay.domain.money import MAX_DUFFS
 from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
 from dashpay.wire.dash_tx import TxParseError, parse_tx_hex
-from dashpay.wire.insight import ADDRESS, HEX64
+from dashpay.wire.insight import ADDRESS, HEX64, MAX_OUTPUTS_PER_TX
 from dashpay.wire.insight_rest import show
 
 # Bitcoin/Dash JSON-RPC error codes (src/rpc/protocol.h).
@@ -223,8 +223,8 @@ def parse_verbose_tx(result: object, network: str, *, source: str = SOURCE_REST)
         raise RpcMalformed(f"transaction is a {type(result).__name__}, not an object")
     txid = _txid(result.get("txid"), "txid")
     vout = result.get("vout")
-    if not isinstance(vout, list):
-        raise RpcMalformed(f"tx {txid}: vout is missing or not a list")
+    if not isinstance(vout, list) or len(vout) > MAX_OUTPUTS_PER_TX:
+        raise RpcMalformed(f"tx {txid}: vout is missing or not a list of outputs")
     outputs: dict[str, int] = {}
     total = 0
     for index, out in enumerate(vout):
