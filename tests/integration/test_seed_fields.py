@@ -5,10 +5,25 @@ accepted as they are, and the answer maps back to the original's fields."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 from dashpay.api.seed import RECEIVER_FIELDS, create_params, receiver_fields, seed_json
 from dashpay.net.control_client import ControlClient
+from dashpay.wire.jsonrpc import RemoteError
+
+
+def create_when_available(client: ControlClient, params: dict) -> dict:
+    """receiver.create, once the starting daemon's receiver service is up (the fixture
+    waits only for the daemon to answer)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return client.call("receiver.create", params)
+        except RemoteError as exc:
+            if "not available yet" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def test_a_seed_form_creates_a_receiver_and_reads_back_in_the_originals_fields(daemon):
@@ -22,7 +37,7 @@ def test_a_seed_form_creates_a_receiver_and_reads_back_in_the_originals_fields(d
     ]
     params = create_params(form, idempotency_key="order-1001")
     with ControlClient(daemon.socket) as client:
-        view = client.call("receiver.create", params)
+        view = create_when_available(client, params)
         again = client.call("receiver.create", params)  # the same key: the same receiver
         shown = client.call("receiver.get", {"receiver_id": view["receiver_id"]})
     assert again["receiver_id"] == view["receiver_id"]
