@@ -94,10 +94,12 @@ def parse_amount(value: Any, currency: str) -> tuple[Decimal, int | None]:
         raise InvalidParams(str(exc)) from None
     if amount <= 0:
         raise InvalidParams(f"amount must be greater than 0, got {value}")
-    if amount != amount.quantize(Decimal("0.00000001"), rounding="ROUND_DOWN"):
-        raise InvalidParams(f"amount {value} has more than 8 decimal places")
+    # The size first: quantizing a huge amount to 8 places needs more digits than the
+    # decimal context has (decimal.InvalidOperation).
     if amount > Decimal("1e15"):
         raise InvalidParams(f"amount {value} is implausibly large")
+    if amount != amount.quantize(Decimal("0.00000001"), rounding="ROUND_DOWN"):
+        raise InvalidParams(f"amount {value} has more than 8 decimal places")
     return amount, None
 
 

@@ -34,6 +34,7 @@ from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED, CHANGE_MISSING
 from dashpay.engine.loop import PaymentEngine, observation
 from dashpay.net.insight_rest import InsightError, InsightRest
 from dashpay.repository.base import Repository
+from dashpay.wire.prometheus import Histogram
 
 log = logging.getLogger("dashpay.rescan")
 
@@ -47,6 +48,16 @@ LOOKUP_CONCURRENCY = 8
 RECHECK_PER_DROP_AFTER = 5
 RECHECK_MIN_SECONDS = 1.0
 RECHECK_MAX_SECONDS = 60.0
+# What a rescan pass was for, as GET /metrics labels its durations: every watched
+# receiver (at each socket connect and `rescan --all-pending`), the receivers a
+# `rescan` named (ids or --since), or the re-check timer's few.
+RESCAN_FULL = "full"
+RESCAN_SELECTED = "selected"
+RESCAN_RECHECK = "recheck"
+RESCAN_KINDS = (RESCAN_FULL, RESCAN_SELECTED, RESCAN_RECHECK)
+# Bucket bounds of the rescan durations (seconds): a re-check of a few receivers takes
+# tens of milliseconds, a full rescan of 100k receivers minutes.
+RESCAN_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
 def recheck_interval(drop_after_ms: int) -> float:
@@ -109,6 +120,8 @@ class Reconciler:
         self.running = 0
         # The last pass that held (too much missing at once), for `status`.
         self.last_hold: dict[str, Any] | None = None
+        # How long each pass took, by kind, since the daemon started (GET /metrics).
+        self.durations = {kind: Histogram(RESCAN_DURATION_BUCKETS) for kind in RESCAN_KINDS}
 
     # -- control method -----------------------------------------------------------------
     async def rescan_request(
@@ -160,7 +173,7 @@ class Reconciler:
             return self._full_result
         self._full = trio.Event()
         try:
-            summary = await self.rescan(self.engine.watched())
+            summary = await self.rescan(self.engine.watched(), kind=RESCAN_FULL)
             self._full_result = summary
             self.last_full, self.last_full_at = summary, time.time()
             return summary
@@ -168,10 +181,13 @@ class Reconciler:
             event, self._full = self._full, None
             event.set()
 
-    async def rescan(self, targets: list[tuple[int, str]], *, quiet: bool = False) -> RescanSummary:
+    async def rescan(
+        self, targets: list[tuple[int, str]], *, quiet: bool = False, kind: str = RESCAN_SELECTED
+    ) -> RescanSummary:
         """Read the history of ``targets`` (id, address), record what it shows and report
         what it no longer shows. ``quiet``: log the summary at debug level unless it
-        found, flagged or dropped something (the re-check timer's passes)."""
+        found, flagged or dropped something (the re-check timer's passes). ``kind``
+        files its duration (one of RESCAN_KINDS), finished or failed."""
         summary = RescanSummary(started_at=time.time())
         started = time.monotonic()
         self.running += 1
@@ -185,6 +201,7 @@ class Reconciler:
         finally:
             self.running -= 1
             summary.duration_seconds = time.monotonic() - started
+            self.durations[kind].observe(summary.duration_seconds)
         eventful = summary.payments_new or summary.payments_dropped or summary.payments_missing
         log.log(
             logging.DEBUG if quiet and not eventful and not summary.held else logging.INFO,
@@ -322,7 +339,7 @@ class Reconciler:
             if not targets or self._full is not None:
                 continue
             try:
-                await self.rescan(targets, quiet=True)
+                await self.rescan(targets, quiet=True, kind=RESCAN_RECHECK)
             except Unavailable as exc:
                 log.warning("payment re-check failed, retried in %.0fs: %s", interval, exc)
 

@@ -187,6 +187,11 @@ class PriceService:
             raise self._unavailable(currency, failure.reasons, now)
         return await self._refresh_once(currency)
 
+    def cached_quotes(self) -> list[Quote]:
+        """The quotes held in memory now, fresh or not, without fetching anything (for
+        GET /metrics: a scrape must never wait on a price provider)."""
+        return list(self._quotes.values())
+
     async def convert(self, amount: Decimal, currency: str) -> FiatConversion:
         """``amount`` of fiat ``currency`` in duffs at a usable quote, rounded up."""
         return convert(amount, await self.quote(currency))
