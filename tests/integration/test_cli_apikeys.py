@@ -92,3 +92,12 @@ async def test_the_service_on_a_real_database(outbox_repo):
     await here.refresh()  # writes the last use
     listed = {k.id: k for k in await trio.to_thread.run_sync(outbox_repo.list_api_keys)}
     assert listed[other.id].last_used_at is not None and listed[key.id].revoked_at is not None
+
+
+def test_a_sandbox_daemon_grants_the_sandbox_scope(short_tmp):
+    from tests.integration.test_sandbox_quickstart import serve_sandbox
+
+    with serve_sandbox(short_tmp) as (_, env):
+        made = run_cli("apikey", "create", "--label", "t", "--scope", "sandbox", "--json", env=env)
+        assert made.code == 0, made.stderr
+        assert made.json()["scopes"] == ["sandbox"]
