@@ -1,6 +1,6 @@
 """The command line's input rules and exit codes, through real subprocesses: amounts
-in plain decimal notation only, with the typed text echoed. One daemon for the module
-(SQLite: nothing here depends on the backend)."""
+in plain decimal notation only, with the typed text echoed; `wallet derive`'s network
+and key. One daemon for the module (SQLite: nothing here depends on the backend)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from dashpay.config.paths import DEFAULT_CONFIG_PATH, SANDBOX_KEY_NAME
+from dashpay.domain.wallet import Wallet, decode_extended_public_key
 from dashpay.net.control_client import ControlClient
 from dashpay.wire.jsonrpc import RemoteError
-from tests.conftest import DaemonProcess, run_cli, start_daemon, write_config
+from tests.conftest import TEST_XPUB, DaemonProcess, run_cli, start_daemon, write_config
+
+# TEST_XPUB under the testnet prefix: the same key, naming its network.
+TEST_TPUB = decode_extended_public_key(TEST_XPUB).serialize(bytes.fromhex("043587CF"))
+TESTNET_ADDRESSES = Wallet(TEST_XPUB, "testnet").addresses(0, 2)
 
 # What Python's Decimal takes but no one types as an amount: each is refused, and the
 # message quotes it as typed.
@@ -69,3 +75,44 @@ def test_sandbox_pay_amounts_follow_the_same_rule():
     # The CLI checks before it looks for a daemon: exit 2 even with none running.
     result = run_cli("--socket", "/nonexistent/x.sock", "sandbox", "pay", "Xaddr", "1e2")
     assert result.code == 2 and "'1e2' is not a plain decimal" in result.stderr
+
+
+def test_wallet_derive_takes_the_network_a_tpub_names():
+    result = run_cli("wallet", "derive", "--xpub", TEST_TPUB, "--count", "2", "--json")
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert data["network"] == "testnet" and data["key_source"] == "--xpub"
+    assert [row["address"] for row in data["addresses"]] == TESTNET_ADDRESSES
+    assert all(address.startswith("y") for address in TESTNET_ADDRESSES)
+    # An xpub is used on both networks: that one still needs --network.
+    either = run_cli("wallet", "derive", "--xpub", TEST_XPUB)
+    assert either.code == 2 and "--network is required with an xpub key" in either.stderr
+
+
+def test_wallet_derive_blames_the_flag_or_the_config_for_a_network_mismatch(short_tmp):
+    flag = run_cli("wallet", "derive", "--xpub", TEST_TPUB, "--network", "mainnet")
+    assert flag.code == 2
+    assert "--network says mainnet" in flag.stderr and "configured" not in flag.stderr
+    config = write_config(
+        short_tmp, "sqlite:///x.sqlite3", wallet={"xpub": TEST_TPUB, "network": "mainnet"}
+    )
+    configured = run_cli("--config", str(config), "wallet", "derive")
+    assert configured.code == 2
+    assert str(config) in configured.stderr and "configured for mainnet" in configured.stderr
+    # The config's key with --network naming the other network: the flag is at fault.
+    config.write_text(config.read_text().replace('"mainnet"', '"testnet"'))
+    overridden = run_cli("--config", str(config), "wallet", "derive", "--network", "mainnet")
+    assert overridden.code == 2 and "--network says mainnet" in overridden.stderr
+
+
+@pytest.mark.skipif(DEFAULT_CONFIG_PATH.exists(), reason="this machine has a system config")
+def test_wallet_derive_without_a_config_uses_the_sandbox_key(short_tmp):
+    env = {"XDG_STATE_HOME": str(short_tmp)}
+    none_yet = run_cli("wallet", "derive", env=env)
+    assert none_yet.code == 2 and "dashpay serve --sandbox" in none_yet.stderr
+    (short_tmp / "dashpay").mkdir()
+    (short_tmp / "dashpay" / SANDBOX_KEY_NAME).write_text(TEST_TPUB + "\n")
+    result = run_cli("wallet", "derive", "--count", "2", env=env)
+    assert result.code == 0, result.stderr
+    assert result.stdout.split() == ["0/0", TESTNET_ADDRESSES[0], "0/1", TESTNET_ADDRESSES[1]]
+    assert "sandbox" in result.stderr
