@@ -12,7 +12,13 @@ from typing import Any, NoReturn
 
 import typer
 
-from dashpay.domain.errors import EXIT_UNREACHABLE, EXIT_UPSTREAM, EXIT_USAGE, exit_code_for
+from dashpay.domain.errors import (
+    EXIT_UNREACHABLE,
+    EXIT_UPSTREAM,
+    EXIT_USAGE,
+    PermissionDenied,
+    exit_code_for,
+)
 
 JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
 
@@ -99,6 +105,8 @@ def call(
             return client.call(method, params or {})
     except DaemonUnreachable as exc:
         fail(f"{exc} [socket from {source}]", EXIT_UNREACHABLE)
+    except PermissionDenied as exc:
+        fail(f"{exc.message} [socket from {source}]", exc.exit_code)
     except RemoteError as exc:
         fail(f"{exc.message} [{exc.kind}]", exit_code_for(exc.kind))
     except TimeoutError as exc:

@@ -7,6 +7,7 @@
     ├── Unavailable                 unavailable     5  cannot do it right now
     │   └── PriceUnavailable        price_unavailable 5  no fresh fiat quote
     ├── Internal                    internal        4  a bug; the daemon logged it
+    ├── PermissionDenied            permission_denied 6  the CLI may not open the socket
     └── ProtocolFault               (the control protocol itself)
         ├── ParseError              parse_error     4  not valid JSON
         ├── InvalidRequest          invalid_request 4  JSON, but not JSON-RPC 2.0
@@ -33,6 +34,7 @@ EXIT_USAGE = 2  # bad command line or invalid input, caught before or by the dae
 EXIT_UNREACHABLE = 3  # no daemon answering on the control socket
 EXIT_REJECTED = 4  # the daemon refused the request (not_found, conflict, ...)
 EXIT_UPSTREAM = 5  # an upstream (price providers, Insight, database) is unavailable
+EXIT_PERMISSION = 6  # the control socket is there, but this user may not open it
 
 
 class DashpayError(Exception):
@@ -93,6 +95,15 @@ class Internal(DashpayError):
     kind = "internal"
 
 
+class PermissionDenied(DashpayError):
+    """The control socket (or a directory on its path) refuses this user: the daemon
+    may be running, it is the file permissions that keep the CLI out. Raised by the
+    client (``net/control_client.py``), never sent by the daemon."""
+
+    kind = "permission_denied"
+    exit_code = EXIT_PERMISSION
+
+
 class ProtocolFault(DashpayError):
     """The control protocol itself was not followed (the request never reached a
     command)."""
@@ -139,6 +150,7 @@ CONFLICT = Conflict.kind
 UNAVAILABLE = Unavailable.kind
 PRICE_UNAVAILABLE = PriceUnavailable.kind
 INTERNAL = Internal.kind
+PERMISSION_DENIED = PermissionDenied.kind
 PARSE_ERROR = ParseError.kind
 INVALID_REQUEST = InvalidRequest.kind
 METHOD_NOT_FOUND = MethodNotFound.kind

@@ -4,7 +4,10 @@ and key. One daemon for the module (SQLite: nothing here depends on the backend)
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,15 @@ from dashpay.config.paths import DEFAULT_CONFIG_PATH, SANDBOX_KEY_NAME
 from dashpay.domain.wallet import Wallet, decode_extended_public_key
 from dashpay.net.control_client import ControlClient
 from dashpay.wire.jsonrpc import RemoteError
-from tests.conftest import TEST_XPUB, DaemonProcess, run_cli, start_daemon, write_config
+from tests.conftest import (
+    REPO,
+    TEST_XPUB,
+    DaemonProcess,
+    cli_env,
+    run_cli,
+    start_daemon,
+    write_config,
+)
 
 # TEST_XPUB under the testnet prefix: the same key, naming its network.
 TEST_TPUB = decode_extended_public_key(TEST_XPUB).serialize(bytes.fromhex("043587CF"))
@@ -29,6 +40,7 @@ NOT_PLAIN = ["1_000", "1e2", "1E+9", "inf", "-Infinity", "nan", "0x10", "1,5", "
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
     directory = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))
+    directory.chmod(0o755)  # as /run/dashpay lets its group in: the socket decides
     config = write_config(directory, f"sqlite:///{directory / 'dashpay.sqlite3'}")
     proc = start_daemon(config, ready=False)
     yield proc
@@ -116,3 +128,29 @@ def test_wallet_derive_without_a_config_uses_the_sandbox_key(short_tmp):
     assert result.code == 0, result.stderr
     assert result.stdout.split() == ["0/0", TESTNET_ADDRESSES[0], "0/1", TESTNET_ADDRESSES[1]]
     assert "sandbox" in result.stderr
+
+
+def run_cli_as_nobody(*args: str) -> subprocess.CompletedProcess:
+    """The CLI as uid/gid 65534 with no supplementary groups. It keeps only
+    CAP_DAC_READ_SEARCH, to read the interpreter under /root: that capability never
+    grants write access, and connecting to a Unix socket needs write access."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *caps,
+         sys.executable, "-m", "dashpay", *args],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=30,
+    )  # fmt: skip
+
+
+def test_a_socket_this_user_may_not_open_is_permission_denied_not_daemon_down(daemon):
+    info = os.stat(daemon.socket)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 0, 0o660)
+    result = run_cli_as_nobody("--socket", str(daemon.socket), "status")
+    assert result.returncode == 6, (result.returncode, result.stderr)
+    assert (
+        f"permission denied on {daemon.socket} (owned by root:root, mode 0660): "
+        "add yourself to group root"
+    ) in result.stderr
+    assert "no dashpay daemon is answering" not in result.stderr
