@@ -17,8 +17,22 @@ import typer
 
 from dashpay import __version__
 from dashpay.cli import commands
-from dashpay.cli.context import JSON_HELP, Globals, _load_config, fail, print_json
-from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError, exit_code_for
+from dashpay.cli.context import (
+    JSON_HELP,
+    Globals,
+    _load_config,
+    fail,
+    fail_on,
+    json_errors,
+    print_json,
+)
+from dashpay.domain.errors import (
+    EXIT_INTERNAL,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    INTERNAL,
+    DashpayError,
+)
 
 app = typer.Typer(
     name="dashpay",
@@ -175,6 +189,7 @@ def wallet_derive(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Derive addresses offline, to check them against your wallet."""
+    json_errors(as_json)
     from dashpay.domain.wallet import (
         NETWORKS,
         Wallet,
@@ -274,7 +289,7 @@ def db_migrate(ctx: typer.Context) -> None:
         finally:
             repo.close()
     except DashpayError as exc:
-        fail(exc.message, exit_code_for(exc.kind))
+        fail_on(exc)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:
@@ -300,7 +315,7 @@ def sandbox_reset(
     try:
         removed = reset_state(state)
     except SandboxStateError as exc:
-        fail(exc.message, exc.exit_code)
+        fail_on(exc)
     if removed:
         print(f"deleted {', '.join(p.name for p in removed)} in {state.directory}")
     else:
@@ -317,6 +332,15 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - a bug in the CLI: say so, exit 7, not 1
+        import traceback
+
+        traceback.print_exc()
+        try:
+            fail(f"internal error in the CLI (a bug; the traceback is above): {exc!r:.200}",
+                 EXIT_INTERNAL, kind=INTERNAL)  # fmt: skip
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None
 
 
 __all__ = ["app", "main", "EXIT_REJECTED"]

@@ -4,11 +4,14 @@ and key. One daemon for the module (SQLite: nothing here depends on the backend)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +157,79 @@ def test_a_socket_this_user_may_not_open_is_permission_denied_not_daemon_down(da
         "add yourself to group root"
     ) in result.stderr
     assert "no dashpay daemon is answering" not in result.stderr
+
+    as_json = run_cli_as_nobody("--socket", str(daemon.socket), "status", "--json")
+    error = json.loads(as_json.stderr)["error"]
+    assert (as_json.returncode, as_json.stdout) == (6, "")
+    assert error["kind"] == "permission_denied" and error["exit_code"] == 6
+    assert (error["owner"], error["group"], error["mode"]) == ("root", "root", "0660")
+
+
+def json_error(result) -> dict:
+    """The one JSON error object a --json command writes to stderr (stdout stays empty)."""
+    assert result.stdout == "", result.stdout
+    return json.loads(result.stderr)["error"]
+
+
+def test_with_json_every_error_is_a_json_object_on_stderr(daemon, short_tmp):
+    missing = daemon.cli("receiver", "show", "999999", "--json")
+    assert missing.code == 4
+    assert json_error(missing)["kind"] == "not_found"
+    usage = daemon.cli("receiver", "new", "--amount", "1e2", "--json")
+    error = json_error(usage)
+    assert usage.code == 2 and error["kind"] == "invalid_params" and error["exit_code"] == 2
+    assert "'1e2'" in error["message"]
+    nowhere = run_cli("--socket", str(short_tmp / "none.sock"), "status", "--json")
+    error = json_error(nowhere)
+    assert nowhere.code == 3 and error["kind"] == "unreachable"
+    assert error["socket"] == str(short_tmp / "none.sock")
+    derive = run_cli("wallet", "derive", "--xpub", TEST_XPUB, "--json")
+    assert derive.code == 2 and "--network" in json_error(derive)["message"]
+
+
+def test_json_and_quiet_together_are_refused(daemon):
+    before = daemon.cli("status", "--json").json()["wallet"]["next_index"]
+    result = daemon.cli("receiver", "new", "--amount", "1", "--json", "-q")
+    assert result.code == 2
+    assert "--json and -q/--quiet do not go together" in json_error(result)["message"]
+    assert daemon.cli("status", "--json").json()["wallet"]["next_index"] == before
+
+
+class InternalErrorDaemon:
+    """A control socket that answers every request with the daemon's internal error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                request = json.loads(conn.makefile("rb").readline())
+                error = {"code": -32603, "data": {"kind": "internal"},
+                         "message": f"internal error in {request['method']}; see the daemon log"}
+                reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
+                conn.sendall(json.dumps(reply).encode() + b"\n")  # fmt: skip
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_an_internal_error_has_its_own_exit_code(short_tmp):
+    fake = InternalErrorDaemon(short_tmp / "bug.sock")
+    try:
+        plain = run_cli("--socket", str(fake.path), "status")
+        as_json = run_cli("--socket", str(fake.path), "receiver", "list", "--json")
+    finally:
+        fake.close()
+    assert plain.code == 7 and "internal error in status" in plain.stderr
+    error = json_error(as_json)
+    assert as_json.code == 7 and (error["kind"], error["exit_code"]) == ("internal", 7)
