@@ -10,14 +10,29 @@ shows what the daemon returns.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from dashpay import __version__
 from dashpay.cli import commands
-from dashpay.cli.context import JSON_HELP, Globals, _load_config, fail, print_json
-from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError, exit_code_for
+from dashpay.cli.context import (
+    JSON_HELP,
+    Globals,
+    _load_config,
+    fail,
+    fail_on,
+    json_errors,
+    print_json,
+)
+from dashpay.domain.errors import (
+    EXIT_INTERNAL,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    INTERNAL,
+    DashpayError,
+)
 
 app = typer.Typer(
     name="dashpay",
@@ -139,30 +154,60 @@ def serve(
 # -- offline tools --------------------------------------------------------------------
 
 
+def _derive_source(g: Globals) -> tuple[str, str | None, int | None, str]:
+    """(key, network or None, chain or None, where they came from) when no --xpub is
+    given: the config's [wallet], else (no config file at all) the sandbox's key."""
+    config = _load_config(g, required=False)
+    if config is not None:
+        if config.wallet is None:
+            fail(f"{config.path}: [wallet] xpub is not set; or pass --xpub", EXIT_USAGE)
+        return config.wallet.xpub, config.wallet.network, config.wallet.chain, str(config.path)
+    from dashpay.config.paths import SANDBOX_KEY_NAME, state_dir
+    from dashpay.sandbox.runtime import NETWORK, existing_sandbox_key
+
+    key = existing_sandbox_key(state_dir())
+    if key is None:
+        fail(
+            "no configuration file found, and no sandbox has run here yet",
+            EXIT_USAGE,
+            "Pass --xpub KEY, --config PATH or set DASHPAY_CONFIG; or start "
+            "`dashpay serve --sandbox` once, which creates the sandbox's key.",
+        )
+    return key, NETWORK, None, f"the sandbox's key ({state_dir() / SANDBOX_KEY_NAME})"
+
+
 @wallet_app.command("derive")
 def wallet_derive(
     ctx: typer.Context,
-    xpub: str | None = typer.Option(None, "--xpub", help="Extended public key (default: config)."),
-    network: str | None = typer.Option(None, "--network", help="mainnet or testnet."),
+    xpub: str | None = typer.Option(
+        None, "--xpub", help="Extended public key (default: config, else the sandbox's key)."
+    ),
+    network: str | None = typer.Option(
+        None,
+        "--network",
+        help="mainnet or testnet (default: the one a tpub/drkv/DRKV key names, else config).",
+    ),
     chain: int | None = typer.Option(None, "--chain", help="Chain (default: config, else 0)."),
     start: int = typer.Option(0, "--start", help="First index."),
     count: int = typer.Option(10, "--count", help="How many addresses (1-10000)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Derive addresses offline, to check them against your wallet."""
-    from dashpay.domain.wallet import NETWORKS, Wallet, WalletKeyError, parse_extended_public_key
+    json_errors(as_json)
+    from dashpay.domain.wallet import (
+        NETWORKS,
+        Wallet,
+        WalletKeyError,
+        check_key_network,
+        decode_extended_public_key,
+    )
 
-    if xpub is None:
-        config = _load_config(ctx.obj, required=True)
-        if config.wallet is None:
-            fail(f"{config.path}: [wallet] xpub is not set; or pass --xpub", EXIT_USAGE)
-        xpub = config.wallet.xpub
-        network = network or config.wallet.network
-        chain = config.wallet.chain if chain is None else chain
-    if network is None:
-        fail("--network is required with --xpub (mainnet or testnet)", EXIT_USAGE)
-    if network not in NETWORKS:
+    if network is not None and network not in NETWORKS:
         fail(f"--network must be mainnet or testnet, got {network!r}", EXIT_USAGE)
+    configured, source = None, "--xpub"
+    if xpub is None:
+        xpub, configured, configured_chain, source = _derive_source(ctx.obj)
+        chain = configured_chain if chain is None else chain
     chain = 0 if chain is None else chain
     if not 0 <= chain < 2**31:
         fail(f"--chain must be from 0 to {2**31 - 1}", EXIT_USAGE)
@@ -171,11 +216,20 @@ def wallet_derive(
     if not start >= 0 or start + count > 2**31:
         fail(f"--start must be from 0 to {2**31 - count}", EXIT_USAGE)
     try:
-        key = parse_extended_public_key(xpub, network)
+        key = decode_extended_public_key(xpub)
+        if network is not None:
+            check_key_network(key, network, network_flag="--network")
+        network = network or key.network_hint or configured
+        if network is None:
+            fail(
+                f"--network is required with an {key.prefix} key: it is used on both "
+                "networks (pass --network mainnet or --network testnet)",
+                EXIT_USAGE,
+            )
         wallet = Wallet(key, network, chain)
         addresses = wallet.addresses(start, count)
     except (WalletKeyError, ValueError) as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(f"{exc} [key from {source}]", EXIT_USAGE)
     rows = [
         {"index": start + i, "path": f"{chain}/{start + i}", "address": address}
         for i, address in enumerate(addresses)
@@ -186,10 +240,13 @@ def wallet_derive(
                 "network": network,
                 "chain": chain,
                 "fingerprint": wallet.fingerprint,
+                "key_source": source,
                 "addresses": rows,
             }
         )
     else:
+        if source.startswith("the sandbox"):
+            print(f"dashpay: no configuration file found: deriving from {source}", file=sys.stderr)
         for row in rows:
             print(f"{row['path']}\t{row['address']}")
 
@@ -236,7 +293,7 @@ def db_migrate(ctx: typer.Context) -> None:
         finally:
             repo.close()
     except DashpayError as exc:
-        fail(exc.message, exit_code_for(exc.kind))
+        fail_on(exc)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:
@@ -250,8 +307,6 @@ def sandbox_reset(
     """Start the sandbox over: delete its chain and database (the wallet key stays).
 
     Refused while `dashpay serve --sandbox` runs on them."""
-    import sys
-
     from dashpay.config.paths import state_dir
     from dashpay.sandbox.state import SandboxState, SandboxStateError, reset_state
 
@@ -264,7 +319,7 @@ def sandbox_reset(
     try:
         removed = reset_state(state)
     except SandboxStateError as exc:
-        fail(exc.message, exc.exit_code)
+        fail_on(exc)
     if removed:
         print(f"deleted {', '.join(p.name for p in removed)} in {state.directory}")
     else:
@@ -287,6 +342,15 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - a bug in the CLI: say so, exit 7, not 1
+        import traceback
+
+        traceback.print_exc()
+        try:
+            fail(f"internal error in the CLI (a bug; the traceback is above): {exc!r:.200}",
+                 EXIT_INTERNAL, kind=INTERNAL)  # fmt: skip
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None
 
 
 __all__ = ["app", "main", "EXIT_REJECTED"]

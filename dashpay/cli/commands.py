@@ -19,7 +19,7 @@ import typer
 
 from dashpay.api.commands import COMMANDS, Command, Param
 from dashpay.cli import prices, render
-from dashpay.cli.context import JSON_HELP, call, fail, print_json
+from dashpay.cli.context import JSON_HELP, call, fail, json_errors, print_json
 from dashpay.domain.errors import EXIT_USAGE, DashpayError
 
 # Options that only the command line has, per command: (python name, typer option).
@@ -107,7 +107,11 @@ def build(command: Command) -> Callable[..., None]:
 
     def run(ctx: typer.Context, **values: Any) -> None:
         as_json = values.pop("as_json")
+        json_errors(as_json)
         opts = {name: values.pop(name) for name, _, _ in extras}
+        if as_json and opts.get("quiet"):
+            fail("--json and -q/--quiet do not go together: --json prints the whole "
+                 "answer, -q only the address; give one of them", EXIT_USAGE)  # fmt: skip
         params: dict[str, Any] = {}
         for param in shown:
             value = values[param.name]

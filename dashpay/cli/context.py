@@ -12,7 +12,17 @@ from typing import Any, NoReturn
 
 import typer
 
-from dashpay.domain.errors import EXIT_UNREACHABLE, EXIT_UPSTREAM, EXIT_USAGE, exit_code_for
+from dashpay.domain.errors import (
+    EXIT_UNREACHABLE,
+    EXIT_UPSTREAM,
+    EXIT_USAGE,
+    INVALID_PARAMS,
+    UNAVAILABLE,
+    UNREACHABLE,
+    DashpayError,
+    PermissionDenied,
+    exit_code_for,
+)
 
 JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
 
@@ -23,12 +33,49 @@ class Globals:
     socket: str | None = None
 
 
-def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
+def fail(
+    message: str,
+    code: int,
+    hint: str | None = None,
+    *,
+    kind: str = INVALID_PARAMS,
+    details: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Stop with exit ``code``: "dashpay: error: MESSAGE" on stderr, or, when the
+    command runs with --json, one JSON error object on stderr (stdout only ever holds
+    a result), ``{"error": {"kind", "message", "exit_code", "hint"?, ...details}}``."""
+    if _json_output():
+        error: dict[str, Any] = {"kind": kind, "message": message, "exit_code": code}
+        if hint:
+            error["hint"] = hint
+        error.update((key, value) for key, value in (details or {}).items() if key not in error)
+        print(json.dumps({"error": error}, ensure_ascii=False, default=str), file=sys.stderr)
+        raise typer.Exit(code)
     text = f"dashpay: error: {message}"
     if hint:
         text += f"\n{hint}"
     print(text, file=sys.stderr)
     raise typer.Exit(code)
+
+
+def fail_on(error: DashpayError, suffix: str = "") -> NoReturn:
+    """``fail`` with an error's own message, exit code, kind and details."""
+    fail(error.message + suffix, error.exit_code, kind=error.kind, details=error.details)
+
+
+# Whether the running command was given --json: set once by the command (a CLI
+# process runs one), read by ``fail``, which is called from everywhere.
+_json_errors = False
+
+
+def json_errors(enabled: bool) -> None:
+    """From here on, ``fail`` writes its error as a JSON object (the command's --json)."""
+    global _json_errors
+    _json_errors = enabled
+
+
+def _json_output() -> bool:
+    return _json_errors
 
 
 def print_json(data: Any) -> None:
@@ -98,8 +145,15 @@ def call(
         with ControlClient(path, timeout=timeout) as client:
             return client.call(method, params or {})
     except DaemonUnreachable as exc:
-        fail(f"{exc} [socket from {source}]", EXIT_UNREACHABLE)
+        fail(
+            f"{exc} [socket from {source}]",
+            EXIT_UNREACHABLE,
+            kind=UNREACHABLE,
+            details={"socket": str(path)},
+        )
+    except PermissionDenied as exc:
+        fail_on(exc, f" [socket from {source}]")
     except RemoteError as exc:
-        fail(f"{exc.message} [{exc.kind}]", exit_code_for(exc.kind))
+        fail(f"{exc.message} [{exc.kind}]", exit_code_for(exc.kind), kind=exc.kind)
     except TimeoutError as exc:
-        fail(f"the daemon did not answer in time ({exc})", EXIT_UPSTREAM)
+        fail(f"the daemon did not answer in time ({exc})", EXIT_UPSTREAM, kind=UNAVAILABLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,28 @@ CONTROL_REQUEST_TIMEOUT = 600.0
 # A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
 RESCAN_RETRY_INITIAL = 2.0
 RESCAN_RETRY_MAX = 120.0
+
+
+# The group whose members may use the control socket: the one the systemd unit runs
+# the daemon as (Group=dashpay), whoever started it.
+SOCKET_GROUP_NAME = "dashpay"
+
+
+def socket_group(name: str = SOCKET_GROUP_NAME) -> int | None:
+    """The gid the control socket is given: group ``name`` when it exists and this
+    process may give a file to it (root, or a member), so that the operators in that
+    group reach a daemon someone ran by hand, the sandbox as root included. Else None:
+    the file keeps the group it was created with (the process's primary group, or that
+    of a set-group-ID directory, which an administrator chose on purpose)."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+    if os.geteuid() == 0 or gid == os.getegid() or gid in os.getgroups():
+        return gid
+    return None
 
 
 class Daemon:
@@ -225,7 +248,11 @@ class Daemon:
     async def start_control(self, nursery: trio.Nursery) -> None:
         path = Path(self.config.control.socket)
         await nursery.start(
-            partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT), path, self.handle
+            partial(
+                serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT, group=socket_group()
+            ),
+            path,
+            self.handle,
         )
         log.info("control socket listening path=%s", path)
 

@@ -6,7 +6,9 @@
     ├── Conflict                    conflict        4  contradicts current state
     ├── Unavailable                 unavailable     5  cannot do it right now
     │   └── PriceUnavailable        price_unavailable 5  no fresh fiat quote
-    ├── Internal                    internal        4  a bug; the daemon logged it
+    ├── Internal                    internal        7  a bug; the daemon logged it
+    ├── Unreachable                 unreachable     3  no daemon answers on the socket
+    ├── PermissionDenied            permission_denied 6  the CLI may not open the socket
     └── ProtocolFault               (the control protocol itself)
         ├── ParseError              parse_error     4  not valid JSON
         ├── InvalidRequest          invalid_request 4  JSON, but not JSON-RPC 2.0
@@ -33,6 +35,8 @@ EXIT_USAGE = 2  # bad command line or invalid input, caught before or by the dae
 EXIT_UNREACHABLE = 3  # no daemon answering on the control socket
 EXIT_REJECTED = 4  # the daemon refused the request (not_found, conflict, ...)
 EXIT_UPSTREAM = 5  # an upstream (price providers, Insight, database) is unavailable
+EXIT_PERMISSION = 6  # the control socket is there, but this user may not open it
+EXIT_INTERNAL = 7  # a bug (in the daemon, which logged it, or in the CLI itself)
 
 
 class DashpayError(Exception):
@@ -91,6 +95,24 @@ class PriceUnavailable(Unavailable):
 
 class Internal(DashpayError):
     kind = "internal"
+    exit_code = EXIT_INTERNAL
+
+
+class Unreachable(DashpayError):
+    """No daemon answers on the control socket (the CLI's kind for
+    ``net/control_client.DaemonUnreachable``; never sent by the daemon)."""
+
+    kind = "unreachable"
+    exit_code = EXIT_UNREACHABLE
+
+
+class PermissionDenied(DashpayError):
+    """The control socket (or a directory on its path) refuses this user: the daemon
+    may be running, it is the file permissions that keep the CLI out. Raised by the
+    client (``net/control_client.py``), never sent by the daemon."""
+
+    kind = "permission_denied"
+    exit_code = EXIT_PERMISSION
 
 
 class ProtocolFault(DashpayError):
@@ -139,6 +161,8 @@ CONFLICT = Conflict.kind
 UNAVAILABLE = Unavailable.kind
 PRICE_UNAVAILABLE = PriceUnavailable.kind
 INTERNAL = Internal.kind
+PERMISSION_DENIED = PermissionDenied.kind
+UNREACHABLE = Unreachable.kind
 PARSE_ERROR = ParseError.kind
 INVALID_REQUEST = InvalidRequest.kind
 METHOD_NOT_FOUND = MethodNotFound.kind

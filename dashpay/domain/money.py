@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 DUFFS_PER_DASH = 100_000_000
 DASH_DECIMALS = 8
@@ -24,8 +24,32 @@ class AmountError(ValueError):
     """An amount that cannot be money; the message says why."""
 
 
+# THE notation of an amount given by a person or a client (CLI argument, control
+# socket string): ASCII digits with at most one decimal point ("1.5", "0.1", ".5",
+# "2."), an optional sign, surrounding whitespace ignored. Everything else Python's
+# Decimal would take is refused: exponents ("1e2" would be 100 DASH), underscores
+# ("1_000"), other scripts' digits, "Infinity" and "NaN". A minus sign is let through
+# the syntax so that the message can say "negative".
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+# Longer text is no amount anyone meant (21,000,000.00000001 is 17 characters).
+MAX_AMOUNT_CHARS = 40
+# Fiat amounts: what no invoice is (above it the number is a typo or an attack).
+MAX_FIAT = Decimal(10) ** 15
+PLAIN_HINT = "write it as plain decimal digits such as 1.5 (no exponent, no separators)"
+
+
+def echo(value: object) -> str:
+    """An amount as it was given, for a message: text quoted and cut, numbers as they
+    are (never the normalised Decimal: "1E+9" is not what anybody typed)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= MAX_AMOUNT_CHARS else value[:MAX_AMOUNT_CHARS] + "...")
+    return str(value)
+
+
 def parse_decimal(text: object, *, what: str = "amount") -> Decimal:
-    """Parse ``text`` as a finite Decimal; reject floats (they are already rounded)."""
+    """An amount as a finite Decimal: text in the plain notation above, an int, or a
+    Decimal (a JSON number, decoded exactly by ``wire/jsonrpc.py``; the JSON grammar
+    has no underscores, infinities or NaN). A float is refused: it is already rounded."""
     if isinstance(text, bool):
         raise AmountError(f"{what} must be a number, not true/false")
     if isinstance(text, float):
@@ -33,43 +57,54 @@ def parse_decimal(text: object, *, what: str = "amount") -> Decimal:
     if isinstance(text, int):
         return Decimal(text)
     if isinstance(text, Decimal):
-        value = text
-    elif isinstance(text, str):
-        stripped = text.strip()
-        if not stripped:
-            raise AmountError(f"{what} is empty; give a number such as 1.5")
-        try:
-            value = Decimal(stripped)
-        except InvalidOperation:
-            raise AmountError(
-                f"{what} {text!r} is not a number; give a number such as 1.5"
-            ) from None
-    else:
+        if not text.is_finite():
+            raise AmountError(f"{what} {echo(text)} is not a finite number")
+        return text
+    if not isinstance(text, str):
         raise AmountError(f"{what} must be a decimal string, got {type(text).__name__}")
-    if not value.is_finite():
-        raise AmountError(f"{what} {text!r} is not a finite number")
-    return value
+    stripped = text.strip()
+    if not stripped:
+        raise AmountError(f"{what} is empty; give a number such as 1.5")
+    if len(stripped) > MAX_AMOUNT_CHARS or not _PLAIN_DECIMAL.fullmatch(stripped):
+        raise AmountError(f"{what} {echo(text)} is not a plain decimal number; {PLAIN_HINT}")
+    return Decimal(stripped)
+
+
+def _check_decimals(value: Decimal, given: object, what: str) -> None:
+    if value != value.quantize(_QUANTUM, rounding="ROUND_DOWN"):
+        raise AmountError(
+            f"{what} {echo(given)} has more than {DASH_DECIMALS} decimal places; "
+            "1 duff (0.00000001 DASH) is the smallest unit"
+        )
 
 
 def dash_to_duffs(amount: object, *, what: str = "amount", allow_zero: bool = False) -> int:
-    """Convert a DASH amount (text or Decimal) to duffs, exactly.
+    """Convert a DASH amount (text, int or Decimal) to duffs, exactly.
 
     Refuses negatives, more than 8 decimal places (no silent rounding of money),
-    zero unless ``allow_zero``, and anything over 21,000,000 DASH.
-    """
+    zero unless ``allow_zero``, and anything over 21,000,000 DASH. Messages quote
+    ``amount`` as given."""
     value = parse_decimal(amount, what=what)
     if value < 0:
-        raise AmountError(f"{what} {amount!s} is negative; give a positive amount of DASH")
+        raise AmountError(f"{what} {echo(amount)} is negative; give a positive amount of DASH")
     if value == 0 and not allow_zero:
         raise AmountError(f"{what} must be greater than 0")
     if value > MAX_DASH:
-        raise AmountError(f"{what} {amount!s} is more than 21,000,000 DASH")
-    if value != value.quantize(_QUANTUM, rounding="ROUND_DOWN"):
-        raise AmountError(
-            f"{what} {amount!s} has more than {DASH_DECIMALS} decimal places; "
-            "1 duff (0.00000001 DASH) is the smallest unit"
-        )
+        raise AmountError(f"{what} {echo(amount)} is more than 21,000,000 DASH")
+    _check_decimals(value, amount, what)
     return int(value * DUFFS_PER_DASH)
+
+
+def fiat_amount(amount: object, *, what: str = "amount") -> Decimal:
+    """A fiat amount due (text, int or Decimal): positive, at most 8 decimal places,
+    at most 10^15. Kept as the Decimal given; converted to duffs at a quote later."""
+    value = parse_decimal(amount, what=what)
+    if value <= 0:
+        raise AmountError(f"{what} must be greater than 0, got {echo(amount)}")
+    if value > MAX_FIAT:  # before the quantize, which a huge exponent would overflow
+        raise AmountError(f"{what} {echo(amount)} is implausibly large")
+    _check_decimals(value, amount, what)
+    return value
 
 
 def insight_dash_to_duffs(value: object) -> int:
@@ -77,12 +112,15 @@ def insight_dash_to_duffs(value: object) -> int:
     number that ``json`` decoded as float/int) to duffs.
 
     Insight prints at most 8 decimals; a JSON float is converted through its shortest
-    repr (``repr(0.1) == '0.1'``), which recovers the printed decimal exactly.
+    repr (``repr(0.1) == '0.1'``), which recovers the printed decimal exactly (that
+    repr may have an exponent, ``1e-08``: the float is a number already, not text).
     """
     if isinstance(value, bool):
         raise AmountError("amount is a boolean, not a number")
     if isinstance(value, float):
-        value = repr(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise AmountError(f"amount {value!r} is not a finite number")
+        value = Decimal(repr(value))
     duffs = parse_decimal(value) * DUFFS_PER_DASH
     if duffs != duffs.to_integral_value():
         raise AmountError(f"amount {value!s} is not a whole number of duffs")

@@ -172,15 +172,26 @@ class ExtendedPublicKey:
         return self.serialize(_NORMALIZED_VERSION)
 
 
-def parse_extended_public_key(text: str, network: str) -> ExtendedPublicKey:
+def parse_extended_public_key(
+    text: str, network: str, *, network_flag: str | None = None
+) -> ExtendedPublicKey:
     """Decode and check an extended public key for use on ``network``.
 
     Raises WalletKeyError for anything that is not a public key usable on that network:
     a typo (checksum), a truncated key, an unknown format, a private key, or a prefix
     that belongs to the other network. The point itself is checked by bip-utils when a
-    Wallet is built from the key.
+    Wallet is built from the key. A network mismatch blames the configured wallet
+    network, or the command-line option ``network_flag`` when that named it.
     """
     _check_network(network, WalletKeyError)
+    key = decode_extended_public_key(text)
+    check_key_network(key, network, network_flag=network_flag)
+    return key
+
+
+def decode_extended_public_key(text: str) -> ExtendedPublicKey:
+    """Decode an extended public key, whatever network it names (``network_hint``:
+    tpub, drkv and DRKV name one, xpub either); WalletKeyError says what is wrong."""
     if not isinstance(text, str):
         raise WalletKeyError(f"extended public key must be text, got {type(text).__name__}")
     text = text.strip()
@@ -228,13 +239,6 @@ def parse_extended_public_key(text: str, network: str) -> ExtendedPublicKey:
         # Public key data under a private label: some tools swap the legacy labels.
         version = _PRIVATE_VERSIONS[version][1]
     prefix, hint = _PUBLIC_VERSIONS[version]
-    if hint is not None and hint != network:
-        usual = "xpub" if network == MAINNET else "tpub"
-        raise WalletKeyError(
-            f"the key is a {hint} key ({prefix}...) but dashpay is configured for "
-            f"{network}: set the wallet network to {hint}, or use your {network} "
-            f"account key ({usual}...)"
-        )
     return ExtendedPublicKey(
         prefix=prefix,
         network_hint=hint,
@@ -243,6 +247,29 @@ def parse_extended_public_key(text: str, network: str) -> ExtendedPublicKey:
         child_number=int.from_bytes(raw[9:13], "big"),
         chain_code=raw[13:45],
         public_key=key_data,
+    )
+
+
+def check_key_network(
+    key: ExtendedPublicKey, network: str, *, network_flag: str | None = None
+) -> None:
+    """WalletKeyError when ``key``'s prefix names the other network than ``network``:
+    the configured wallet network, or the command line's ``network_flag`` (then the
+    message blames that option, not the configuration)."""
+    hint = key.network_hint
+    if hint is None or hint == network:
+        return
+    usual = "xpub" if network == MAINNET else "tpub"
+    if network_flag is None:
+        raise WalletKeyError(
+            f"the key is a {hint} key ({key.prefix}...) but dashpay is configured for "
+            f"{network}: set the wallet network to {hint}, or use your {network} "
+            f"account key ({usual}...)"
+        )
+    raise WalletKeyError(
+        f"the key is a {hint} key ({key.prefix}...) but {network_flag} says {network}: "
+        f"pass {network_flag} {hint} or leave it out (the key names its network), or "
+        f"give your {network} account key ({usual}...)"
     )
 
 
@@ -325,11 +352,8 @@ class Wallet:
             raise WalletKeyError(
                 f"key must be an extended public key or its text, got {type(key).__name__}"
             )
-        elif key.network_hint is not None and key.network_hint != network:
-            raise WalletKeyError(
-                f"the key is a {key.network_hint} key ({key.prefix}...) but dashpay is "
-                f"configured for {network}: set the wallet network to {key.network_hint}"
-            )
+        else:
+            check_key_network(key, network)
         self.network = network
         self.chain = _check_child_index(chain, "chain")
         self.key = key

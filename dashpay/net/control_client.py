@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dashpay.domain.errors import INVALID_PARAMS, TOO_LARGE
+from dashpay.domain.errors import INVALID_PARAMS, TOO_LARGE, PermissionDenied
 from dashpay.wire.jsonrpc import (
     MAX_MESSAGE_BYTES,
     MAX_RESPONSE_BYTES,
@@ -38,8 +38,6 @@ LEFTOVER_READ_SECONDS = 0.5
 _REASONS = {
     errno.ENOENT: "the socket file does not exist",
     errno.ECONNREFUSED: "connection refused: the socket file is stale or not a socket",
-    errno.EACCES: "permission denied — add yourself to the dashpay group",
-    errno.EPERM: "permission denied — add yourself to the dashpay group",
     errno.ENOTDIR: "a component of the path is not a directory",
 }
 
@@ -59,11 +57,95 @@ class DaemonUnreachable(Exception):
         )
 
 
+def permission_denied(socket_path: Path) -> PermissionDenied:
+    """Why connecting to ``socket_path`` was refused: the socket itself, or the first
+    directory on its path this user may not enter; its owner, group and mode, and what
+    to do about it (join the group, or log in again after joining)."""
+    blocked = _blocked_at(socket_path.absolute())
+    is_directory = blocked != socket_path.absolute()
+    what, needs = ("the directory ", "rx") if is_directory else ("", "rw")
+    try:
+        info = os.stat(blocked)
+    except OSError as exc:  # it changed meanwhile
+        return PermissionDenied(
+            f"permission denied on {socket_path} ({exc.strerror})", socket=str(socket_path)
+        )
+    owner, group = _user_name(info.st_uid), _group_name(info.st_gid)
+    mode = f"{info.st_mode & 0o7777:04o}"
+    shown = f"permission denied on {what}{blocked} (owned by {owner}:{group}, mode {mode})"
+    if info.st_uid == os.geteuid():
+        advice = f"it is yours, but its mode keeps you out too: `chmod u+{needs} {blocked}`"
+    elif info.st_gid in os.getgroups() or info.st_gid == os.getegid():
+        advice = f"you are in group {group}, but the mode gives it no access: `chmod g+{needs}`"
+    elif _listed_member(info.st_gid):
+        advice = (
+            f"you are in group {group}, but this login session is not yet: log in again "
+            f"(or run `newgrp {group}`)"
+        )
+    else:
+        advice = (
+            f"add yourself to group {group} (`sudo usermod -aG {group} $USER`, then log in again)"
+        )
+    return PermissionDenied(
+        f"{shown}: {advice}",
+        socket=str(socket_path), path=str(blocked), owner=owner, group=group, mode=mode,
+    )  # fmt: skip
+
+
+def _blocked_at(path: Path) -> Path:
+    """The socket, or the first directory on its path that this user may not enter
+    (the first whose entry cannot be looked at)."""
+    current = Path(path.parts[0])
+    for name in path.parts[1:]:
+        entry = current / name
+        try:
+            os.stat(entry)
+        except PermissionError:
+            return current
+        except OSError:
+            break
+        current = entry
+    return path
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _listed_member(gid: int) -> bool:
+    """Whether /etc/group (or NSS) lists this user in ``gid``: joined, but the process
+    still has the groups of the login before."""
+    import grp
+    import pwd
+
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return name in group.gr_mem or pwd.getpwnam(name).pw_gid == gid
+
+
 class ControlClient:
     """Calls methods on a dashpay daemon over its Unix control socket.
 
     ``call`` raises ``RemoteError`` for errors the daemon reports (its ``kind`` says
-    which), ``DaemonUnreachable`` when nothing answers on the socket, and
+    which), ``DaemonUnreachable`` when nothing answers on the socket,
+    ``PermissionDenied`` when the socket's permissions keep this user out, and
     ``TimeoutError`` when no answer arrives within ``timeout`` seconds.
     """
 
@@ -150,6 +232,8 @@ class ControlClient:
             ) from None
         except OSError as exc:
             sock.close()
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise permission_denied(self.socket_path) from None
             reason = _REASONS.get(exc.errno or -1) or exc.strerror or str(exc)
             raise DaemonUnreachable(self.socket_path, reason) from None
         self._sock = sock

@@ -134,6 +134,7 @@ async def serve_control(
     handler: Handler,
     *,
     mode: int = 0o660,
+    group: int | None = None,
     max_connections: int = MAX_CONTROL_CONNECTIONS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     idle_timeout: float = IDLE_TIMEOUT,
@@ -147,8 +148,9 @@ async def serve_control(
     Raises ``ControlSocketInUse`` if a live server answers at the path and
     ``ControlSocketPathError`` if the path is unusable (a non-socket file there is never
     removed). A stale socket file is replaced. ``task_status.started()`` is called once
-    the socket listens with its final mode. On exit, cancellation included, open
-    connections are closed and the socket file is removed if it is still ours.
+    the socket listens with its final mode (and ``group``, a gid, when given). On exit,
+    cancellation included, open connections are closed and the socket file is removed
+    if it is still ours.
     """
     socket_path = Path(socket_path)
     limits = _Limits(
@@ -159,10 +161,10 @@ async def serve_control(
         send_timeout,
         pressure_timeout,
     )
-    sock, identity = await _bind(socket_path, mode)
+    sock, identity = await _bind(socket_path, mode, group)
     try:
         listener = trio.SocketListener(sock)
-        log.info("control socket bound path=%s mode=%o", socket_path, mode)
+        log.info("control socket bound path=%s mode=%o group=%s", socket_path, mode, group)
         async with trio.open_nursery() as nursery:
             task_status.started()
             await _Server(handler, limits).accept_loop(listener, nursery)
@@ -174,8 +176,10 @@ async def serve_control(
 # -- socket file ----------------------------------------------------------------------
 
 
-async def _bind(path: Path, mode: int) -> tuple[trio.socket.SocketType, tuple[int, int]]:
-    """A listening socket at ``path`` with ``mode``, and the file's (dev, inode)."""
+async def _bind(
+    path: Path, mode: int, group: int | None
+) -> tuple[trio.socket.SocketType, tuple[int, int]]:
+    """A listening socket at ``path`` with ``mode`` (and ``group``), and its (dev, inode)."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         raise ControlSocketPathError(
             path,
@@ -193,6 +197,8 @@ async def _bind(path: Path, mode: int) -> tuple[trio.socket.SocketType, tuple[in
     try:
         try:
             await sock.bind(os.fspath(temporary))
+            if group is not None:
+                os.chown(temporary, -1, group)
             os.chmod(temporary, mode)
             sock.listen(LISTEN_BACKLOG)
             os.link(temporary, path)

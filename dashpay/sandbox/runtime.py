@@ -31,13 +31,21 @@ NETWORK = "testnet"
 SANDBOX_DROP_AFTER = 5.0
 
 
+def existing_sandbox_key(state: Path) -> str | None:
+    """The sandbox wallet's account key if a sandbox has started in ``state``, else
+    None (`dashpay wallet derive` reads it; it never makes one)."""
+    key_file = state / paths.SANDBOX_KEY_NAME
+    return key_file.read_text().strip() if key_file.exists() else None
+
+
 def sandbox_key(state: Path) -> str:
     """The sandbox wallet's account key, created at first start and kept."""
     from dashpay.domain.wallet import generate_account_key
 
+    key = existing_sandbox_key(state)
+    if key is not None:
+        return key
     key_file = state / paths.SANDBOX_KEY_NAME
-    if key_file.exists():
-        return key_file.read_text().strip()
     key = generate_account_key(NETWORK)
     tmp = key_file.with_suffix(".tmp")
     tmp.write_text(key + "\n")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from dashpay.domain.errors import METHOD_NOT_FOUND, DashpayError
+from dashpay.domain.errors import METHOD_NOT_FOUND, DashpayError, PermissionDenied
 from dashpay.net.control_client import ControlClient, DaemonUnreachable
 from dashpay.net.control_server import ControlSocketInUse, ControlSocketPathError, serve_control
 from dashpay.wire.jsonrpc import (
@@ -428,12 +428,13 @@ def test_refused_connection_is_daemon_unreachable(short_tmp):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-async def test_permission_denied_says_to_join_the_group(nursery, sock_path, handler):
+async def test_permission_denied_names_the_socket_and_its_mode(nursery, sock_path, handler):
     await start(nursery, sock_path, handler, mode=0o600)
     os.chmod(sock_path, 0o000)
-    with pytest.raises(DaemonUnreachable) as info:
+    with pytest.raises(PermissionDenied) as info:
         await trio.to_thread.run_sync(blocking_call, sock_path, "status")
-    assert "permission denied" in info.value.reason and "dashpay group" in info.value.reason
+    assert f"permission denied on {sock_path}" in info.value.message
+    assert "mode 0000" in info.value.message and info.value.exit_code == 6
 
 
 # -- the socket file ------------------------------------------------------------------
@@ -561,3 +562,19 @@ def test_a_broken_connection_without_an_answer_is_still_unreachable():
     ):
         client.call("echo", {})
     assert "broke while sending" in str(info.value)
+
+
+async def test_the_socket_is_given_the_group_asked_for(nursery, sock_path, handler):
+    import grp
+
+    from dashpay.daemon.root import socket_group
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another group needs root")
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    assert socket_group("nogroup") == nogroup  # root may give any existing group
+    assert socket_group("no-such-group-here") is None  # then the file keeps its own
+    await start(nursery, sock_path, handler, group=nogroup)
+    info = os.stat(sock_path)
+    assert (info.st_gid, info.st_mode & 0o777) == (nogroup, 0o660)
+    await good_call(sock_path)

@@ -9,6 +9,7 @@ from dashpay.domain.money import (
     AmountError,
     dash_to_duffs,
     duffs_to_dash,
+    fiat_amount,
     format_dash,
     insight_dash_to_duffs,
 )
@@ -54,3 +55,27 @@ def test_exact_values():
         insight_dash_to_duffs("0.000000001")
     with pytest.raises(AmountError):
         insight_dash_to_duffs(True)
+
+
+@pytest.mark.parametrize(
+    "text", ["1_000", "1e2", "1E+9", "inf", "nan", "0x10", "1,5", "1 000", "١", "²", "1" * 41]
+)
+def test_only_plain_decimal_notation_is_an_amount(text):
+    with pytest.raises(AmountError, match="plain decimal") as info:
+        dash_to_duffs(text)
+    assert repr(text[:40]) in str(info.value) or repr(text[:40] + "...") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "duffs"), [("+1.5", 150_000_000), (".5", 50_000_000), ("2.", 200_000_000)]
+)
+def test_plain_decimal_forms_that_are_accepted(text, duffs):
+    assert dash_to_duffs(text) == duffs
+
+
+def test_fiat_amounts_follow_the_same_notation_and_echo_the_text():
+    assert fiat_amount("25.00") == Decimal("25.00")
+    with pytest.raises(AmountError, match="'1e3' is not a plain decimal"):
+        fiat_amount("1e3")
+    with pytest.raises(AmountError, match="implausibly large"):
+        fiat_amount(Decimal("1E+40"))  # a JSON number: past the size check, no overflow

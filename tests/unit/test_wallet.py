@@ -473,3 +473,14 @@ def test_importing_the_module_does_not_import_bip_utils():
     assert proc.stdout.strip() == "False"
     assert "dashpay.domain.wallet" in proc.stderr  # importtime really ran
     assert "bip_utils" not in proc.stderr
+
+
+def test_a_network_mismatch_blames_the_option_that_named_the_network():
+    from dashpay.domain.wallet import check_key_network, decode_extended_public_key
+
+    key = decode_extended_public_key(reversion(TEST_XPUB, "tpub"))
+    with pytest.raises(WalletKeyError) as info:
+        check_key_network(key, "mainnet", network_flag="--network")
+    assert "--network says mainnet" in str(info.value)
+    assert "configured" not in str(info.value)
+    check_key_network(key, "testnet", network_flag="--network")
