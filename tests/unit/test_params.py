@@ -42,8 +42,9 @@ def test_json_numbers_arrive_as_decimal_and_are_exact():
         ({"amount": "1", "callback_url": "http://h:99999/"}, "URL"),
         ({"amount": "-5", "currency": "USD"}, "greater than 0"),
         # Too large for the 8-decimal check's quantize (it raised decimal.InvalidOperation).
-        ({"amount": "1e400", "currency": "USD"}, "implausibly large"),
-        ({"amount": "1e28", "currency": "EUR"}, "implausibly large"),
+        ({"amount": "1e400", "currency": "USD"}, "not a plain decimal"),
+        ({"amount": "1" + "0" * 30, "currency": "USD"}, "implausibly large"),
+        ({"amount": Decimal("1e28"), "currency": "EUR"}, "implausibly large"),  # a JSON number
     ],
 )
 def test_create_params_errors_name_the_problem(params, needle):
