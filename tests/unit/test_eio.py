@@ -1,6 +1,6 @@
 """The EIO3/Socket.IO codec and the client state machine, on plain strings and on the
 frames captured from a real socket.io 2.4.1 Insight session; plus the pure helpers of
-the trio shell (URL normalisation, backoff)."""
+the trio shell (URL normalisation; the reconnect backoff is in test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.net.insight_socket import Backoff, parse_socket_url
+from dashpay.net.insight_socket import parse_socket_url
 from dashpay.wire.engineio import (
     AWAITING_CONNECT,
     AWAITING_OPEN,
@@ -531,26 +531,3 @@ def test_socket_url_is_normalised_to_the_eio3_websocket_endpoint(url, display, r
 def test_bad_socket_url_says_what_to_fix(url, message):
     with pytest.raises(ValueError, match=message):
         parse_socket_url(url)
-
-
-def test_backoff_grows_exponentially_to_the_cap_with_jitter_and_resets():
-    values = iter([0.0, 1.0] * 10)
-    backoff = Backoff(1.0, 8.0, rng=lambda: next(values))
-    delays = [backoff.next_delay() for _ in range(6)]
-    assert delays == [0.5, 2.0, 2.0, 8.0, 4.0, 8.0]
-    backoff.reset()
-    assert backoff.next_delay() == 0.5
-
-
-def test_backoff_never_overflows_after_many_failures():
-    backoff = Backoff(0.5, 60.0)
-    for _ in range(5000):
-        delay = backoff.next_delay()
-    assert 30.0 <= delay <= 60.0
-
-
-def test_backoff_refuses_nonsense():
-    with pytest.raises(ValueError):
-        Backoff(0, 1)
-    with pytest.raises(ValueError):
-        Backoff(2, 1)
