@@ -218,7 +218,9 @@ async def test_a_receiver_added_while_running_is_watched(repo) -> None:
 
 async def test_after_a_skipped_item_a_tick_probe_sees_the_database_working(repo) -> None:
     bad = ReceiverWork(424242, ())  # no such receiver: the batch fails, nothing retries it
-    async with running(repo, lambda engine: engine.send_channel.send_nowait(Apply([bad]))) as engine:
+    async with running(
+        repo, lambda engine: engine.send_channel.send_nowait(Apply([bad]))
+    ) as engine:
         await until(lambda: engine.stats.db_errors == 1)
         assert engine.stats.db_failing and engine.stats.last_db_ok_at is None
         # No traffic follows; the next tick's empty write transaction finds the database
