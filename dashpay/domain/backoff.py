@@ -1,7 +1,8 @@
 """The one retry-spacing policy: capped exponential backoff, optionally jittered.
 
-Every loop that retries after a failure (Insight REST retries, the engine's database
-retries, the daemon's rescan retry, and the Insight socket's reconnects through
+Every loop that retries after a failure (Insight REST retries, the engine's and the
+callback sender's database retries, the daemon's rescan retry, and the Insight socket's
+reconnects through
 ``ReconnectPolicy``) waits ``min(cap, initial * 2**attempt)`` before attempt
 ``attempt + 1``. Loops that many daemons run against one shared server (the Insight
 socket and REST) jitter that to between half and all of it, so daemons that failed
@@ -65,20 +66,49 @@ class Backoff:
         self.attempt = 0
 
 
-# Back-off while the database is unreachable (the engine's batch): the work is kept and
-# retried every second at most, so the daemon is back within about a second of the
-# database. A failed attempt costs the server next to nothing (a refused connect, a
-# write lock still held by someone else), and a slow one spaces itself out: SQLite's
-# busy wait (5 s) and a MySQL connect timeout are spent inside the attempt. The retry
-# loop logs the first failure and then one line per minute, not one per attempt.
+# Back-off while the database is unreachable: the work is kept and retried every second
+# at most, so the daemon is back within about a second of the database. A failed
+# attempt costs the server next to nothing (a refused connect, a write lock still held
+# by someone else), and a slow one spaces itself out: SQLite's busy wait (5 s) and a
+# MySQL connect timeout are spent inside the attempt. A retry loop logs the first
+# failure and then one line per DB_DOWN_LOG_INTERVAL, not one per attempt (``Outage``).
 DB_RETRY_INITIAL = 0.5
 DB_RETRY_MAX = 1.0
+DB_DOWN_LOG_INTERVAL = 60.0
 
 
 def database_backoff() -> Backoff:
-    """The retry spacing of the engine waiting for the database: exact doubling from
+    """The retry spacing of every loop waiting for the database (the engine's batch, the
+    callback sender's outbox reads and attempt writes): exact doubling from
     DB_RETRY_INITIAL to DB_RETRY_MAX (one daemon per database, so no jitter)."""
     return Backoff(DB_RETRY_INITIAL, DB_RETRY_MAX, jitter=False)
+
+
+class Outage:
+    """When a retry loop should log about the outage it waits out: the first failure,
+    then one line per ``interval`` (the attempts go on every second), and the end.
+    Fed the caller's clock (seconds)."""
+
+    __slots__ = ("since", "interval", "_last_line")
+
+    def __init__(self, interval: float = DB_DOWN_LOG_INTERVAL) -> None:
+        self.since: float | None = None  # the first failure of this outage
+        self.interval = interval
+        self._last_line = -math.inf
+
+    def failed(self, now: float) -> bool:
+        """An attempt failed; True if a line is due (``now - since`` says how long)."""
+        if self.since is None:
+            self.since = now
+        if now - self._last_line < self.interval:
+            return False
+        self._last_line = now
+        return True
+
+    def ended(self, now: float) -> float | None:
+        """An attempt succeeded: how long the outage lasted, None if there was none."""
+        since, self.since, self._last_line = self.since, None, -math.inf
+        return None if since is None else now - since
 
 
 # -- reconnecting a long-lived link (the Insight socket) ---------------------------------

@@ -16,7 +16,6 @@ as ``Apply`` messages, so the engine never waits on the network.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import trio
 
 from dashpay.domain import accounting
-from dashpay.domain.backoff import database_backoff
+from dashpay.domain.backoff import Outage, database_backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, Unavailable
 from dashpay.domain.model import (
@@ -69,9 +68,6 @@ MAX_BATCH = 256
 # How often expiry and the monitoring window are checked (and, after a database error
 # with no batch retrying, whether the database is back).
 TICK_SECONDS = 1.0
-# While the database stays unreachable, one "still unavailable" line per this many
-# seconds at most (the batch is retried every second).
-DB_DOWN_LOG_INTERVAL = 60.0
 
 
 def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
@@ -298,8 +294,7 @@ class PaymentEngine:
         A batch that fails for another reason is split so one bad item cannot block
         the rest (it is logged and skipped; the next rescan converges)."""
         backoff = database_backoff()  # the batch is kept and retried
-        down_since: float | None = None  # trio clock, while this batch waits for the db
-        last_log = -math.inf
+        outage = Outage()
         while True:
             unit = partial(
                 record_batch,
@@ -315,14 +310,11 @@ class PaymentEngine:
                 self._db_error(exc)
                 delay = backoff.next_delay()
                 clock = trio.current_time()
-                if down_since is None:
-                    down_since = clock
-                if clock - last_log >= DB_DOWN_LOG_INTERVAL:
-                    last_log = clock
+                if outage.failed(clock):
                     log.warning(
                         "database unavailable for %.0fs; retrying the batch every %.1fs at "
                         "most: %s",
-                        clock - down_since,
+                        clock - (outage.since or clock),
                         backoff.cap,
                         exc,
                     )
@@ -342,11 +334,9 @@ class PaymentEngine:
                 for item in items:
                     results.extend(await self._record([item], now))
                 return results
-        if down_since is not None:
-            log.info(
-                "database back after %.1fs; batch recorded",
-                trio.current_time() - down_since,
-            )
+        lasted = outage.ended(trio.current_time())
+        if lasted is not None:
+            log.info("database back after %.1fs; batch recorded", lasted)
         self._db_ok()
         self._after(results)
         return results

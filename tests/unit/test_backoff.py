@@ -14,10 +14,12 @@ from __future__ import annotations
 import pytest
 
 from dashpay.domain.backoff import (
+    DB_DOWN_LOG_INTERVAL,
     FAST_REFUSAL_SECONDS,
     REFUSED_RETRY_CAP,
     STABLE_LINK_SECONDS,
     Backoff,
+    Outage,
     ReconnectPolicy,
     database_backoff,
     exponential_delay,
@@ -81,6 +83,17 @@ def test_settings_that_would_loop_tightly_or_forever_are_refused(initial, cap):
 def test_the_database_policy_retries_every_second_at_most():
     backoff = database_backoff()
     assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_an_outage_logs_its_first_failure_then_once_per_interval_and_its_end():
+    outage = Outage()
+    assert outage.ended(0.0) is None  # no outage, nothing to say
+    # Retries every second for three minutes: lines at 0, 60 and 120 s.
+    due = [t for t in range(180) if outage.failed(10.0 + t)]
+    assert due == [0, 60, 120] and DB_DOWN_LOG_INTERVAL == 60.0
+    assert outage.since == 10.0
+    assert outage.ended(200.0) == 190.0
+    assert outage.since is None and outage.failed(300.0)  # the next outage logs at once
 
 
 def policy(initial: float = 1.0, cap: float = 60.0, draw: float = ALMOST_ONE) -> ReconnectPolicy:
