@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.net.insight_socket import parse_socket_url
+from dashpay.net.insight_socket import _is_refusal, parse_socket_url
 from dashpay.wire.engineio import (
     AWAITING_CONNECT,
     AWAITING_OPEN,
@@ -531,3 +531,21 @@ def test_socket_url_is_normalised_to_the_eio3_websocket_endpoint(url, display, r
 def test_bad_socket_url_says_what_to_fix(url, message):
     with pytest.raises(ValueError, match=message):
         parse_socket_url(url)
+
+
+def _connect_failure(*errors: OSError) -> OSError:
+    """What trio.open_tcp_stream raises when every address failed."""
+    failure = OSError("all attempts to connect to h:1 failed")
+    failure.__cause__ = ExceptionGroup("all attempts to connect to h:1 failed", list(errors))
+    return failure
+
+
+def test_a_connect_refused_by_every_address_is_a_refusal_and_nothing_else_is():
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert _is_refusal(refused)
+    assert _is_refusal(_connect_failure(refused, ConnectionRefusedError(111, "refused")))
+    # One address timed out or was unreachable: not the cheap case.
+    assert not _is_refusal(_connect_failure(refused, TimeoutError("timed out")))
+    assert not _is_refusal(_connect_failure(OSError(113, "No route to host")))
+    assert not _is_refusal(OSError("no cause"))
+    assert not _is_refusal(TimeoutError())
