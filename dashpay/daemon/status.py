@@ -109,6 +109,8 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             "payments_recorded": stats.payments_recorded,
             "outbox_events": stats.outbox_events,
             "db_errors": stats.db_errors,
+            "last_db_error_at": _iso(stats.last_db_error_at),
+            "last_db_ok_at": _iso(stats.last_db_ok_at),
         }
     if daemon.callbacks is not None:
         try:
@@ -179,9 +181,9 @@ def health(daemon: Daemon) -> tuple[str, list[str]]:
     if daemon.last_rescan_error:
         reasons.append(f"last rescan failed: {daemon.last_rescan_error}")
     engine = daemon.engine
-    if engine is not None and engine.stats.last_db_error_at is not None:
-        if time.time() - engine.stats.last_db_error_at < 60:
-            reasons.append(f"database error: {engine.stats.last_db_error}")
+    # Degraded from a failed database operation until one succeeds after it.
+    if engine is not None and engine.stats.db_failing:
+        reasons.append(f"database error: {engine.stats.last_db_error}")
     if daemon.state == STARTING and sock is not None and sock.state == "connected":
         reasons.append("rescanning pending receivers")
     if daemon.state == READY and reasons:

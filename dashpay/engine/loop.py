@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from dashpay.domain import accounting
-from dashpay.domain.backoff import database_backoff
+from dashpay.domain.backoff import Outage, database_backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, Unavailable
 from dashpay.domain.model import (
@@ -65,7 +65,8 @@ QUEUE_SIZE = 10_000
 # nearly doubles the rate on both backends (docs/performance.md) while a batch still
 # commits in a few milliseconds.
 MAX_BATCH = 256
-# How often expiry and the monitoring window are checked.
+# How often expiry and the monitoring window are checked (and, after a database error
+# with no batch retrying, whether the database is back).
 TICK_SECONDS = 1.0
 
 
@@ -92,6 +93,12 @@ class EngineStats:
     last_event_at: float | None = None
     last_db_error: str | None = None
     last_db_error_at: float | None = None
+    # The last batch committed or probe passed (wall time), and whether the engine's
+    # last database operation failed: `status` is degraded from a failure until the
+    # next success, which a batch retry or the per-tick probe brings within a second
+    # of the database coming back.
+    last_db_ok_at: float | None = None
+    db_failing: bool = False
     tx_without_match: int = 0
 
 
@@ -209,6 +216,8 @@ class PaymentEngine:
             for apply_msg, _ in batch.callbacks:
                 if apply_msg.done is not None:
                     apply_msg.done([])
+            if batch.probe:
+                await self._probe()
             return
         items = [w.freeze() for w in work.values()]
         results = await self._record(items, batch.now)
@@ -259,6 +268,7 @@ class PaymentEngine:
     def _on_tick(self, message: Tick, batch: _Batch) -> None:
         if self.on_tick is not None:
             self.on_tick()
+        batch.probe = self.stats.db_failing
         now = batch.now
         for receiver_id in self.table.due_to_expire(now):
             batch.item(receiver_id)
@@ -284,6 +294,7 @@ class PaymentEngine:
         A batch that fails for another reason is split so one bad item cannot block
         the rest (it is logged and skipped; the next rescan converges)."""
         backoff = database_backoff()  # the batch is kept and retried
+        outage = Outage()
         while True:
             unit = partial(
                 record_batch,
@@ -298,7 +309,15 @@ class PaymentEngine:
             except Unavailable as exc:
                 self._db_error(exc)
                 delay = backoff.next_delay()
-                log.warning("database unavailable; retrying batch in %.1fs: %s", delay, exc)
+                clock = trio.current_time()
+                if outage.failed(clock):
+                    log.warning(
+                        "database unavailable for %.0fs; retrying the batch every %.1fs at "
+                        "most: %s",
+                        clock - (outage.since or clock),
+                        backoff.cap,
+                        exc,
+                    )
                 await trio.sleep(delay)
                 now = self.clock()
             except Exception as exc:
@@ -315,13 +334,34 @@ class PaymentEngine:
                 for item in items:
                     results.extend(await self._record([item], now))
                 return results
+        lasted = outage.ended(trio.current_time())
+        if lasted is not None:
+            log.info("database back after %.1fs; batch recorded", lasted)
+        self._db_ok()
         self._after(results)
         return results
+
+    async def _probe(self) -> None:
+        """An empty write transaction: after a failure with no batch left to retry,
+        it is what tells `status` the database is back (or still failing)."""
+        try:
+            await trio.to_thread.run_sync(self.repo.transaction, _nothing)
+        except Exception as exc:
+            self._db_error(exc)
+            log.debug("database probe failed: %s", exc)
+            return
+        log.info("database probe succeeded after the last error: %s", self.stats.last_db_error)
+        self._db_ok()
 
     def _db_error(self, exc: BaseException) -> None:
         self.stats.db_errors += 1
         self.stats.last_db_error = str(exc)
         self.stats.last_db_error_at = time.time()
+        self.stats.db_failing = True
+
+    def _db_ok(self) -> None:
+        self.stats.last_db_ok_at = time.time()
+        self.stats.db_failing = False
 
     def _after(self, results: list[ReceiverResult]) -> None:
         self.stats.batches += 1
@@ -374,18 +414,24 @@ class _Batch:
     """What one batch of messages adds up to: per-receiver work (in first-seen order)
     and the Apply messages waiting for their results."""
 
-    __slots__ = ("now", "work", "callbacks")
+    __slots__ = ("now", "work", "callbacks", "probe")
 
     def __init__(self, now: int) -> None:
         self.now = now
         self.work: dict[int, _Pending] = {}
         self.callbacks: list[tuple[Apply, list[int]]] = []
+        self.probe = False  # a tick found the last database operation failed
 
     def item(self, receiver_id: int) -> _Pending:
         item = self.work.get(receiver_id)
         if item is None:
             item = self.work[receiver_id] = _Pending(receiver_id)
         return item
+
+
+def _nothing(tx: object) -> None:
+    """The probe's unit of work: opening and committing the write transaction is the
+    test (SQLite takes its write lock, MySQL needs a live connection)."""
 
 
 def _ignore(message: EngineMessage, batch: _Batch) -> None:

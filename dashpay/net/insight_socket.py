@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from dashpay.domain.backoff import Backoff
+from dashpay.domain.backoff import ReconnectPolicy
 from dashpay.domain.observations import (
     BlockObserved,
     SocketConnected,
@@ -71,11 +71,6 @@ RECEIVE_BUFFER_BYTES = 256 * 1024
 # How long we wait to send our close frame when the server closed the link or broke the
 # protocol. A dead peer never reads it; we drop the connection instead.
 CLOSE_TIMEOUT = 2.0
-# A link that stayed subscribed this long proves the server is usable again, so the next
-# reconnect starts from ``reconnect_initial``. Shorter links (a proxy or an overloaded
-# server that accepts and drops us) keep backing off instead of being hammered. 30 s is
-# more than engine.io's default ping interval (25 s): at least one heartbeat succeeded.
-HEALTHY_CONNECTION_SECONDS = 30.0
 # While the link stays down, one "still down" line per this many seconds at most.
 DOWN_LOG_INTERVAL = 60.0
 # Warnings about skipped frames/events: at most this many per window, then a count of
@@ -159,6 +154,19 @@ def _describe(exc: BaseException, connect_timeout: float) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+def _is_refusal(exc: BaseException) -> bool:
+    """Whether the TCP connect was refused (nothing listens there). trio reports a failed
+    connect as an OSError caused by a group of each address's error: a refusal is one
+    where every address refused."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__
+    if type(exc) is OSError and isinstance(cause, BaseExceptionGroup):
+        leaves = cause.exceptions
+        return bool(leaves) and all(_is_refusal(leaf) for leaf in leaves)
+    return False
+
+
 def _closed_by_server(event: wsframe.CloseReceived) -> str:
     if event.code is None:
         return "websocket closed by the server (no status code)"
@@ -185,11 +193,14 @@ def _wall(ts: float) -> str:
 class _Link:
     """One connection's shared facts between the reader and the heartbeat task."""
 
-    __slots__ = ("scope", "reason", "connected_at", "reader_blocked", "wake", "stream", "_lock")
+    __slots__ = (
+        "scope", "reason", "refused", "connected_at", "reader_blocked", "wake", "stream", "_lock"
+    )  # fmt: skip
 
     def __init__(self, scope: trio.CancelScope) -> None:
         self.scope = scope
         self.reason: str | None = None
+        self.refused = False  # the TCP connect was refused
         self.connected_at: float | None = None  # trio clock, once subscribed
         self.reader_blocked = False  # waiting for the consumer, not reading
         self.wake = trio.Event()  # the heartbeat schedule may have moved earlier
@@ -250,7 +261,7 @@ class InsightSocket:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = parse_socket_url(socket_url)
-        self._backoff = Backoff(reconnect_initial, reconnect_max)
+        self._policy = ReconnectPolicy(reconnect_initial, reconnect_max)
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")
         self._connect_timeout = connect_timeout
@@ -280,12 +291,15 @@ class InsightSocket:
     async def run(self, send: trio.MemorySendChannel) -> None:
         """Connect, subscribe and forward events into ``send`` until cancelled.
 
-        Network failures never end it; it reconnects with jittered exponential backoff.
+        Network failures never end it; it reconnects as ``ReconnectPolicy`` says:
+        within about a second while the server refuses fast or after a link that was
+        up, with jittered exponential backoff after slow failures.
         On cancellation the connection is dropped abruptly and nothing more is sent.
         If the receiving side of ``send`` is closed, ``trio.BrokenResourceError``
         propagates (possibly inside an ExceptionGroup): nobody is listening any more.
         """
         while True:
+            started = trio.current_time()
             link = await self._session(send)
             now = trio.current_time()
             reason = link.reason or "connection ended"
@@ -298,8 +312,7 @@ class InsightSocket:
                 self._last_down_log = now
                 self._failures = 0
                 lasted = now - link.connected_at
-                if lasted >= HEALTHY_CONNECTION_SECONDS:
-                    self._backoff.reset()
+                delay = self._policy.after_drop(lasted)
                 log.warning(
                     "insight socket disconnected url=%s reason=%r connected_for=%.1fs",
                     self.endpoint.display,
@@ -308,6 +321,7 @@ class InsightSocket:
                 )
                 await send.send(SocketDisconnected(at=wall, reason=reason))
             else:
+                delay = self._policy.after_attempt_failed(refused=link.refused, took=now - started)
                 self._failures += 1
                 if self._down_since is None:
                     self._down_since = time.time()
@@ -322,7 +336,7 @@ class InsightSocket:
                     )
                 else:
                     log.debug("insight socket attempt %d failed: %s", self._failures, reason)
-            await trio.sleep(self._backoff.next_delay())
+            await trio.sleep(delay)
 
     # -- one connection
 
@@ -351,6 +365,7 @@ class InsightSocket:
                     await trio.aclose_forcefully(stream)
             except _NETWORK_ERRORS as exc:
                 link.reason = link.reason or _describe(exc, self._connect_timeout)
+                link.refused = link.stream is None and _is_refusal(exc)
         return link
 
     async def _open(self) -> tuple[trio.abc.Stream, bytes]:

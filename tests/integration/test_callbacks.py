@@ -23,7 +23,7 @@ from dashpay import __version__
 from dashpay.config.database import parse_database_url
 from dashpay.config.model import CallbacksConfig
 from dashpay.domain import accounting
-from dashpay.domain.errors import InvalidParams, NotFound
+from dashpay.domain.errors import InvalidParams, NotFound, Unavailable
 from dashpay.domain.model import (
     AttemptOutcome,
     NewReceiver,
@@ -462,6 +462,46 @@ async def test_slots_are_free_once_answered_and_held_receivers_are_bounded(
         finally:
             stalled.released.set()  # before the sender stops: its last write waits for it
     assert sorted(r.delivery for r in http_server.requests) == sorted(e.event_id for e in events)
+
+
+class DownDatabase(CountingRepository):
+    """The real repository behind a database that is unreachable while ``down`` is set:
+    the outbox reads and the attempt writes raise Unavailable, as a lost connection does."""
+
+    def __init__(self, repo: Repository) -> None:
+        super().__init__(repo)
+        self.down = True
+
+    def _reach(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.down:
+            raise Unavailable("the database is down (test)")
+
+    def due_callbacks(self, *args, **kwargs):
+        self._reach("due_callbacks")
+        return self._repo.due_callbacks(*args, **kwargs)
+
+    def record_callback_attempts(self, attempts):
+        self._reach("record_callback_attempts")
+        return self._repo.record_callback_attempts(attempts)
+
+
+async def test_callbacks_resume_within_a_second_or_so_of_the_database_coming_back(
+    outbox_repo, http_server
+):
+    """Five failed outbox reads: the old doubling to 30 s would wait 8 s more; the retry
+    is every second at most, so the delivery follows within ~1 s (asserted < 2 s)."""
+    event = paid(outbox_repo, new_receiver(outbox_repo, http_server.url()))
+    db = DownDatabase(outbox_repo)
+    async with running(sender_for(db)):
+        await eventually(lambda: db.calls["due_callbacks"] >= 5)
+        assert http_server.to("/cb") == []
+        db.down = False
+        back = trio.current_time()
+        await eventually(lambda: len(http_server.to("/cb")) == 1)
+        took = trio.current_time() - back
+        await eventually(lambda: status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED)
+    assert took < 2.0, f"delivered {took:.2f}s after the database came back"
 
 
 async def test_a_hanging_endpoint_does_not_delay_other_receivers(outbox_repo, http_server):

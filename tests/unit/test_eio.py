@@ -1,6 +1,6 @@
 """The EIO3/Socket.IO codec and the client state machine, on plain strings and on the
 frames captured from a real socket.io 2.4.1 Insight session; plus the pure helpers of
-the trio shell (URL normalisation, backoff)."""
+the trio shell (URL normalisation; the reconnect backoff is in test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.net.insight_socket import Backoff, parse_socket_url
+from dashpay.net.insight_socket import _is_refusal, parse_socket_url
 from dashpay.wire.engineio import (
     AWAITING_CONNECT,
     AWAITING_OPEN,
@@ -533,24 +533,19 @@ def test_bad_socket_url_says_what_to_fix(url, message):
         parse_socket_url(url)
 
 
-def test_backoff_grows_exponentially_to_the_cap_with_jitter_and_resets():
-    values = iter([0.0, 1.0] * 10)
-    backoff = Backoff(1.0, 8.0, rng=lambda: next(values))
-    delays = [backoff.next_delay() for _ in range(6)]
-    assert delays == [0.5, 2.0, 2.0, 8.0, 4.0, 8.0]
-    backoff.reset()
-    assert backoff.next_delay() == 0.5
+def _connect_failure(*errors: OSError) -> OSError:
+    """What trio.open_tcp_stream raises when every address failed."""
+    failure = OSError("all attempts to connect to h:1 failed")
+    failure.__cause__ = ExceptionGroup("all attempts to connect to h:1 failed", list(errors))
+    return failure
 
 
-def test_backoff_never_overflows_after_many_failures():
-    backoff = Backoff(0.5, 60.0)
-    for _ in range(5000):
-        delay = backoff.next_delay()
-    assert 30.0 <= delay <= 60.0
-
-
-def test_backoff_refuses_nonsense():
-    with pytest.raises(ValueError):
-        Backoff(0, 1)
-    with pytest.raises(ValueError):
-        Backoff(2, 1)
+def test_a_connect_refused_by_every_address_is_a_refusal_and_nothing_else_is():
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert _is_refusal(refused)
+    assert _is_refusal(_connect_failure(refused, ConnectionRefusedError(111, "refused")))
+    # One address timed out or was unreachable: not the cheap case.
+    assert not _is_refusal(_connect_failure(refused, TimeoutError("timed out")))
+    assert not _is_refusal(_connect_failure(OSError(113, "No route to host")))
+    assert not _is_refusal(OSError("no cause"))
+    assert not _is_refusal(TimeoutError())

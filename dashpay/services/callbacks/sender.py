@@ -58,6 +58,7 @@ import trio
 from dashpay import __version__
 from dashpay.config.durations import format_duration
 from dashpay.config.model import CallbacksConfig
+from dashpay.domain.backoff import Outage, database_backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import InvalidParams, Unavailable
 from dashpay.domain.limits import MAX_LIST_LIMIT
@@ -104,9 +105,6 @@ BODY_READ_SECONDS = 1.0
 # are enqueued or retried and sleeps until the next retry is due; this only bounds the
 # delay for rows another process wrote.
 MAX_IDLE_SECONDS = 60.0
-# Back-off while the database is unreachable.
-DB_RETRY_INITIAL = 0.5
-DB_RETRY_MAX = 30.0
 # Heads fetched per look at the outbox, per free delivery slot: room to skip receivers
 # that are in flight or origins at their limit without asking again.
 DUE_FETCH_FACTOR = 4
@@ -366,7 +364,7 @@ class CallbackSender:
         return await checked_addresses(host, port, self.rules)
 
     async def _loop(self, nursery: trio.Nursery) -> None:
-        db_delay = DB_RETRY_INITIAL
+        backoff, outage = database_backoff(), Outage()
         while True:
             self._wakeup = trio.Event()
             self._start_handed_over(nursery)
@@ -374,14 +372,14 @@ class CallbackSender:
             if self._look or pause <= 0:
                 try:
                     pause = await self._look_at_outbox(nursery)
-                    db_delay = DB_RETRY_INITIAL
+                    backoff.reset()
+                    _log_outage_end(outage, "callback outbox")
                 except Unavailable as exc:
                     self.stats.db_errors += 1
-                    log.warning("callback outbox unavailable; retrying in %.1fs: %s", db_delay, exc)
+                    _log_outage(outage, "callback outbox unavailable", exc)
                     self._look = True
-                    self._next_look = trio.current_time() + db_delay
-                    pause = db_delay
-                    db_delay = min(db_delay * 2, DB_RETRY_MAX)
+                    pause = backoff.next_delay()
+                    self._next_look = trio.current_time() + pause
             with trio.move_on_after(max(0.0, pause)):
                 await self._wakeup.wait()
 
@@ -582,7 +580,7 @@ class CallbackSender:
         stay in flight, so their next events wait). Each write is shielded: a shutdown
         lets it finish, so a delivered event is not sent again needlessly."""
         items = [(job.event.event_id, outcome) for job, outcome in batch]
-        delay = DB_RETRY_INITIAL
+        backoff, outage = database_backoff(), Outage()
         while True:
             try:
                 with trio.CancelScope(shield=True):
@@ -592,14 +590,9 @@ class CallbackSender:
                 break
             except Unavailable as exc:
                 self.stats.db_errors += 1
-                log.warning(
-                    "callback attempts not recorded count=%d; retrying in %.1fs: %s",
-                    len(items),
-                    delay,
-                    exc,
-                )
-                await trio.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX)
+                _log_outage(outage, f"callback attempts not recorded count={len(items)}", exc)
+                await trio.sleep(backoff.next_delay())
+        _log_outage_end(outage, "callback attempts")
         for (event_id, _), problem in zip(items, problems, strict=True):
             if problem is not None:
                 log.warning("callback attempt not recorded event_id=%s: %s", event_id, problem)
@@ -725,3 +718,18 @@ class CallbackSender:
             retry_after=retry_after_seconds(retry_after, time.time()),
             excerpt=text,
         )
+
+
+def _log_outage(outage: Outage, what: str, exc: Exception) -> None:
+    """The first failure of an outage and then one line a minute (retries go on every
+    second)."""
+    now = trio.current_time()
+    if outage.failed(now):
+        since = outage.since if outage.since is not None else now
+        log.warning("%s for %.0fs; retrying every second: %s", what, now - since, exc)
+
+
+def _log_outage_end(outage: Outage, what: str) -> None:
+    lasted = outage.ended(trio.current_time())
+    if lasted is not None:
+        log.info("%s: database back after %.1fs", what, lasted)
