@@ -17,6 +17,7 @@ import typer
 from dashpay import __version__
 from dashpay.cli import commands
 from dashpay.cli.context import JSON_HELP, Globals, _load_config, fail, print_json
+from dashpay.cli.text import help_text, say
 from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError, exit_code_for
 
 app = typer.Typer(
@@ -67,7 +68,9 @@ def main_options(
         help="Config file (default: $DASHPAY_CONFIG, /etc/dashpay/config.toml).",
     ),
     socket: str | None = typer.Option(
-        None, "--socket", help="Control socket (default: $DASHPAY_SOCKET, then \\[control] socket)."
+        None,
+        "--socket",
+        help=help_text("Control socket (default: $DASHPAY_SOCKET, then [control] socket)."),
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -90,12 +93,16 @@ def serve(
     send_callbacks: bool = typer.Option(
         False,
         "--send-callbacks",
-        help="With --sandbox and --config: send the sandbox's callbacks as that config's "
-        "\\[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
-        "receiver's own --callback-url.",
+        help=help_text(
+            "With --sandbox and --config: send the sandbox's callbacks as that config's "
+            "[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
+            "receiver's own --callback-url."
+        ),
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", help="debug, info, warning or error (default: \\[logging] level)."
+        None,
+        "--log-level",
+        help=help_text("debug, info, warning or error (default: [logging] level)."),
     ),
 ) -> None:
     """Run the daemon (foreground; systemd runs it as a Type=notify service)."""
@@ -212,7 +219,7 @@ def config_check(
         fail(str(exc), EXIT_USAGE)
     if config.wallet is None:
         fail(f"{found}: [wallet] xpub is required to run the daemon", EXIT_USAGE)
-    print(
+    say(
         f"{found}: ok (wallet {config.wallet.network}, chain {config.wallet.chain}; "
         f"database {config.database.display_url()}; socket {config.control.socket})"
     )

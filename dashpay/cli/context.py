@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from dashpay.cli.text import json_safe, visible
 from dashpay.domain.errors import EXIT_UNREACHABLE, EXIT_UPSTREAM, EXIT_USAGE, exit_code_for
 
 JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
@@ -24,15 +25,17 @@ class Globals:
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    text = f"dashpay: error: {message}"
+    # The message may quote data or come from the daemon: its control characters are
+    # shown as escapes, never sent to the terminal.
+    text = f"dashpay: error: {visible(message)}"
     if hint:
-        text += f"\n{hint}"
+        text += f"\n{visible(hint)}"
     print(text, file=sys.stderr)
     raise typer.Exit(code)
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    print(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 def _load_config(g: Globals, *, required: bool):

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from dashpay.cli.text import say, visible
 from dashpay.domain.errors import EXIT_NOT_READY, EXIT_REJECTED, EXIT_UPSTREAM
 from dashpay.domain.status import OUTBOX_PENDING
 
@@ -25,11 +26,27 @@ def renders(method: str) -> Callable[[Renderer], Renderer]:
 
 
 def console():
+    """The console every renderer prints with. Markup and emoji codes are off: what is
+    printed comes from data, and "[red]PAID[/red]" or ":smile:" in a description is
+    shown as written (``literal`` also escapes control characters)."""
     from rich.console import Console
 
     # Piped output gets a wide console: an address or txid must never be cut.
     width = None if sys.stdout.isatty() else 200
-    return Console(highlight=False, soft_wrap=True, width=width)
+    return Console(highlight=False, markup=False, emoji=False, soft_wrap=True, width=width)
+
+
+def literal(value: Any):
+    """A table cell or line from data: a rich Text (never parsed as markup) of the value
+    with its control characters shown as escapes (``cli/text.py``)."""
+    from rich.text import Text
+
+    return Text(visible("" if value is None else value))
+
+
+def add_row(table: Any, *values: Any) -> None:
+    """A table row of literal cells."""
+    table.add_row(*(literal(value) for value in values))
 
 
 def fields_table(rows: list[tuple[str, Any]]):
@@ -41,7 +58,7 @@ def fields_table(rows: list[tuple[str, Any]]):
     for name, value in rows:
         if value is None or value == "":
             continue
-        table.add_row(name, str(value))
+        add_row(table, name, value)
     return table
 
 
@@ -126,7 +143,8 @@ def receiver(receiver: dict[str, Any]) -> None:
         for column in ("txid", "amount (DASH)", "locked", "confirmations", "state"):
             table.add_column(column, no_wrap=True)
         for p in payments:
-            table.add_row(
+            add_row(
+                table,
                 p["txid"],
                 p["amount_dash"],
                 "yes" if p["instant_locked"] else "no",
@@ -141,7 +159,7 @@ def receiver(receiver: dict[str, Any]) -> None:
 @renders("receiver.create")
 def receiver_create(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     if opts.get("quiet"):
-        print(result["address"])
+        say(result["address"])
     else:
         receiver(result)
     return None
@@ -162,7 +180,8 @@ def receiver_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         table.add_column(column, no_wrap=True)
     table.add_column("description", overflow="fold")
     for r in result["receivers"]:
-        table.add_row(
+        add_row(
+            table,
             str(r["receiver_id"]),
             r["address"],
             r["status"],
@@ -174,19 +193,19 @@ def receiver_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     out = console()
     out.print(table)
     if result.get("next_before_id"):
-        out.print(f"more: dashpay receiver list --before {result['next_before_id']}")
+        say(f"more: dashpay receiver list --before {result['next_before_id']}")
     return None
 
 
 @renders("receiver.cancel")
 def receiver_cancel(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"receiver {result['receiver_id']} is {result['status']}")
+    say(f"receiver {result['receiver_id']} is {result['status']}")
     return None
 
 
 @renders("rescan")
 def rescan(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(
+    say(
         f"checked {result['receivers_checked']} receiver(s): "
         f"{result['payments_found']} payment(s) found, {result['payments_new']} new, "
         f"{result['payments_missing']} newly missing from Insight, "
@@ -216,7 +235,8 @@ def callbacks_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     for event in result["events"]:
         pending = event["status"] == OUTBOX_PENDING
         when = event["next_attempt_at"] if pending else event["delivered_at"]
-        table.add_row(
+        add_row(
+            table,
             event["event_id"],
             event["event"],
             str(event["receiver_id"]),
@@ -229,7 +249,7 @@ def callbacks_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     out = console()
     out.print(table)
     if result.get("next_before"):
-        out.print(f"more: dashpay callbacks list --before {result['next_before']}")
+        say(f"more: dashpay callbacks list --before {result['next_before']}")
     return None
 
 
@@ -261,7 +281,8 @@ def callbacks_get(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
             table.add_column(column, no_wrap=True)
         table.add_column("error", overflow="fold")
         for attempt in attempts:
-            table.add_row(
+            add_row(
+                table,
                 attempt["attempted_at"],
                 "" if attempt["http_status"] is None else str(attempt["http_status"]),
                 str(attempt["duration_ms"]),
@@ -271,16 +292,17 @@ def callbacks_get(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     else:
         out.print("no attempts yet")
     out.print("body:")
-    out.print(json.dumps(result.get("payload"), indent=2, ensure_ascii=False), markup=False)
+    for line in json.dumps(result.get("payload"), indent=2, ensure_ascii=False).splitlines():
+        say(line)
     return None
 
 
 @renders("callbacks.retry")
 def callbacks_retry(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     if result.get("event_ids") is None:
-        print(f"queued {result['retried']} failed event(s) for delivery")
+        say(f"queued {result['retried']} failed event(s) for delivery")
     else:
-        print(f"queued {result['event_ids'][0]} for delivery")
+        say(f"queued {result['event_ids'][0]} for delivery")
     return None
 
 
@@ -312,7 +334,7 @@ def callbacks_test_exit(result: dict[str, Any]) -> int | None:
 
 @renders("callbacks.secret")
 def callbacks_secret(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(result["secret"])
+    say(result["secret"])
     return None
 
 
@@ -321,23 +343,23 @@ def callbacks_secret(result: dict[str, Any], opts: dict[str, Any]) -> int | None
 
 @renders("sandbox.pay")
 def sandbox_pay(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(result["txid"])
+    say(result["txid"])
     return None
 
 
 @renders("sandbox.mine")
 def sandbox_mine(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"mined {len(result['blocks'])} block(s); height {result['height']}")
+    say(f"mined {len(result['blocks'])} block(s); height {result['height']}")
     return None
 
 
 @renders("sandbox.drop")
 def sandbox_drop(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"dropped {result['txid']}")
+    say(f"dropped {result['txid']}")
     return None
 
 
 @renders("sandbox.lock")
 def sandbox_lock(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"locked {result['txid']}")
+    say(f"locked {result['txid']}")
     return None
