@@ -73,14 +73,39 @@ def _wallet_line(wallet: dict[str, Any]) -> str:
     return f"{wallet.get('fingerprint')} ({wallet.get('network')}, chain {wallet.get('chain')})"
 
 
+def _shown(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
+def figures(section: dict[str, Any] | None, skip: tuple[str, ...] = ()) -> str | None:
+    """Every figure of a section of the answer, "name value, ...": a figure the JSON
+    gains later is shown too, never hidden (nested sections get rows of their own)."""
+    parts = [
+        f"{key.replace('_', ' ')} {_shown(value)}"
+        for key, value in (section or {}).items()
+        if key not in skip and value is not None and not isinstance(value, dict | list)
+    ]
+    return ", ".join(parts) or None
+
+
+# Shown in rows of their own, so left out of the section's figures.
+_OWN_ROWS = ("error", "last_error", "url", "socket_url", "state", "last_event_at", "at")
+
+
 @renders("status")
 def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    """Every reason and warning the JSON has, each on its row, then each component's
+    figures: nothing that ``--json`` flags is left out."""
     wallet = result.get("wallet") or {}
     insight = result.get("insight") or {}
+    callbacks = result.get("callbacks") or {}
+    verify = result.get("verify") or {}
+    rescan, hold = result.get("last_rescan"), result.get("last_rescan_hold")
+    receivers = result.get("receivers") or {}
     rows = [
         ("state", result.get("state")),
-        ("why", "; ".join(result.get("reasons") or []) or None),
-        ("warnings", "; ".join(result.get("warnings") or []) or None),
+        *(("why", reason) for reason in result.get("reasons") or []),
+        *(("warning", warning) for warning in result.get("warnings") or []),
         ("version", result.get("version")),
         ("uptime", f"{result.get('uptime_seconds', 0):.0f}s"),
         ("sandbox", "yes" if result.get("sandbox") else None),
@@ -88,13 +113,27 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("database error", result["database"].get("error")),
         ("wallet", _wallet_line(wallet) if wallet else None),
         ("next hd index", wallet.get("next_index")),
+        ("unpaid in a row", wallet.get("unpaid_in_a_row")),
         ("pending receivers", result.get("pending")),
-        ("insight", insight.get("state")),
+        ("receivers", ", ".join(f"{n} {name}" for name, n in receivers.items()) or None),
+        ("insight", " ".join(filter(None, (insight.get("state"), insight.get("socket_url"))))),
+        ("insight events", figures(insight, _OWN_ROWS)),
         ("last insight event", insight.get("last_event_at")),
-        ("callbacks pending", (result.get("callbacks") or {}).get("pending")),
+        ("engine", figures(result.get("engine"))),
+        ("event checks", figures(verify)),
+        ("last refused event", figures(verify.get("last_refused"))),
+        ("callbacks", figures(callbacks, _OWN_ROWS)),
+        ("callbacks last error", callbacks.get("last_error")),
+        ("callbacks error", callbacks.get("error")),
+        ("last rescan", _rescan_line(rescan) if rescan else "none yet"),
+        ("last held rescan", _rescan_line(hold) if hold else None),
     ]
     console().print(fields_table(rows))
     return None
+
+
+def _rescan_line(rescan: dict[str, Any]) -> str:
+    return f"at {rescan.get('at')}: {figures(rescan, _OWN_ROWS)}"
 
 
 def status_exit(result: dict[str, Any]) -> int | None:

@@ -204,3 +204,31 @@ def test_help_from_the_command_table_keeps_section_names():
     assert result.code == 0
     words = " ".join(result.stdout.replace("│", " ").split())
     assert "4 when the [callbacks] rules refuse the URL" in words
+
+
+# -- status shows what the JSON flags --------------------------------------------------
+
+
+def test_human_status_shows_every_warning_and_figure_the_json_has(shop, peer):
+    receiver = new_receiver(shop)  # no callback URL anywhere: its callbacks fail
+    peer.pay(receiver["address"], 100_000_000)
+    rescan = shop.cli("rescan")
+    assert rescan.code == 0, rescan.stderr
+    data = wait_for(
+        lambda: (s := shop.cli("status", "--json").json())["callbacks"].get("failed_total") and s
+    )
+    assert any("failed for good" in warning for warning in data["warnings"])
+    human = shop.cli("status")
+    words = " ".join(human.stdout.split())
+    for warning in data["warnings"]:
+        assert " ".join(warning.split()) in words
+    callbacks = data["callbacks"]
+    assert f"failed total {callbacks['failed_total']}" in words
+    assert " ".join(callbacks["last_error"].split()) in words
+    engine = data["engine"]
+    assert f"payments recorded {engine['payments_recorded']}" in words
+    assert f"payments missing from source {engine['payments_missing_from_source']}" in words
+    assert f"claims {data['verify']['claims']}" in words
+    last = data["last_rescan"]
+    assert f"last rescan at {last['at']}: receivers checked {last['receivers_checked']}" in words
+    assert f"events received {data['insight']['events_received']}" in words
