@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from dashpay.cli.text import json_safe, visible
+from dashpay.cli.text import json_safe, visible_lines
 from dashpay.domain.errors import EXIT_UNREACHABLE, EXIT_UPSTREAM, EXIT_USAGE, exit_code_for
 
 JSON_HELP = "Print the result as JSON (the same data the control socket returns)."
@@ -26,10 +26,11 @@ class Globals:
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     # The message may quote data or come from the daemon: its control characters are
-    # shown as escapes, never sent to the terminal.
-    text = f"dashpay: error: {visible(message)}"
+    # shown as escapes, never sent to the terminal (a message may list several problems
+    # on lines of their own).
+    text = f"dashpay: error: {visible_lines(message)}"
     if hint:
-        text += f"\n{visible(hint)}"
+        text += f"\n{visible_lines(hint)}"
     print(text, file=sys.stderr)
     raise typer.Exit(code)
 

@@ -40,6 +40,12 @@ def visible(value: object) -> str:
     return _UNSAFE.sub(_escape, str(value))
 
 
+def visible_lines(text: str) -> str:
+    """``visible`` for each line of a text that has several on purpose (an error message
+    listing several problems): its newlines stay, every other control is escaped."""
+    return "\n".join(visible(line) for line in text.split("\n"))
+
+
 def say(text: object, *, file: TextIO | None = None) -> None:
     """Print one line that may hold data, literally (stdout unless ``file``)."""
     print(visible(text), file=sys.stdout if file is None else file)

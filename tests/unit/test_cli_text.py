@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dashpay.cli.render import console, fields_table, literal
-from dashpay.cli.text import help_text, json_safe, say, visible
+from dashpay.cli.text import help_text, json_safe, say, visible, visible_lines
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,7 @@ def test_literal_cells_are_never_markup_and_never_control_characters():
 def test_the_console_prints_markup_in_plain_strings_as_written():
     assert _rendered("[callbacks] default_url [bold]x") == "[callbacks] default_url [bold]x\n"
     assert literal(None).plain == ""
+
+
+def test_visible_lines_keeps_the_lines_and_escapes_the_rest():
+    assert visible_lines("one \x1b[2J\ntwo\r\t") == "one \\x1b[2J\ntwo\\r\\t"
