@@ -17,7 +17,7 @@ import typer
 from dashpay import __version__
 from dashpay.cli import commands
 from dashpay.cli.context import JSON_HELP, Globals, _load_config, fail, print_json
-from dashpay.cli.text import help_text, say
+from dashpay.cli.text import help_text
 from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError, exit_code_for
 
 app = typer.Typer(
@@ -200,7 +200,9 @@ def wallet_derive(
 @config_app.command("check")
 def config_check(
     ctx: typer.Context,
-    path: str | None = typer.Argument(None, help="Config file (default: the usual lookup)."),
+    path: str | None = typer.Argument(
+        None, metavar="[PATH]", help="Config file (default: --config, then the usual lookup)."
+    ),
 ) -> None:
     """Validate a config file offline; exit 2 with the problem if it is wrong."""
     from dashpay.config.errors import ConfigError
@@ -208,7 +210,11 @@ def config_check(
     from dashpay.config.load import load_config
 
     try:
-        found, source = resolve_config_path(path or ctx.obj.config)
+        found, source = (
+            resolve_config_path(path, given_by="the PATH argument")
+            if path
+            else resolve_config_path(ctx.obj.config)
+        )
         if found is None:
             fail(
                 "no configuration file found (pass a path, --config or set DASHPAY_CONFIG)",
@@ -219,7 +225,7 @@ def config_check(
         fail(str(exc), EXIT_USAGE)
     if config.wallet is None:
         fail(f"{found}: [wallet] xpub is required to run the daemon", EXIT_USAGE)
-    say(
+    print(
         f"{found}: ok (wallet {config.wallet.network}, chain {config.wallet.chain}; "
         f"database {config.database.display_url()}; socket {config.control.socket})"
     )

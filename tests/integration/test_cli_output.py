@@ -232,3 +232,16 @@ def test_human_status_shows_every_warning_and_figure_the_json_has(shop, peer):
     last = data["last_rescan"]
     assert f"last rescan at {last['at']}: receivers checked {last['receivers_checked']}" in words
     assert f"events received {data['insight']['events_received']}" in words
+
+
+# -- help and cosmetics ---------------------------------------------------------------
+
+
+def test_config_check_blames_its_path_argument_for_a_missing_file(short_tmp):
+    missing = short_tmp / "nonexistent.toml"
+    result = run_cli("config", "check", str(missing))
+    assert result.code == 2
+    assert f"{missing}: the config file given by the PATH argument does not exist" in result.stderr
+    assert "--config" not in result.stderr
+    flag = run_cli("--config", str(missing), "config", "check")
+    assert flag.code == 2 and "given by --config" in flag.stderr
