@@ -36,17 +36,21 @@ def console():
     return Console(highlight=False, markup=False, emoji=False, soft_wrap=True, width=width)
 
 
-def literal(value: Any):
+def literal(value: Any, *, one_line: bool = False):
     """A table cell or line from data: a rich Text (never parsed as markup) of the value
-    with its control characters shown as escapes (``cli/text.py``)."""
+    with its control characters shown as escapes (``cli/text.py``). ``one_line``: cut
+    with an ellipsis to the width the table gives it, instead of wrapping."""
     from rich.text import Text
 
-    return Text(visible("" if value is None else value))
+    text = visible("" if value is None else value)
+    return Text(text, no_wrap=True, overflow="ellipsis") if one_line else Text(text)
 
 
 def add_row(table: Any, *values: Any) -> None:
-    """A table row of literal cells."""
-    table.add_row(*(literal(value) for value in values))
+    """A table row of literal cells (a value that is already a rich Text stays as is)."""
+    from rich.text import Text
+
+    table.add_row(*(v if isinstance(v, Text) else literal(v) for v in values))
 
 
 def fields_table(rows: list[tuple[str, Any]]):
@@ -217,7 +221,9 @@ def receiver_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     table = Table()
     for column in ("id", "address", "status", "amount", "received", "created"):
         table.add_column(column, no_wrap=True)
-    table.add_column("description", overflow="fold")
+    # The description takes the width that is left (the console's: the terminal's, or
+    # 200 columns when piped) and is cut there with an ellipsis: one line a receiver.
+    table.add_column("description", overflow="ellipsis")
     for r in result["receivers"]:
         add_row(
             table,
@@ -227,7 +233,7 @@ def receiver_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
             r["amount_dash"],
             r["received_dash"],
             r["created_at"][:16].replace("T", " "),
-            r.get("description") or "",
+            literal(r.get("description"), one_line=True),
         )
     out = console()
     out.print(table)

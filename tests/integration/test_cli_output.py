@@ -245,3 +245,15 @@ def test_config_check_blames_its_path_argument_for_a_missing_file(short_tmp):
     assert "--config" not in result.stderr
     flag = run_cli("--config", str(missing), "config", "check")
     assert flag.code == 2 and "given by --config" in flag.stderr
+
+
+def test_receiver_list_cuts_a_long_description_to_the_width_with_an_ellipsis(shop):
+    receiver = new_receiver(shop, "--description", "order " + "x" * 249)
+    listed = shop.cli("receiver", "list", "--limit", "1")
+    assert listed.code == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if receiver["address"] in line]
+    assert len(rows) == 1
+    assert "order xxx" in rows[0] and "…" in rows[0]
+    assert all(len(line) <= 200 for line in listed.stdout.splitlines())
+    table = [line for line in listed.stdout.splitlines() if not line.startswith("more:")]
+    assert len(table) == 5  # top, header, rule, the row, bottom
