@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_origin
 
 import typer
 
@@ -91,11 +91,11 @@ def _typer_parameter(param: Param) -> tuple[Any, Any]:
         default = ... if required else param.cli_default
         return annotation, typer.Option(default, *names, help=shown_help)
     optional = spelling.startswith("[")
-    if param.cli_type is list:
-        return list[str] | None, typer.Argument(None, metavar=spelling, help=shown_help)
+    if get_origin(param.cli_type) is list:
+        return param.cli_type | None, typer.Argument(None, metavar=spelling, help=shown_help)
     if optional:
         return str | None, typer.Argument(None, metavar=spelling, help=shown_help)
-    return str, typer.Argument(..., metavar=spelling, help=shown_help)
+    return param.cli_type, typer.Argument(..., metavar=spelling, help=shown_help)
 
 
 def build(command: Command) -> Callable[..., None]:

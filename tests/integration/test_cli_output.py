@@ -257,3 +257,42 @@ def test_receiver_list_cuts_a_long_description_to_the_width_with_an_ellipsis(sho
     assert all(len(line) <= 200 for line in listed.stdout.splitlines())
     table = [line for line in listed.stdout.splitlines() if not line.startswith("more:")]
     assert len(table) == 5  # top, header, rule, the row, bottom
+
+
+COMMANDS_WITH_ARGUMENTS = [
+    ("receiver", "show"),
+    ("receiver", "cancel"),
+    ("rescan",),
+    ("callbacks", "show"),
+    ("callbacks", "retry"),
+    ("callbacks", "test"),
+    ("price",),
+    ("sandbox", "pay"),
+    ("sandbox", "drop"),
+    ("sandbox", "lock"),
+    ("config", "check"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_ARGUMENTS, ids=" ".join)
+def test_argument_names_in_help_are_upper_case(command):
+    import re
+
+    result = run_cli(*command, "--help")
+    assert result.code == 0, result.stderr
+    usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
+    names = re.findall(r"[{\[]([A-Za-z_]+)[}\]]", usage.split("[OPTIONS]", 1)[1])
+    assert names and all(name.isupper() for name in names), usage
+
+
+@pytest.mark.parametrize("command", [("receiver", "show"), ("receiver", "cancel"), ("rescan",)])
+def test_receiver_ids_are_integers_in_help(command):
+    result = run_cli(*command, "--help")
+    id_row = next(line for line in result.stdout.splitlines() if "ID" in line and "<" in line)
+    assert "<int>" in id_row and "<str>" not in id_row
+
+
+def test_rescan_help_says_what_no_argument_means():
+    words = " ".join(run_cli("rescan", "--help").stdout.replace("│", " ").split())
+    assert "(no argument) every watched one" in words
+    assert "still inside [receivers] monitor_window" in words
