@@ -55,8 +55,10 @@ class Param:
 
     ``cli`` is its command-line spelling: ``"--limit"`` (an option; ``"--lock/--no-lock"``
     for a flag with both forms), ``"ID"`` (an argument: upper case), or None (not on
-    the command line). ``cli_type`` is what Typer converts the text to: str, int, bool,
-    or list (several arguments)."""
+    the command line). Argument names are upper case and name what is given: ``ID`` (a
+    receiver), ``EVENT_ID``, ``ADDRESS``, ``TXID``, ``URL``, ``AMOUNT``. ``cli_type`` is
+    what Typer converts the text to: str, int, bool, or list[str] / list[int] (several
+    arguments)."""
 
     name: str
     help: str
@@ -168,7 +170,13 @@ LIST_LIMIT = Param(
     json_type="integer",
 )
 RECEIVER_ID = Param(
-    "receiver_id", "Receiver id.", parse=p.receiver_id_value, cli="ID", required=True
+    "receiver_id",
+    "Receiver id.",
+    parse=p.receiver_id_value,
+    cli="ID",
+    cli_type=int,
+    required=True,
+    json_type="integer",
 )
 
 
@@ -250,14 +258,25 @@ async def receiver_cancel(s: Services, receiver_id: int) -> dict[str, Any]:
 
 @command(
     "rescan",
-    help="Reconcile receivers against Insight (safe from cron at any time).",
+    help=(
+        "Reconcile receivers against Insight (safe from cron at any time): the receivers "
+        "given by ID, those created within --since, or (no argument) every watched one."
+    ),
     scope=ADMIN,
     needs="reconciler",
     params=(
-        Param("receiver_ids", "Receivers.", cli="[ID]...", cli_type=list, json_type="array"),
+        Param(
+            "receiver_ids",
+            "Receiver ids; none: every watched receiver, as --all-pending.",
+            cli="[ID]...",
+            cli_type=list[int],
+            json_type="array",
+        ),
         Param(
             "all_pending",
-            "Every watched receiver.",
+            "Every receiver the daemon watches (the default): those not final yet and the "
+            "settled, expired or cancelled ones still inside [receivers] monitor_window, "
+            "where a late payment or a drop can still show.",
             cli="--all-pending",
             cli_type=bool,
             cli_default=False,
@@ -287,7 +306,7 @@ async def rescan(
             "Currency codes, e.g. USD EUR.",
             parse=p.currency_list,
             cli="[CURRENCIES]...",
-            cli_type=list,
+            cli_type=list[str],
             json_type="array",
         ),
     ),

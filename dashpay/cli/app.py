@@ -26,6 +26,7 @@ from dashpay.cli.context import (
     json_errors,
     print_json,
 )
+from dashpay.cli.text import help_text
 from dashpay.domain.errors import (
     EXIT_INTERNAL,
     EXIT_REJECTED,
@@ -86,7 +87,9 @@ def main_options(
         help="Config file (default: $DASHPAY_CONFIG, /etc/dashpay/config.toml).",
     ),
     socket: str | None = typer.Option(
-        None, "--socket", help="Control socket (default: $DASHPAY_SOCKET, then \\[control] socket)."
+        None,
+        "--socket",
+        help=help_text("Control socket (default: $DASHPAY_SOCKET, then [control] socket)."),
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -109,12 +112,16 @@ def serve(
     send_callbacks: bool = typer.Option(
         False,
         "--send-callbacks",
-        help="With --sandbox and --config: send the sandbox's callbacks as that config's "
-        "\\[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
-        "receiver's own --callback-url.",
+        help=help_text(
+            "With --sandbox and --config: send the sandbox's callbacks as that config's "
+            "[callbacks] says (default_url, secret). Without it a sandbox posts only to a "
+            "receiver's own --callback-url."
+        ),
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", help="debug, info, warning or error (default: \\[logging] level)."
+        None,
+        "--log-level",
+        help=help_text("debug, info, warning or error (default: [logging] level)."),
     ),
 ) -> None:
     """Run the daemon (foreground; systemd runs it as a Type=notify service)."""
@@ -254,7 +261,9 @@ def wallet_derive(
 @config_app.command("check")
 def config_check(
     ctx: typer.Context,
-    path: str | None = typer.Argument(None, help="Config file (default: the usual lookup)."),
+    path: str | None = typer.Argument(
+        None, metavar="[PATH]", help="Config file (default: --config, then the usual lookup)."
+    ),
 ) -> None:
     """Validate a config file offline; exit 2 with the problem if it is wrong."""
     from dashpay.config.errors import ConfigError
@@ -262,7 +271,11 @@ def config_check(
     from dashpay.config.load import load_config
 
     try:
-        found, source = resolve_config_path(path or ctx.obj.config)
+        found, source = (
+            resolve_config_path(path, given_by="the PATH argument")
+            if path
+            else resolve_config_path(ctx.obj.config)
+        )
         if found is None:
             fail(
                 "no configuration file found (pass a path, --config or set DASHPAY_CONFIG)",

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_origin
 
 import typer
 
 from dashpay.api.commands import COMMANDS, Command, Param
 from dashpay.cli import prices, render
 from dashpay.cli.context import JSON_HELP, call, fail, json_errors, print_json
+from dashpay.cli.text import help_text
 from dashpay.domain.errors import EXIT_USAGE, DashpayError
 
 # Options that only the command line has, per command: (python name, typer option).
@@ -80,22 +81,23 @@ def _exit_code(method: str, result: Any) -> int | None:
 def _typer_parameter(param: Param) -> tuple[Any, Any]:
     """(annotation, default) of the Typer parameter for a table parameter."""
     spelling = param.cli or ""
+    shown_help = help_text(param.help)
     if spelling.startswith("-"):
         names = spelling.split(" ")
         if param.cli_type is list:  # repeated: --scope a --scope b; the table checks it
             return list[str] | None, typer.Option(None, *names, help=param.help)
         if param.cli_type is bool:
-            return bool, typer.Option(bool(param.cli_default), *names, help=param.help)
+            return bool, typer.Option(bool(param.cli_default), *names, help=shown_help)
         annotation = param.cli_type if param.cli_default is not None else param.cli_type | None
         required = param.required and param.cli_default is None
         default = ... if required else param.cli_default
-        return annotation, typer.Option(default, *names, help=param.help)
+        return annotation, typer.Option(default, *names, help=shown_help)
     optional = spelling.startswith("[")
-    if param.cli_type is list:
-        return list[str] | None, typer.Argument(None, metavar=spelling, help=param.help)
+    if get_origin(param.cli_type) is list:
+        return param.cli_type | None, typer.Argument(None, metavar=spelling, help=shown_help)
     if optional:
-        return str | None, typer.Argument(None, metavar=spelling, help=param.help)
-    return str, typer.Argument(..., metavar=spelling, help=param.help)
+        return str | None, typer.Argument(None, metavar=spelling, help=shown_help)
+    return param.cli_type, typer.Argument(..., metavar=spelling, help=shown_help)
 
 
 def build(command: Command) -> Callable[..., None]:
@@ -158,7 +160,7 @@ def build(command: Command) -> Callable[..., None]:
         annotations[name] = annotation
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     run.__annotations__ = annotations
-    run.__doc__ = command.help
+    run.__doc__ = help_text(command.help)
     run.__name__ = command.name.replace(".", "_")
     return run
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from dashpay.cli.text import json_safe, visible_lines
 from dashpay.domain.errors import (
     EXIT_UNREACHABLE,
     EXIT_UPSTREAM,
@@ -49,11 +50,15 @@ def fail(
         if hint:
             error["hint"] = hint
         error.update((key, value) for key, value in (details or {}).items() if key not in error)
-        print(json.dumps({"error": error}, ensure_ascii=False, default=str), file=sys.stderr)
+        encoded = json.dumps({"error": error}, ensure_ascii=False, default=str)
+        print(json_safe(encoded), file=sys.stderr)
         raise typer.Exit(code)
-    text = f"dashpay: error: {message}"
+    # The message may quote data or come from the daemon: its control characters are
+    # shown as escapes, never sent to the terminal (a message may list several problems
+    # on lines of their own).
+    text = f"dashpay: error: {visible_lines(message)}"
     if hint:
-        text += f"\n{hint}"
+        text += f"\n{visible_lines(hint)}"
     print(text, file=sys.stderr)
     raise typer.Exit(code)
 
@@ -79,7 +84,7 @@ def _json_output() -> bool:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    print(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 def _load_config(g: Globals, *, required: bool):

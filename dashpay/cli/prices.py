@@ -12,7 +12,8 @@ import re
 import sys
 from typing import Any
 
-from dashpay.cli.render import console, renders
+from dashpay.cli.render import add_row, console, renders
+from dashpay.cli.text import say
 from dashpay.domain.errors import EXIT_USAGE, exit_code_for
 from dashpay.domain.limits import MAX_REQUEST_CURRENCIES
 
@@ -89,7 +90,8 @@ def _render(console: Any, result: dict[str, Any], quotes: list[dict[str, Any]]) 
         age = _age(shown.get("age_seconds")) if shown else "-"
         if entry.get("error") and shown:
             age += " (too old)"
-        table.add_row(
+        add_row(
+            table,
             entry["currency"],
             price,
             shown.get("provider", "-"),
@@ -99,7 +101,7 @@ def _render(console: Any, result: dict[str, Any], quotes: list[dict[str, Any]]) 
     console.print(table)
     strategy = result.get("strategy")
     providers = ", ".join(result.get("providers") or [])
-    console.print(
+    say(
         f"strategy {strategy} over {providers}; quotes are used for "
         f"{_age(int(result.get('max_age_seconds') or 0))}"
     )
@@ -107,4 +109,4 @@ def _render(console: Any, result: dict[str, Any], quotes: list[dict[str, Any]]) 
         error = entry.get("error")
         if error:
             message = f"{entry['currency']}: {error.get('message')} [{error.get('kind')}]"
-            print(f"dashpay: error: {message}", file=sys.stderr)
+            say(f"dashpay: error: {message}", file=sys.stderr)

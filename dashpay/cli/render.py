@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from dashpay.cli.text import say, visible
 from dashpay.domain.errors import EXIT_NOT_READY, EXIT_REJECTED, EXIT_UPSTREAM
 from dashpay.domain.status import OUTBOX_PENDING
 
@@ -25,11 +26,31 @@ def renders(method: str) -> Callable[[Renderer], Renderer]:
 
 
 def console():
+    """The console every renderer prints with. Markup and emoji codes are off: what is
+    printed comes from data, and "[red]PAID[/red]" or ":smile:" in a description is
+    shown as written (``literal`` also escapes control characters)."""
     from rich.console import Console
 
     # Piped output gets a wide console: an address or txid must never be cut.
     width = None if sys.stdout.isatty() else 200
-    return Console(highlight=False, soft_wrap=True, width=width)
+    return Console(highlight=False, markup=False, emoji=False, soft_wrap=True, width=width)
+
+
+def literal(value: Any, *, one_line: bool = False):
+    """A table cell or line from data: a rich Text (never parsed as markup) of the value
+    with its control characters shown as escapes (``cli/text.py``). ``one_line``: cut
+    with an ellipsis to the width the table gives it, instead of wrapping."""
+    from rich.text import Text
+
+    text = visible("" if value is None else value)
+    return Text(text, no_wrap=True, overflow="ellipsis") if one_line else Text(text)
+
+
+def add_row(table: Any, *values: Any) -> None:
+    """A table row of literal cells (a value that is already a rich Text stays as is)."""
+    from rich.text import Text
+
+    table.add_row(*(v if isinstance(v, Text) else literal(v) for v in values))
 
 
 def fields_table(rows: list[tuple[str, Any]]):
@@ -41,7 +62,7 @@ def fields_table(rows: list[tuple[str, Any]]):
     for name, value in rows:
         if value is None or value == "":
             continue
-        table.add_row(name, str(value))
+        add_row(table, name, value)
     return table
 
 
@@ -56,14 +77,39 @@ def _wallet_line(wallet: dict[str, Any]) -> str:
     return f"{wallet.get('fingerprint')} ({wallet.get('network')}, chain {wallet.get('chain')})"
 
 
+def _shown(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
+def figures(section: dict[str, Any] | None, skip: tuple[str, ...] = ()) -> str | None:
+    """Every figure of a section of the answer, "name value, ...": a figure the JSON
+    gains later is shown too, never hidden (nested sections get rows of their own)."""
+    parts = [
+        f"{key.replace('_', ' ')} {_shown(value)}"
+        for key, value in (section or {}).items()
+        if key not in skip and value is not None and not isinstance(value, dict | list)
+    ]
+    return ", ".join(parts) or None
+
+
+# Shown in rows of their own, so left out of the section's figures.
+_OWN_ROWS = ("error", "last_error", "url", "socket_url", "state", "last_event_at", "at")
+
+
 @renders("status")
 def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    """Every reason and warning the JSON has, each on its row, then each component's
+    figures: nothing that ``--json`` flags is left out."""
     wallet = result.get("wallet") or {}
     insight = result.get("insight") or {}
+    callbacks = result.get("callbacks") or {}
+    verify = result.get("verify") or {}
+    rescan, hold = result.get("last_rescan"), result.get("last_rescan_hold")
+    receivers = result.get("receivers") or {}
     rows = [
         ("state", result.get("state")),
-        ("why", "; ".join(result.get("reasons") or []) or None),
-        ("warnings", "; ".join(result.get("warnings") or []) or None),
+        *(("why", reason) for reason in result.get("reasons") or []),
+        *(("warning", warning) for warning in result.get("warnings") or []),
         ("version", result.get("version")),
         ("uptime", f"{result.get('uptime_seconds', 0):.0f}s"),
         ("sandbox", "yes" if result.get("sandbox") else None),
@@ -71,13 +117,27 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("database error", result["database"].get("error")),
         ("wallet", _wallet_line(wallet) if wallet else None),
         ("next hd index", wallet.get("next_index")),
+        ("unpaid in a row", wallet.get("unpaid_in_a_row")),
         ("pending receivers", result.get("pending")),
-        ("insight", insight.get("state")),
+        ("receivers", ", ".join(f"{n} {name}" for name, n in receivers.items()) or None),
+        ("insight", " ".join(filter(None, (insight.get("state"), insight.get("socket_url"))))),
+        ("insight events", figures(insight, _OWN_ROWS)),
         ("last insight event", insight.get("last_event_at")),
-        ("callbacks pending", (result.get("callbacks") or {}).get("pending")),
+        ("engine", figures(result.get("engine"))),
+        ("event checks", figures(verify)),
+        ("last refused event", figures(verify.get("last_refused"))),
+        ("callbacks", figures(callbacks, _OWN_ROWS)),
+        ("callbacks last error", callbacks.get("last_error")),
+        ("callbacks error", callbacks.get("error")),
+        ("last rescan", _rescan_line(rescan) if rescan else "none yet"),
+        ("last held rescan", _rescan_line(hold) if hold else None),
     ]
     console().print(fields_table(rows))
     return None
+
+
+def _rescan_line(rescan: dict[str, Any]) -> str:
+    return f"at {rescan.get('at')}: {figures(rescan, _OWN_ROWS)}"
 
 
 def status_exit(result: dict[str, Any]) -> int | None:
@@ -126,7 +186,8 @@ def receiver(receiver: dict[str, Any]) -> None:
         for column in ("txid", "amount (DASH)", "locked", "confirmations", "state"):
             table.add_column(column, no_wrap=True)
         for p in payments:
-            table.add_row(
+            add_row(
+                table,
                 p["txid"],
                 p["amount_dash"],
                 "yes" if p["instant_locked"] else "no",
@@ -141,7 +202,7 @@ def receiver(receiver: dict[str, Any]) -> None:
 @renders("receiver.create")
 def receiver_create(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     if opts.get("quiet"):
-        print(result["address"])
+        say(result["address"])
     else:
         receiver(result)
     return None
@@ -160,33 +221,36 @@ def receiver_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     table = Table()
     for column in ("id", "address", "status", "amount", "received", "created"):
         table.add_column(column, no_wrap=True)
-    table.add_column("description", overflow="fold")
+    # The description takes the width that is left (the console's: the terminal's, or
+    # 200 columns when piped) and is cut there with an ellipsis: one line a receiver.
+    table.add_column("description", overflow="ellipsis")
     for r in result["receivers"]:
-        table.add_row(
+        add_row(
+            table,
             str(r["receiver_id"]),
             r["address"],
             r["status"],
             r["amount_dash"],
             r["received_dash"],
             r["created_at"][:16].replace("T", " "),
-            r.get("description") or "",
+            literal(r.get("description"), one_line=True),
         )
     out = console()
     out.print(table)
     if result.get("next_before_id"):
-        out.print(f"more: dashpay receiver list --before {result['next_before_id']}")
+        say(f"more: dashpay receiver list --before {result['next_before_id']}")
     return None
 
 
 @renders("receiver.cancel")
 def receiver_cancel(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"receiver {result['receiver_id']} is {result['status']}")
+    say(f"receiver {result['receiver_id']} is {result['status']}")
     return None
 
 
 @renders("rescan")
 def rescan(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(
+    say(
         f"checked {result['receivers_checked']} receiver(s): "
         f"{result['payments_found']} payment(s) found, {result['payments_new']} new, "
         f"{result['payments_missing']} newly missing from Insight, "
@@ -216,7 +280,8 @@ def callbacks_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     for event in result["events"]:
         pending = event["status"] == OUTBOX_PENDING
         when = event["next_attempt_at"] if pending else event["delivered_at"]
-        table.add_row(
+        add_row(
+            table,
             event["event_id"],
             event["event"],
             str(event["receiver_id"]),
@@ -229,7 +294,7 @@ def callbacks_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     out = console()
     out.print(table)
     if result.get("next_before"):
-        out.print(f"more: dashpay callbacks list --before {result['next_before']}")
+        say(f"more: dashpay callbacks list --before {result['next_before']}")
     return None
 
 
@@ -261,7 +326,8 @@ def callbacks_get(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
             table.add_column(column, no_wrap=True)
         table.add_column("error", overflow="fold")
         for attempt in attempts:
-            table.add_row(
+            add_row(
+                table,
                 attempt["attempted_at"],
                 "" if attempt["http_status"] is None else str(attempt["http_status"]),
                 str(attempt["duration_ms"]),
@@ -271,16 +337,17 @@ def callbacks_get(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     else:
         out.print("no attempts yet")
     out.print("body:")
-    out.print(json.dumps(result.get("payload"), indent=2, ensure_ascii=False), markup=False)
+    for line in json.dumps(result.get("payload"), indent=2, ensure_ascii=False).splitlines():
+        say(line)
     return None
 
 
 @renders("callbacks.retry")
 def callbacks_retry(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     if result.get("event_ids") is None:
-        print(f"queued {result['retried']} failed event(s) for delivery")
+        say(f"queued {result['retried']} failed event(s) for delivery")
     else:
-        print(f"queued {result['event_ids'][0]} for delivery")
+        say(f"queued {result['event_ids'][0]} for delivery")
     return None
 
 
@@ -312,7 +379,7 @@ def callbacks_test_exit(result: dict[str, Any]) -> int | None:
 
 @renders("callbacks.secret")
 def callbacks_secret(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(result["secret"])
+    say(result["secret"])
     return None
 
 
@@ -321,25 +388,25 @@ def callbacks_secret(result: dict[str, Any], opts: dict[str, Any]) -> int | None
 
 @renders("sandbox.pay")
 def sandbox_pay(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(result["txid"])
+    say(result["txid"])
     return None
 
 
 @renders("sandbox.mine")
 def sandbox_mine(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"mined {len(result['blocks'])} block(s); height {result['height']}")
+    say(f"mined {len(result['blocks'])} block(s); height {result['height']}")
     return None
 
 
 @renders("sandbox.drop")
 def sandbox_drop(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"dropped {result['txid']}")
+    say(f"dropped {result['txid']}")
     return None
 
 
 @renders("sandbox.lock")
 def sandbox_lock(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
-    print(f"locked {result['txid']}")
+    say(f"locked {result['txid']}")
     return None
 
 

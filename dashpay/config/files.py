@@ -22,15 +22,16 @@ CONFIG_ENV = "DASHPAY_CONFIG"
 
 
 def resolve_config_path(
-    cli_value: str | None, env: Mapping[str, str] = os.environ
+    cli_value: str | None, env: Mapping[str, str] = os.environ, *, given_by: str = "--config"
 ) -> tuple[Path | None, str]:
     """Which config file to use, and where that choice came from.
 
-    --config, else $DASHPAY_CONFIG, else /etc/dashpay/config.toml if it exists, else
-    (None, "none"). A path given explicitly that does not exist is a ConfigError.
+    ``cli_value`` (from ``given_by``: --config, or a command's PATH argument), else
+    $DASHPAY_CONFIG, else /etc/dashpay/config.toml if it exists, else (None, "none"). A
+    path given explicitly that does not exist is a ConfigError naming where it came from.
     """
     if cli_value:
-        return _must_exist(Path(cli_value), "--config"), "--config"
+        return _must_exist(Path(cli_value), given_by), given_by
     from_env = env.get(CONFIG_ENV)
     if from_env:
         return _must_exist(Path(from_env), CONFIG_ENV), CONFIG_ENV

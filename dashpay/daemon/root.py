@@ -194,7 +194,11 @@ class Daemon:
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
         self.services.callbacks = self.callbacks
-        self.prices = PriceService(repo, config.prices)
+        self.prices = PriceService(
+            repo,
+            config.prices,
+            providers=None if self.sandbox is None else self.sandbox.price_providers(config.prices),
+        )
         await nursery.start(self.prices.refresh_loop)
         self.services.prices = self.prices
         self.receivers = ReceiverService(

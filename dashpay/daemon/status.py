@@ -123,6 +123,12 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
                 f"{view.get('pending')} callback(s) pending, the oldest for {age:.0f}s: "
                 "check the merchant endpoint (dashpay callbacks list --status pending)"
             )
+        if view.get("failed_total"):
+            result["warnings"].append(
+                f"{view['failed_total']} callback(s) failed for good (retries gave up): see "
+                "dashpay callbacks list --status failed; send them again with dashpay "
+                "callbacks retry --all-failed"
+            )
     if daemon.reconciler is not None and daemon.reconciler.last_full is not None:
         result["last_rescan"] = {
             "at": _iso(daemon.reconciler.last_full_at),

@@ -104,6 +104,14 @@ class SandboxRuntime:
         self.network = network
         self.insight_url = insight_url
 
+    @staticmethod
+    def price_providers(prices: Any) -> tuple[Any, ...]:
+        """The price provider of a sandbox daemon: the fixed rate its own server answers
+        (``sandbox_prices`` points the config there), under its own name ``sandbox``."""
+        from dashpay.services.prices.providers import SandboxRate
+
+        return (SandboxRate(prices.coingecko),)
+
     async def pay(self, address: Any, duffs: int, *, lock: bool, silent: bool) -> dict[str, Any]:
         from dashpay.domain.wallet import AddressError, validate_address
         from dashpay.sandbox.chain import SandboxError

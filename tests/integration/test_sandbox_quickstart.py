@@ -87,7 +87,7 @@ def test_sandbox_prices_fiat_receivers_from_its_own_fixed_rate(short_tmp):
         # 25 USD at the sandbox's fixed 30 USD/DASH, rounded up to the duff.
         assert data["amount_duffs"] == 83_333_334
         assert (data["fiat_amount"], data["fiat_currency"]) == ("25", "USD")
-        assert data["rate_provider"] == "coingecko"
+        assert data["rate_provider"] == "sandbox"
 
 
 def test_a_sandbox_drop_shows_within_15_seconds_without_a_rescan(short_tmp):

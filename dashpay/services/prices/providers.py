@@ -270,6 +270,14 @@ class Coinbase:
         return Reading(amount)
 
 
+@dataclass(frozen=True, slots=True)
+class SandboxRate(CoinGecko):
+    """The sandbox's fixed fake rate, which its own server answers in CoinGecko's shape.
+    Named for what it is: no sandbox receiver claims that a real provider quoted it."""
+
+    name: ClassVar[str] = "sandbox"
+
+
 PROVIDER_TYPES: Mapping[str, type] = {cls.name: cls for cls in (CoinGecko, Kraken, Coinbase)}
 
 

@@ -124,11 +124,13 @@ class PriceService:
         *,
         clock: Callable[[], int] = now_ms,
         transport: httpx.AsyncBaseTransport | None = None,
+        providers: tuple[Provider, ...] | None = None,
     ) -> None:
         self.repo = repo
         self.config = config
         self.clock = clock
-        self.providers = make_providers(config)
+        # `providers`: the sandbox's own fixed rate instead of the configured ones.
+        self.providers = make_providers(config) if providers is None else providers
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(config.timeout),
@@ -148,7 +150,7 @@ class PriceService:
                     "price currency=%s is in [prices] currencies but none of the providers "
                     "%s quotes it; it is not refreshed",
                     currency,
-                    ",".join(config.providers),
+                    ",".join(provider.name for provider in self.providers),
                 )
 
     @property
@@ -221,7 +223,7 @@ class PriceService:
         return {
             "quotes": entries,
             "strategy": self.config.strategy,
-            "providers": list(self.config.providers),
+            "providers": [provider.name for provider in self.providers],
             "max_age_seconds": self.config.max_age,
             "refresh_seconds": self.config.refresh,
         }
