@@ -87,6 +87,16 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may enter (short_tmp and tmp_path are private to their
+    owner), for checks made as another user such as the service's."""
+    path = Path(tempfile.mkdtemp(prefix="dp-shared-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASHPAY_")}
     env.update({k: v for k, v in os.environ.items() if k.startswith("DASHPAY_TEST_")})

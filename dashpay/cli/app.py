@@ -264,11 +264,22 @@ def config_check(
     path: str | None = typer.Argument(
         None, metavar="[PATH]", help="Config file (default: --config, then the usual lookup)."
     ),
+    unit: str | None = typer.Option(
+        None,
+        "--unit",
+        help="The service's systemd unit: check the files as its User= and read its "
+        "LoadCredential= (default: the installed dashpay.service, if any).",
+    ),
 ) -> None:
     """Validate a config file offline; exit 2 with the problem if it is wrong."""
+    import os
+    import sys
+
     from dashpay.config.errors import ConfigError
     from dashpay.config.files import resolve_config_path
-    from dashpay.config.load import load_config
+    from dashpay.config.load import config_warnings, load_config
+    from dashpay.config.secrets import OfflineCheck
+    from dashpay.config.unit import check_service_reads, installed_unit, read_unit, root_cannot_tell
 
     try:
         found, source = (
@@ -281,15 +292,35 @@ def config_check(
                 "no configuration file found (pass a path, --config or set DASHPAY_CONFIG)",
                 EXIT_USAGE,
             )
-        config = load_config(found)
+        unit_path = Path(unit) if unit else installed_unit()
+        service = read_unit(unit_path) if unit_path is not None else None
+        offline = OfflineCheck(
+            credentials=service.credentials if service is not None else None, unit=unit_path
+        )
+        config = load_config(found, offline=offline)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     if config.wallet is None:
         fail(f"{found}: [wallet] xpub is required to run the daemon", EXIT_USAGE)
+    cautions = config_warnings(config)
+    notes = offline.notes
+    if service is not None:
+        reads = check_service_reads(found, offline.read, service)
+        if reads.errors:
+            fail("\ndashpay: error: ".join(map(str, reads.errors)), EXIT_USAGE)
+        cautions += reads.cautions
+        if reads.checked_as is not None:
+            notes.insert(0, f"files checked as {reads.checked_as} would read them")
+    elif os.geteuid() == 0:
+        cautions.append(root_cannot_tell(found, offline.read))
     print(
         f"{found}: ok (wallet {config.wallet.network}, chain {config.wallet.chain}; "
         f"database {config.database.display_url()}; socket {config.control.socket})"
     )
+    for note in notes:
+        print(f"note: {note}")
+    for caution in cautions:
+        print(f"dashpay: warning: {caution}", file=sys.stderr)
 
 
 @db_app.command("migrate")

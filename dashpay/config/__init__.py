@@ -10,9 +10,10 @@ empty so that, say, ``dashpay.config.durations`` loads without the whole schema)
 - ``files``: which file (resolve_config_path) and reading its TOML.
 - ``control``: [control] alone (load_control_config), what the CLI needs.
 - ``database``: database URLs and DatabaseConfig.
-- ``secrets``: credential files and $CREDENTIALS_DIRECTORY.
+- ``secrets``: credential files and $CREDENTIALS_DIRECTORY (OfflineCheck: config check).
+- ``unit``: the systemd unit's User= and credentials; can the service read a file.
 - ``model``: the other dataclasses and the [callbacks] target rules.
-- ``load``: load_config / config_from_dict / default_config.
+- ``load``: load_config / config_from_dict / default_config / config_warnings.
 - ``paths``: where things live when no config says otherwise.
 
 Stdlib only at import time: the CLI reads the config on every command and must start

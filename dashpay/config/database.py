@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from dashpay.config.errors import ConfigError
 from dashpay.config.keys import MAX_URL_CHARS, default
-from dashpay.config.secrets import read_secret_file
+from dashpay.config.secrets import OfflineCheck, read_secret_file
 from dashpay.config.text import close_matches, describe, quote, redact_url
 
 # One daemon makes a handful of concurrent queries; MySQL's default max_connections is
@@ -59,6 +59,7 @@ def parse_database_url(
     base_dir: Path | None = None,
     password_file: Path | None = None,
     env: Mapping[str, str] | None = None,
+    offline: OfflineCheck | None = None,
 ) -> DatabaseConfig:
     """A SQLAlchemy-style database URL as a ``DatabaseConfig``.
 
@@ -67,7 +68,8 @@ def parse_database_url(
     ``mysql://user[:password]@host[:port]/db[?unix_socket=/path&pool_size=N]``, with
     ``mysql+pymysql://`` and ``mariadb://`` as synonyms; user and password are
     percent-decoded. ``password_file`` (mysql only; may use $CREDENTIALS_DIRECTORY) is
-    read and wins over a password in the URL. Errors never show the password.
+    read and wins over a password in the URL (``offline``: see ``OfflineCheck``). Errors
+    never show the password.
     """
     if not isinstance(url, str):
         raise ConfigError(
@@ -101,7 +103,7 @@ def parse_database_url(
         config = _parse_mysql_url(text, key)
         if password_file is not None:
             _, password = read_secret_file(
-                password_file, key=password_key, base_dir=base_dir, env=env
+                password_file, key=password_key, base_dir=base_dir, env=env, offline=offline
             )
             config = replace(config, password=password)
         return config

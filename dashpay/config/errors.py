@@ -31,8 +31,13 @@ class ConfigError(Exception):
         if self.hint:
             text = f"{text}; {self.hint}"
         if self.key:
-            section, _, name = self.key.partition(".")
-            text = f"[{section}] {name}: {text}" if name else f"[{section}]: {text}"
+            text = f"{key_label(self.key)}: {text}"
         if self.path is not None:
             text = f"{self.path}: {text}"
         return text
+
+
+def key_label(key: str) -> str:
+    """A dotted key as the file shows it: "database.url" -> "[database] url"."""
+    section, _, name = key.partition(".")
+    return f"[{section}] {name}" if name else f"[{section}]"

@@ -34,13 +34,20 @@ from dashpay.config.model import (
     ReceiversConfig,
     WalletConfig,
 )
-from dashpay.config.secrets import read_secret_file
+from dashpay.config.secrets import OfflineCheck, read_secret_file
 
 
-def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a TOML config file; every problem is a ConfigError."""
+def load_config(
+    path: Path | str,
+    *,
+    env: Mapping[str, str] | None = None,
+    offline: OfflineCheck | None = None,
+) -> Config:
+    """Read and validate a TOML config file; every problem is a ConfigError.
+
+    ``offline`` is for `dashpay config check`, outside the service (``OfflineCheck``)."""
     path = Path(path)
-    return config_from_dict(read_toml(path), path=path, env=env)
+    return config_from_dict(read_toml(path), path=path, env=env, offline=offline)
 
 
 def config_from_dict(
@@ -48,6 +55,7 @@ def config_from_dict(
     *,
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    offline: OfflineCheck | None = None,
 ) -> Config:
     """Validate parsed TOML (or an equivalent dict) into a Config."""
     env = os.environ if env is None else env
@@ -58,11 +66,11 @@ def config_from_dict(
         return Config(
             path=path,
             wallet=_build_wallet(reader) if "wallet" in data else None,
-            database=_build_database(reader, base_dir, env),
+            database=_build_database(reader, base_dir, env, offline),
             control=build_control(reader, base_dir),
             insight=_build_insight(reader),
             receivers=ReceiversConfig(**reader.section("receivers")),
-            callbacks=_build_callbacks(reader, base_dir, env),
+            callbacks=_build_callbacks(reader, base_dir, env, offline),
             logging=LoggingConfig(**reader.section("logging")),
             prices=_build_prices(reader),
         )
@@ -85,6 +93,19 @@ def default_config(**overrides: Any) -> Config:
         logging=LoggingConfig(),
     )
     return replace(base, **overrides)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is allowed but likely wrong: `config check` prints these, `serve` logs them."""
+    warnings = []
+    if config.wallet is not None:
+        from dashpay.domain.wallet import network_warning, parse_extended_public_key
+
+        key = parse_extended_public_key(config.wallet.xpub, config.wallet.network)
+        caution = network_warning(key, config.wallet.network)
+        if caution is not None:
+            warnings.append(f"[wallet] xpub: {caution}")
+    return warnings
 
 
 def _build_wallet(reader: Reader) -> WalletConfig:
@@ -114,7 +135,7 @@ def _build_wallet(reader: Reader) -> WalletConfig:
 
 
 def _build_database(
-    reader: Reader, base_dir: Path | None, env: Mapping[str, str]
+    reader: Reader, base_dir: Path | None, env: Mapping[str, str], offline: OfflineCheck | None
 ) -> DatabaseConfig:
     values = reader.section("database")
     database = parse_database_url(
@@ -123,6 +144,7 @@ def _build_database(
         base_dir=base_dir,
         password_file=values.get("password_file"),
         env=env,
+        offline=offline,
     )
     if "connect_timeout" in values:
         database = replace(database, connect_timeout=values["connect_timeout"])
@@ -157,7 +179,7 @@ def _build_prices(reader: Reader) -> PricesConfig:
 
 
 def _build_callbacks(
-    reader: Reader, base_dir: Path | None, env: Mapping[str, str]
+    reader: Reader, base_dir: Path | None, env: Mapping[str, str], offline: OfflineCheck | None
 ) -> CallbacksConfig:
     values = reader.section("callbacks")
     if "secret" in values and "secret_file" in values:
@@ -169,7 +191,11 @@ def _build_callbacks(
         )
     if "secret_file" in values:
         values["secret_file"], values["secret"] = read_secret_file(
-            values["secret_file"], key="callbacks.secret_file", base_dir=base_dir, env=env
+            values["secret_file"],
+            key="callbacks.secret_file",
+            base_dir=base_dir,
+            env=env,
+            offline=offline,
         )
         secret_key = "secret_file"
     else:

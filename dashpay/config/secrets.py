@@ -1,15 +1,23 @@
 """Credential files: a password or secret read from a file, with systemd's
 ``$CREDENTIALS_DIRECTORY`` (LoadCredential=) expanded. The content never appears in
-a message."""
+a message.
+
+Inside the service systemd sets ``$CREDENTIALS_DIRECTORY`` and copies each
+``LoadCredential=ID:SOURCE`` there as ``ID``. ``dashpay config check`` runs outside the
+service, where the variable is not set: given an ``OfflineCheck`` it reads the unit's
+SOURCE for ``$CREDENTIALS_DIRECTORY/ID`` instead, or, with no unit to go by, leaves the
+credential unchecked and says so.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dashpay.config.errors import ConfigError
+from dashpay.config.errors import ConfigError, key_label
 
 # A password or an HMAC secret; a bigger credential file is the wrong file.
 MAX_SECRET_FILE_BYTES = 4096
@@ -18,6 +26,25 @@ CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 _CREDENTIALS_VARIABLE = re.compile(
     r"\$\{CREDENTIALS_DIRECTORY\}|\$CREDENTIALS_DIRECTORY(?![A-Za-z0-9_])"
 )
+# A credential path: the variable, one slash, the credential's ID (no slash in an ID).
+_CREDENTIAL_PATH = re.compile(rf"(?:{_CREDENTIALS_VARIABLE.pattern})/([^/]+)")
+# Stands in for a credential config check cannot read, so the rest is still checked.
+UNCHECKED_SECRET = "<credential not checked: only the service sees it>"
+
+
+@dataclass
+class OfflineCheck:
+    """How config check reads secret files outside the service, and what it found.
+
+    ``credentials`` maps a credential ID to its source file as the unit loads it (None
+    for a form config check cannot read, such as SetCredentialEncrypted=); the whole
+    mapping is None when no unit is known. ``read`` lists the files read directly, for
+    the check that the service's user can read them too."""
+
+    credentials: Mapping[str, Path | None] | None = None
+    unit: Path | None = None
+    read: list[tuple[str, Path]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _expand_credentials_directory(text: str, *, key: str, env: Mapping[str, str]) -> str:
@@ -40,13 +67,69 @@ def read_secret_file(
     key: str,
     base_dir: Path | None,
     env: Mapping[str, str] | None,
+    offline: OfflineCheck | None = None,
 ) -> tuple[Path, str]:
     """(resolved path, content without one trailing newline). Never shows the content."""
-    expanded = Path(
-        _expand_credentials_directory(str(path), key=key, env=os.environ if env is None else env)
-    )
+    env = os.environ if env is None else env
+    text = str(path)
+    if offline is not None and not env.get(CREDENTIALS_ENV) and _CREDENTIALS_VARIABLE.search(text):
+        return Path(text), _read_credential_offline(text, key=key, offline=offline)
+    expanded = Path(_expand_credentials_directory(text, key=key, env=env))
     if not expanded.is_absolute():
         expanded = (base_dir if base_dir is not None else Path.cwd()) / expanded
+    if offline is not None:
+        offline.read.append((key, expanded))
+    return expanded, _read_file(expanded, key=key)
+
+
+def _read_credential_offline(text: str, *, key: str, offline: OfflineCheck) -> str:
+    """The content of ``$CREDENTIALS_DIRECTORY/ID`` as the unit would load it."""
+    match = _CREDENTIAL_PATH.fullmatch(text)
+    if match is None:
+        raise ConfigError(
+            f"{text} is not a credential path",
+            key=key,
+            hint="write ${CREDENTIALS_DIRECTORY}/ID, ID as in the unit's LoadCredential=ID:FILE",
+        )
+    ident = match.group(1)
+    label = key_label(key)
+    if offline.credentials is None:
+        offline.notes.append(
+            f"{label}: {text} exists only inside the service (systemd LoadCredential=); "
+            "not checked here: pass --unit with the service's unit file to check its source"
+        )
+        return UNCHECKED_SECRET
+    if ident not in offline.credentials:
+        raise ConfigError(
+            f"{text} names the credential {ident!r}, but {offline.unit} loads no "
+            "credential of that name",
+            key=key,
+            hint=f"add LoadCredential={ident}:/etc/dashpay/{ident} to the unit's [Service]",
+        )
+    source = offline.credentials[ident]
+    if source is None:
+        offline.notes.append(
+            f"{label}: the credential {ident!r} is set in {offline.unit} in a form config "
+            "check cannot read; not checked"
+        )
+        return UNCHECKED_SECRET
+    loaded = f"LoadCredential={ident} in {offline.unit}"
+    try:
+        content = _read_file(source, key=key)
+    except ConfigError as exc:
+        if os.access(source, os.F_OK) and not os.access(source, os.R_OK):
+            offline.notes.append(
+                f"{label}: {source} ({loaded}) cannot be read by you; systemd reads it as "
+                "root: run config check as root to check it"
+            )
+            return UNCHECKED_SECRET
+        exc.message = f"{exc.message} (the source of {loaded})"
+        raise
+    offline.notes.append(f"{label}: {text} is {source} ({loaded})")
+    return content
+
+
+def _read_file(expanded: Path, *, key: str) -> str:
     fix = "check the path; under systemd, LoadCredential= and $CREDENTIALS_DIRECTORY help"
     try:
         with open(expanded, "rb") as handle:
@@ -78,4 +161,4 @@ def read_secret_file(
     text = text.removesuffix("\n").removesuffix("\r")
     if not text:
         raise ConfigError(f"{expanded} is empty", key=key, hint="write the secret into it")
-    return expanded, text
+    return text

@@ -23,6 +23,7 @@ import trio
 from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
+from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.ownership import own_wallet
 from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
@@ -165,6 +166,8 @@ class Daemon:
             wallet.network,
             wallet.chain,
         )
+        for warning in config_warnings(config):
+            log.warning("config warning: %s", warning)
         await own_wallet(self, nursery, repo, wallet)
         sd_notify("STATUS=loading pending receivers")
         monitor_window_ms = int(config.receivers.monitor_window * 1000)

@@ -273,6 +273,22 @@ def check_key_network(
     )
 
 
+def network_warning(key: ExtendedPublicKey, network: str) -> str | None:
+    """A caution for a key whose prefix does not settle its network, else None.
+
+    ``xpub`` is the usual mainnet prefix, but some wallets export testnet accounts with
+    it too, so an ``xpub`` with testnet is allowed; a mainnet key used on testnet would
+    hand out addresses no wallet of the user watches, so it is worth saying."""
+    if key.network_hint is None and network == TESTNET:
+        return (
+            f"the key is an {key.prefix} key, the usual mainnet prefix, but the network "
+            "is testnet: if it is a mainnet key, every address would be wrong; compare "
+            "`dashpay wallet derive --count 5` with your wallet's testnet receiving "
+            "addresses (y...) before going live"
+        )
+    return None
+
+
 def _abbrev(text: str) -> str:
     """Enough of a key to recognise it in a message, not the whole thing."""
     return repr(text if len(text) <= 16 else f"{text[:8]}...{text[-4:]}")
