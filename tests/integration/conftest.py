@@ -5,6 +5,7 @@ dripping bodies), and migrated repositories on both database backends."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import ssl
@@ -255,3 +256,47 @@ def callback_daemon(short_tmp, database_url, sandbox_peer, http_server):
 def sock_path(short_tmp):
     """Where a test's control server listens (short: Unix socket paths are limited)."""
     return short_tmp / "control.sock"
+
+
+class FakeDaemon:
+    """A stand-in daemon: answers each JSON-RPC request on a Unix socket with what
+    ``answer(request)`` returns (a dict with "result" or "error")."""
+
+    def __init__(self, path: Path, answer) -> None:
+        self.path = path
+        self.answer = answer
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as lines:
+                line = lines.readline()
+                if line:
+                    request = json.loads(line)
+                    reply = {"jsonrpc": "2.0", "id": request["id"], **self.answer(request)}
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def fake_daemon(short_tmp):
+    daemons: list[FakeDaemon] = []
+
+    def start(answer) -> Path:
+        path = short_tmp / f"fake{len(daemons)}.sock"
+        daemons.append(FakeDaemon(path, answer))
+        return path
+
+    yield start
+    for daemon in daemons:
+        daemon.close()

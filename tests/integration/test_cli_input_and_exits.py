@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,41 +193,16 @@ def test_json_and_quiet_together_are_refused(daemon):
     assert daemon.cli("status", "--json").json()["wallet"]["next_index"] == before
 
 
-class InternalErrorDaemon:
-    """A control socket that answers every request with the daemon's internal error."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                request = json.loads(conn.makefile("rb").readline())
-                error = {"code": -32603, "data": {"kind": "internal"},
-                         "message": f"internal error in {request['method']}; see the daemon log"}
-                reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
-                conn.sendall(json.dumps(reply).encode() + b"\n")  # fmt: skip
-
-    def close(self) -> None:
-        self.server.close()
+def internal_error(request):
+    error = {"code": -32603, "data": {"kind": "internal"},
+             "message": f"internal error in {request['method']}; see the daemon log"}  # fmt: skip
+    return {"error": error}
 
 
-def test_an_internal_error_has_its_own_exit_code(short_tmp):
-    fake = InternalErrorDaemon(short_tmp / "bug.sock")
-    try:
-        plain = run_cli("--socket", str(fake.path), "status")
-        as_json = run_cli("--socket", str(fake.path), "receiver", "list", "--json")
-    finally:
-        fake.close()
+def test_an_internal_error_has_its_own_exit_code(fake_daemon):
+    path = fake_daemon(internal_error)
+    plain = run_cli("--socket", str(path), "status")
+    as_json = run_cli("--socket", str(path), "receiver", "list", "--json")
     assert plain.code == 7 and "internal error in status" in plain.stderr
     error = json_error(as_json)
     assert as_json.code == 7 and (error["kind"], error["exit_code"]) == ("internal", 7)

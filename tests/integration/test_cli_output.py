@@ -4,11 +4,8 @@ against a hostile stand-in daemon on a Unix socket."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,49 +114,6 @@ def test_callbacks_list_keeps_the_section_name_in_the_last_error(shop, peer):
 
 
 # -- a hostile daemon -----------------------------------------------------------------
-
-
-class FakeDaemon:
-    """Answers each JSON-RPC request on a Unix socket with what a test says."""
-
-    def __init__(self, path: Path, answer) -> None:
-        self.path = path
-        self.answer = answer
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn, conn.makefile("rb") as lines:
-                line = lines.readline()
-                if line:
-                    request = json.loads(line)
-                    reply = {"jsonrpc": "2.0", "id": request["id"], **self.answer(request)}
-                    conn.sendall(json.dumps(reply).encode() + b"\n")
-
-    def close(self) -> None:
-        self.server.close()
-
-
-@pytest.fixture
-def fake_daemon(short_tmp):
-    daemons: list[FakeDaemon] = []
-
-    def start(answer) -> Path:
-        path = short_tmp / f"fake{len(daemons)}.sock"
-        daemons.append(FakeDaemon(path, answer))
-        return path
-
-    yield start
-    for daemon in daemons:
-        daemon.close()
 
 
 HOSTILE = "\x1b[2J\x1b]0;owned\x07[red]x[/red]\r\x9b31m"
