@@ -185,6 +185,22 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+# Every daemon a test started: one a failing test left running is killed after it
+# (a leaked daemon holds the MariaDB server's wallet lock and breaks later tests).
+_STARTED: list[DaemonProcess] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_daemons() -> Iterator[None]:
+    before = len(_STARTED)  # daemons of wider-scoped fixtures are already counted
+    yield
+    for daemon in _STARTED[before:]:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+    del _STARTED[before:]
+
+
 def start_daemon(
     config: Path,
     *,
@@ -208,6 +224,7 @@ def start_daemon(
 
     socket = Path(tomllib.loads(config.read_text())["control"]["socket"])
     daemon = DaemonProcess(config, socket, proc, log_path, env or {})
+    _STARTED.append(daemon)
     if wait:
         try:
             wait_ready(daemon, ready=ready)
