@@ -15,6 +15,7 @@ from dashpay.api.checkout import catalogue
 from dashpay.api.checkout.page import (
     REFRESH_SECONDS,
     Theme,
+    render_missing,
     render_page,
     text_color_on,
     theme_of,
@@ -311,3 +312,14 @@ def test_theme_colours_keep_text_readable_and_the_logo_is_inline():
     doc = Document(render(*CASES["waiting"], theme=theme).html)
     logo = [a for a in doc.all("img") if "data-qr" not in a][0]
     assert logo["src"] == "data:image/png;base64,iVBORw==" and logo["alt"] == "Café"
+
+
+def test_an_unknown_token_gets_a_page_without_script_that_is_never_cached():
+    page = render_missing(accept_language="de", theme=THEME)
+    doc = Document(page.html)
+    assert doc.errors == [] and doc.executable_scripts() == []
+    assert "Zahlungsseite nicht gefunden" in page.html
+    headers = dict(page.headers)
+    assert headers["Cache-Control"] == "no-store"
+    assert f"style-src {source_hash(doc.styles()[0])};" in headers["Content-Security-Policy"]
+    assert "script-src 'none'" in headers["Content-Security-Policy"]

@@ -5,11 +5,12 @@ server only looks the receiver up and writes what these return.
   (``.body``, ``.headers``: Content-Type, CSP, Cache-Control, Vary, security headers)
 - ``sse_frame(checkout_state(receiver, payments, now), retry=...)`` -> bytes of one
   ``state`` event; ``KEEPALIVE``; ``event_stream_headers()``
+- ``render_missing(accept_language=, theme=)`` -> the 404 page of an unknown token
 - ``theme_of(config.checkout)``; ``PageRateLimiter`` per client
 """
 
 from dashpay.api.checkout.events import KEEPALIVE, KEEPALIVE_SECONDS, sse_frame
-from dashpay.api.checkout.page import Page, Theme, render_page, theme_of
+from dashpay.api.checkout.page import Page, Theme, render_missing, render_page, theme_of
 from dashpay.api.checkout.policy import (
     PageRateLimiter,
     cache_headers,
@@ -29,6 +30,7 @@ __all__ = [
     "checkout_state",
     "csp_header",
     "event_stream_headers",
+    "render_missing",
     "render_page",
     "sse_frame",
     "theme_of",

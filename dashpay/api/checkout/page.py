@@ -26,7 +26,7 @@ from typing import Any
 
 from dashpay.api.checkout import catalogue
 from dashpay.api.checkout.events import page_values
-from dashpay.api.checkout.policy import SECURITY_HEADERS, cache_headers, csp_header
+from dashpay.api.checkout.policy import NO_STORE, SECURITY_HEADERS, cache_headers, csp_header
 from dashpay.api.checkout.qr import qr_data_uri
 from dashpay.api.checkout.state import (
     CANCELLED_VIEW,
@@ -168,6 +168,32 @@ def render_page(
         *SECURITY_HEADERS,
     )
     return Page(html, state.view, language, headers)
+
+
+def render_missing(*, accept_language: str | None, theme: Theme) -> Page:
+    """The page for a token that finds no receiver (answer it with 404): no script,
+    never cached (the receiver may be created a moment later on another node)."""
+    language = catalogue.negotiate(accept_language)
+    texts = catalogue.messages(language)
+    css = stylesheet(theme.accent, theme.on_accent)
+    title, text = escape(texts["missing.title"]), escape(texts["missing.text"])
+    html = (
+        "<!DOCTYPE html>\n"
+        f'<html lang="{escape(language)}" dir="ltr"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark">'
+        f"<title>{title}</title><style>{css}</style></head><body><main>"
+        f'<section class="status"><h1>{title}</h1><p>{text}</p></section>'
+        "</main></body></html>\n"
+    )
+    headers = (
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Language", language),
+        ("Content-Security-Policy", csp_header([css], [])),
+        ("Cache-Control", NO_STORE),
+        *SECURITY_HEADERS,
+    )
+    return Page(html, "missing", language, headers)
 
 
 def _document(
