@@ -192,6 +192,11 @@ RECEIVER_ID = Param(
         Param("description", "Up to 255 characters.", cli="--description"),
         Param("username", "Up to 255 characters.", cli="--username"),
         Param(
+            "redirect_url",
+            "Where the checkout page sends the customer when done (http or https).",
+            cli="--redirect-url",
+        ),
+        Param(
             "expires_after",
             "e.g. 30m, 2h, 3d; 0 = never (default: config).",
             cli="--expires-after",

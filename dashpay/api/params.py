@@ -129,6 +129,9 @@ def parse_create_receiver(params: dict[str, Any]) -> CreateReceiverParams:
     callback_url = optional_text(params, "callback_url", MAX_URL_CHARS)
     if callback_url is not None:
         validate_callback_url(callback_url)
+    redirect_url = optional_text(params, "redirect_url", MAX_URL_CHARS)
+    if redirect_url is not None:
+        validate_callback_url(redirect_url, what="redirect_url")
     key = optional_text(params, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS)
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise InvalidParams("idempotency_key must be printable ASCII without spaces")
@@ -141,6 +144,7 @@ def parse_create_receiver(params: dict[str, Any]) -> CreateReceiverParams:
         username=optional_text(params, "username"),
         expires_after=parse_expires_after(params.get("expires_after")),
         idempotency_key=key,
+        redirect_url=redirect_url,
     )
 
 

@@ -167,6 +167,8 @@ def receiver(receiver: dict[str, Any]) -> None:
         ),
         ("received", f"{receiver['received_dash']} DASH"),
         ("payment uri", receiver["payment_uri"]),
+        ("checkout page", receiver.get("checkout_url")),
+        ("redirect url", receiver.get("redirect_url")),
         ("hd index", f"{receiver['chain']}/{receiver['hd_index']}"),
         ("description", receiver.get("description")),
         ("username", receiver.get("username")),

@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dashpay.config.checkout_values import (
+    DEFAULT_ACCENT_COLOR,
+    MAX_LOGO_BYTES,
+    MAX_SHOP_NAME_CHARS,
+    hex_color,
+    public_url,
+    shop_name,
+)
 from dashpay.config.durations import DURATION_HINT, DurationError, parse_duration
-from dashpay.config.errors import ConfigError
+from dashpay.config.errors import ConfigError, Invalid, WrongType
 from dashpay.config.text import close_matches, describe, quote, redact_url, toml_value
 
 # -- limits ---------------------------------------------------------------------------
@@ -54,19 +62,6 @@ PRICE_STRATEGIES = ("first", "median")
 MAX_PRICE_CURRENCIES = 32
 
 
-class WrongType(Exception):
-    """Raised by a value checker: the value has the wrong TOML type."""
-
-
-class Invalid(Exception):
-    """Raised by a value checker: the type is right, the value is not."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
 # -- value checkers (TOML value -> Python value) --------------------------------------
 
 
@@ -85,6 +80,11 @@ def _secret_string(value: Any) -> str:
     if not value:
         raise Invalid("is empty")
     return value  # exactly as written: whitespace may be part of a secret
+
+
+def _text_then(check: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A checker of a non-empty string that ``check`` goes on to check."""
+    return lambda value: check(_string(value))
 
 
 def _path(value: Any) -> Path:
@@ -345,6 +345,31 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
     },
     "control": {
         "socket": KeySpec("path of the control Unix socket", "/run/dashpay/control.sock", _path),
+    },
+    "http": {
+        "public_url": KeySpec(
+            "absolute http(s) URL the customers' browsers reach the daemon at",
+            None,
+            _text_then(public_url),
+            example="https://pay.shop.example",
+        ),
+    },
+    "checkout": {
+        "shop_name": KeySpec(
+            f"text of up to {MAX_SHOP_NAME_CHARS} characters",
+            None,
+            _text_then(shop_name),
+            example="Example Shop",
+        ),
+        "accent_color": KeySpec(
+            'colour as "#rrggbb"', DEFAULT_ACCENT_COLOR, _text_then(hex_color), example="#008de4"
+        ),
+        "logo_file": KeySpec(
+            f"path of a PNG, JPEG, GIF, WebP or SVG file of at most {MAX_LOGO_BYTES // 1024} KiB",
+            None,
+            _path,
+            example="logo.svg",
+        ),
     },
     "insight": {
         "url": KeySpec(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dashpay.config.checkout import build_checkout
 from dashpay.config.control import ControlConfig, build_control
 from dashpay.config.database import DatabaseConfig, parse_database_url
 from dashpay.config.durations import format_duration
@@ -28,6 +29,7 @@ from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, 
 from dashpay.config.model import (
     CallbacksConfig,
     Config,
+    HttpConfig,
     InsightConfig,
     LoggingConfig,
     PricesConfig,
@@ -73,6 +75,8 @@ def config_from_dict(
             callbacks=_build_callbacks(reader, base_dir, env, offline),
             logging=LoggingConfig(**reader.section("logging")),
             prices=_build_prices(reader),
+            http=HttpConfig(**reader.section("http")),
+            checkout=build_checkout(reader, base_dir),
         )
     except ConfigError as exc:
         if exc.path is None:

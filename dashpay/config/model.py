@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dashpay.config.checkout import CheckoutConfig
 from dashpay.config.control import ControlConfig
 from dashpay.config.database import DatabaseConfig
 from dashpay.config.keys import PRICE_PROVIDERS, default
@@ -188,6 +189,14 @@ class CallbacksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """[http]. ``public_url``: where customers' browsers reach the daemon; with it set,
+    every receiver's answer carries ``checkout_url`` (``<public_url>/pay/<token>``)."""
+
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = default("logging", "level")
 
@@ -226,3 +235,5 @@ class Config:
     callbacks: CallbacksConfig
     logging: LoggingConfig
     prices: PricesConfig = field(default_factory=PricesConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    checkout: CheckoutConfig = field(default_factory=CheckoutConfig)

@@ -212,6 +212,7 @@ class Daemon:
                 callback_url=config.callbacks.default_url,
                 gap_limit_warning=config.wallet.gap_limit_warning,
                 gap_limit_max=config.wallet.gap_limit_max,
+                public_url=config.http.public_url,
             ),
             prices=self.prices,
             callback_rules=config.callbacks,

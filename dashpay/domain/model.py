@@ -7,10 +7,12 @@ amounts and rates are Decimal text (exact, portable across SQLite and MySQL).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from operator import attrgetter
 from typing import NamedTuple
+
+from dashpay.domain.tokens import new_public_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,10 @@ class NewReceiver:
     description: str | None = None
     username: str | None = None
     idempotency_key: str | None = None
+    # Where the checkout page sends the customer when done (an http(s) URL).
+    redirect_url: str | None = None
+    # The checkout page's public id (domain/tokens.py), made here for every new receiver.
+    public_token: str = field(default_factory=new_public_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,9 @@ class Receiver:
     description: str | None
     username: str | None
     idempotency_key: str | None
+    # None for receivers made before schema version 3 (they have no checkout page).
+    public_token: str | None = None
+    redirect_url: str | None = None
 
 
 class PendingRow(NamedTuple):
@@ -237,6 +246,7 @@ class CreateReceiverParams:
     username: str | None
     expires_after: float | None  # seconds; None = the configured default; 0 = never
     idempotency_key: str | None
+    redirect_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

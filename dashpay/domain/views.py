@@ -36,6 +36,14 @@ def payment_uri(address: str, amount_duffs: int) -> str:
     return f"dash:{address}?amount={format_dash(amount_duffs)}"
 
 
+def checkout_url(public_url: str | None, public_token: str | None) -> str | None:
+    """A receiver's checkout page: ``<public_url>/pay/<public_token>`` (the HTTP
+    server's route), or None without a public URL or a token."""
+    if public_url is None or public_token is None:
+        return None
+    return f"{public_url}/pay/{public_token}"
+
+
 def receiver_view(receiver: Receiver, payments: list[Payment] | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "receiver_id": receiver.receiver_id,
@@ -65,6 +73,10 @@ def receiver_view(receiver: Receiver, payments: list[Payment] | None = None) -> 
         "closed_at": iso_time(receiver.closed_at),
         "updated_at": iso_time(receiver.updated_at),
         "payment_uri": payment_uri(receiver.address, receiver.amount_duffs),
+        # The checkout page's id (its address is checkout_url in command answers:
+        # <[http] public_url>/pay/<public_token>) and where that page sends the customer.
+        "public_token": receiver.public_token,
+        "redirect_url": receiver.redirect_url,
     }
     if payments is not None:
         view["payments"] = [payment_view(p) for p in payments]

@@ -123,6 +123,10 @@ class Repository(Protocol):
 
     def get_receiver(self, receiver_id: int) -> Receiver | None: ...
 
+    def get_receiver_by_token(self, public_token: str) -> Receiver | None:
+        """The receiver whose checkout page this is (``NewReceiver.public_token``), or
+        None: also for a value without a token's shape, which is never queried."""
+
     def list_receivers(
         self,
         *,

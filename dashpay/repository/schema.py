@@ -121,6 +121,12 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
         match = _MIGRATION_FILE.match(entry.name)
         if match is not None:
             version, name, file_dialect = int(match[1]), match[2], match[3]
+            taken = found[file_dialect].get(version)
+            if taken is not None:  # two branches that each added "the next" migration
+                raise RuntimeError(
+                    f"dashpay migration {version} for {file_dialect} exists twice: "
+                    f"{taken[0]!r} and {name!r}; renumber one of them"
+                )
             found[file_dialect][version] = (name, entry)
     versions = sorted(found[dialect])
     if versions != list(range(1, len(versions) + 1)):
@@ -180,6 +186,8 @@ NEW_RECEIVER_FIELDS = (
     "description",
     "username",
     "idempotency_key",
+    "redirect_url",
+    "public_token",
 )
 
 SELECT_RECEIVER = f"SELECT {', '.join(RECEIVER_COLUMNS)} FROM receivers"

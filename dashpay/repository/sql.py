@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from dashpay.domain.errors import Conflict, InvalidParams
 from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver, ReceiverUpdate
 from dashpay.domain.status import PENDING, STATUSES
+from dashpay.domain.tokens import is_public_token
 from dashpay.repository.apikeys import ApiKeysMixin
 from dashpay.repository.base import MAX_CREATE_BATCH
 from dashpay.repository.outbox import OutboxMixin
@@ -309,6 +310,11 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
 
     def get_receiver(self, receiver_id: int) -> Receiver | None:
         return self._read(lambda cur: self._receiver_where(cur, "receiver_id = ?", receiver_id))
+
+    def get_receiver_by_token(self, public_token: str) -> Receiver | None:
+        if not is_public_token(public_token):
+            return None
+        return self._read(lambda cur: self._receiver_where(cur, "public_token = ?", public_token))
 
     def _receiver_where(
         self, cur: Any, condition: str, value: Any, *, lock: bool = False

@@ -22,7 +22,7 @@ from dashpay.domain.model import (
     ReceiverResult,
 )
 from dashpay.domain.status import CHANGE_DROPPED
-from dashpay.domain.views import receiver_view
+from dashpay.domain.views import checkout_url, receiver_view
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.record import cancel_receiver
 from dashpay.net.guard import check_creation_target
@@ -52,6 +52,8 @@ class ReceiverDefaults:
     gap_limit_warning: int = 20  # Electrum's default gap limit
     gap_limit_max: int | None = None  # refuse new receivers past this many unpaid
     gap_warning_every: int = GAP_WARNING_EVERY
+    # [http] public_url: with it, answers carry each receiver's checkout_url.
+    public_url: str | None = None
 
 
 class UnpaidGap:
@@ -205,6 +207,7 @@ class ReceiverService:
             description=request.description,
             username=request.username,
             idempotency_key=request.idempotency_key,
+            redirect_url=request.redirect_url,
             fiat_amount=None if fiat is None else fiat.fiat_amount,
             fiat_currency=None if fiat is None else fiat.fiat_currency,
             rate=None if fiat is None else fiat.rate,
@@ -232,8 +235,15 @@ class ReceiverService:
                     "use a fresh key for a new request",
                     receiver_id=receiver.receiver_id,
                 )
-        view = receiver_view(receiver)
+        view = self._view(receiver)
         view["created"] = created
+        return view
+
+    def _view(self, receiver: Receiver, payments: list | None = None) -> dict[str, Any]:
+        """The receiver's view with its checkout page's address (None without
+        ``[http] public_url`` or for a receiver made before public tokens)."""
+        view = receiver_view(receiver, payments)
+        view["checkout_url"] = checkout_url(self.defaults.public_url, receiver.public_token)
         return view
 
     async def _written(self, new: NewReceiver) -> tuple[Receiver, bool]:
@@ -416,7 +426,7 @@ class ReceiverService:
         receiver, payments = await trio.to_thread.run_sync(load)
         if receiver is None:
             raise NotFound(f"no receiver with id {receiver_id}", receiver_id=receiver_id)
-        return receiver_view(receiver, payments)
+        return self._view(receiver, payments)
 
     async def list(self, request: ListReceiversParams) -> dict[str, Any]:
         receivers = await trio.to_thread.run_sync(
@@ -429,7 +439,7 @@ class ReceiverService:
         )
         more = len(receivers) == request.limit
         return {
-            "receivers": [receiver_view(r) for r in receivers],
+            "receivers": [self._view(r) for r in receivers],
             "next_before_id": receivers[-1].receiver_id if more and receivers else None,
         }
 
@@ -439,4 +449,4 @@ class ReceiverService:
         log.info("receiver cancelled id=%d", receiver_id)
         if self.on_cancelled is not None:
             await self.on_cancelled(receiver)
-        return receiver_view(receiver)
+        return self._view(receiver)

@@ -16,6 +16,7 @@ import pytest
 from dashpay.domain.errors import Conflict, InvalidParams, NotFound, Unavailable
 from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver
 from dashpay.domain.status import CANCELLED, EXPIRED, PAID, PARTIAL, PENDING, SETTLED, STATUSES
+from dashpay.domain.tokens import is_public_token, new_public_token
 from dashpay.engine.record import cancel_receiver
 from dashpay.repository.base import MAX_CREATE_BATCH, Repository
 from dashpay.repository.schema import load_migrations
@@ -116,6 +117,8 @@ def test_every_receiver_field_round_trips_including_unicode(repo: Repository) ->
         description="Café ☕ order 🧾🎉 — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢" + "é" * 200,
         username="zoë 👩‍💻",
         idempotency_key="order-42/attempt-1",
+        redirect_url="https://shop.example/thanks?order=42",
+        public_token="AbC-_9" * 3 + "zZ0x",
     )
     created, was_created = repo.create_receiver(full, derive)
     assert was_created
@@ -145,6 +148,8 @@ def test_every_receiver_field_round_trips_including_unicode(repo: Repository) ->
         description=full.description,
         username=full.username,
         idempotency_key="order-42/attempt-1",
+        public_token="AbC-_9AbC-_9AbC-_9zZ0x",
+        redirect_url="https://shop.example/thanks?order=42",
     )
     assert repo.get_receiver(created.receiver_id) == created
 
@@ -158,11 +163,53 @@ def test_every_receiver_field_round_trips_including_unicode(repo: Repository) ->
         None,
     )
     assert loaded.callback_url is None and loaded.idempotency_key is None
+    assert loaded.redirect_url is None and is_public_token(loaded.public_token)
     assert isinstance(loaded.overpaid, bool) and isinstance(loaded.late, bool)
 
 
 def test_missing_receiver_is_none(repo: Repository) -> None:
     assert repo.get_receiver(424242) is None
+
+
+# -- the checkout page's public token ---------------------------------------------------
+
+
+def test_a_receiver_is_found_by_its_public_token_and_only_by_it(repo: Repository) -> None:
+    one = create(repo)
+    two, _ = repo.create_receivers([new(), new()], derive)[1]
+    assert one.public_token != two.public_token
+    assert repo.get_receiver_by_token(one.public_token) == one
+    assert repo.get_receiver_by_token(two.public_token) == two
+    assert repo.get_receiver_by_token(new_public_token()) is None
+    # base64url is case-sensitive: MariaDB's collation must not fold it.
+    assert repo.get_receiver_by_token(one.public_token.swapcase()) is None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["", "1", "' OR '1'='1' -- xxxxxxxx", "a" * 21, "a" * 23, "a" * 21 + "/", None, 7],
+)
+def test_a_value_that_is_not_a_token_finds_nothing(repo: Repository, hostile: object) -> None:
+    create(repo)
+    assert repo.get_receiver_by_token(hostile) is None  # type: ignore[arg-type]
+
+
+def test_public_tokens_are_unique(repo: Repository) -> None:
+    token = new_public_token()
+    create(repo, public_token=token)
+    with pytest.raises(Conflict):
+        repo.create_receiver(new(public_token=token), derive)
+    assert repo.next_index(WALLET, CHAIN) == 1
+
+
+def test_receivers_from_before_the_token_have_none_and_no_page(store: Store) -> None:
+    repo = store.open()
+    repo.migrate()
+    old = create(repo)
+    store.execute("UPDATE receivers SET public_token = NULL WHERE receiver_id = ?", (old.receiver_id,))
+    create(repo)  # several NULL tokens do not collide in the unique index
+    store.execute("UPDATE receivers SET public_token = NULL")
+    assert repo.get_receiver(old.receiver_id).public_token is None
 
 
 def test_indices_start_at_zero_and_are_consecutive_per_wallet_and_chain(repo: Repository) -> None:

@@ -13,9 +13,17 @@ import time
 
 import pytest
 
+from dashpay.domain.tokens import is_public_token
 from dashpay.net.control_client import ControlClient
 from dashpay.wire.jsonrpc import RemoteError
-from tests.conftest import REPO, TEST_XPUB_ADDRESSES, cli_env, run_cli
+from tests.conftest import (
+    REPO,
+    TEST_XPUB_ADDRESSES,
+    cli_env,
+    run_cli,
+    start_daemon,
+    write_config,
+)
 
 
 def test_receiver_new_json_has_the_documented_fields(daemon):
@@ -31,6 +39,52 @@ def test_receiver_new_json_has_the_documented_fields(daemon):
     assert data["description"] == "order 42"
     assert data["created_at"].endswith("Z") and data["expires_at"].endswith("Z")
     assert isinstance(data["receiver_id"], int)
+
+
+def test_receiver_new_answers_its_checkout_page_when_public_url_is_set(short_tmp, database_url):
+    config = write_config(short_tmp, database_url, http={"public_url": "https://pay.example/shop/"})
+    daemon = start_daemon(config, ready=False)
+    try:
+        result = daemon.cli(
+            "receiver",
+            "new",
+            "--amount",
+            "1",
+            "--redirect-url",
+            "https://shop.example/done?o=7",
+            "--json",
+        )
+        assert result.code == 0, result.stderr
+        data = result.json()
+        token = data["public_token"]
+        assert is_public_token(token)
+        assert data["checkout_url"] == f"https://pay.example/shop/pay/{token}"
+        assert data["redirect_url"] == "https://shop.example/done?o=7"
+        shown = daemon.cli("receiver", "show", str(data["receiver_id"]), "--json").json()
+        assert (shown["checkout_url"], shown["redirect_url"]) == (
+            data["checkout_url"],
+            data["redirect_url"],
+        )
+        other = daemon.cli("receiver", "new", "--amount", "1", "--json").json()
+        assert other["public_token"] != token and other["redirect_url"] is None
+    finally:
+        daemon.stop()
+
+
+def test_receiver_new_has_no_checkout_url_without_public_url(daemon):
+    data = daemon.cli("receiver", "new", "--amount", "1", "--json").json()
+    assert is_public_token(data["public_token"]) and data["checkout_url"] is None
+
+
+@pytest.mark.parametrize(
+    "bad", ["javascript:alert(1)", "ftp://shop.example/", "https://", "https://shop example/"]
+)
+def test_a_bad_redirect_url_is_refused_before_the_daemon_is_asked(bad):
+    result = run_cli(
+        "--config", "/nonexistent.toml", "receiver", "new", "--amount", "1", "--redirect-url", bad
+    )
+    assert result.code == 2, result.stderr
+    assert "redirect_url" in result.stderr
 
 
 def test_cli_reaches_a_daemon_whose_config_uses_systemd_credentials(daemon, short_tmp):
