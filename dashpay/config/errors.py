@@ -1,4 +1,6 @@
-"""ConfigError: the one exception of the config package, a problem a person can fix."""
+"""ConfigError: the one exception of the config package, a problem a person can fix;
+and the two a value checker raises (``WrongType``, ``Invalid``), which ``Reader`` turns
+into a ConfigError naming the key."""
 
 from __future__ import annotations
 
@@ -36,3 +38,16 @@ class ConfigError(Exception):
         if self.path is not None:
             text = f"{self.path}: {text}"
         return text
+
+
+class WrongType(Exception):
+    """Raised by a value checker: the value has the wrong TOML type."""
+
+
+class Invalid(Exception):
+    """Raised by a value checker: the type is right, the value is not."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint

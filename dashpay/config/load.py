@@ -24,6 +24,7 @@ from dashpay.config.database import DatabaseConfig, parse_database_url
 from dashpay.config.durations import format_duration
 from dashpay.config.errors import ConfigError
 from dashpay.config.files import read_toml
+from dashpay.config.http import HttpConfig, build_http
 from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, check_sections
 from dashpay.config.model import (
     CallbacksConfig,
@@ -65,6 +66,7 @@ def config_from_dict(
             callbacks=_build_callbacks(reader, base_dir, env),
             logging=LoggingConfig(**reader.section("logging")),
             prices=_build_prices(reader),
+            http=build_http(reader, base_dir),
         )
     except ConfigError as exc:
         if exc.path is None:
@@ -83,6 +85,7 @@ def default_config(**overrides: Any) -> Config:
         receivers=ReceiversConfig(),
         callbacks=CallbacksConfig(),
         logging=LoggingConfig(),
+        http=HttpConfig(),
     )
     return replace(base, **overrides)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from dashpay.config.control import ControlConfig
 from dashpay.config.database import DatabaseConfig
+from dashpay.config.http import HttpConfig
 from dashpay.config.keys import PRICE_PROVIDERS, default
 from dashpay.domain.addresses import embedded_ipv4
 
@@ -226,3 +227,4 @@ class Config:
     callbacks: CallbacksConfig
     logging: LoggingConfig
     prices: PricesConfig = field(default_factory=PricesConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
