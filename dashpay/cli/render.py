@@ -75,6 +75,7 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("insight", insight.get("state")),
         ("last insight event", insight.get("last_event_at")),
         ("callbacks pending", (result.get("callbacks") or {}).get("pending")),
+        ("http API", " ".join((result.get("http") or {}).get("urls") or []) or None),
     ]
     console().print(fields_table(rows))
     return None
