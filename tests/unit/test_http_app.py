@@ -46,8 +46,11 @@ class Limiter:
     limit: int = 3
     failures: dict[str, int] = field(default_factory=dict)
 
-    def retry_after(self, client: str, now: float) -> float | None:
-        return 30.0 if self.failures.get(client, 0) >= self.limit else None
+    def allow(self, client: str, now: float) -> bool:
+        return self.failures.get(client, 0) < self.limit
+
+    def retry_after(self, client: str, now: float) -> float:
+        return 0.0 if self.allow(client, now) else 29.2
 
     def record_failure(self, client: str, now: float) -> None:
         self.failures[client] = self.failures.get(client, 0) + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -33,12 +34,15 @@ class KeyService(Protocol):
 
 
 class FailureLimiter(Protocol):
-    """Failed authentications per client address (pure: the caller gives the time)."""
+    """Failed authentications per client address (pure: the caller gives the time;
+    ``domain/ratelimit.py``)."""
 
-    def retry_after(self, client: str, now: float) -> float | None:
-        """Seconds until ``client`` may try again, or None when it may now."""
+    def allow(self, address: str, now: float) -> bool: ...
 
-    def record_failure(self, client: str, now: float) -> None: ...
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try again."""
+
+    def record_failure(self, address: str, now: float) -> None: ...
 
 
 def _ip(text: str) -> str | None:
@@ -111,11 +115,11 @@ class Gate:
         """The accepted key, or raise RateLimited / Unauthorized / Forbidden."""
         now = self.clock()
         if self.limiter is not None:
-            wait = self.limiter.retry_after(client, now)
-            if wait is not None:
+            if not self.limiter.allow(client, now):
+                wait = max(1, math.ceil(self.limiter.retry_after(client, now)))
                 raise RateLimited(
-                    f"too many failed authentications from {client}; retry in {wait:.0f}s",
-                    retry_after=max(1, round(wait)),
+                    f"too many failed authentications from {client}; retry in {wait}s",
+                    retry_after=wait,
                 )
         token = bearer_token(headers)
         if token is None:
