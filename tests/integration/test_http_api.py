@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.conftest import REPO, cli_env, run_cli, start_daemon, write_config
+from tests.conftest import run_cli, serve_sandbox, start_daemon, write_config
 
 
 @dataclass
@@ -42,33 +40,15 @@ class Sandbox:
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     tmp = Path(tempfile.mkdtemp(prefix="dph-", dir="/tmp"))
-    env = {"XDG_STATE_HOME": str(tmp / "state"), "HOME": str(tmp)}
-    log = tmp / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dashpay", "serve", "--sandbox"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=cli_env(env),
-            cwd=REPO,
-        )
     try:
-        deadline = time.monotonic() + 20
-        while (status := run_cli("status", "--json", env=env)).code != 0:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        urls = status.json()["http"]["urls"]
-        assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:"), urls
-        assert f"http API listening url={urls[0]}" in log.read_text()
-        yield Sandbox(urls[0], env, proc, log)
+        with serve_sandbox(tmp) as (proc, env):
+            urls = run_cli("status", "--json", env=env).json()["http"]["urls"]
+            assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:"), urls
+            log = tmp / "serve.log"
+            assert f"http API listening url={urls[0]}" in log.read_text()
+            yield Sandbox(urls[0], env, proc, log)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        finally:
-            proc.kill()
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def curl(*args: str) -> tuple[int, str]:
