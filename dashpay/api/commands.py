@@ -29,22 +29,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dashpay.api import params as p
+from dashpay.domain.apikeys import (  # the scopes are declared once, there
+    ADMIN,
+    CALLBACKS_READ,
+    CALLBACKS_WRITE,
+    RECEIVERS_READ,
+    RECEIVERS_WRITE,
+    SANDBOX,
+    SCOPES,
+    api_key_view,
+)
 
 if TYPE_CHECKING:
+    from dashpay.services.apikeys import ApiKeyService
     from dashpay.services.callbacks.service import CallbackService
     from dashpay.services.prices.service import PriceService
     from dashpay.services.receivers import ReceiverService
     from dashpay.services.rescan import Reconciler
-
-# Scopes: who may call a command (the HTTP API's API keys carry them; the Unix socket's
-# file permissions grant all of them).
-RECEIVERS_READ = "receivers:read"
-RECEIVERS_WRITE = "receivers:write"
-CALLBACKS_READ = "callbacks:read"
-CALLBACKS_WRITE = "callbacks:write"
-ADMIN = "admin"
-SANDBOX = "sandbox"  # only in `dashpay serve --sandbox`
-SCOPES = (RECEIVERS_READ, RECEIVERS_WRITE, CALLBACKS_READ, CALLBACKS_WRITE, ADMIN, SANDBOX)
 
 # How long a CLI call waits for the answer, unless the command says otherwise.
 DEFAULT_TIMEOUT = 65.0
@@ -82,6 +83,7 @@ class Services:
     callbacks: CallbackService | None = None
     prices: PriceService | None = None
     reconciler: Reconciler | None = None
+    apikeys: ApiKeyService | None = None
     sandbox: Any = None  # dashpay.sandbox.runtime.SandboxRuntime in sandbox mode
 
 
@@ -140,6 +142,8 @@ def command(
     def register(handler: Handler) -> Handler:
         if name in COMMANDS:
             raise ValueError(f"command {name} is declared twice")
+        if scope not in SCOPES:  # every command says who may call it (the HTTP API asks)
+            raise ValueError(f"command {name}: scope {scope!r} is not one of {SCOPES}")
         COMMANDS[name] = Command(
             name, help, scope, params, handler, needs, parse, cli, timeout, http
         )
@@ -442,6 +446,68 @@ async def callbacks_test(s: Services, url: str) -> dict[str, Any]:
 )
 async def callbacks_secret(s: Services) -> dict[str, Any]:
     return await s.callbacks.secret()
+
+
+# -- API keys (of the HTTP API; the control socket's own callers need none) ---------------
+
+
+@command(
+    "apikey.create",
+    help=(
+        "Make an API key for the HTTP API and print it: this is the only time it is shown "
+        "(only its SHA-256 is stored)."
+    ),
+    scope=ADMIN,
+    needs="apikeys",
+    params=(
+        Param(
+            "label",
+            "A name for the key, e.g. shop1 (1-100 characters).",
+            cli="--label",
+            required=True,
+        ),
+        Param(
+            "scopes",
+            f"What the key may do; repeat for more: {', '.join(SCOPES)}.",
+            cli="--scope",
+            cli_type=list,
+            required=True,
+            json_type="array",
+        ),
+    ),
+    parse=p.parse_api_key_create,
+    cli=("apikey", "create"),
+)
+async def apikey_create(s: Services, label: str, scopes: frozenset[str]) -> dict[str, Any]:
+    key, token = await s.apikeys.create(label, scopes)
+    return {"id": key.id, "label": key.label, "scopes": sorted(key.scopes), "key": token}
+
+
+@command(
+    "apikey.list",
+    help="List the API keys (never the keys themselves): prefix, label, scopes, times.",
+    scope=ADMIN,
+    needs="apikeys",
+    cli=("apikey", "list"),
+)
+async def apikey_list(s: Services) -> dict[str, Any]:
+    return {"api_keys": [api_key_view(key) for key in await s.apikeys.list()]}
+
+
+@command(
+    "apikey.revoke",
+    help="Revoke an API key: requests with it fail from now on (the row stays, revoked).",
+    scope=ADMIN,
+    needs="apikeys",
+    params=(
+        Param(
+            "key_id", "Key id (apikey list shows it).", parse=p.api_key_id, cli="ID", required=True
+        ),
+    ),
+    cli=("apikey", "revoke"),
+)
+async def apikey_revoke(s: Services, key_id: int) -> dict[str, Any]:
+    return api_key_view(await s.apikeys.revoke(key_id))
 
 
 # -- sandbox -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from dashpay.domain.apikeys import check_label, check_scopes
 from dashpay.domain.errors import InvalidParams
 from dashpay.domain.limits import (
     MAX_EVENT_ID_CHARS,
@@ -302,3 +303,19 @@ def block_count(value: Any) -> int:
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= 1000:
         raise InvalidParams("blocks must be an integer from 1 to 1000")
     return blocks
+
+
+def parse_api_key_create(params: dict[str, Any]) -> dict[str, Any]:
+    """A new API key's label and scopes (whether ``sandbox`` may be granted is the
+    daemon's to say: only ``serve --sandbox`` grants it)."""
+    return {"label": check_label(params.get("label")), "scopes": check_scopes(params.get("scopes"))}
+
+
+def api_key_id(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
+        raise InvalidParams(
+            f"key_id must be a positive integer (apikey list shows them), got {value!r:.40}"
+        )
+    return value

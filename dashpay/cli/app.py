@@ -44,6 +44,10 @@ app.add_typer(wallet_app, name="wallet")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
+apikey_app = typer.Typer(
+    help="API keys of the HTTP API: create (printed once), list, revoke.", no_args_is_help=True
+)
+app.add_typer(apikey_app, name="apikey")
 
 app.add_typer(callbacks_app, name="callbacks")
 
@@ -268,7 +272,13 @@ def sandbox_reset(
 
 
 commands.add_to(
-    {"": app, "receiver": receiver_app, "callbacks": callbacks_app, "sandbox": sandbox_app}
+    {
+        "": app,
+        "receiver": receiver_app,
+        "callbacks": callbacks_app,
+        "sandbox": sandbox_app,
+        "apikey": apikey_app,
+    }
 )
 
 

@@ -82,6 +82,8 @@ def _typer_parameter(param: Param) -> tuple[Any, Any]:
     spelling = param.cli or ""
     if spelling.startswith("-"):
         names = spelling.split(" ")
+        if param.cli_type is list:  # repeated: --scope a --scope b; the table checks it
+            return list[str] | None, typer.Option(None, *names, help=param.help)
         if param.cli_type is bool:
             return bool, typer.Option(bool(param.cli_default), *names, help=param.help)
         annotation = param.cli_type if param.cli_default is not None else param.cli_type | None

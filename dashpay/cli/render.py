@@ -342,3 +342,50 @@ def sandbox_drop(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
 def sandbox_lock(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     print(f"locked {result['txid']}")
     return None
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+
+@renders("apikey.create")
+def apikey_create(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    # The key alone on stdout (KEY=$(dashpay apikey create ...) works); the rest on stderr.
+    print(
+        f"api key {result['id']} ({result['label']}) with scopes {' '.join(result['scopes'])}; "
+        "store the key now, it is not shown again:",
+        file=sys.stderr,
+    )
+    print(result["key"])
+    return None
+
+
+@renders("apikey.list")
+def apikey_list(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    from rich.table import Table
+    from rich.text import Text
+
+    keys = result["api_keys"]
+    if not keys:
+        print("no API keys yet: dashpay apikey create --label NAME --scope SCOPE")
+        return None
+    table = Table()
+    for column in ("id", "prefix", "label", "scopes", "created", "last used", "revoked"):
+        table.add_column(column, no_wrap=column != "label", overflow="fold")
+    for key in keys:
+        table.add_row(
+            str(key["id"]),
+            Text(key["prefix"]),
+            Text(key["label"]),  # the label is the user's text, never rich markup
+            " ".join(key["scopes"]),
+            short_time(key["created_at"]),
+            short_time(key["last_used_at"]),
+            short_time(key["revoked_at"]),
+        )
+    console().print(table)
+    return None
+
+
+@renders("apikey.revoke")
+def apikey_revoke(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
+    print(f"api key {result['id']} ({result['label']}) revoked at {result['revoked_at']}")
+    return None

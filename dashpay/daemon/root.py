@@ -39,6 +39,7 @@ from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
+from dashpay.services.apikeys import ApiKeyService
 from dashpay.services.callbacks.secret import resolve_secret
 from dashpay.services.callbacks.sender import CallbackSender
 from dashpay.services.callbacks.service import CallbackService
@@ -82,6 +83,7 @@ class Daemon:
         self.insight: InsightSocket | None = None
         self.rest: InsightRest | None = None
         self.reconciler: Reconciler | None = None
+        self.apikeys: ApiKeyService | None = None  # the HTTP API authenticates with it
         self.verifier: Verifier | None = None
         self.last_rescan_error: str | None = None
         self.owner_lock: Any = None
@@ -131,6 +133,9 @@ class Daemon:
         applied = await trio.to_thread.run_sync(repo.migrate)
         if applied:
             log.info("migrations applied versions=%s", ",".join(map(str, applied)))
+        self.apikeys = ApiKeyService(repo, sandbox=self.sandbox is not None)
+        await nursery.start(self.apikeys.run)
+        self.services.apikeys = self.apikeys
         wallet = Wallet(config.wallet.xpub, config.wallet.network, config.wallet.chain)
         await trio.to_thread.run_sync(repo.ensure_counter, wallet.wallet_id, wallet.chain)
         self.wallet = wallet

@@ -31,6 +31,7 @@ from dashpay.domain.model import (
 )
 
 if TYPE_CHECKING:
+    from dashpay.domain.apikeys import ApiKey
     from dashpay.domain.errors import DashpayError
     from dashpay.repository.prices import PriceQuote
 
@@ -232,3 +233,24 @@ class Repository(Protocol):
 
     def list_quotes(self) -> list[PriceQuote]:
         """Every cached quote, by currency code."""
+
+    # API keys (dashpay.repository.apikeys.ApiKeysMixin) -------------------------------
+    def create_api_key(
+        self, label: str, scopes: frozenset[str], token_hash: str, prefix: str, created_at: int
+    ) -> ApiKey:
+        """Store a new key's hash, label, scopes and display prefix; the key as stored."""
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+
+    def find_api_key(self, token_hash: str) -> tuple[ApiKey, str] | None:
+        """The key stored with ``token_hash`` (revoked or not) and its stored hash."""
+
+    def active_api_keys(self) -> list[tuple[ApiKey, str]]:
+        """Every key not revoked, with its stored hash."""
+
+    def revoke_api_key(self, key_id: int, now: int) -> ApiKey:
+        """Set ``revoked_at`` (kept if already set); NotFound for an unknown id."""
+
+    def touch_api_keys(self, used: Sequence[tuple[int, int]]) -> None:
+        """Move ``last_used_at`` forward for ``(id, at)`` pairs, in one transaction."""

@@ -1,7 +1,8 @@
 """``SqlRepository``: the ``Repository`` interface written once over DB-API cursors,
 for both backends (see ``schema`` for the shared SQL text). It holds the hooks a
 backend implements, the HD counters, receiver creation and the reads, the settings,
-and ``transaction``, which hands the engine a ``SqlTransaction`` to drive.
+and ``transaction``, which hands the engine a ``SqlTransaction`` to drive. The outbox,
+the price cache and the API keys are mixins of their own files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from dashpay.domain.errors import Conflict, InvalidParams
 from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver, ReceiverUpdate
 from dashpay.domain.status import PENDING, STATUSES
+from dashpay.repository.apikeys import ApiKeysMixin
 from dashpay.repository.base import MAX_CREATE_BATCH
 from dashpay.repository.outbox import OutboxMixin
 from dashpay.repository.prices import PriceCacheMixin
@@ -65,7 +67,7 @@ def _created_receiver(receiver_id: int, index: int, address: str, new: NewReceiv
     )
 
 
-class SqlRepository(OutboxMixin, PriceCacheMixin):
+class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
     """The ``Repository`` interface written once over DB-API cursors. Subclasses
     provide the transport; see the module docstring for the hooks."""
 

@@ -46,7 +46,13 @@ def services() -> Services:
         return {"state": "ready"}
 
     return Services(
-        status=status, receivers=stub, callbacks=stub, prices=stub, reconciler=stub, sandbox=stub
+        status=status,
+        receivers=stub,
+        callbacks=stub,
+        prices=stub,
+        reconciler=stub,
+        apikeys=stub,
+        sandbox=stub,
     )
 
 
