@@ -31,6 +31,7 @@ from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError
+from dashpay.domain.ratelimit import FailedAuthLimiter
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.control_server import serve_control
@@ -240,6 +241,8 @@ class Daemon:
             dispatch=self.handle,
             config=self.config.http,
             health=self.health,
+            keys=self.apikeys,
+            limiter=FailedAuthLimiter(),
             sandbox=self.sandbox is not None,
             # (issue 16) the seed-compatible routes and /metrics mount here as `extra`.
         )

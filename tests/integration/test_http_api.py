@@ -132,6 +132,104 @@ def test_idle_and_slow_clients_do_not_delay_others(sandbox: Sandbox):
             sock.close()
 
 
+def make_key(sandbox: Sandbox, *scopes: str) -> str:
+    args = [arg for scope in scopes for arg in ("--scope", scope)]
+    return sandbox.cli("apikey", "create", "--label", "t", *args)["key"]
+
+
+@pytest.fixture(scope="module")
+def shop_key(sandbox: Sandbox) -> str:
+    return make_key(sandbox, "receivers:read", "receivers:write")
+
+
+def test_create_pay_get_with_httpx_and_curl(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        r = http.post(
+            "/v1/receivers",
+            json={"amount": "1.25", "description": "order 42"},
+            headers={"Idempotency-Key": "order-42"},
+        )
+        assert r.status_code == 200, r.text
+        created = r.json()
+        again = http.post(
+            "/v1/receivers", json={"amount": "1.25"}, headers={"Idempotency-Key": "order-42"}
+        )
+        assert again.json()["receiver_id"] == created["receiver_id"]
+        rid, address = created["receiver_id"], created["address"]
+        # The same data the control socket returns.
+        assert http.get(f"/v1/receivers/{rid}").json() == sandbox.cli("receiver", "show", str(rid))
+        paid = run_cli("sandbox", "pay", address, "1.25", env=sandbox.env)
+        assert paid.code == 0, paid.stderr
+        deadline = time.monotonic() + 15
+        while (shown := http.get(f"/v1/receivers/{rid}").json())["status"] != "settled":
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
+        assert shown["received_duffs"] == 125_000_000
+    code, body = curl(
+        "-H", f"Authorization: Bearer {shop_key}", f"{sandbox.url}/v1/receivers/{rid}"
+    )
+    assert code == 200 and json.loads(body)["status"] == "settled"
+    code, body = curl(
+        "-H", f"Authorization: Bearer {shop_key}", "-H", "Content-Type: application/json",
+        "-d", '{"amount": "2", "currency": "DASH"}', f"{sandbox.url}/v1/receivers",
+    )  # fmt: skip
+    assert code == 200 and json.loads(body)["amount_duffs"] == 200_000_000
+
+
+def test_list_pages_by_cursor_and_cancel(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        ids = [
+            http.post("/v1/receivers", json={"amount": "0.5"}).json()["receiver_id"]
+            for _ in range(3)
+        ]
+        first = http.get("/v1/receivers", params={"limit": 2}).json()
+        assert [r["receiver_id"] for r in first["receivers"]] == ids[::-1][:2]
+        rest = http.get("/v1/receivers", params={"limit": 2, "before_id": first["next_before_id"]})
+        assert rest.json()["receivers"][0]["receiver_id"] == ids[0]
+        cancelled = http.post(f"/v1/receivers/{ids[0]}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        again = http.post(f"/v1/receivers/{ids[0]}/cancel")  # idempotent, as over the socket
+        assert again.status_code == 200 and again.json()["status"] == "cancelled"
+        assert http.get(f"/v1/receivers/{ids[0]}").json() == sandbox.cli(
+            "receiver", "show", str(ids[0])
+        )
+        assert http.get("/v1/receivers/999999").status_code == 404
+
+
+def test_bad_bodies_and_scopes_change_nothing(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    before = sandbox.cli("status")["receivers"]
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        for body, kind in [
+            (b"{", "parse_error"),
+            (b'"amount"', "invalid_request"),
+            (b'{"amount": "-1"}', "invalid_params"),
+            (b'{"amount": "1", "currency": "XYZW"}', "invalid_params"),
+            (b'{"amount": "1", "nope": 1}', "invalid_params"),
+        ]:
+            r = http.post("/v1/receivers", content=body)
+            assert (r.status_code, r.json()["error"]["kind"]) == (400, kind), body
+        huge = b'{"amount": "1", "description": "' + b"x" * 200_000 + b'"}'
+        r = http.post("/v1/receivers", content=huge)
+        assert (r.status_code, r.json()["error"]["kind"]) == (413, "too_large")
+        r = http.get("/v1/status")
+        assert (r.status_code, r.json()["error"]["kind"]) == (403, "forbidden")
+    code, _ = curl(
+        "-H",
+        f"Authorization: Bearer {shop_key}",
+        "--data-binary",
+        "@-",
+        f"{sandbox.url}/v1/receivers",
+    )
+    assert code == 400  # an empty body: amount is required
+    assert sandbox.cli("status")["receivers"] == before
+    admin = make_key(sandbox, "admin")
+    status = httpx.get(f"{sandbox.url}/v1/status", headers={"Authorization": f"Bearer {admin}"})
+    assert status.json()["http"]["urls"] == [sandbox.url]
+
+
 @pytest.fixture(scope="module")
 def tls_daemon() -> Iterator[tuple[str, Path]]:
     if shutil.which("openssl") is None:
@@ -173,3 +271,13 @@ def test_tls_with_a_self_signed_certificate(tls_daemon):
     with contextlib.suppress(httpx.HTTPError):
         plain = httpx.get(url.replace("https:", "http:") + "/health", timeout=3)
         assert plain.status_code != 200
+
+
+def test_wrong_keys_are_rate_limited_per_client(sandbox: Sandbox, shop_key: str):
+    """Last in the module: it leaves 127.0.0.1 blocked for a while."""
+    with httpx.Client(base_url=sandbox.url, headers={"Authorization": "Bearer dp_wrong"}) as http:
+        codes = [http.get("/v1/receivers").status_code for _ in range(15)]
+    assert codes[0] == 401 and codes[-1] == 429, codes
+    r = httpx.get(f"{sandbox.url}/v1/receivers", headers={"Authorization": f"Bearer {shop_key}"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert httpx.get(f"{sandbox.url}/health").status_code == 200  # probes stay open
