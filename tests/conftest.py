@@ -3,6 +3,7 @@ a subprocess, and fresh MariaDB databases."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -265,6 +266,33 @@ def daemon(short_tmp, database_url) -> Iterator[DaemonProcess]:
     proc = start_daemon(config, ready=False)
     yield proc
     proc.stop()
+
+
+@contextlib.contextmanager
+def serve_sandbox(short_tmp) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
+    """`dashpay serve --sandbox` with its state under short_tmp, until ready."""
+    env = {"XDG_STATE_HOME": str(short_tmp / "state"), "HOME": str(short_tmp)}
+    log = (short_tmp / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashpay", "serve", "--sandbox"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=cli_env(env),
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while run_cli("status", env=env).code != 0:
+            assert proc.poll() is None, (short_tmp / "serve.log").read_text()
+            assert time.monotonic() < deadline, (short_tmp / "serve.log").read_text()
+            time.sleep(0.1)
+        yield proc, env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        finally:
+            proc.kill()
 
 
 # -- a sandbox Insight peer living in the test process --------------------------------

@@ -8,7 +8,9 @@ into one registry, ``COMMANDS``. From it are built:
 - the Typer CLI (``cli/commands.py``): each command's options and arguments, their help
   and the same parsing run client-side, so a typo fails with exit 2 even while the
   daemon is down;
-- (next) the HTTP API and its OpenAPI document, from the same parameters and scopes.
+- the HTTP API (``api/http/``) and its OpenAPI document: each command's ``http``
+  routes ("POST /v1/receivers"; a ``{name}`` path segment is the parameter ``name``),
+  its parameters and its scope. A command without routes is not on the HTTP API.
 
 A parameter says how it is parsed (a function from ``api/params.py``, given the raw
 JSON value or None when absent) and how it is spelled on the command line. A command
@@ -67,7 +69,10 @@ class Param:
     cli_type: type = str
     cli_default: Any = None
     required: bool = False
-    json_type: str = "string"  # for the OpenAPI document: string, integer, boolean, array
+    # How HTTP query and path values are read, and the OpenAPI type: string, integer,
+    # boolean, array (of ``json_items``).
+    json_type: str = "string"
+    json_items: str = "string"
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Command:
     parse: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     cli: tuple[str, ...] = ()  # e.g. ("receiver", "new"); () = not on the CLI
     timeout: float = DEFAULT_TIMEOUT
+    http: tuple[str, ...] = ()  # e.g. ("GET /v1/receivers/{receiver_id}",); () = not on HTTP
 
     @property
     def sandbox_only(self) -> bool:
@@ -131,6 +137,7 @@ def command(
     parse: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     cli: tuple[str, ...] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    http: tuple[str, ...] = (),
 ) -> Callable[[Handler], Handler]:
     """Record a command in ``COMMANDS``; the decorated function is its handler."""
 
@@ -139,7 +146,9 @@ def command(
             raise ValueError(f"command {name} is declared twice")
         if scope not in SCOPES:  # every command says who may call it (the HTTP API asks)
             raise ValueError(f"command {name}: scope {scope!r} is not one of {SCOPES}")
-        COMMANDS[name] = Command(name, help, scope, params, handler, needs, parse, cli, timeout)
+        COMMANDS[name] = Command(
+            name, help, scope, params, handler, needs, parse, cli, timeout, http
+        )
         return handler
 
     return register
@@ -154,6 +163,7 @@ def command(
     scope=ADMIN,
     needs=None,
     cli=("status",),
+    http=("GET /v1/status",),
 )
 async def status(s: Services) -> dict[str, Any]:
     return await s.status()
@@ -209,6 +219,7 @@ RECEIVER_ID = Param(
     ),
     parse=lambda given: {"request": p.parse_create_receiver(given)},
     cli=("receiver", "new"),
+    http=("POST /v1/receivers",),
 )
 async def receiver_create(s: Services, request: p.CreateReceiverParams) -> dict[str, Any]:
     return await s.receivers.create(request)
@@ -221,6 +232,7 @@ async def receiver_create(s: Services, request: p.CreateReceiverParams) -> dict[
     needs="receivers",
     params=(RECEIVER_ID,),
     cli=("receiver", "show"),
+    http=("GET /v1/receivers/{receiver_id}",),
 )
 async def receiver_get(s: Services, receiver_id: int) -> dict[str, Any]:
     return await s.receivers.get(receiver_id)
@@ -244,6 +256,7 @@ async def receiver_get(s: Services, receiver_id: int) -> dict[str, Any]:
     ),
     parse=lambda given: {"request": p.parse_list_receivers(given, p.RECEIVER_STATUSES)},
     cli=("receiver", "list"),
+    http=("GET /v1/receivers",),
 )
 async def receiver_list(s: Services, request: p.ListReceiversParams) -> dict[str, Any]:
     return await s.receivers.list(request)
@@ -256,6 +269,7 @@ async def receiver_list(s: Services, request: p.ListReceiversParams) -> dict[str
     needs="receivers",
     params=(RECEIVER_ID,),
     cli=("receiver", "cancel"),
+    http=("POST /v1/receivers/{receiver_id}/cancel",),
 )
 async def receiver_cancel(s: Services, receiver_id: int) -> dict[str, Any]:
     return await s.receivers.cancel(receiver_id)
@@ -276,6 +290,7 @@ async def receiver_cancel(s: Services, receiver_id: int) -> dict[str, Any]:
             cli="[ID]...",
             cli_type=list[int],
             json_type="array",
+            json_items="integer",
         ),
         Param(
             "all_pending",
@@ -291,6 +306,7 @@ async def receiver_cancel(s: Services, receiver_id: int) -> dict[str, Any]:
     ),
     parse=p.parse_rescan,
     cli=("rescan",),
+    http=("POST /v1/rescan", "POST /v1/receivers/{receiver_ids}/rescan"),
     # A rescan of many receivers takes a while (the daemon's own request limit is higher).
     timeout=600.0,
 )
@@ -316,6 +332,7 @@ async def rescan(
         ),
     ),
     cli=("price",),
+    http=("GET /v1/prices",),
     # A price.get may fetch from every provider in turn for a currency with no cached
     # quote: three providers at the default 5 s timeout, plus room.
     timeout=65.0,
@@ -354,6 +371,7 @@ EVENT_ID = Param("event_id", "Event id (Dashpay-Delivery).", parse=p.event_id_va
     ),
     parse=p.parse_callbacks_list,
     cli=("callbacks", "list"),
+    http=("GET /v1/callbacks",),
 )
 async def callbacks_list(s: Services, **request: Any) -> dict[str, Any]:
     return await s.callbacks.list(**request)
@@ -366,6 +384,7 @@ async def callbacks_list(s: Services, **request: Any) -> dict[str, Any]:
     needs="callbacks",
     params=(EVENT_ID,),
     cli=("callbacks", "show"),
+    http=("GET /v1/callbacks/{event_id}",),
 )
 async def callbacks_get(s: Services, event_id: str) -> dict[str, Any]:
     return await s.callbacks.get(event_id)
@@ -399,6 +418,7 @@ async def callbacks_get(s: Services, event_id: str) -> dict[str, Any]:
     ),
     parse=p.parse_callbacks_retry,
     cli=("callbacks", "retry"),
+    http=("POST /v1/callbacks/{event_id}/retry", "POST /v1/callbacks/retry"),
 )
 async def callbacks_retry(s: Services, event_id: str | None, receiver_id: int | None) -> dict:
     return await s.callbacks.retry(event_id, receiver_id)
@@ -422,6 +442,7 @@ async def callbacks_retry(s: Services, event_id: str | None, receiver_id: int | 
         ),
     ),
     cli=("callbacks", "test"),
+    http=("POST /v1/callbacks/test",),
 )
 async def callbacks_test(s: Services, url: str) -> dict[str, Any]:
     return await s.callbacks.test(url)
@@ -433,6 +454,8 @@ async def callbacks_test(s: Services, url: str) -> dict[str, Any]:
     scope=ADMIN,
     needs="callbacks",
     cli=("callbacks", "secret"),
+    # No HTTP route: the key that signs callbacks never leaves the host over the network
+    # (a leaked API key must not let anyone forge callbacks).
 )
 async def callbacks_secret(s: Services) -> dict[str, Any]:
     return await s.callbacks.secret()

@@ -131,6 +131,7 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("callbacks error", callbacks.get("error")),
         ("last rescan", _rescan_line(rescan) if rescan else "none yet"),
         ("last held rescan", _rescan_line(hold) if hold else None),
+        ("http API", " ".join((result.get("http") or {}).get("urls") or []) or None),
     ]
     console().print(fields_table(rows))
     return None

@@ -28,6 +28,7 @@ from dashpay.config.checkout_values import (
 )
 from dashpay.config.durations import DURATION_HINT, DurationError, parse_duration
 from dashpay.config.errors import ConfigError, Invalid, WrongType
+from dashpay.config.listen import byte_size, cidr_list, listen_list, origin_list
 from dashpay.config.text import close_matches, describe, quote, redact_url, toml_value
 
 # -- limits ---------------------------------------------------------------------------
@@ -353,6 +354,27 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             _text_then(public_url),
             example="https://pay.shop.example",
         ),
+        "listen": KeySpec(
+            'array of "host:port" addresses (empty: no HTTP API)',
+            [],
+            listen_list,
+            example=["127.0.0.1:8080"],
+        ),
+        "tls_cert": KeySpec("path of a PEM certificate chain", None, _path, example="cert.pem"),
+        "tls_key": KeySpec("path of the PEM private key", None, _path, example="key.pem"),
+        "trusted_proxies": KeySpec(
+            "array of IP addresses or networks", [], cidr_list, example=["127.0.0.1"]
+        ),
+        "cors_origins": KeySpec(
+            'array of origins ("https://shop.example") or ["*"]',
+            [],
+            origin_list,
+            example=["https://shop.example"],
+        ),
+        "max_body": KeySpec('size from 1KiB to 16MiB (e.g. "64KiB")', "64KiB", byte_size),
+        "request_timeout": KeySpec(_DURATION, "30s", _duration(allow_zero=False)),
+        "idle_timeout": KeySpec(_DURATION, "5s", _duration(allow_zero=False)),
+        "max_in_flight": KeySpec("integer from 1 to 10000", 256, _integer(1, 10_000)),
     },
     "checkout": {
         "shop_name": KeySpec(

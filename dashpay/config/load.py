@@ -25,11 +25,11 @@ from dashpay.config.database import DatabaseConfig, parse_database_url
 from dashpay.config.durations import format_duration
 from dashpay.config.errors import ConfigError
 from dashpay.config.files import read_toml
+from dashpay.config.http import HttpConfig, build_http
 from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, check_sections
 from dashpay.config.model import (
     CallbacksConfig,
     Config,
-    HttpConfig,
     InsightConfig,
     LoggingConfig,
     PricesConfig,
@@ -75,7 +75,7 @@ def config_from_dict(
             callbacks=_build_callbacks(reader, base_dir, env, offline),
             logging=LoggingConfig(**reader.section("logging")),
             prices=_build_prices(reader),
-            http=HttpConfig(**reader.section("http")),
+            http=build_http(reader, base_dir),
             checkout=build_checkout(reader, base_dir),
         )
     except ConfigError as exc:
@@ -95,6 +95,7 @@ def default_config(**overrides: Any) -> Config:
         receivers=ReceiversConfig(),
         callbacks=CallbacksConfig(),
         logging=LoggingConfig(),
+        http=HttpConfig(),
     )
     return replace(base, **overrides)
 

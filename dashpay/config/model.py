@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from dashpay.config.checkout import CheckoutConfig
 from dashpay.config.control import ControlConfig
 from dashpay.config.database import DatabaseConfig
+from dashpay.config.http import HttpConfig
 from dashpay.config.keys import PRICE_PROVIDERS, default
 from dashpay.domain.addresses import embedded_ipv4
 
@@ -186,14 +187,6 @@ class CallbacksConfig:
         if not address.is_global and not self.allow_private_targets:
             return "is private or loopback", "allow_private_targets"
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    """[http]. ``public_url``: where customers' browsers reach the daemon; with it set,
-    every receiver's answer carries ``checkout_url`` (``<public_url>/pay/<token>``)."""
-
-    public_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

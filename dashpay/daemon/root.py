@@ -23,6 +23,7 @@ import trio
 from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
+from dashpay.api.http.app import HttpApp
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.ownership import own_wallet
@@ -32,9 +33,11 @@ from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError
+from dashpay.domain.ratelimit import FailedAuthLimiter
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.control_server import serve_control
+from dashpay.net.http_server import serve_http
 from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository
@@ -111,6 +114,7 @@ class Daemon:
         self.owner_lock: Any = None
         self.ownership_lost_since: float | None = None
         self.exit_code = 0
+        self.http_urls: list[str] = []  # where the HTTP API listens ([http] listen)
         self.watchdog = Watchdog()
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
@@ -263,6 +267,20 @@ class Daemon:
             self.handle,
         )
         log.info("control socket listening path=%s", path)
+        if self.config.http.listen:
+            self.http_urls = await nursery.start(serve_http, self.http_app(), self.config.http)
+
+    def http_app(self) -> HttpApp:
+        """The HTTP API over the same dispatcher as the control socket."""
+        return HttpApp(
+            dispatch=self.handle,
+            config=self.config.http,
+            health=self.health,
+            keys=self.apikeys,
+            limiter=FailedAuthLimiter(),
+            sandbox=self.sandbox is not None,
+            # (issue 16) the seed-compatible routes and /metrics mount here as `extra`.
+        )
 
     # -- Insight follow-up tasks --------------------------------------------------------
     def _on_connected(self, message: Any) -> None:

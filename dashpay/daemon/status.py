@@ -50,6 +50,7 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             "url": daemon.config.database.display_url(),
         },
         "control_socket": str(daemon.config.control.socket),
+        "http": {"urls": list(daemon.http_urls)},
     }
     if daemon.wallet is not None:
         result["wallet"] = {

@@ -9,11 +9,17 @@
     ├── Internal                    internal        7  a bug; the daemon logged it
     ├── Unreachable                 unreachable     3  no daemon answers on the socket
     ├── PermissionDenied            permission_denied 6  the CLI may not open the socket
-    └── ProtocolFault               (the control protocol itself)
-        ├── ParseError              parse_error     4  not valid JSON
-        ├── InvalidRequest          invalid_request 4  JSON, but not JSON-RPC 2.0
-        ├── MethodNotFound          method_not_found 4
-        └── TooLarge                too_large       4  over the size limit
+    ├── ProtocolFault               (the control protocol itself)
+    │   ├── ParseError              parse_error     4  not valid JSON
+    │   ├── InvalidRequest          invalid_request 4  JSON, but not JSON-RPC 2.0
+    │   ├── MethodNotFound          method_not_found 4
+    │   ├── MethodNotAllowed        method_not_allowed 4  (HTTP) a path without this method
+    │   ├── TooLarge                too_large       4  over the size limit
+    │   └── RequestTimeout          request_timeout 4  (HTTP) the request took too long
+    └── AuthFault                   (HTTP API keys; the Unix socket has file permissions)
+        ├── Unauthorized            unauthorized    4  no key, or a wrong or revoked one
+        ├── Forbidden               forbidden       4  the key lacks the command's scope
+        └── RateLimited             rate_limited    4  too many failed attempts
 
 A service raises the subclass; the control server sends its ``kind`` as JSON-RPC
 ``error.data.kind`` (``dashpay.net.control_server``); the CLI turns a kind into its exit
@@ -138,6 +144,32 @@ class TooLarge(ProtocolFault):
     kind = "too_large"
 
 
+class MethodNotAllowed(ProtocolFault):
+    kind = "method_not_allowed"
+
+
+class RequestTimeout(ProtocolFault):
+    kind = "request_timeout"
+
+
+class AuthFault(DashpayError):
+    """An HTTP request without the right API key (it never reached a command)."""
+
+    kind = "unauthorized"
+
+
+class Unauthorized(AuthFault):
+    kind = "unauthorized"
+
+
+class Forbidden(AuthFault):
+    kind = "forbidden"
+
+
+class RateLimited(AuthFault):
+    kind = "rate_limited"
+
+
 def _leaves(root: type[DashpayError]) -> list[type[DashpayError]]:
     out: list[type[DashpayError]] = []
     for sub in root.__subclasses__():
@@ -148,9 +180,9 @@ def _leaves(root: type[DashpayError]) -> list[type[DashpayError]]:
 
 
 # Kind -> class, from the classes above (ProtocolFault shares invalid_request with
-# InvalidRequest; the concrete class wins).
+# InvalidRequest, AuthFault unauthorized with Unauthorized; the concrete class wins).
 _CLASS_BY_KIND: dict[str, type[DashpayError]] = {
-    cls.kind: cls for cls in _leaves(DashpayError) if cls is not ProtocolFault
+    cls.kind: cls for cls in _leaves(DashpayError) if cls not in (ProtocolFault, AuthFault)
 }
 ERROR_KINDS = frozenset(_CLASS_BY_KIND)
 
@@ -167,6 +199,11 @@ PARSE_ERROR = ParseError.kind
 INVALID_REQUEST = InvalidRequest.kind
 METHOD_NOT_FOUND = MethodNotFound.kind
 TOO_LARGE = TooLarge.kind
+METHOD_NOT_ALLOWED = MethodNotAllowed.kind
+REQUEST_TIMEOUT = RequestTimeout.kind
+UNAUTHORIZED = Unauthorized.kind
+FORBIDDEN = Forbidden.kind
+RATE_LIMITED = RateLimited.kind
 
 
 def exit_code_for(kind: str) -> int:

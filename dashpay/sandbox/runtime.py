@@ -94,6 +94,8 @@ def sandbox_config(
         insight=dataclasses.replace(
             base.insight, url=f"http://127.0.0.1:{insight_port}/insight-api", socket_url=None
         ),
+        # The HTTP API on a free loopback port (its URL is logged and in `status`).
+        http=dataclasses.replace(base.http, listen=("127.0.0.1:0",)),
     )
 
 

@@ -34,6 +34,7 @@ from dashpay.domain.errors import (
     PARSE_ERROR,
     TOO_LARGE,
     DashpayError,
+    ParseError,
 )
 
 JSONRPC_VERSION = "2.0"
@@ -253,6 +254,24 @@ def _valid_id(value: Any) -> bool:
     )
 
 
+def decode_json(data: bytes, what: str) -> Any:
+    """One JSON document read the way the control protocol reads it (numbers with a
+    fraction as exact ``Decimal``, NaN and infinities refused); a ``ParseError`` naming
+    ``what`` on anything else. The HTTP API reads its bodies with it too."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"{what} is not UTF-8 (bad byte at offset {exc.start})") from None
+    try:
+        return _loads(text, decimals=True)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ParseError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
+        raise ParseError(f"{what} is not valid JSON: {exc}") from None
+
+
 def parse_request(line: bytes) -> Request | ErrorResponse:
     """Validate one line (without its newline) as a JSON-RPC 2.0 request.
 
@@ -260,23 +279,9 @@ def parse_request(line: bytes) -> Request | ErrorResponse:
     when it could be read, else null). Never raises on hostile input.
     """
     try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return ErrorResponse(
-            None, PARSE_ERROR, f"control message is not UTF-8 (bad byte at offset {exc.start})"
-        )
-    try:
-        message = _loads(text, decimals=True)
-    except json.JSONDecodeError as exc:
-        return ErrorResponse(
-            None,
-            PARSE_ERROR,
-            f"control message is not valid JSON: {exc.msg} at column {exc.colno}",
-        )
-    except RecursionError:
-        return ErrorResponse(None, PARSE_ERROR, "control message is nested too deeply")
-    except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
-        return ErrorResponse(None, PARSE_ERROR, f"control message is not valid JSON: {exc}")
+        message = decode_json(line, "control message")
+    except DashpayError as exc:
+        return ErrorResponse(None, exc.kind, exc.message)
 
     if isinstance(message, list):
         return ErrorResponse(
@@ -347,13 +352,19 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _dumps(message: Mapping[str, Any]) -> bytes:
-    """One wire line. Raises TypeError/ValueError for values JSON cannot carry (NaN,
-    infinities, arbitrary objects): better a clear error than a line the peer rejects."""
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, Decimals as their exact text. Raises TypeError/ValueError for
+    values JSON cannot carry (NaN, infinities, arbitrary objects): better a clear error
+    than a document the peer rejects."""
     text = json.dumps(
-        message, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
     )
-    return text.encode("utf-8") + b"\n"
+    return text.encode("utf-8")
+
+
+def _dumps(message: Mapping[str, Any]) -> bytes:
+    """One wire line (see ``encode_json``)."""
+    return encode_json(message) + b"\n"
 
 
 def encode_request(request_id: RequestId, method: str, params: Mapping[str, Any] | None) -> bytes:

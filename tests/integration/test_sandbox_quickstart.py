@@ -3,41 +3,9 @@ config anywhere, then plain CLI commands in another terminal."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
-from tests.conftest import REPO, cli_env, run_cli
-
-
-@contextlib.contextmanager
-def serve_sandbox(short_tmp) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
-    """`dashpay serve --sandbox` with its state under short_tmp, until ready."""
-    env = {"XDG_STATE_HOME": str(short_tmp / "state"), "HOME": str(short_tmp)}
-    log = (short_tmp / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashpay", "serve", "--sandbox"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=cli_env(env),
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while run_cli("status", env=env).code != 0:
-            assert proc.poll() is None, (short_tmp / "serve.log").read_text()
-            assert time.monotonic() < deadline, (short_tmp / "serve.log").read_text()
-            time.sleep(0.1)
-        yield proc, env
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        finally:
-            proc.kill()
+from tests.conftest import run_cli, serve_sandbox
 
 
 def test_serve_sandbox_walkthrough_without_any_config(short_tmp):

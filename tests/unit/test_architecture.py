@@ -37,6 +37,11 @@ TOP_LEVEL = {"dashpay": -1, "dashpay.__main__": len(LAYERS)}
 # Files allowed past MAX_LINES, each with why it is one cohesive thing.
 MAX_LINES = 600
 LONG_FILES: dict[str, str] = {
+    "dashpay/api/commands.py": (
+        "THE command table: one declaration per command (parameters, scope, CLI spelling, "
+        "HTTP route), so the control socket, the CLI, the HTTP API and OpenAPI are built "
+        "from one place; the parsers are in params.py"
+    ),
     "dashpay/sandbox/chain.py": (
         "one model: the simulated chain's state and the Insight JSON it renders from its "
         "own indexes (mempool, blocks, locks, address histories)"

@@ -1,0 +1,283 @@
+"""The HTTP API of a real daemon, driven with httpx and with curl: one sandbox daemon
+for the module (`dashpay serve --sandbox`, whose HTTP port is a free loopback port),
+plus a TLS daemon for the HTTPS test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from tests.conftest import run_cli, serve_sandbox, start_daemon, write_config
+
+
+@dataclass
+class Sandbox:
+    url: str
+    env: dict[str, str]
+    proc: subprocess.Popen
+    log: Path
+
+    def cli(self, *args: str) -> dict:
+        result = run_cli(*args, "--json", env=self.env)
+        assert result.code == 0, result.stderr
+        return result.json()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    tmp = Path(tempfile.mkdtemp(prefix="dph-", dir="/tmp"))
+    try:
+        with serve_sandbox(tmp) as (proc, env):
+            urls = run_cli("status", "--json", env=env).json()["http"]["urls"]
+            assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:"), urls
+            log = tmp / "serve.log"
+            assert f"http API listening url={urls[0]}" in log.read_text()
+            yield Sandbox(urls[0], env, proc, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def curl(*args: str) -> tuple[int, str]:
+    """(HTTP status, body) of a curl subprocess."""
+    proc = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    body, _, code = proc.stdout.rpartition("\n")
+    return int(code), body
+
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+
+
+def test_health_ready_and_openapi_over_the_wire(sandbox: Sandbox):
+    assert httpx.get(f"{sandbox.url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{sandbox.url}/ready")
+    assert ready.status_code == 200 and ready.json()["state"] == "ready"
+    code, body = curl(f"{sandbox.url}/openapi.json")
+    assert code == 200
+    document = json.loads(body)
+    validate(document)
+    assert "/v1/receivers" in document["paths"]
+    assert not any("sandbox" in path for path in document["paths"])  # not on HTTP
+    docs = httpx.get(f"{sandbox.url}/docs")
+    assert docs.headers["content-type"].startswith("text/html")
+    assert "/v1/receivers/{receiver_id}/cancel" in docs.text
+
+
+def test_unknown_paths_methods_and_missing_keys(sandbox: Sandbox):
+    code, body = curl(f"{sandbox.url}/v1/nowhere")
+    assert code == 404 and json.loads(body)["error"]["kind"] == "not_found"
+    code, body = curl("-X", "DELETE", f"{sandbox.url}/v1/receivers")
+    assert code == 405 and json.loads(body)["error"]["kind"] == "method_not_allowed"
+    code, body = curl("-X", "POST", "-d", '{"amount": "1"}', f"{sandbox.url}/v1/receivers")
+    assert code == 401 and json.loads(body)["error"]["kind"] == "unauthorized"
+    code, body = curl("-H", "Authorization: Bearer nope", f"{sandbox.url}/v1/receivers")
+    assert code == 401
+    assert sandbox.cli("receiver", "list")["receivers"] == []  # nothing was created
+
+
+def _idle_connections(url: str, count: int) -> list[socket.socket]:
+    parts = urlsplit(url)
+    out = []
+    for _ in range(count):
+        out.append(socket.create_connection((parts.hostname, parts.port), timeout=5))
+    return out
+
+
+def test_idle_and_slow_clients_do_not_delay_others(sandbox: Sandbox):
+    parts = urlsplit(sandbox.url)
+    idle = _idle_connections(sandbox.url, 300)
+    # A slowloris head (never finished) and a slow body (a few bytes of a large one).
+    slow_head = socket.create_connection((parts.hostname, parts.port))
+    slow_head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: ")
+    slow_body = socket.create_connection((parts.hostname, parts.port))
+    slow_body.sendall(
+        b'POST /v1/receivers HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"amo'
+    )
+    try:
+        with httpx.Client(base_url=sandbox.url) as http:
+            started = time.monotonic()
+            for _ in range(20):
+                assert http.get("/health").status_code == 200
+            elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"20 requests took {elapsed:.2f}s beside 300 idle connections"
+        # The engine is not delayed: a receiver is created over the control socket.
+        started = time.monotonic()
+        created = sandbox.cli("receiver", "new", "--amount", "0.1")
+        assert created["status"] == "pending"
+        assert time.monotonic() - started < 5
+        # The slowloris head is closed once idle_timeout (5 s) passes, not kept forever.
+        slow_head.settimeout(10)
+        assert slow_head.recv(1024) == b""
+    finally:
+        for sock in [*idle, slow_head, slow_body]:
+            sock.close()
+
+
+def make_key(sandbox: Sandbox, *scopes: str) -> str:
+    args = [arg for scope in scopes for arg in ("--scope", scope)]
+    return sandbox.cli("apikey", "create", "--label", "t", *args)["key"]
+
+
+@pytest.fixture(scope="module")
+def shop_key(sandbox: Sandbox) -> str:
+    return make_key(sandbox, "receivers:read", "receivers:write")
+
+
+def test_create_pay_get_with_httpx_and_curl(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        r = http.post(
+            "/v1/receivers",
+            json={"amount": "1.25", "description": "order 42"},
+            headers={"Idempotency-Key": "order-42"},
+        )
+        assert r.status_code == 200, r.text
+        created = r.json()
+        again = http.post(
+            "/v1/receivers", json={"amount": "1.25"}, headers={"Idempotency-Key": "order-42"}
+        )
+        assert again.json()["receiver_id"] == created["receiver_id"]
+        rid, address = created["receiver_id"], created["address"]
+        # The same data the control socket returns.
+        assert http.get(f"/v1/receivers/{rid}").json() == sandbox.cli("receiver", "show", str(rid))
+        paid = run_cli("sandbox", "pay", address, "1.25", env=sandbox.env)
+        assert paid.code == 0, paid.stderr
+        deadline = time.monotonic() + 15
+        while (shown := http.get(f"/v1/receivers/{rid}").json())["status"] != "settled":
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
+        assert shown["received_duffs"] == 125_000_000
+    code, body = curl(
+        "-H", f"Authorization: Bearer {shop_key}", f"{sandbox.url}/v1/receivers/{rid}"
+    )
+    assert code == 200 and json.loads(body)["status"] == "settled"
+    code, body = curl(
+        "-H", f"Authorization: Bearer {shop_key}", "-H", "Content-Type: application/json",
+        "-d", '{"amount": "2", "currency": "DASH"}', f"{sandbox.url}/v1/receivers",
+    )  # fmt: skip
+    assert code == 200 and json.loads(body)["amount_duffs"] == 200_000_000
+
+
+def test_list_pages_by_cursor_and_cancel(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        ids = [
+            http.post("/v1/receivers", json={"amount": "0.5"}).json()["receiver_id"]
+            for _ in range(3)
+        ]
+        first = http.get("/v1/receivers", params={"limit": 2}).json()
+        assert [r["receiver_id"] for r in first["receivers"]] == ids[::-1][:2]
+        rest = http.get("/v1/receivers", params={"limit": 2, "before_id": first["next_before_id"]})
+        assert rest.json()["receivers"][0]["receiver_id"] == ids[0]
+        cancelled = http.post(f"/v1/receivers/{ids[0]}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        again = http.post(f"/v1/receivers/{ids[0]}/cancel")  # idempotent, as over the socket
+        assert again.status_code == 200 and again.json()["status"] == "cancelled"
+        assert http.get(f"/v1/receivers/{ids[0]}").json() == sandbox.cli(
+            "receiver", "show", str(ids[0])
+        )
+        assert http.get("/v1/receivers/999999").status_code == 404
+
+
+def test_bad_bodies_and_scopes_change_nothing(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    before = sandbox.cli("status")["receivers"]
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        for body, kind in [
+            (b"{", "parse_error"),
+            (b'"amount"', "invalid_request"),
+            (b'{"amount": "-1"}', "invalid_params"),
+            (b'{"amount": "1", "currency": "XYZW"}', "invalid_params"),
+            (b'{"amount": "1", "nope": 1}', "invalid_params"),
+        ]:
+            r = http.post("/v1/receivers", content=body)
+            assert (r.status_code, r.json()["error"]["kind"]) == (400, kind), body
+        huge = b'{"amount": "1", "description": "' + b"x" * 200_000 + b'"}'
+        r = http.post("/v1/receivers", content=huge)
+        assert (r.status_code, r.json()["error"]["kind"]) == (413, "too_large")
+        r = http.get("/v1/status")
+        assert (r.status_code, r.json()["error"]["kind"]) == (403, "forbidden")
+    code, _ = curl(
+        "-H",
+        f"Authorization: Bearer {shop_key}",
+        "--data-binary",
+        "@-",
+        f"{sandbox.url}/v1/receivers",
+    )
+    assert code == 400  # an empty body: amount is required
+    assert sandbox.cli("status")["receivers"] == before
+    admin = make_key(sandbox, "admin")
+    status = httpx.get(f"{sandbox.url}/v1/status", headers={"Authorization": f"Bearer {admin}"})
+    assert status.json()["http"]["urls"] == [sandbox.url]
+
+
+@pytest.fixture(scope="module")
+def tls_daemon() -> Iterator[tuple[str, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    tmp = Path(tempfile.mkdtemp(prefix="dpt-", dir="/tmp"))
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem"),
+            "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    config = write_config(
+        tmp,
+        f"sqlite:///{tmp / 'dashpay.sqlite3'}",
+        http={"listen": ["127.0.0.1:0"], "tls_cert": "cert.pem", "tls_key": "key.pem"},
+    )
+    daemon = start_daemon(config, ready=False)
+    try:
+        urls = daemon.cli("status", "--json").json()["http"]["urls"]
+        yield urls[0], tmp / "cert.pem"
+    finally:
+        daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_tls_with_a_self_signed_certificate(tls_daemon):
+    url, cert = tls_daemon
+    assert url.startswith("https://127.0.0.1:")
+    r = httpx.get(f"{url}/health", verify=ssl.create_default_context(cafile=str(cert)))
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    # No Insight here: the daemon is starting, and /ready says so with a 503.
+    code, body = curl("--cacert", str(cert), f"{url}/ready")
+    assert code == 503 and json.loads(body)["state"] == "starting"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health")  # not trusted without the certificate
+    with contextlib.suppress(httpx.HTTPError):
+        plain = httpx.get(url.replace("https:", "http:") + "/health", timeout=3)
+        assert plain.status_code != 200
+
+
+def test_wrong_keys_are_rate_limited_per_client(sandbox: Sandbox, shop_key: str):
+    """Last in the module: it leaves 127.0.0.1 blocked for a while."""
+    with httpx.Client(base_url=sandbox.url, headers={"Authorization": "Bearer dp_wrong"}) as http:
+        codes = [http.get("/v1/receivers").status_code for _ in range(15)]
+    assert codes[0] == 401 and codes[-1] == 429, codes
+    r = httpx.get(f"{sandbox.url}/v1/receivers", headers={"Authorization": f"Bearer {shop_key}"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert httpx.get(f"{sandbox.url}/health").status_code == 200  # probes stay open
