@@ -54,6 +54,8 @@ class DashpayError(Exception):
 
     kind: str = "internal"
     exit_code: ClassVar[int] = EXIT_REJECTED
+    # Raised by the CLI's client only, never sent by the daemon (so never an HTTP answer).
+    client_side: ClassVar[bool] = False
 
     def __new__(cls, *args: Any, **details: Any) -> DashpayError:
         if cls is DashpayError and len(args) >= 2 and isinstance(args[0], str):
@@ -110,6 +112,7 @@ class Unreachable(DashpayError):
 
     kind = "unreachable"
     exit_code = EXIT_UNREACHABLE
+    client_side = True
 
 
 class PermissionDenied(DashpayError):
@@ -119,6 +122,7 @@ class PermissionDenied(DashpayError):
 
     kind = "permission_denied"
     exit_code = EXIT_PERMISSION
+    client_side = True
 
 
 class ProtocolFault(DashpayError):
@@ -185,6 +189,8 @@ _CLASS_BY_KIND: dict[str, type[DashpayError]] = {
     cls.kind: cls for cls in _leaves(DashpayError) if cls not in (ProtocolFault, AuthFault)
 }
 ERROR_KINDS = frozenset(_CLASS_BY_KIND)
+# The kinds the daemon may answer with (over the control socket and HTTP).
+DAEMON_KINDS = frozenset(kind for kind, cls in _CLASS_BY_KIND.items() if not cls.client_side)
 
 # The kinds by name, for code that compares a kind read off the wire.
 INVALID_PARAMS = InvalidParams.kind
