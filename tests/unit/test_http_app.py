@@ -117,7 +117,10 @@ def kind_of(response: httpx.Response) -> str:
 
 def test_every_error_kind_has_an_http_status():
     assert set(STATUS_BY_KIND) == errors.DAEMON_KINDS
-    assert errors.ERROR_KINDS - errors.DAEMON_KINDS == {errors.UNREACHABLE, errors.PERMISSION_DENIED}
+    assert {
+        errors.UNREACHABLE,
+        errors.PERMISSION_DENIED,
+    } == errors.ERROR_KINDS - errors.DAEMON_KINDS
     assert all(400 <= status < 600 for status in STATUS_BY_KIND.values())
 
 
