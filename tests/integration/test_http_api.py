@@ -177,6 +177,36 @@ def test_create_pay_get_with_httpx_and_curl(sandbox: Sandbox, shop_key: str):
     assert code == 200 and json.loads(body)["amount_duffs"] == 200_000_000
 
 
+def test_a_callback_reaches_the_shop_and_its_delivery_reads_back_over_http(
+    sandbox: Sandbox, http_server
+):
+    key = make_key(sandbox, "receivers:write", "callbacks:read")
+    with httpx.Client(base_url=sandbox.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        r = http.post(
+            "/v1/receivers", json={"amount": "0.5", "callback_url": http_server.url("/shop")}
+        )
+        assert r.status_code == 200, r.text
+        rid, address = r.json()["receiver_id"], r.json()["address"]
+        paid = run_cli("sandbox", "pay", address, "0.5", env=sandbox.env)
+        assert paid.code == 0, paid.stderr
+        deadline = time.monotonic() + 15
+        while "receiver.settled" not in (
+            events := [json.loads(q.body)["event"] for q in http_server.to("/shop")]
+        ):
+            assert time.monotonic() < deadline, events
+            time.sleep(0.1)
+        while True:  # the delivery is recorded just after the shop's answer
+            listed = http.get("/v1/callbacks", params={"receiver_id": rid})
+            assert listed.status_code == 200, listed.text
+            rows = {e["event"]: e["status"] for e in listed.json()["events"]}
+            if rows.get("receiver.settled") == "delivered":
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+        # receivers:write and callbacks:read do not include receivers:read.
+        assert http.get(f"/v1/receivers/{rid}").status_code == 403
+
+
 def test_list_pages_by_cursor_and_cancel(sandbox: Sandbox, shop_key: str):
     auth = {"Authorization": f"Bearer {shop_key}"}
     with httpx.Client(base_url=sandbox.url, headers=auth) as http:
