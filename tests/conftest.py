@@ -23,6 +23,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # BIP44 account key from dash-keys.md (seed bytes 0..63, m/44'/5'/0'), mainnet.
 TEST_XPUB = "xpub6DSwpQgH8k21nE2z2tyoA7sXf1LBFCimaxuEGMUf7PAFWgqBbSjjGurUw8Stqo3H8y8eFVCzQctpADgP1TFdhGeqU9kwHG4Q1WhmFU7nzgM"
+# A second account key (m/44'/5'/7' of the seed 00 01 .. 1f) for a daemon that runs
+# beside the per-test ones: the MariaDB wallet lock is per key, server-wide.
+SHARED_XPUB = (
+    "xpub6C9qY3ahftvzKALg31GrwjiQHbTcFo2NgJfNLTHkkwbrtBAd7A3uNzWJZD8xLjJKVFE42nLefanDW"
+    "ehNGLPHXHaVps4NcDB9QfXYVcuSoNn"
+)
 TEST_XPUB_ADDRESSES = [
     "XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8o9",
     "XedpUBKf5mhLTiBTF8tMi12PSsdiL1tG1i",
@@ -59,9 +65,9 @@ def _mysql_connect(url: str, database: str | None):
     )
 
 
-@pytest.fixture
-def mysql_database_url() -> Iterator[str]:
-    """A fresh, empty MariaDB database for one test; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_mysql_database() -> Iterator[str]:
+    """A fresh, empty MariaDB database, dropped afterwards."""
     base = mysql_url_or_skip()
     name = f"dashpay_t_{secrets.token_hex(6)}"
     conn = _mysql_connect(base, None)
@@ -71,13 +77,22 @@ def mysql_database_url() -> Iterator[str]:
     finally:
         conn.close()
     parts = urlsplit(base)
-    yield parts._replace(path=f"/{name}").geturl()
-    conn = _mysql_connect(base, None)
     try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        yield parts._replace(path=f"/{name}").geturl()
     finally:
-        conn.close()
+        conn = _mysql_connect(base, None)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def mysql_database_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test; dropped afterwards."""
+    with fresh_mysql_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -266,6 +281,25 @@ def daemon(short_tmp, database_url) -> Iterator[DaemonProcess]:
     proc = start_daemon(config, ready=False)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def shared_daemon(request) -> Iterator[DaemonProcess]:
+    """Like ``daemon``, but one for the whole module per backend: for tests that read,
+    or whose requests are refused, and so leave nothing a later test could trip on. Its
+    wallet is SHARED_XPUB, so the module's own daemons on MariaDB are not held in
+    standby by its wallet lock."""
+    tmp = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp / 'dashpay.sqlite3'}"
+        else:
+            url = stack.enter_context(fresh_mysql_database())
+        wallet = {"xpub": SHARED_XPUB, "network": "mainnet"}
+        proc = start_daemon(write_config(tmp, url, wallet=wallet), ready=False)
+        stack.callback(proc.stop)
+        yield proc
 
 
 @contextlib.contextmanager

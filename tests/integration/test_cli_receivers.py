@@ -71,8 +71,8 @@ def test_receiver_new_answers_its_checkout_page_when_public_url_is_set(short_tmp
         daemon.stop()
 
 
-def test_receiver_new_has_no_checkout_url_without_public_url(daemon):
-    data = daemon.cli("receiver", "new", "--amount", "1", "--json").json()
+def test_receiver_new_has_no_checkout_url_without_public_url(shared_daemon):
+    data = shared_daemon.cli("receiver", "new", "--amount", "1", "--json").json()
     assert is_public_token(data["public_token"]) and data["checkout_url"] is None
 
 
@@ -171,8 +171,8 @@ def test_idempotency_key_returns_the_same_receiver(daemon):
     "amount",
     ["1e-9", "-1", "abc", "NaN", "21000001", "0", "0.000000001", "Infinity"],
 )
-def test_bad_amounts_exit_2_with_a_reason(daemon, amount):
-    result = daemon.cli("receiver", "new", "--amount", amount)
+def test_bad_amounts_exit_2_with_a_reason(shared_daemon, amount):
+    result = shared_daemon.cli("receiver", "new", "--amount", amount)
     assert result.code == 2, (result.code, result.stdout, result.stderr)
     assert "amount" in result.stderr
     assert result.stdout == ""
@@ -191,8 +191,8 @@ def test_bad_amounts_exit_2_with_a_reason(daemon, amount):
         (["--currency", "US"], "currency"),
     ],
 )
-def test_bad_receiver_options_exit_2(daemon, args, needle):
-    result = daemon.cli("receiver", "new", "--amount", "1", *args)
+def test_bad_receiver_options_exit_2(shared_daemon, args, needle):
+    result = shared_daemon.cli("receiver", "new", "--amount", "1", *args)
     assert result.code == 2, (result.code, result.stderr)
     assert needle in result.stderr
 
@@ -344,8 +344,8 @@ def test_help_names_config_sections_literally():
     assert "(default: [logging] level)" in serve.stdout
 
 
-def test_sandbox_commands_outside_sandbox_mode_say_so(daemon):
-    result = daemon.cli("sandbox", "mine")
+def test_sandbox_commands_outside_sandbox_mode_say_so(shared_daemon):
+    result = shared_daemon.cli("sandbox", "mine")
     assert result.code == 4 and "sandbox mode" in result.stderr
 
 
