@@ -69,7 +69,7 @@ def test_the_socket_is_back_soon_after_an_insight_restart_and_after_each_kick(
         # first 3 s after that restart.
         delays = []
         kicked_at = time.monotonic() - took
-        for _ in range(5):
+        for _ in range(3):  # before the fix the delays grew: 8, 22, 37 s
             while time.monotonic() < kicked_at + 3:
                 time.sleep(0.05)
             kicked_at = time.monotonic()
@@ -78,7 +78,7 @@ def test_the_socket_is_back_soon_after_an_insight_restart_and_after_each_kick(
             delays.append(wait_for(lambda: subscribers(sandbox_peer) == 1, 60, "after a kick"))
         assert max(delays) < BOUND, f"reconnect delays after kicks 3 s apart: {delays}"
         status = daemon.cli("status", "--json")
-        assert status.code == 0 and status.json()["insight"]["reconnects"] == 6, status.stdout
+        assert status.code == 0 and status.json()["insight"]["reconnects"] == 4, status.stdout
     finally:
         daemon.stop()
 
