@@ -43,8 +43,15 @@ UNITS = {
     "control_creates_per_second": "/s",
     "get_p50_ms": "ms",
     "get_p99_ms": "ms",
+    "gets_per_second": "/s",
 }
-REPORT_EXTRA = ("control_creates_per_second", "get_p50_ms", "get_p99_ms", "gets_per_second")
+REPORT_EXTRA = (
+    "http_creates_per_second",
+    "control_creates_per_second",
+    "get_p50_ms",
+    "get_p99_ms",
+    "gets_per_second",
+)
 # Issue 16: HTTP create within 1.5x of the control socket's rate.
 RATIO_TARGET = round(1 / 1.5, 3)
 SCOPES = ["receivers:read", "receivers:write"]
