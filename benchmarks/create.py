@@ -16,10 +16,13 @@ has it, without touching the source tree.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from benchmarks.harness import (
     query_one,
 )
 from benchmarks.runner import Case, Options, Target
-from benchmarks.stack import daemon_stack
+from benchmarks.stack import Stack, daemon_stack
 from dashpay.net.control_client import ControlClient
 
 DESCRIPTION = "receiver.create with 16 concurrent clients; `dashpay receiver new` wall time"
@@ -80,58 +83,106 @@ def run(case: Case, options: Options) -> dict[str, Any]:
     return _run_concurrent(case, options)
 
 
-def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
-    clients, total = case.parameters["clients"], case.parameters["receivers"]
-    per_client = total // clients
-    with daemon_stack(
-        case.parameters["backend"], 0, mysql_url=options.mysql_url, insight_url=options.insight_url
-    ) as stack:
-        for _ in range(clients):  # warm-up: connections, caches, the first transactions
-            stack.daemon.call("receiver.create", {"amount": AMOUNT})
-        barrier = threading.Barrier(clients + 1)
-        answers: list[list[dict[str, Any]]] = [[] for _ in range(clients)]
-        errors: list[str] = []
-        ended: list[float] = []
+Call = Callable[[], Any]
 
-        def client(index: int) -> None:
-            with ControlClient(stack.daemon.socket, timeout=60) as control:
-                control.call("status")  # connect before the start signal
-                barrier.wait()
-                try:
-                    for _ in range(per_client):
-                        answers[index].append(control.call("receiver.create", {"amount": AMOUNT}))
-                except Exception as exc:  # reported below, the run is invalid
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                ended.append(time.monotonic())
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for thread in threads:
-            thread.start()
+def in_parallel(
+    clients: int, per_client: int, connect: Callable[[int], AbstractContextManager[Call]]
+) -> tuple[list[Any], list[float], float]:
+    """``clients`` threads, each connected (``connect(index)`` gives a call function on
+    its own connection) before they are released together, each making ``per_client``
+    calls: (every answer, every call's seconds, seconds until the last answer)."""
+    barrier = threading.Barrier(clients + 1)
+    answers: list[list[Any]] = [[] for _ in range(clients)]
+    times: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    ended: list[float] = []
+
+    def client(index: int) -> None:
+        try:
+            session = connect(index)
+            call = session.__enter__()
+        except Exception as exc:
+            errors.append(f"connect: {type(exc).__name__}: {exc}")
+            barrier.abort()
+            return
+        try:
+            barrier.wait()
+            for _ in range(per_client):
+                began = time.perf_counter()
+                answers[index].append(call())
+                times[index].append(time.perf_counter() - began)
+        except Exception as exc:  # reported below, the run is invalid
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            ended.append(time.monotonic())
+            session.__exit__(None, None, None)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
-        started = time.monotonic()
-        for thread in threads:
-            thread.join()
-        elapsed = max(ended) - started
-        rows, addresses, indexes = query_one(
-            stack.database_url,
-            "SELECT COUNT(*), COUNT(DISTINCT address), COUNT(DISTINCT hd_index) FROM receivers",
-        )
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
     if errors:
-        raise BenchError(f"{len(errors)} create calls failed, first: {errors[0]}")
-    created = [answer for per in answers for answer in per]
+        raise BenchError(f"{len(errors)} calls failed, first: {errors[0]}")
+    flat = [answer for per in answers for answer in per]
+    return flat, [t for per in times for t in per], max(ended) - started
+
+
+@contextlib.contextmanager
+def control_session(socket: Path, method: str, params: dict[str, Any]) -> Iterator[Call]:
+    """One control-socket connection calling ``method`` with ``params``."""
+    with ControlClient(socket, timeout=60) as control:
+        control.call("status")  # connected before the start signal
+        yield lambda: control.call(method, params)
+
+
+def control_creates(stack: Stack, clients: int, total: int) -> dict[str, Any]:
+    """``total`` receiver.create calls from ``clients`` control connections, warmed up
+    first: the figures of one measurement, and the answers under ``"answers"``."""
+    for _ in range(clients):  # warm-up: connections, caches, the first transactions
+        stack.daemon.call("receiver.create", {"amount": AMOUNT})
+    created, _, elapsed = in_parallel(
+        clients,
+        total // clients,
+        lambda _: control_session(stack.daemon.socket, "receiver.create", {"amount": AMOUNT}),
+    )
+    return {"answers": created, "seconds": elapsed, "rate": len(created) / elapsed}
+
+
+def reuse(stack: Stack, created: list[dict[str, Any]]) -> dict[str, Any]:
+    """Addresses or HD indexes given twice, in the answers and in the receivers table."""
+    rows, addresses, indexes = query_one(
+        stack.database_url,
+        "SELECT COUNT(*), COUNT(DISTINCT address), COUNT(DISTINCT hd_index) FROM receivers",
+    )
     reused_addresses = len(created) - len({a["address"] for a in created})
     reused_indexes = len(created) - len({a["hd_index"] for a in created})
-    reused_in_table = (rows - addresses) + (rows - indexes)
     return {
-        "receivers": len(created),
-        "clients": clients,
-        "seconds": round(elapsed, 4),
-        "creates_per_second": round(len(created) / elapsed, 1),
-        "reused": reused_addresses + reused_indexes + reused_in_table,
+        "reused": reused_addresses + reused_indexes + (rows - addresses) + (rows - indexes),
         "reused_addresses_in_answers": reused_addresses,
         "reused_indexes_in_answers": reused_indexes,
         "table_rows": rows,
         "table_distinct_addresses": addresses,
+    }
+
+
+def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
+    clients, total = case.parameters["clients"], case.parameters["receivers"]
+    with daemon_stack(
+        case.parameters["backend"], 0, mysql_url=options.mysql_url, insight_url=options.insight_url
+    ) as stack:
+        measured = control_creates(stack, clients, total)
+        reused = reuse(stack, measured["answers"])
+    return {
+        "receivers": len(measured["answers"]),
+        "clients": clients,
+        "seconds": round(measured["seconds"], 4),
+        "creates_per_second": round(measured["rate"], 1),
+        **reused,
     }
 
 

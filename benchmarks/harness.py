@@ -268,8 +268,10 @@ def write_config(
     socket_url: str | None = None,
     callback_url: str | None = None,
     log_level: str = "info",
+    http: bool = False,
 ) -> Path:
-    """A daemon config for one benchmark run."""
+    """A daemon config for one benchmark run (``http``: the HTTP API on a free
+    loopback port; `status` names it under ``http.urls``)."""
     sections: dict[str, dict[str, Any]] = {
         "wallet": {"xpub": BENCH_XPUB, "network": NETWORK},
         "database": {"url": database_url},
@@ -282,6 +284,8 @@ def write_config(
         sections["insight"]["socket_url"] = socket_url
     if callback_url is not None:
         sections["callbacks"]["default_url"] = callback_url
+    if http:
+        sections["http"] = {"listen": ["127.0.0.1:0"]}
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")

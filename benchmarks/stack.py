@@ -42,6 +42,7 @@ class Stack:
     peer: Peer | None
     sink: CallbackSink | None
     ready_seconds: float | None
+    http_url: str | None = None  # the HTTP API's base URL (``daemon_stack(http=True)``)
 
 
 @contextlib.contextmanager
@@ -54,6 +55,7 @@ def daemon_stack(
     callbacks: bool = False,
     with_insight: bool = True,
     wait_ready: bool = True,
+    http: bool = False,
 ) -> Iterator[Stack]:
     """A ready daemon (unless ``wait_ready`` is False) watching ``pending`` receivers.
 
@@ -71,6 +73,7 @@ def daemon_stack(
             database_url,
             peer.insight_url if peer is not None else UNREACHABLE_INSIGHT,
             callback_url=sink.url if sink is not None else None,
+            http=http,
         )
         prepare(config, database_url, wallet_id(), pending)
         daemon = DaemonProcess.start(config)
@@ -82,4 +85,5 @@ def daemon_stack(
             peer.wait_subscribed()
         else:
             daemon.wait_control(READY_SECONDS_BASE + pending * READY_SECONDS_PER_RECEIVER)
-        yield Stack(directory, database_url, config, daemon, peer, sink, ready)
+        http_url = daemon.status()["http"]["urls"][0] if http else None
+        yield Stack(directory, database_url, config, daemon, peer, sink, ready, http_url)

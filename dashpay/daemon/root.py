@@ -24,6 +24,7 @@ from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
 from dashpay.api.http.app import HttpApp
+from dashpay.api.http.mounts import metrics_endpoint, seed_endpoints
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.ownership import own_wallet
@@ -279,7 +280,7 @@ class Daemon:
             keys=self.apikeys,
             limiter=FailedAuthLimiter(),
             sandbox=self.sandbox is not None,
-            # (issue 16) the seed-compatible routes and /metrics mount here as `extra`.
+            extra=[*seed_endpoints(self.handle), metrics_endpoint(self.services)],
         )
 
     # -- Insight follow-up tasks --------------------------------------------------------

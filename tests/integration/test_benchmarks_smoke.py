@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO, cli_env, require
 
-SCENARIOS = ("ingest", "record", "latency", "create", "bootstrap", "memory")
+SCENARIOS = ("ingest", "record", "latency", "create", "http", "bootstrap", "memory")
 RUN_TIMEOUT = 180
 
 
@@ -105,6 +105,18 @@ def test_concurrent_creates_never_reuse_an_address(quick_results):
         assert run["table_distinct_addresses"] == run["table_rows"] >= run["receivers"]
     cli = [r for n, r in _runs(_load(results, "create"), with_mysql) if "invocations" in r]
     assert cli and cli[0]["cli_as_is_ms"] > 0 and cli[0]["cli_compiled_ms"] > 0
+
+
+def test_http_creates_and_reads_back_every_receiver_beside_the_control_socket(quick_results):
+    results, with_mysql, _ = quick_results
+    runs = _runs(_load(results, "http"), with_mysql)
+    assert runs
+    for _, run in runs:
+        assert run["reused"] == 0
+        assert run["table_distinct_addresses"] == run["table_rows"] >= 2 * run["receivers"] > 0
+        assert run["http_creates_per_second"] > 0 and run["control_creates_per_second"] > 0
+        assert run["http_to_control_ratio"] > 0
+        assert 0 < run["get_p50_ms"] <= run["get_p99_ms"] and run["gets"] > 0
 
 
 def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):

@@ -15,12 +15,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
 
+from dashpay.api.seed import CREATE_FIELDS, RECEIVER_FIELDS
+from dashpay.wire.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tests.conftest import run_cli, serve_sandbox, start_daemon, write_config
 
 
@@ -258,6 +261,102 @@ def test_bad_bodies_and_scopes_change_nothing(sandbox: Sandbox, shop_key: str):
     admin = make_key(sandbox, "admin")
     status = httpx.get(f"{sandbox.url}/v1/status", headers={"Authorization": f"Bearer {admin}"})
     assert status.json()["http"]["urls"] == [sandbox.url]
+
+
+SEED_ROUTES = ("/createReceiver", "/dash-payment-processor/createReceiver")
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_seed_create_with_a_form_via_httpx_and_curl(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    form = {"currency": "USD", "amount": "25", "username": "alice", "description": "order 7"}
+    r = httpx.post(f"{sandbox.url}/createReceiver", data=form, headers=auth)
+    assert r.status_code == 200, r.text
+    made = r.json()
+    assert list(made) == list(RECEIVER_FIELDS)
+    assert (made["type_fiat"], made["amount_fiat"], made["base_fiat"]) == ("USD", "25", 30)
+    code, body = curl(
+        "-H", f"Authorization: Bearer {shop_key}",
+        "--data-urlencode", "currency=DASH", "--data-urlencode", "amount=0.5",
+        "--data-urlencode", "description=tea & cake = 2",
+        "--data-urlencode", "api_key=the-old-one",
+        f"{sandbox.url}/dash-payment-processor/createReceiver",
+    )  # fmt: skip
+    assert code == 200, body
+    by_curl = json.loads(body)
+    assert (by_curl["amount_duffs"], by_curl["description"]) == ("50000000", "tea & cake = 2")
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        for answer in (made, by_curl):
+            shown = http.get(f"/v1/receivers/{answer['receiver_id']}").json()
+            assert shown["address"] == answer["dash_payment_address"]
+            assert str(shown["amount_duffs"]) == answer["amount_duffs"]
+        assert shown["status"] == "pending"
+
+
+def test_seed_valuation_service(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    for path in ("/valuationService", "/dash-payment-processor/valuationService"):
+        r = httpx.post(f"{sandbox.url}{path}", data={"fiatCode": "usd"}, headers=auth)
+        assert r.status_code == 200 and r.json() == {"fiatCode": "USD", "value": 30}, r.text
+    code, body = curl(
+        "-X", "POST", "-H", f"Authorization: Bearer {shop_key}", f"{sandbox.url}/valuationService"
+    )
+    assert code == 200 and json.loads(body)["fiatCode"] == "USD"  # the original's default
+
+
+def test_seed_routes_refuse_bad_forms_and_missing_keys(sandbox: Sandbox, shop_key: str):
+    auth = {"Authorization": f"Bearer {shop_key}"}
+    before = sandbox.cli("status")["receivers"]
+    with httpx.Client(base_url=sandbox.url, headers=auth) as http:
+        for path in SEED_ROUTES:
+            for form in [
+                {"amount": "1"},  # no currency
+                {"currency": "USD", "amount": "-1"},
+                {"currency": "USD", "amount": "1", "email": "a@b"},
+                [("currency", "USD"), ("amount", "1"), ("amount", "2")],
+            ]:
+                r = http.post(path, content=urlencode(form), headers=FORM)
+                assert (r.status_code, r.json()["error"]["kind"]) == (400, "invalid_params"), form
+            r = http.post(path, json={"currency": "USD", "amount": "1"})
+            assert (r.status_code, r.json()["error"]["kind"]) == (400, "invalid_request")
+            huge = {"currency": "USD", "amount": "1", "description": "x" * 200_000}
+            assert http.post(path, data=huge).status_code == 413
+        r = http.post("/valuationService", data={"fiatCode": "NOPE1"})
+        assert (r.status_code, r.json()["error"]["kind"]) == (400, "invalid_params")
+    for path in (*SEED_ROUTES, "/valuationService", "/metrics"):
+        method = "GET" if path == "/metrics" else "POST"
+        code, body = curl("-X", method, "-d", "currency=USD&amount=1", f"{sandbox.url}{path}")
+        assert code == 401 and json.loads(body)["error"]["kind"] == "unauthorized", path
+    assert sandbox.cli("status")["receivers"] == before  # nothing was created
+
+
+def test_metrics_need_an_admin_key_and_parse_as_prometheus_text(sandbox: Sandbox, shop_key):
+    created = sandbox.cli("receiver", "new", "--amount", "0.3")
+    r = httpx.get(f"{sandbox.url}/metrics", headers={"Authorization": f"Bearer {shop_key}"})
+    assert (r.status_code, r.json()["error"]["kind"]) == (403, "forbidden")
+    admin = make_key(sandbox, "admin")
+    r = httpx.get(f"{sandbox.url}/metrics", headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 200 and r.headers["content-type"] == METRICS_CONTENT_TYPE
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    assert samples[("dashpay_rescan_duration_seconds_count", (("kind", "full"),))] >= 1
+    by_status = sandbox.cli("status")["receivers"]
+    assert created["status"] == "pending" and by_status["pending"] >= 1
+    for status, count in by_status.items():
+        assert samples[("dashpay_receivers", (("status", status),))] == count
+    assert samples[("dashpay_insight_connected", ())] == 1
+    document = httpx.get(f"{sandbox.url}/openapi.json").json()
+    validate(document)
+    assert {"/metrics", *SEED_ROUTES, "/dash-payment-processor/valuationService"} <= set(
+        document["paths"]
+    )
+    form = document["paths"]["/createReceiver"]["post"]["requestBody"]["content"]
+    assert set(form["application/x-www-form-urlencoded"]["schema"]["properties"]) == set(
+        CREATE_FIELDS
+    )
 
 
 @pytest.fixture(scope="module")

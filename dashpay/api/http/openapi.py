@@ -12,6 +12,7 @@ from dashpay.api.commands import Param
 from dashpay.api.http.errors import STATUS_BY_KIND
 from dashpay.api.http.routes import IDEMPOTENCY_HEADER, Endpoint
 
+FORM_TYPE = "application/x-www-form-urlencoded"
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -24,12 +25,15 @@ def _schema(param: Param) -> dict[str, Any]:
 
 def _operation(endpoint: Endpoint) -> dict[str, Any]:
     command = endpoint.command
+    answer = {"type": "object"} if endpoint.answers == "application/json" else {"type": "string"}
     op: dict[str, Any] = {
         "summary": endpoint.summary,
         "responses": {
             "200": {
-                "description": "The same result the control socket's method returns.",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "The same result the control socket's method returns."
+                if command is not None
+                else "The answer.",
+                "content": {endpoint.answers: {"schema": answer}},
             },
             "default": _ERROR,
         },
@@ -42,6 +46,12 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         op["responses"].update({"401": _ERROR, "403": _ERROR, "429": _ERROR})
     if command is None:
         op["operationId"] = endpoint.path.strip("/").replace("/", "_").replace(".", "_") or "root"
+        if endpoint.form:
+            fields = {name: {"type": "string"} for name in endpoint.form}
+            op["requestBody"] = {
+                "required": False,
+                "content": {FORM_TYPE: {"schema": {"type": "object", "properties": fields}}},
+            }
         return op
     op["operationId"] = _operation_id(endpoint)
     op["tags"] = [command.name.partition(".")[0]]
@@ -158,7 +168,8 @@ def docs_page(document: dict[str, Any]) -> str:
             security = op.get("security") or []
             scope = ", ".join(s for req in security for s in req.get("bearer", [])) or "public"
             params = ", ".join(p["name"] for p in op.get("parameters", []))
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            content = op.get("requestBody", {}).get("content", {})
+            body = content.get("application/json") or content.get(FORM_TYPE) or {}
             fields = ", ".join(body.get("schema", {}).get("properties", {}))
             rows.append(
                 "<tr>"
@@ -180,7 +191,7 @@ def docs_page(document: dict[str, Any]) -> str:
         '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1). '
         "Send API keys as <code>Authorization: Bearer &lt;key&gt;</code>.</p>"
         "<table><tr><th>method</th><th>path</th><th>scope</th><th>what</th>"
-        "<th>path, query and header parameters</th><th>JSON body fields</th></tr>"
+        "<th>path, query and header parameters</th><th>body fields</th></tr>"
         + "".join(rows)
         + "</table></body></html>"
     )

@@ -63,6 +63,8 @@ class Endpoint:
     summary: str = ""
     command: Command | None = None
     timeout: float | None = None  # how long the handler may run; None: the app's default
+    form: tuple[str, ...] = ()  # the fields of a form body (application/x-www-form-urlencoded)
+    answers: str = "application/json"  # the content type of a 200 answer
 
     @property
     def segments(self) -> tuple[str, ...]:
