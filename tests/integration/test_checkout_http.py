@@ -143,6 +143,21 @@ def test_a_cancel_reaches_the_page_live(sandbox):
     assert reader.ended.wait(5)
 
 
+def test_the_http_api_answers_carry_checkout_url(sandbox):
+    url, env = sandbox
+    made = run_cli(
+        "apikey", "create", "--label", "shop", "--scope", "receivers:write", "--json", env=env
+    )
+    assert made.code == 0, made.stderr
+    auth = {"Authorization": f"Bearer {made.json()['key']}"}
+    created = httpx.post(f"{url}/v1/receivers", json={"amount": "0.5"}, headers=auth)
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert body["checkout_url"] == f"{url}/pay/{body['public_token']}"
+    assert httpx.get(body["checkout_url"]).status_code == 200
+
+
+# Last in the module: it spends this client's allowance of page loads.
 def test_the_page_is_rate_limited_per_client(sandbox):
     url, env = sandbox
     receiver = new_receiver(env)
