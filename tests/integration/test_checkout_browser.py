@@ -9,10 +9,12 @@ DASHPAY_REQUIRE_BROWSER=1: there a missing piece fails instead of skipping."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +40,9 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
+@contextlib.contextmanager
+def chromium(*, javascript: bool = True) -> Iterator:
+    """A headless Debian Chromium through Debian's chromedriver, in a fresh profile."""
     missing = _missing()
     if missing is not None:
         if os.environ.get("DASHPAY_REQUIRE_BROWSER") == "1":
@@ -53,6 +56,10 @@ def browser() -> Iterator:
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=390,1100"):
         options.add_argument(flag)
     options.add_argument("--lang=en-US")
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     profile = tempfile.mkdtemp(prefix="dpb-", dir="/tmp")
     options.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -61,6 +68,12 @@ def browser() -> Iterator:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +112,7 @@ def decode_qr(png: Path) -> str:
     return proc.stdout.strip()
 
 
-def wait_for_title(driver, prefix: str) -> str:
+def wait_for_title(driver, prefix: str, seconds: float = WAIT_SECONDS) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -108,7 +121,7 @@ def wait_for_title(driver, prefix: str) -> str:
         return text if text.startswith(prefix) else False
 
     try:
-        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05).until(shown)
+        return WebDriverWait(driver, seconds, poll_frequency=0.05).until(shown)
     except Exception:
         title = driver.find_element(By.ID, "status-title").text
         raise AssertionError(f"the page shows {title!r}, not {prefix!r}") from None
@@ -140,3 +153,36 @@ def test_pay_in_two_parts_live_without_reload(browser, sandbox, shots):
     wait_for_title(browser, "Paid")
     browser.save_screenshot(str(shots / "settled.png"))
     assert browser.execute_script("return window.dashpayTestMark") == "same document"
+
+
+def test_expiry_shows_live_and_hides_the_qr_code(browser, sandbox, shots):
+    from selenium.webdriver.common.by import By
+
+    receiver = cli(sandbox, "receiver", "new", "--amount", "0.25", "--expires-after", "3s")
+    browser.get(receiver["checkout_url"])
+    wait_for_title(browser, "Waiting for your payment")
+    wait_for_title(browser, "Expired", seconds=10)
+    browser.save_screenshot(str(shots / "expired.png"))
+    assert not browser.find_element(By.CSS_SELECTOR, "img[data-qr]").is_displayed()
+    # An expired request can still be paid late: the stream stays open, so the page
+    # does not say its live updates were lost.
+    time.sleep(1.5)
+    assert not browser.find_element(By.ID, "live").is_displayed()
+
+
+def test_without_javascript_the_page_reloads_itself(sandbox, shots):
+    from selenium.webdriver.common.by import By
+
+    receiver = cli(sandbox, "receiver", "new", "--amount", "1")
+    address = receiver["address"]
+    with chromium(javascript=False) as driver:
+        driver.get(receiver["checkout_url"])
+        wait_for_title(driver, "Waiting for your payment")
+        copy = driver.find_element(By.CSS_SELECTOR, "button[data-copy=address]")
+        assert not copy.is_displayed()  # copy buttons need the script
+        assert qr_shot(driver, shots / "qr-nojs-waiting.png") == f"dash:{address}?amount=1"
+        cli(sandbox, "sandbox", "pay", address, "0.5")
+        # No script, no events: the <noscript> meta refresh (every 10 s) brings it.
+        wait_for_title(driver, "Partly paid", seconds=15)
+        driver.save_screenshot(str(shots / "nojs-partly_paid.png"))
+        assert qr_shot(driver, shots / "qr-nojs-partly_paid.png") == f"dash:{address}?amount=0.5"

@@ -10,8 +10,10 @@ the events are a stream, not one body.
 - An unknown token (or one without a token's shape) is the 404 page.
 - The events: the current state first (with ``retry``), then one frame per change the
   engine committed (``CheckoutHub``, no database polling), a keep-alive comment when
-  nothing else was sent for ``KEEPALIVE_SECONDS``; the stream ends after a final
-  state, when the client goes away, or when the hub drops a watcher that fell behind.
+  nothing else was sent for ``KEEPALIVE_SECONDS``; the stream ends after a view the
+  page stops listening in (``CLOSED_VIEWS``: settled, cancelled; not expired, which a
+  late payment still changes), when the client goes away, or when the hub drops a
+  watcher that fell behind.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dashpay.api.checkout import (
     render_page,
     sse_frame,
 )
+from dashpay.api.checkout.page import CLOSED_VIEWS
 from dashpay.api.http.app import _headers as request_headers
 from dashpay.api.http.auth import client_address
 from dashpay.config.http import HttpConfig
@@ -153,7 +156,7 @@ class CheckoutApp:
     ) -> None:
         state = checkout_state(receiver, payments, self.clock())
         await _chunk(send, sse_frame(state, retry=True))
-        final = state.final
+        final = state.view in CLOSED_VIEWS
         while not final:
             with trio.move_on_after(self.keepalive_seconds) as idle:
                 try:
@@ -183,7 +186,7 @@ class CheckoutApp:
                 self.repo.list_payments, update.receiver.receiver_id
             )
         state = checkout_state(update.receiver, payments, self.clock())
-        return sse_frame(state), state.final
+        return sse_frame(state), state.view in CLOSED_VIEWS
 
 
 class _Once:
