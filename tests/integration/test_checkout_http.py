@@ -157,6 +157,24 @@ def test_the_http_api_answers_carry_checkout_url(sandbox):
     assert httpx.get(body["checkout_url"]).status_code == 200
 
 
+def test_a_browser_that_goes_away_leaves_no_watcher(sandbox):
+    _, env = sandbox
+    receiver = new_receiver(env)
+    with httpx.stream("GET", receiver["checkout_url"] + "/events", timeout=10) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()  # kept: a discarded iterator closes the response
+        assert next(lines).startswith("retry: ")
+        assert watchers(env) == 1
+    deadline = time.monotonic() + 5
+    while watchers(env) != 0:
+        assert time.monotonic() < deadline, "the closed stream is still counted"
+        time.sleep(0.05)
+
+
+def watchers(env: dict[str, str]) -> int:
+    return run_cli("status", "--json", env=env).json()["checkout"]["watchers"]
+
+
 # Last in the module: it spends this client's allowance of page loads.
 def test_the_page_is_rate_limited_per_client(sandbox):
     url, env = sandbox
