@@ -110,6 +110,12 @@ def config_warnings(config: Config) -> list[str]:
         caution = network_warning(key, config.wallet.network)
         if caution is not None:
             warnings.append(f"[wallet] xpub: {caution}")
+    if config.http.public_url is not None and not config.http.listen:
+        warnings.append(
+            "[http] public_url is set but [http] listen is empty: no checkout page is "
+            "served and receivers carry no checkout_url; set listen (e.g. "
+            '["127.0.0.1:8080"]) behind your reverse proxy'
+        )
     return warnings
 
 

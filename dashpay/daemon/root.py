@@ -27,6 +27,7 @@ from dashpay.api.http.app import HttpApp
 from dashpay.api.http.mounts import metrics_endpoint, seed_endpoints
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
+from dashpay.daemon.checkout import public_url, recorded_by_both, with_checkout
 from dashpay.daemon.ownership import own_wallet
 from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
 from dashpay.daemon.systemd import Watchdog, sd_notify
@@ -47,6 +48,7 @@ from dashpay.services.apikeys import ApiKeyService
 from dashpay.services.callbacks.secret import resolve_secret
 from dashpay.services.callbacks.sender import CallbackSender
 from dashpay.services.callbacks.service import CallbackService
+from dashpay.services.checkout_hub import CheckoutHub
 from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler, recheck_interval
@@ -116,6 +118,7 @@ class Daemon:
         self.ownership_lost_since: float | None = None
         self.exit_code = 0
         self.http_urls: list[str] = []  # where the HTTP API listens ([http] listen)
+        self.checkout_hub = CheckoutHub()  # the checkout page's live-event watchers
         self.watchdog = Watchdog()
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
@@ -217,14 +220,14 @@ class Daemon:
                 callback_url=config.callbacks.default_url,
                 gap_limit_warning=config.wallet.gap_limit_warning,
                 gap_limit_max=config.wallet.gap_limit_max,
-                public_url=config.http.public_url,
+                public_url=public_url(self),
             ),
             prices=self.prices,
             callback_rules=config.callbacks,
             on_created=lambda r: engine.submit(ReceiverAdded(r)),
-            on_cancelled=lambda r: engine.submit(ReceiverChanged(r)),
+            on_cancelled=self._cancelled,
         )
-        engine.on_recorded = self.receivers.recorded
+        engine.on_recorded = recorded_by_both(self.receivers.recorded, self.checkout_hub.recorded)
         await nursery.start(self.receivers.run)
         self.services.receivers = self.receivers
         self.services.sandbox = self.sandbox
@@ -261,15 +264,18 @@ class Daemon:
     async def start_control(self, nursery: trio.Nursery) -> None:
         path = Path(self.config.control.socket)
         await nursery.start(
-            partial(
-                serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT, group=socket_group()
-            ),
+            partial(serve_control, request_timeout=CONTROL_REQUEST_TIMEOUT, group=socket_group()),
             path,
             self.handle,
         )
         log.info("control socket listening path=%s", path)
         if self.config.http.listen:
-            self.http_urls = await nursery.start(serve_http, self.http_app(), self.config.http)
+            app = with_checkout(self, self.http_app())
+            self.http_urls = await nursery.start(serve_http, app, self.config.http)
+
+    async def _cancelled(self, receiver: Any) -> None:
+        self.checkout_hub.publish(receiver, None)
+        await self.engine.submit(ReceiverChanged(receiver))
 
     def http_app(self) -> HttpApp:
         """The HTTP API over the same dispatcher as the control socket."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from dashpay import __version__
+from dashpay.daemon.checkout import checkout_enabled, public_url
 from dashpay.domain.errors import DashpayError
 from dashpay.domain.status import PAID, PARTIAL, PENDING
 from dashpay.domain.views import iso_time
@@ -52,6 +53,8 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
         "control_socket": str(daemon.config.control.socket),
         "http": {"urls": list(daemon.http_urls)},
     }
+    if checkout_enabled(daemon):
+        result["checkout"] = {"public_url": public_url(daemon), **daemon.checkout_hub.status_view()}
     if daemon.wallet is not None:
         result["wallet"] = {
             "fingerprint": daemon.wallet.fingerprint,

@@ -42,7 +42,11 @@ def test_receiver_new_json_has_the_documented_fields(daemon):
 
 
 def test_receiver_new_answers_its_checkout_page_when_public_url_is_set(short_tmp, database_url):
-    config = write_config(short_tmp, database_url, http={"public_url": "https://pay.example/shop/"})
+    config = write_config(
+        short_tmp,
+        database_url,
+        http={"public_url": "https://pay.example/shop/", "listen": ["127.0.0.1:0"]},
+    )
     daemon = start_daemon(config, ready=False)
     try:
         result = daemon.cli(
