@@ -13,6 +13,7 @@ from typing import Any
 
 from dashpay.api.commands import COMMANDS, Services
 from dashpay.domain.errors import MethodNotFound, Unavailable
+from dashpay.domain.status import DAEMON_STARTING
 
 
 class Dispatcher:
@@ -20,7 +21,7 @@ class Dispatcher:
         self.services = services
         self.sandbox = sandbox
         # A callable giving the daemon's state for the "not available yet" message.
-        self.state = state or (lambda: "starting")
+        self.state = state or (lambda: DAEMON_STARTING)
 
     async def __call__(self, method: str, params: dict[str, Any]) -> Any:
         command = COMMANDS.get(method)

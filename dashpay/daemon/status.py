@@ -12,17 +12,26 @@ import trio
 from dashpay import __version__
 from dashpay.daemon.checkout import checkout_enabled, public_url
 from dashpay.domain.errors import DashpayError
-from dashpay.domain.status import PAID, PARTIAL, PENDING
+from dashpay.domain.status import (
+    DAEMON_DEGRADED,
+    DAEMON_READY,
+    DAEMON_STANDBY,
+    DAEMON_STARTING,
+    DAEMON_STOPPING,
+    PAID,
+    PARTIAL,
+    PENDING,
+)
 from dashpay.domain.views import iso_time
 
 if TYPE_CHECKING:
     from dashpay.daemon.root import Daemon
 
-STARTING = "starting"
-READY = "ready"
-STOPPING = "stopping"
-DEGRADED = "degraded"
-STANDBY = "standby"
+STARTING = DAEMON_STARTING
+READY = DAEMON_READY
+STOPPING = DAEMON_STOPPING
+DEGRADED = DAEMON_DEGRADED
+STANDBY = DAEMON_STANDBY
 # A callback still undelivered after this long means the merchant's endpoint is down
 # or refusing: worth a warning in `status` (retries go on for [callbacks] give_up_after).
 CALLBACK_BACKLOG_WARNING_SECONDS = 600

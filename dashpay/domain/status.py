@@ -92,3 +92,12 @@ CHANGE_KINDS = (
 )
 # Changes that bring money in: the payment counts from now on.
 ARRIVALS = frozenset({CHANGE_NEW, CHANGE_RESTORED})
+
+# The daemon's own states (`dashpay status`, GET /ready). Serving ones take traffic:
+# a degraded daemon still answers, with reasons.
+DAEMON_STARTING = "starting"
+DAEMON_READY = "ready"
+DAEMON_DEGRADED = "degraded"
+DAEMON_STANDBY = "standby"
+DAEMON_STOPPING = "stopping"
+SERVING_STATES = frozenset({DAEMON_READY, DAEMON_DEGRADED})

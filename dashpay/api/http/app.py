@@ -41,6 +41,7 @@ from dashpay.domain.errors import (
     TooLarge,
     Unavailable,
 )
+from dashpay.domain.status import SERVING_STATES
 from dashpay.wire.jsonrpc import decode_json, encode_json
 
 log = logging.getLogger("dashpay.http")
@@ -48,8 +49,6 @@ log = logging.getLogger("dashpay.http")
 Dispatch = Callable[[str, dict[str, Any]], Awaitable[Any]]
 # A request waits this long for one of the max_in_flight slots before a 503.
 SLOT_WAIT_SECONDS = 1.0
-# States of the daemon that serve traffic (GET /ready answers 200).
-SERVING_STATES = ("ready", "degraded")
 CORS_HEADERS = "authorization, content-type, idempotency-key"
 
 
