@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -36,7 +37,7 @@ import trio
 from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.observations import TxObserved
-from dashpay.wire.http1 import BodyTooLarge, declares_more_than
+from dashpay.wire.http1 import BodyTooLarge, declares_more_than, retry_after_seconds
 from dashpay.wire.insight_rest import (
     ADDRESS,
     NO_CHAINLOCK,
@@ -58,7 +59,6 @@ from dashpay.wire.insight_rest import (
     parse_history_page,
     parse_status,
     parse_tx,
-    retry_after_seconds,
     show,
 )
 
@@ -436,7 +436,7 @@ class InsightRest:
                     )
                 if status == 429:
                     rate_limited = True
-                    retry_after = retry_after_seconds(headers.get("retry-after"))
+                    retry_after = retry_after_seconds(headers.get("retry-after"), time.time())
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             if rate_limited:
                 # Everyone waits, not just this request: the limit is per client.

@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 from dashpay.domain.limits import MAX_HTTP_HEAD_BYTES
 
@@ -440,3 +442,21 @@ def _content_length(values: list[bytes]) -> int:
     if len(found) != 1:
         raise InvalidResponse("conflicting Content-Length values")
     return int(found.pop())
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) as
+    seconds from ``now`` (unix seconds); None when absent or unreadable. The one rule
+    for every client that honours it (Insight REST, callbacks)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():  # not str.isdigit alone: "²" is a digit to it
+        return float(int(text[:12]))  # 12 digits are 30,000 years: the rest is noise
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": an HTTP-date is always UTC
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)

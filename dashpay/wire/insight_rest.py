@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
@@ -310,22 +308,6 @@ def is_route_missing(body: bytes) -> bool:
     if text.startswith("{"):
         return True
     return "Cannot GET" in text or "Cannot POST" in text or text.lower().startswith("<!doctype")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """The Retry-After header (RFC 9110 §10.2.3: seconds or an HTTP date) in seconds."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def merge_tx(into: dict[str, TxObserved], tx: TxObserved) -> None:

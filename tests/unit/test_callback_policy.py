@@ -12,8 +12,9 @@ import pytest
 from dashpay.config.model import CallbacksConfig
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
 from dashpay.net.guard import refusal_reason
-from dashpay.services.callbacks.policy import Delivery, plan_outcome, retry_after_seconds
+from dashpay.services.callbacks.policy import Delivery, plan_outcome
 from dashpay.services.callbacks.sender import display_origin, origin_of
+from dashpay.wire.http1 import retry_after_seconds
 
 RULES = CallbacksConfig(backoff_initial=10, backoff_max=3600, give_up_after=3 * 86400)
 T0 = 1_700_000_000_000  # epoch ms
@@ -92,6 +93,8 @@ def test_the_last_attempt_is_made_at_the_horizon_then_the_event_fails():
         ("soon", None),
         ("1.5", None),
         ("9" * 40, 999_999_999_999.0),
+        ("²", None),  # a digit to str.isdigit, not to int()
+        ("１２", None),  # fullwidth digits: not delay-seconds either
     ],
 )
 def test_retry_after_in_seconds(value, seconds):
@@ -104,6 +107,8 @@ def test_retry_after_as_an_http_date():
     assert retry_after_seconds(later, now) == 90.0
     earlier = format_datetime(datetime(2025, 12, 31, tzinfo=UTC), usegmt=True)
     assert retry_after_seconds(earlier, now) == 0.0
+    # "-0000" makes a naive datetime: an HTTP-date is UTC all the same
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:10 -0000", now) == 10.0
 
 
 @pytest.mark.parametrize(

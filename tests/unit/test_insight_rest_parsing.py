@@ -17,7 +17,6 @@ from dashpay.wire.insight_rest import (
     parse_history_page,
     parse_status,
     parse_tx,
-    retry_after_seconds,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
@@ -269,10 +268,3 @@ def test_chainlock_parses_and_absent_chainlock_is_none():
     assert parse_chainlock({"info": {"blocks": 1}}) is None  # old server answered getInfo
     with pytest.raises(InsightMalformed):
         parse_chainlock({"bestchainlock": {"blockhash": "x", "height": 1}})
-
-
-def test_retry_after_accepts_seconds_and_http_dates_and_ignores_garbage():
-    assert retry_after_seconds("7") == 7.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 from dashpay.config.durations import format_duration
 from dashpay.config.model import CallbacksConfig
@@ -34,23 +32,6 @@ class Delivery:
     refused: bool = False  # the target rules forbid it (never retried)
     retry_after: float | None = None  # seconds the server asked us to wait
     excerpt: str = ""  # the start of the response body, printable
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) as
-    seconds from ``now`` (unix seconds); None when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text[:12]))  # 12 digits are 30,000 years: the rest is noise
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
 
 
 def is_retryable(delivery: Delivery) -> bool:

@@ -84,11 +84,11 @@ from dashpay.services.callbacks.policy import (
     _printable,
     _status_error,
     plan_outcome,
-    retry_after_seconds,
 )
 from dashpay.services.callbacks.secret import CallbackSecret
 from dashpay.services.callbacks.signing import signature_header
 from dashpay.services.callbacks.slots import Slot, SlotPolicy, slow_after
+from dashpay.wire.http1 import retry_after_seconds
 
 log = logging.getLogger("dashpay.callbacks")
 USER_AGENT = f"dashpay/{__version__}"
