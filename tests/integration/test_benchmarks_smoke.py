@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO, cli_env, require
 
 SCENARIOS = ("ingest", "record", "latency", "create", "http", "checkout", "bootstrap", "memory")
-RUN_TIMEOUT = 180
+RUN_TIMEOUT = 300  # the quick run of every scenario takes ~1 min alone, ~3 on a busy machine
 
 
 @pytest.fixture(scope="module")
