@@ -269,9 +269,11 @@ def write_config(
     callback_url: str | None = None,
     log_level: str = "info",
     http: bool = False,
+    public_url: str | None = None,
 ) -> Path:
     """A daemon config for one benchmark run (``http``: the HTTP API on a free
-    loopback port; `status` names it under ``http.urls``)."""
+    loopback port; `status` names it under ``http.urls``; ``public_url`` turns the
+    checkout page on)."""
     sections: dict[str, dict[str, Any]] = {
         "wallet": {"xpub": BENCH_XPUB, "network": NETWORK},
         "database": {"url": database_url},
@@ -286,6 +288,8 @@ def write_config(
         sections["callbacks"]["default_url"] = callback_url
     if http:
         sections["http"] = {"listen": ["127.0.0.1:0"]}
+        if public_url is not None:
+            sections["http"]["public_url"] = public_url
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")

@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks.harness import BenchError, query_one, settle
 from benchmarks.runner import Case, Options, Target
 from benchmarks.seed import AMOUNT_DUFFS, receivers_to_pay
-from benchmarks.stack import daemon_stack
+from benchmarks.stack import Stack, daemon_stack
 
 DESCRIPTION = "a burst of matched payments: event -> database -> outbox -> callback received"
 SHOWN = (
@@ -102,7 +102,6 @@ def callback_grace(options: Options) -> float:
 
 def run(case: Case, options: Options) -> dict[str, Any]:
     pending, count = case.parameters["pending"], case.parameters["payments"]
-    limit = 30 + count * SECONDS_PER_PAYMENT_LIMIT
     with daemon_stack(
         case.parameters["backend"],
         pending,
@@ -110,41 +109,51 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         insight_url=options.insight_url,
         callbacks=True,
     ) as stack:
-        daemon, peer, sink = stack.daemon, stack.peer, stack.sink
-        assert peer is not None and sink is not None
         targets = receivers_to_pay(stack.database_url, count)
-        ids = {receiver_id for receiver_id, _ in targets}
-        settle(options.quick)
-        cpu_before = daemon.cpu_seconds()
-        job = peer.pay([(address, AMOUNT_DUFFS) for _, address in targets])
-        written = peer.wait_job_written(job["job"], timeout=limit)
-        first_write = min(d["first_write"] for d in written["deliveries"])
-        daemon.wait_for(
-            lambda: all(i in daemon.first_event for i in ids), limit, f"{count} outbox events"
-        )
-        outbox_done = max(daemon.first_event[i].at for i in ids)
-        first_outbox = min(daemon.first_event[i].at for i in ids)
-        groups = commit_groups(sorted(daemon.first_event[i].at for i in ids))
-        cpu_outbox = daemon.cpu_seconds()
-        wired = sink.wait_count(1, callback_grace(options), ids)
-        callbacks_done = cpu_callbacks = None
-        if wired:
-            if not sink.wait_for(lambda: all(i in sink.first for i in ids), limit):
-                got = sum(1 for i in ids if i in sink.first)
-                raise BenchError(f"callbacks arrived for only {got} of {count} receivers")
-            callbacks_done = max(sink.first[i].at for i in ids)
-            cpu_callbacks = daemon.cpu_seconds()
+        result = pay_burst(stack, targets, options)
         (outbox_rows,) = query_one(stack.database_url, "SELECT COUNT(*) FROM callback_outbox")
         (payment_rows,) = query_one(stack.database_url, "SELECT COUNT(*) FROM payments")
         (paid,) = query_one(
             stack.database_url, "SELECT COUNT(*) FROM receivers WHERE status = 'paid'"
         )
-        engine = daemon.status()["engine"]
+        result["payments_recorded"] = stack.daemon.status()["engine"].get("payments_recorded")
     if (outbox_rows, payment_rows, paid) != (count, count, count):
         raise BenchError(
             f"expected {count} outbox rows, payments and paid receivers; found "
             f"{outbox_rows}, {payment_rows}, {paid}"
         )
+    return result
+
+
+def pay_burst(stack: Stack, targets: list[tuple[int, str]], options: Options) -> dict[str, Any]:
+    """Pay each of ``targets`` (receiver id, address) its amount in one burst of events
+    and measure it to the furthest stage (the figures of one record run). The stack's
+    daemon must have sent no event for these receivers yet."""
+    daemon, peer, sink = stack.daemon, stack.peer, stack.sink
+    assert peer is not None and sink is not None
+    count = len(targets)
+    limit = 30 + count * SECONDS_PER_PAYMENT_LIMIT
+    ids = {receiver_id for receiver_id, _ in targets}
+    settle(options.quick)
+    cpu_before = daemon.cpu_seconds()
+    job = peer.pay([(address, AMOUNT_DUFFS) for _, address in targets])
+    written = peer.wait_job_written(job["job"], timeout=limit)
+    first_write = min(d["first_write"] for d in written["deliveries"])
+    daemon.wait_for(
+        lambda: all(i in daemon.first_event for i in ids), limit, f"{count} outbox events"
+    )
+    outbox_done = max(daemon.first_event[i].at for i in ids)
+    first_outbox = min(daemon.first_event[i].at for i in ids)
+    groups = commit_groups(sorted(daemon.first_event[i].at for i in ids))
+    cpu_outbox = daemon.cpu_seconds()
+    wired = sink.wait_count(1, callback_grace(options), ids)
+    callbacks_done = cpu_callbacks = None
+    if wired:
+        if not sink.wait_for(lambda: all(i in sink.first for i in ids), limit):
+            got = sum(1 for i in ids if i in sink.first)
+            raise BenchError(f"callbacks arrived for only {got} of {count} receivers")
+        callbacks_done = max(sink.first[i].at for i in ids)
+        cpu_callbacks = daemon.cpu_seconds()
     outbox_seconds = outbox_done - first_write
     result: dict[str, Any] = {
         "payments": count,
@@ -156,7 +165,6 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         "commit_groups": len(groups),
         "largest_commit_group": max(groups),
         "cpu_ms_per_payment_to_outbox": round((cpu_outbox - cpu_before) / count * 1000, 3),
-        "payments_recorded": engine.get("payments_recorded"),
         "frame_chars": written["frame_chars"],
     }
     if callbacks_done is not None:

@@ -25,6 +25,7 @@ from benchmarks.seed import prepare
 # A rescan reads ~1,000 receivers per REST request; allow a generous 1 ms per receiver.
 READY_SECONDS_PER_RECEIVER = 0.001
 READY_SECONDS_BASE = 60.0
+CHECKOUT_PUBLIC_URL = "https://pay.bench.invalid"
 
 
 def wallet_id() -> str:
@@ -56,11 +57,14 @@ def daemon_stack(
     with_insight: bool = True,
     wait_ready: bool = True,
     http: bool = False,
+    checkout: bool = False,
 ) -> Iterator[Stack]:
     """A ready daemon (unless ``wait_ready`` is False) watching ``pending`` receivers.
 
     ``with_insight=False`` points the daemon at a closed port: it loads its pending
-    table and answers `status` but never connects (no rescan traffic)."""
+    table and answers `status` but never connects (no rescan traffic). ``checkout``:
+    the HTTP API with the checkout page on (its public URL is only a name here)."""
+    http = http or checkout
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(workdir())
         database_url = stack.enter_context(database(backend, directory, mysql_url))
@@ -74,6 +78,7 @@ def daemon_stack(
             peer.insight_url if peer is not None else UNREACHABLE_INSIGHT,
             callback_url=sink.url if sink is not None else None,
             http=http,
+            public_url=CHECKOUT_PUBLIC_URL if checkout else None,
         )
         prepare(config, database_url, wallet_id(), pending)
         daemon = DaemonProcess.start(config)

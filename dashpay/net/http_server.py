@@ -9,8 +9,13 @@ What bounds a slow or hostile client (hypercorn's settings, then the app's):
 - ``idle_timeout`` -> ``keep_alive_timeout``: a connection with no request under way is
   closed after it, including one that is still sending its request head (slowloris);
   idle connections cost a task and a socket each, no CPU;
-- ``request_timeout`` -> ``read_timeout``: no single read waits longer; the app gives
-  the whole body the same time (408);
+- ``request_timeout`` is the app's, not hypercorn's: the app gives a request's whole
+  body that long (408) and its handling that long (503). hypercorn's ``read_timeout``
+  is off: its trio worker applies it to every read of the connection, also while a
+  response is being sent, so it cut every event stream (whose client sends nothing)
+  after ``request_timeout``. A stream lives as long as its client keeps it open; its
+  heartbeat comments find a peer that vanished (the write fails) and keep proxies from
+  closing it;
 - request heads over 16 KiB are refused by h11 (``h11_max_incomplete_size``); bodies
   over ``max_body`` by the app (413, before reading them when Content-Length says so);
 - HTTP/2 (with TLS) allows 32 concurrent streams per connection, heads of 16 KiB.
@@ -19,7 +24,6 @@ What bounds a slow or hostile client (hypercorn's settings, then the app's):
 from __future__ import annotations
 
 import logging
-import math
 
 import trio
 
@@ -43,7 +47,7 @@ def hypercorn_config(config: HttpConfig):  # -> hypercorn.config.Config
         hc.certfile = str(config.tls_cert)
         hc.keyfile = str(config.tls_key)
     hc.keep_alive_timeout = config.idle_timeout
-    hc.read_timeout = math.ceil(config.request_timeout)
+    hc.read_timeout = None  # see the module docstring: request_timeout is the app's
     hc.h11_max_incomplete_size = MAX_HEAD_BYTES
     hc.h2_max_concurrent_streams = H2_MAX_STREAMS
     hc.h2_max_header_list_size = MAX_HEAD_BYTES

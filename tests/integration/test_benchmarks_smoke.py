@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import REPO, cli_env, require
 
-SCENARIOS = ("ingest", "record", "latency", "create", "http", "bootstrap", "memory")
-RUN_TIMEOUT = 180
+SCENARIOS = ("ingest", "record", "latency", "create", "http", "checkout", "bootstrap", "memory")
+RUN_TIMEOUT = 300  # the quick run of every scenario takes ~1 min alone, ~3 on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,23 @@ def test_http_creates_and_reads_back_every_receiver_beside_the_control_socket(qu
         assert run["http_creates_per_second"] > 0 and run["control_creates_per_second"] > 0
         assert run["http_to_control_ratio"] > 0
         assert 0 < run["get_p50_ms"] <= run["get_p99_ms"] and run["gets"] > 0
+
+
+def test_checkout_streams_all_see_their_change_beside_the_record_bursts(quick_results):
+    results, with_mysql, _ = quick_results
+    runs = _runs(_load(results, "checkout"), with_mysql)
+    assert runs
+    for _, run in runs:
+        assert run["watchers"] == run["watchers_on_one_receiver"] * 2 > 0
+        assert run["watchers_saw_change"] == run["watchers"] and run["watchers_missed"] == 0
+        assert run["stream_errors"] == [] and run["hub_dropped_slow"] == 0
+        # One update per watched receiver, one frame per stream.
+        assert run["hub_updates"] == run["payments_per_burst"]
+        assert run["hub_delivered"] == run["watchers"]
+        assert 0 < run["seen_p50_ms"] <= run["seen_p99_ms"] <= run["seen_max_ms"]
+        for burst in ("alone", "streams_open", "streams_told"):
+            assert run[f"payments_per_second_{burst}"] > 0
+        assert run["record_ratio_streams_open"] > 0 and run["record_ratio_streams_told"] > 0
 
 
 def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):

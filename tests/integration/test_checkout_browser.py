@@ -195,3 +195,161 @@ def test_without_javascript_the_page_reloads_itself(sandbox, shots):
         wait_for_title(driver, "Partly paid", seconds=25)  # up to two 10 s refreshes
         driver.save_screenshot(str(shots / "nojs-partly_paid.png"))
         assert qr_shot(driver, shots / "qr-nojs-partly_paid.png") == f"dash:{address}?amount=0.5"
+
+
+# -- how it looks: 320 px wide, light and dark, keyboard focus ---------------------------
+
+NARROW = 320
+PHONE = 390
+SHOT_HEIGHT = 1150  # tall enough for the whole page in every view
+# The lowest WCAG 2.1 contrast ratio (AA) for normal text.
+MIN_CONTRAST = 4.5
+# For each visible element with text: its colour's contrast ratio with the first
+# opaque background behind it (WCAG 2.1 relative luminance).
+CONTRASTS_JS = """
+function channels(c) { return c.match(/[\\d.]+/g).map(Number); }
+function luminance(c) {
+  var v = channels(c).slice(0, 3).map(function (x) {
+    x /= 255; return x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+function opaque(c) { var v = channels(c); return v.length < 4 || v[3] > 0; }
+function background(el) {
+  for (; el; el = el.parentElement) {
+    var c = getComputedStyle(el).backgroundColor;
+    if (opaque(c)) { return c; }
+  }
+  return getComputedStyle(document.documentElement).backgroundColor;
+}
+var out = [];
+document.querySelectorAll("h1 span, p, dt, dd, a, button, code, .value, .mark").forEach(
+  function (el) {
+    if (el.offsetParent === null) { return; }
+    var text = el.textContent.trim() || getComputedStyle(el, "::before").content;
+    if (!text || text === "none") { return; }
+    var a = luminance(getComputedStyle(el).color), b = luminance(background(el));
+    var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    out.push([el.tagName + "." + el.className + " " + text.slice(0, 30), ratio]);
+  });
+return out;
+"""
+
+
+def set_width(driver, width: int) -> None:
+    """Lay the page out as a phone ``width`` CSS px wide shows it (headless Chromium's
+    windows are at least 500 px wide)."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": SHOT_HEIGHT, "deviceScaleFactor": 1, "mobile": True},
+    )
+
+
+def set_scheme(driver, scheme: str) -> None:
+    """prefers-color-scheme: light or dark (applies to the loaded page at once)."""
+    feature = {"name": "prefers-color-scheme", "value": scheme}
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [feature]})
+
+
+def set_language(driver, language: str | None) -> None:
+    """The Accept-Language of every request from now on (None: the browser's own)."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    headers = {} if language is None else {"Accept-Language": language}
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": headers})
+
+
+@contextlib.contextmanager
+def phone(driver) -> Iterator:
+    """A NARROW phone until the block ends, then the module's browser as it was."""
+    set_width(driver, NARROW)
+    try:
+        yield
+    finally:
+        set_language(driver, None)
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def check_looks(driver, width: int) -> None:
+    """Nothing wider than the screen, every text readable against its background."""
+    wide = driver.execute_script("return document.documentElement.scrollWidth")
+    assert wide <= width, f"the page is {wide} px wide on a {width} px screen"
+    low = [(what, round(r, 2)) for what, r in driver.execute_script(CONTRASTS_JS)]
+    low = [(what, r) for what, r in low if r < MIN_CONTRAST]
+    assert not low, f"text below {MIN_CONTRAST}:1 contrast: {low}"
+
+
+def shoot(driver, shots: Path, name: str) -> None:
+    """The page as it is, checked and saved in light and dark: <name>-<scheme>-320.png."""
+    for scheme in ("light", "dark"):
+        set_scheme(driver, scheme)
+        check_looks(driver, NARROW)
+        driver.save_screenshot(str(shots / f"{name}-{scheme}-{NARROW}.png"))
+
+
+def check_focus(driver, shots: Path) -> None:
+    """Tabbing reaches links and buttons, each with a visible focus ring."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for scheme in ("light", "dark"):
+        set_scheme(driver, scheme)
+        driver.find_element("css selector", "h1").click()  # the page has the focus
+        for _ in range(3):  # the QR code's link, the copy-amount button, copy-address
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            focused = driver.execute_script(
+                "var el = document.activeElement, s = getComputedStyle(el);"
+                "return [el.tagName, s.outlineStyle, parseFloat(s.outlineWidth)];"
+            )
+            assert focused[0] in ("A", "BUTTON"), focused
+            assert focused[1] != "none" and focused[2] >= 2, focused
+        driver.save_screenshot(str(shots / f"focus-{scheme}-{NARROW}.png"))
+
+
+def test_every_tone_reads_well_at_320_px_in_light_and_dark(browser, sandbox, shots):
+    """Each tone's views at 320 px, light and dark (and the German page of a fiat
+    receiver), checked for overflow, contrast and focus, and saved; readme.png (the
+    waiting page at 390 px, light) is docs/checkout.png. Four page loads: the page's
+    rate limit is shared with the module's other tests."""
+    paying = cli(sandbox, "receiver", "new", "--amount", "1", "--description", "order 42")
+    overpaid = cli(sandbox, "receiver", "new", "--amount", "0.5")
+    cli(sandbox, "sandbox", "pay", overpaid["address"], "0.7")
+    cancelled = cli(sandbox, "receiver", "new", "--amount", "0.5")
+    cli(sandbox, "receiver", "cancel", str(cancelled["receiver_id"]))
+    fiat = cli(sandbox, "receiver", "new", "--amount", "1234.5", "--currency", "EUR")
+    with phone(browser):
+        browser.get(paying["checkout_url"])
+        wait_for_title(browser, "Waiting for your payment")
+        shoot(browser, shots, "waiting")
+        check_focus(browser, shots)
+        set_width(browser, PHONE)
+        set_scheme(browser, "light")
+        browser.execute_script("document.activeElement.blur()")
+        check_looks(browser, PHONE)
+        browser.save_screenshot(str(shots / "readme.png"))
+        set_width(browser, NARROW)
+        cli(sandbox, "sandbox", "pay", paying["address"], "0.4")
+        wait_for_title(browser, "Partly paid")
+        shoot(browser, shots, "partly_paid")
+        cli(sandbox, "sandbox", "pay", paying["address"], "0.6")
+        wait_for_title(browser, "Paid")
+        shoot(browser, shots, "settled")
+        for name, receiver, title in (
+            ("overpaid", overpaid, "Paid more than due"),
+            ("cancelled", cancelled, "Cancelled"),
+        ):
+            browser.get(receiver["checkout_url"])
+            wait_for_title(browser, title)
+            shoot(browser, shots, name)
+        set_language(browser, "de")
+        browser.get(fiat["checkout_url"])
+        wait_for_title(browser, "Warten auf Ihre Zahlung")
+        due = browser.find_element("css selector", "[data-value=due_shown]").text
+        assert "," in due and "." not in due, due  # 44,08928572 (DASH at the sandbox's rate)
+        assert "1.234,5 EUR" in browser.find_element("css selector", ".summary").text
+        copied = browser.execute_script(
+            "return JSON.parse(arguments[0].textContent)",
+            (browser.find_element("id", "checkout-data")),
+        )["state"]["due_dash"]
+        assert copied == due.replace(",", ".")  # what the copy button copies
+        shoot(browser, shots, "fiat-de")

@@ -152,7 +152,7 @@ def test_every_status_has_a_page_and_every_view_is_reached():
         assert page.view == name == view_of(r, payments)
         reached.setdefault(r.status, set()).add(name)
         title = catalogue.messages("en")[f"view.{name}.title"]
-        assert f'<h1 id="status-title">{title}</h1>' in page.html
+        assert f'<span id="status-title">{title}</span></h1>' in page.html
     assert set(reached) == set(STATUSES)
     assert {view for views in reached.values() for view in views} == set(VIEWS)
 
@@ -168,7 +168,9 @@ def test_an_unknown_status_or_a_receiver_without_a_token_is_refused():
 @pytest.mark.parametrize("language", ["en", "de"])
 def test_every_page_is_well_formed_and_loads_nothing(name, language):
     r, payments = CASES[name]
-    r = replace(r, redirect_url="https://shop.example/done", fiat_amount="25.00", fiat_currency="EUR")
+    r = replace(
+        r, redirect_url="https://shop.example/done", fiat_amount="25.00", fiat_currency="EUR"
+    )
     page = render(r, payments, language=language)
     doc = Document(page.html)
     assert doc.errors == []
@@ -198,9 +200,7 @@ def test_the_csp_names_exactly_the_inline_blocks_by_hash(name):
     r, payments = CASES[name]
     page = render(r, payments, theme=theme_of(CheckoutConfig(accent_color="#ffcc00")))
     doc = Document(page.html)
-    policy = dict(
-        part.strip().split(" ", 1) for part in page.content_security_policy.split(";")
-    )
+    policy = dict(part.strip().split(" ", 1) for part in page.content_security_policy.split(";"))
     assert policy["default-src"] == "'none'"
     assert policy["style-src"] == " ".join(source_hash(t) for t in doc.styles())
     assert policy["script-src"] == " ".join(source_hash(t) for t in doc.executable_scripts())
@@ -271,9 +271,93 @@ def test_amounts_show_in_dash_and_in_the_receivers_fiat():
     assert "1.5 DASH" in text and "25.00 EUR" in text
 
 
+class Visible(HTMLParser):
+    """The text a reader sees: none from inside a ``hidden`` element, a script or a
+    style block."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.depth = 0  # open elements inside a hidden one (or a script/style)
+        self.parts: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in VOID:
+            return
+        if self.depth or "hidden" in dict(attrs) or tag in ("script", "style", "title"):
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth and tag not in VOID:
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if not self.depth:
+            self.parts.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.parts).split())
+
+
+def test_amounts_are_written_as_the_language_writes_them_but_uri_and_copy_keep_the_dot():
+    r = receiver(
+        amount_duffs=123_450_000_000, fiat_amount="20576.25", fiat_currency="EUR", rate="16.6"
+    )
+    page = render(r, language="de")
+    shown = Visible(page.html).text
+    assert "1.234,5 DASH" in shown and "20.576,25 EUR" in shown
+    assert "1234.5" not in shown and "1,234.5" not in shown
+    doc = Document(page.html)
+    uri = f"dash:{ADDRESS}?amount=1234.5"
+    assert {a["href"] for a in doc.all("a") if a["href"].startswith("dash:")} == {uri}
+    state = doc.data_block()["state"]
+    assert state["due_dash"] == "1234.5" and state["due_shown"] == "1.234,5"
+    assert [b["data-copy"] for b in doc.all("button") if b["data-copy"] != "address"] == [
+        "due_dash"
+    ]
+    english = Visible(render(r, language="en").html).text
+    assert "1,234.5 DASH" in english and "20,576.25 EUR" in english
+
+
+def test_a_dash_only_receiver_shows_its_amount_once_while_waiting():
+    shown = Visible(render(*CASES["waiting"]).html).text
+    assert shown.count("1.5 DASH") == 1, shown
+    partly = Visible(render(*CASES["partly_paid"]).html).text
+    assert "1.5 DASH" in partly and partly.count("1 DASH") >= 1  # amount, and still due
+    fiat = receiver(fiat_amount="25.00", fiat_currency="EUR", rate="16.66666667")
+    assert Visible(render(fiat).html).text.count("1.5 DASH") == 1
+
+
+@pytest.mark.parametrize(
+    "name, tone",
+    [
+        ("waiting", "open"),
+        ("partly_paid", "open"),
+        ("confirming", "open"),
+        ("settled", "done"),
+        ("settled_instant", "done"),
+        ("paid_late", "attention"),
+        ("overpaid", "attention"),
+        ("expired", "stopped"),
+        ("cancelled", "stopped"),
+    ],
+)
+def test_each_view_has_a_tone_and_a_mark_beside_its_title(name, tone):
+    doc = Document(render(*CASES[name]).html)
+    (status,) = [a for t, a in doc.elements if t == "section" and a.get("id") == "status"]
+    assert status["data-tone"] == tone
+    assert doc.data_block()["tones"][name] == tone
+    (css,) = doc.styles()
+    assert f".status[data-tone={tone}] .mark::before{{content:" in css
+    assert any(t == "span" and a.get("class") == "mark" for t, a in doc.elements)
+
+
 def test_with_javascript_off_waiting_pages_refresh_and_done_pages_do_not():
     waiting = render(*CASES["waiting"]).html
-    assert f'<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>' in waiting
+    assert (
+        f'<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>' in waiting
+    )
     assert f'<a href="{TOKEN}">' in waiting  # the reload link
     assert "about 15 min" in waiting  # the countdown's text without the script
     for name in ("settled", "expired", "cancelled", "overpaid"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dashpay.api.checkout import catalogue
-from dashpay.api.checkout.events import KEEPALIVE, RETRY_MS, sse_frame
+from dashpay.api.checkout.events import KEEPALIVE, RETRY_MS, page_values, sse_frame
 from dashpay.api.checkout.policy import (
     PageRateLimiter,
     cache_headers,
@@ -18,7 +18,7 @@ from dashpay.api.checkout.policy import (
     event_stream_headers,
 )
 from dashpay.api.checkout.qr import qr_data_uri
-from dashpay.api.checkout.state import VIEWS, checkout_state, state_values
+from dashpay.api.checkout.state import VIEWS, checkout_state
 from dashpay.domain.status import CANCELLED, EXPIRED, FINAL_STATUSES, PAID, PENDING, SETTLED
 from tests.unit.test_checkout_page import CASES, HOSTILE, NOW, receiver
 
@@ -46,7 +46,8 @@ def test_every_view_has_a_title_and_a_text_and_every_placeholder_a_value():
     english = catalogue.catalogues()["en"]
     for view in VIEWS:
         assert f"view.{view}.title" in english and f"view.{view}.text" in english
-    known = set(state_values(checkout_state(CASES["waiting"][0], [], NOW))) | {
+    en = catalogue.messages("en")
+    known = set(page_values(checkout_state(CASES["waiting"][0], [], NOW), en)) | {
         "uri",
         "minutes",
         "seconds",
@@ -88,6 +89,30 @@ def test_the_language_comes_from_accept_language_with_english_fallback(header, l
     assert catalogue.negotiate(header) == language
 
 
+@pytest.mark.parametrize(
+    "canonical, english, german",
+    [
+        ("0", "0", "0"),
+        ("1.5", "1.5", "1,5"),
+        ("0.00000001", "0.00000001", "0,00000001"),
+        ("999", "999", "999"),
+        ("1000", "1,000", "1.000"),
+        ("1234.5", "1,234.5", "1.234,5"),
+        ("21000000.12345678", "21,000,000.12345678", "21.000.000,12345678"),
+        ("-1234", "-1,234", "-1.234"),
+    ],
+)
+def test_numbers_are_written_as_the_language_writes_them(canonical, english, german):
+    assert catalogue.local_number(canonical, catalogue.messages("en")) == english
+    assert catalogue.local_number(canonical, catalogue.messages("de")) == german
+
+
+@pytest.mark.parametrize("text", ["", "1e5", "1.", ".5", "1,5", " 1", "1.5.2", "NaN"])
+def test_only_a_canonical_decimal_is_localised(text):
+    with pytest.raises(ValueError, match="canonical decimal"):
+        catalogue.local_number(text, catalogue.messages("de"))
+
+
 # -- live events -----------------------------------------------------------------------
 
 
@@ -105,24 +130,43 @@ def parse_frame(frame: bytes) -> dict[str, str]:
 def test_an_event_carries_the_state_the_script_applies():
     r, payments = CASES["partly_paid"]
     state = checkout_state(r, payments, NOW)
-    fields = parse_frame(sse_frame(state))
+    fields = parse_frame(sse_frame(state, catalogue.messages("en")))
     assert fields["event"] == "state" and "retry" not in fields
     data = json.loads(fields["data"])
     assert data["view"] == "partly_paid" and data["due_dash"] == "1"
     assert data["uri"] == f"dash:{r.address}?amount=1"
     assert data["qr"] == qr_data_uri(data["uri"])  # a new QR code for the remainder
     assert data["now"] == NOW and data["expires_at"] == r.expires_at
-    assert parse_frame(sse_frame(state, retry=True))["retry"] == str(RETRY_MS)
+    assert parse_frame(sse_frame(state, catalogue.messages("en"), retry=True))["retry"] == str(
+        RETRY_MS
+    )
+    german = json.loads(parse_frame(sse_frame(state, catalogue.messages("de")))["data"])
+    assert german["uri"] == data["uri"] and german["due_dash"] == data["due_dash"] == "1"
+    assert german["received_shown"] == "0,5" and data["received_shown"] == "0.5"
     assert KEEPALIVE.startswith(b":") and KEEPALIVE.endswith(b"\n\n")
 
 
 def test_an_event_carries_nothing_else_and_cannot_be_split():
     r = receiver(PAID, 150_000_000, description=HOSTILE + "\n\ndata: forged\r\n")
-    fields = parse_frame(sse_frame(checkout_state(r, [], NOW)))
+    fields = parse_frame(sse_frame(checkout_state(r, [], NOW), catalogue.messages("en")))
     data = json.loads(fields["data"])
     assert set(data) == {
-        "view", "final", "amount_dash", "received_dash", "due_dash", "overpaid_dash",
-        "uri", "expires_at", "now", "address", "qr",
+        "view",
+        "final",
+        "amount_dash",
+        "received_dash",
+        "due_dash",
+        "overpaid_dash",
+        "amount_shown",
+        "received_shown",
+        "due_shown",
+        "overpaid_shown",
+        "fiat_shown",
+        "uri",
+        "expires_at",
+        "now",
+        "address",
+        "qr",
     }
     assert data["qr"] is None  # nothing is due any more
     assert "secret" not in fields["data"] and "Order" not in fields["data"]

@@ -34,7 +34,7 @@ def node() -> str:
 
 def event_data(name: str, **fields) -> str:
     r, payments = CASES[name]
-    frame = sse_frame(checkout_state(replace(r, **fields), payments, NOW)).decode()
+    frame = sse_frame(checkout_state(replace(r, **fields), payments, NOW), EN).decode()
     return next(line[6:] for line in frame.splitlines() if line.startswith("data: "))
 
 
@@ -49,8 +49,12 @@ def run_script(page_html: str, events: list[str]) -> dict:
     ]
     payload = {"script": script, "data": data, "elements": elements, "events": events}
     done = subprocess.run(
-        [node(), str(HARNESS)], input=json.dumps(payload), capture_output=True, text=True,
-        timeout=30, check=False,
+        [node(), str(HARNESS)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -62,7 +66,7 @@ def test_a_partial_payment_shows_without_a_reload_with_a_new_qr_code():
     assert result["events_url"] == f"{TOKEN}/events"
     by_id = {e["attrs"].get("id"): e for e in result["elements"]}
     assert by_id["status-title"]["text"] == EN["view.partly_paid.title"]
-    assert by_id["status-text"]["text"] == EN["view.partly_paid.text"].format(due_dash="1")
+    assert by_id["status-text"]["text"] == EN["view.partly_paid.text"].format(due_shown="1")
     assert result["title"].startswith(EN["view.partly_paid.title"])
     remainder = f"dash:{r.address}?amount=1"
     (qr,) = [e for e in result["elements"] if "data-qr" in e["attrs"]]
@@ -70,7 +74,7 @@ def test_a_partial_payment_shows_without_a_reload_with_a_new_qr_code():
     assert {e["attrs"]["href"] for e in result["elements"] if "data-uri" in e["attrs"]} == {
         remainder
     }
-    due = [e["text"] for e in result["elements"] if e["attrs"].get("data-value") == "due_dash"]
+    due = [e["text"] for e in result["elements"] if e["attrs"].get("data-value") == "due_shown"]
     assert due == ["1", "1"]
     for element in result["elements"]:
         if "data-views" in element["attrs"]:
@@ -93,9 +97,12 @@ def test_a_settled_payment_takes_the_customer_back_to_the_shop_and_stops_listeni
     assert by_id["status-title"]["text"] == EN["view.settled_instant.title"]
     (pay,) = [e for e in result["elements"] if e["attrs"].get("class") == "pay"]
     assert pay["hidden"]
-    (back,) = [e for e in result["elements"] if e["attrs"].get("href") == "https://shop.example/done"]
+    (back,) = [
+        e for e in result["elements"] if e["attrs"].get("href") == "https://shop.example/done"
+    ]
     assert not back["hidden"]
     assert result["closed"] and result["assigned"] == ["https://shop.example/done"]
+    assert by_id["status"]["attrs"]["data-tone"] == "done"  # waiting was "open"
     assert result["redirect_after_ms"] == [5000]
 
 

@@ -25,6 +25,10 @@ _ENTRY = re.compile(
     r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*$"
 )
 _PLACEHOLDER = string.Formatter()
+# How the language writes a number: its decimal mark and its thousands separator.
+DECIMAL_MARK = "number.decimal"
+GROUP_MARK = "number.group"
+_CANONICAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 
 
 @cache
@@ -82,3 +86,18 @@ def negotiate(accept_language: str | None) -> str:
         if primary in available and q > best_q:
             best, best_q = primary, q
     return best
+
+
+def local_number(canonical: str, texts: dict[str, str]) -> str:
+    """A canonical decimal ("1234.5": how ``format_dash`` and fiat amounts are written,
+    and what BIP21 and the copy button keep) as the language writes it, with its
+    decimal mark and thousands grouping ("1.234,5" in German). Text to text, never a
+    float. ValueError for text that is not a canonical decimal."""
+    match = _CANONICAL.fullmatch(canonical)
+    if match is None:
+        raise ValueError(f"not a canonical decimal: {canonical!r}")
+    sign, whole, fraction = match.groups()
+    head = len(whole) % 3 or 3
+    groups = [whole[:head]] + [whole[i : i + 3] for i in range(head, len(whole), 3)]
+    text = sign + texts[GROUP_MARK].join(groups)
+    return text if fraction is None else text + texts[DECIMAL_MARK] + fraction

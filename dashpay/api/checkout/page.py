@@ -32,6 +32,10 @@ from dashpay.api.checkout.state import (
     CANCELLED_VIEW,
     CONFIRMING,
     DONE_VIEWS,
+    EXPIRED_VIEW,
+    OVERPAID,
+    PAID_LATE,
+    PARTLY_PAID,
     PAYING_VIEWS,
     REDIRECT_VIEWS,
     SETTLED_INSTANT,
@@ -55,6 +59,21 @@ REDIRECT_SECONDS = 5
 CLOSED_VIEWS = (SETTLED_VIEW, SETTLED_INSTANT, CANCELLED_VIEW)
 # Views that show what was received: all but the first.
 RECEIVED_VIEWS = tuple(view for view in VIEWS if view != WAITING)
+# Each view's tone: the status panel's colour and its mark (a symbol beside the title,
+# so the state never rests on colour alone). "open": still to pay or to confirm;
+# "done": paid; "attention": paid, but the shop has to look at it; "stopped": do not
+# pay any more.
+TONES = {
+    WAITING: "open",
+    PARTLY_PAID: "open",
+    CONFIRMING: "open",
+    SETTLED_VIEW: "done",
+    SETTLED_INSTANT: "done",
+    PAID_LATE: "attention",
+    OVERPAID: "attention",
+    EXPIRED_VIEW: "stopped",
+    CANCELLED_VIEW: "stopped",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +175,7 @@ def render_page(
     state = checkout_state(receiver, payments, now)
     language = catalogue.negotiate(accept_language)
     texts = catalogue.messages(language)
-    values = page_values(state)
+    values = page_values(state, texts)
     css = stylesheet(theme.accent, theme.on_accent)
     js = script()
     html = _document(state, values, texts, language, theme, css, js)
@@ -233,26 +252,24 @@ def _document(
     countdown = ""
     if state.expires_at is not None:
         countdown = (
-            f'<div{_shown(PAYING_VIEWS, view)}><dt>{t("expires.label")}</dt>'
+            f"<div{_shown(PAYING_VIEWS, view)}><dt>{t('expires.label')}</dt>"
             f'<dd class="value"><span data-countdown>{escape(_minutes_left(state, texts))}'
             "</span></dd></div>"
         )
     fiat = ""
-    if state.fiat_amount is not None and state.fiat_currency is not None:
-        fiat = (
-            f'<div><dt>{t("fiat.label")}</dt><dd>{escape(state.fiat_amount)} '
-            f"{escape(state.fiat_currency)}</dd></div>"
-        )
+    if values["fiat_shown"] is not None:
+        fiat = f"<div><dt>{t('fiat.label')}</dt><dd>{escape(values['fiat_shown'])}</dd></div>"
+
     description = ""
     if state.description:
         description = (
-            f'<div><dt>{t("description.label")}</dt><dd>{escape(state.description)}</dd></div>'
+            f"<div><dt>{t('description.label')}</dt><dd>{escape(state.description)}</dd></div>"
         )
     back = ""
     if state.redirect_url:
         back = (
             f'<a class="button"{_shown(DONE_VIEWS, view)} href="{escape(state.redirect_url)}">'
-            f'{t("back.link")}</a>'
+            f"{t('back.link')}</a>"
             f'<p class="note"{_shown(REDIRECT_VIEWS, view)}>{t("redirect.note")}</p>'
         )
     data = {
@@ -263,6 +280,7 @@ def _document(
         "redirect_views": sorted(REDIRECT_VIEWS),
         "redirect_after": REDIRECT_SECONDS,
         "closed_views": list(CLOSED_VIEWS),
+        "tones": TONES,
     }
     copy_note = '<span class="copied" role="status" aria-live="polite"></span>'
     return (
@@ -272,43 +290,46 @@ def _document(
         '<meta name="color-scheme" content="light dark">'
         '<meta name="referrer" content="no-referrer">'
         f"{head_refresh}"
-        f'<title>{t(f"view.{view}.title")} · {t("page.title")}</title>'
+        f"<title>{t(f'view.{view}.title')} · {t('page.title')}</title>"
         f"<style>{css}</style></head>"
         f"<body><main>{header}"
-        '<section class="status">'
+        f'<section class="status" id="status" data-tone="{TONES[view]}">'
         '<div role="status" aria-live="polite" aria-atomic="true">'
-        f'<h1 id="status-title">{t(f"view.{view}.title")}</h1>'
+        '<h1><span class="mark" aria-hidden="true"></span>'
+        f'<span id="status-title">{t(f"view.{view}.title")}</span></h1>'
         f'<p id="status-text">{t(f"view.{view}.text")}</p></div></section>'
         f'<section class="pay"{_shown(PAYING_VIEWS, view)}>'
         f'<a class="qr" href="{uri}" data-uri>'
         f'<img data-qr src="{qr}" alt="{t("qr.alt")}" width="240" height="240"></a>'
         "<dl>"
-        f'<div><dt>{t("due.label")}</dt><dd><span class="value" data-value="due_dash">'
-        f'{escape(values["due_dash"])}</span> DASH '
+        f'<div><dt>{t("due.label")}</dt><dd><span class="value" data-value="due_shown">'
+        f"{escape(values['due_shown'])}</span> DASH "
         f'<button type="button" data-copy="due_dash" hidden>{t("copy.amount")}</button>'
         f"{copy_note}</dd></div>"
-        f'<div><dt>{t("address.label")}</dt><dd><code>{escape(state.address)}</code> '
+        f"<div><dt>{t('address.label')}</dt><dd><code>{escape(state.address)}</code> "
         f'<button type="button" data-copy="address" hidden>{t("copy.address")}</button>'
         f"{copy_note}</dd></div>"
         f"{countdown}</dl>"
         f'<a class="button" href="{uri}" data-uri>{t("wallet.link")}</a></section>'
         '<section class="summary"><dl>'
-        f'<div><dt>{t("amount.label")}</dt><dd><span data-value="amount_dash">'
-        f'{escape(values["amount_dash"])}</span> DASH</dd></div>'
-        f"{fiat}"
-        f'<div{_shown(RECEIVED_VIEWS, view)}><dt>{t("received.label")}</dt>'
-        f'<dd><span data-value="received_dash">{escape(values["received_dash"])}</span> DASH'
+        # While waiting, the amount to send above is the amount: shown once.
+        f"<div{_shown(RECEIVED_VIEWS, view)}><dt>{t('amount.label')}</dt>"
+        f'<dd><span data-value="amount_shown">{escape(values["amount_shown"])}</span> DASH'
         "</dd></div>"
-        f'<div{_shown(["partly_paid"], view)}><dt>{t("remaining.label")}</dt>'
-        f'<dd><span data-value="due_dash">{escape(values["due_dash"])}</span> DASH</dd></div>'
-        f'<div{_shown(["overpaid"], view)}><dt>{t("overpaid.label")}</dt>'
-        f'<dd><span data-value="overpaid_dash">{escape(values["overpaid_dash"])}</span> DASH'
+        f"{fiat}"
+        f"<div{_shown(RECEIVED_VIEWS, view)}><dt>{t('received.label')}</dt>"
+        f'<dd><span data-value="received_shown">{escape(values["received_shown"])}</span> DASH'
+        "</dd></div>"
+        f"<div{_shown(['partly_paid'], view)}><dt>{t('remaining.label')}</dt>"
+        f'<dd><span data-value="due_shown">{escape(values["due_shown"])}</span> DASH</dd></div>'
+        f"<div{_shown(['overpaid'], view)}><dt>{t('overpaid.label')}</dt>"
+        f'<dd><span data-value="overpaid_shown">{escape(values["overpaid_shown"])}</span> DASH'
         "</dd></div>"
         f"{description}</dl></section>"
         f"<nav>{back}"
         f'<a href="{token}">{t("reload.link")}</a></nav>'
         f'<noscript><p class="note"{_shown(REFRESH_VIEWS, view)}>'
-        f'{escape(catalogue.fill(texts["refresh.note"], {"seconds": REFRESH_SECONDS}))}'
+        f"{escape(catalogue.fill(texts['refresh.note'], {'seconds': REFRESH_SECONDS}))}"
         "</p></noscript>"
         f'<p id="live" class="note" role="status" hidden>{t("live.lost")}</p>'
         "</main>"

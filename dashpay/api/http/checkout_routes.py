@@ -29,6 +29,7 @@ from dashpay.api.checkout import (
     KEEPALIVE_SECONDS,
     PageRateLimiter,
     Theme,
+    catalogue,
     checkout_state,
     event_stream_headers,
     render_missing,
@@ -107,7 +108,8 @@ class CheckoutApp:
             await self._missing(send, headers)
             return
         if len(parts) == 2:
-            await self._events(receiver, receive, send)
+            language = catalogue.negotiate(headers.get("accept-language"))
+            await self._events(receiver, language, receive, send)
             return
         payments = await trio.to_thread.run_sync(self.repo.list_payments, receiver.receiver_id)
         page = render_page(
@@ -125,7 +127,9 @@ class CheckoutApp:
         await _answer(send, 404, page.body, list(page.headers))
 
     # -- the event stream ------------------------------------------------------------------
-    async def _events(self, receiver: Receiver, receive: Callable, send: Callable) -> None:
+    async def _events(
+        self, receiver: Receiver, language: str, receive: Callable, send: Callable
+    ) -> None:
         if self.hub.refuses():
             retry = str(FULL_RETRY_AFTER)
             body = b"too many checkout event streams are open; retry shortly\n"
@@ -143,7 +147,7 @@ class CheckoutApp:
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                await self._stream(receiver, payments, updates, send)
+                await self._stream(receiver, payments, language, updates, send)
                 nursery.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -151,11 +155,12 @@ class CheckoutApp:
         self,
         receiver: Receiver,
         payments: list[Payment],
+        language: str,
         updates: trio.MemoryReceiveChannel[Update],
         send: Callable,
     ) -> None:
         state = checkout_state(receiver, payments, self.clock())
-        await _chunk(send, sse_frame(state, retry=True))
+        await _chunk(send, sse_frame(state, catalogue.messages(language), retry=True))
         final = state.view in CLOSED_VIEWS
         while not final:
             with trio.move_on_after(self.keepalive_seconds) as idle:
@@ -167,26 +172,30 @@ class CheckoutApp:
                 await _chunk(send, KEEPALIVE)
                 continue
             try:
-                frame, final = await self._frame(update)
+                frame, final = await self._frame(update, language)
             except Exception:  # the stream ends; the browser reconnects and reads afresh
                 log.exception("checkout update failed receiver=%d", receiver.receiver_id)
                 return
             await _chunk(send, frame)
 
-    async def _frame(self, update: Update) -> tuple[bytes, bool]:
-        """The frame of ``update``, made once for all its watchers (a cancel carries no
-        payments: the first watcher reads them, the others wait for that read)."""
-        made: Any = update.shared("frame", _Once)
-        return await made.get(lambda: self._make_frame(update))
+    async def _frame(self, update: Update, language: str) -> tuple[bytes, bool]:
+        """The frame of ``update`` in ``language``, made once for all its watchers in
+        that language (a cancel carries no payments: the first watcher reads them, the
+        others wait for that read)."""
+        made: Any = update.shared(f"frame.{language}", _Once)
+        return await made.get(lambda: self._make_frame(update, language))
 
-    async def _make_frame(self, update: Update) -> tuple[bytes, bool]:
+    async def _make_frame(self, update: Update, language: str) -> tuple[bytes, bool]:
         payments = update.payments
-        if payments is None:
-            payments = await trio.to_thread.run_sync(
-                self.repo.list_payments, update.receiver.receiver_id
+        if payments is None:  # one read for the watchers of every language
+            read: Any = update.shared("payments", _Once)
+            payments = await read.get(
+                lambda: trio.to_thread.run_sync(
+                    self.repo.list_payments, update.receiver.receiver_id
+                )
             )
         state = checkout_state(update.receiver, payments, self.clock())
-        return sse_frame(state), state.view in CLOSED_VIEWS
+        return sse_frame(state, catalogue.messages(language)), state.view in CLOSED_VIEWS
 
 
 class _Once:
@@ -204,7 +213,8 @@ class _Once:
                 self._value = await make()
             finally:
                 self._done.set()
-        await self._done.wait()
+        elif not self._done.is_set():  # waiting on a set Event would still reschedule
+            await self._done.wait()
         if self._value is None:
             raise Unavailable("the receiver's update could not be read")
         return self._value

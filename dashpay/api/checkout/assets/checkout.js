@@ -42,6 +42,7 @@
       if (next.qr) { el.setAttribute("src", next.qr); el.setAttribute("alt", text("qr.alt")); }
     });
     if (viewChanged) {
+      document.getElementById("status").setAttribute("data-tone", data.tones[next.view]);
       document.getElementById("status-title").textContent = text("view." + next.view + ".title");
       document.getElementById("status-text").textContent = text("view." + next.view + ".text");
       document.title = text("view." + next.view + ".title") + " · " + text("page.title");
