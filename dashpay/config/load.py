@@ -36,6 +36,7 @@ from dashpay.config.model import (
     ReceiversConfig,
     WalletConfig,
 )
+from dashpay.config.network import build_network, build_tls
 from dashpay.config.secrets import OfflineCheck, read_secret_file
 
 
@@ -77,6 +78,8 @@ def config_from_dict(
             prices=_build_prices(reader),
             http=build_http(reader, base_dir),
             checkout=build_checkout(reader, base_dir),
+            network=build_network(reader, env),
+            tls=build_tls(reader, base_dir, env, offline),
         )
     except ConfigError as exc:
         if exc.path is None:

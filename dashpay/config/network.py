@@ -1,0 +1,126 @@
+"""[network] and [tls]: how the daemon reaches the outside, for every outbound client.
+
+``[network] proxy`` / ``no_proxy`` and the standard variables (``HTTPS_PROXY``,
+``HTTP_PROXY``, ``NO_PROXY``, in either case) become one ``ProxySettings`` when the
+configuration is loaded (``wire/proxy.settings_from``: the config file wins over the
+environment, each setting on its own), so a wrong value in either stops the daemon at
+start with the setting named, and ``config check`` sees it too.
+
+``[tls] ca_file`` holds extra CA certificates (PEM), trusted IN ADDITION to the default
+store (``net/outbound.client_tls_context``). It is read here, once: it must be readable,
+parse as PEM and hold at least one certificate; ``$CREDENTIALS_DIRECTORY`` is expanded
+(systemd ``LoadCredential=``), and ``config check`` checks that the service's user can
+read a plain path.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dashpay.config.errors import ConfigError
+from dashpay.config.keys import Reader
+from dashpay.config.secrets import UNCHECKED_SECRET, OfflineCheck, read_secret_file
+from dashpay.wire.proxy import ProxySettings, settings_from
+
+# A CA bundle: certifi's, the largest one commonly passed, is ~300 KB.
+MAX_CA_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """``proxy`` and ``no_proxy`` as written (None: not in the file) and ``proxies``,
+    the decision they and the environment make together."""
+
+    proxy: str | None = field(default=None, repr=False)  # may hold credentials
+    no_proxy: tuple[str, ...] | None = None
+    proxies: ProxySettings = field(default_factory=ProxySettings)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``ca_file`` and its PEM text (None when unset, or when only the service can read
+    it: a credential ``config check`` cannot see), and how many certificates it holds."""
+
+    ca_file: Path | None = None
+    ca_pem: str | None = field(default=None, repr=False)
+    ca_certificates: int = 0
+
+
+def build_network(reader: Reader, env: Mapping[str, str]) -> NetworkConfig:
+    values = reader.section("network")
+    proxy = values.get("proxy")
+    no_proxy = values.get("no_proxy")
+    try:
+        proxies = settings_from(proxy, no_proxy, env)
+    except ValueError as exc:
+        message = str(exc)
+        for key in ("proxy", "no_proxy"):
+            if message.startswith(f"[network] {key}: "):
+                raise reader.error(
+                    "network", key, message.removeprefix(f"[network] {key}: "), _HINTS[key]
+                ) from None
+        # A variable of the environment: named in the message; no key to point at.
+        raise ConfigError(
+            message,
+            hint="fix or unset the variable, or set [network] proxy / no_proxy, which win "
+            "over the environment",
+        ) from None
+    return NetworkConfig(proxy=proxy, no_proxy=no_proxy, proxies=proxies)
+
+
+_HINTS = {
+    "proxy": 'for example: proxy = "http://proxy.example:3128" (credentials: '
+    '"http://USER:PASSWORD@proxy.example:3128")',
+    "no_proxy": 'for example: no_proxy = ["localhost", "127.0.0.1", ".internal.example", '
+    '"10.0.0.0/8"]',
+}
+
+
+def build_tls(
+    reader: Reader,
+    base_dir: Path | None,
+    env: Mapping[str, str],
+    offline: OfflineCheck | None,
+) -> TlsConfig:
+    values = reader.section("tls")
+    if "ca_file" not in values:
+        return TlsConfig()
+    path, text = read_secret_file(
+        values["ca_file"],
+        key="tls.ca_file",
+        base_dir=base_dir,
+        env=env,
+        offline=offline,
+        limit=MAX_CA_FILE_BYTES,
+        what="PEM certificates",
+    )
+    if text == UNCHECKED_SECRET:
+        return TlsConfig(ca_file=path)
+    return TlsConfig(
+        ca_file=path, ca_pem=text, ca_certificates=_count_certificates(reader, path, text)
+    )
+
+
+def _count_certificates(reader: Reader, path: Path, text: str) -> int:
+    """How many certificates the PEM text holds; a ConfigError unless at least one."""
+    hint = (
+        "give a file of PEM certificates (-----BEGIN CERTIFICATE-----); convert DER with "
+        "`openssl x509 -inform der -in ca.der -out ca.pem`"
+    )
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise reader.error("tls", "ca_file", f"{path} holds no PEM certificate", hint)
+    store = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        store.load_verify_locations(cadata=text)
+    except ssl.SSLError as exc:
+        reason = exc.reason or exc.strerror or "unreadable"
+        raise reader.error(
+            "tls", "ca_file", f"{path} is not valid PEM certificates ({reason})", hint
+        ) from None
+    count = store.cert_store_stats()["x509"]
+    if count < 1:
+        raise reader.error("tls", "ca_file", f"{path} holds no certificate", hint)
+    return count
