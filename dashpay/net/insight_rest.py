@@ -36,6 +36,7 @@ import trio
 from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.observations import TxObserved
+from dashpay.net.http_post import describe_error
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire.http1 import BodyTooLarge, declares_more_than
 from dashpay.wire.insight_rest import (
@@ -417,7 +418,8 @@ class InsightRest:
                 if scope.cancelled_caught:
                     raise httpx.TimeoutException(f"no complete answer within {self._timeout}s")
             except httpx.RequestError as exc:
-                detail = self._scrub(str(exc)) or "no details"
+                # trio's TLS errors reach httpx wrapped, under an empty message.
+                detail = self._scrub(describe_error(exc)) or "no details"
                 failure = with_trust_hint(f"{type(exc).__name__}: {detail}")
             except BodyTooLarge:
                 raise InsightError(

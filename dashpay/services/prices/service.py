@@ -35,6 +35,7 @@ from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
 from dashpay.domain.money import fiat_code
 from dashpay.domain.views import iso_time
+from dashpay.net.http_post import describe_error
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.repository.base import Repository
 from dashpay.services.prices.convert import (
@@ -562,7 +563,7 @@ class PriceService:
             with trio.move_on_after(timeout) as scope:
                 status, headers, body = await self._get(url, params)
         except httpx.RequestError as exc:
-            detail = excerpt(with_trust_hint(str(exc)), 300) if str(exc) else "no details"
+            detail = excerpt(with_trust_hint(describe_error(exc)), 300)
             raise ProviderError(f"{type(exc).__name__}: {detail}") from None
         except _TooLarge:
             raise BadAnswer(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes") from None
