@@ -78,7 +78,7 @@ def config_from_dict(
             prices=_build_prices(reader),
             http=build_http(reader, base_dir),
             checkout=build_checkout(reader, base_dir),
-            network=build_network(reader, env),
+            network=build_network(reader, env, offline),
             tls=build_tls(reader, base_dir, env, offline),
         )
     except ConfigError as exc:

@@ -49,34 +49,35 @@ class TlsConfig:
     ca_certificates: int = 0
 
 
-def build_network(reader: Reader, env: Mapping[str, str]) -> NetworkConfig:
+def build_network(
+    reader: Reader, env: Mapping[str, str], offline: OfflineCheck | None = None
+) -> NetworkConfig:
     values = reader.section("network")
     proxy = values.get("proxy")
     no_proxy = values.get("no_proxy")
     try:
         proxies = settings_from(proxy, no_proxy, env)
     except ValueError as exc:
-        message = str(exc)
-        for key in ("proxy", "no_proxy"):
-            if message.startswith(f"[network] {key}: "):
-                raise reader.error(
-                    "network", key, message.removeprefix(f"[network] {key}: "), _HINTS[key]
-                ) from None
-        # A variable of the environment: named in the message; no key to point at.
+        # The keys' own values passed their checkers (network_values.py): this is a
+        # variable of the environment, which the message names.
         raise ConfigError(
-            message,
+            str(exc),
             hint="fix or unset the variable, or set [network] proxy / no_proxy, which win "
             "over the environment",
         ) from None
+    if offline is not None and (proxies.any or proxy is not None):
+        offline.notes.append(_proxy_note(proxies, from_environment=proxy is None))
     return NetworkConfig(proxy=proxy, no_proxy=no_proxy, proxies=proxies)
 
 
-_HINTS = {
-    "proxy": 'for example: proxy = "http://proxy.example:3128" (credentials: '
-    '"http://USER:PASSWORD@proxy.example:3128")',
-    "no_proxy": 'for example: no_proxy = ["localhost", "127.0.0.1", ".internal.example", '
-    '"10.0.0.0/8"]',
-}
+def _proxy_note(proxies: ProxySettings, *, from_environment: bool) -> str:
+    """What config check says of the proxies (never their credentials)."""
+    if not proxies.any:
+        return 'outbound connections go directly ([network] proxy = "")'
+    note = f"outbound connections go through {', '.join(proxies.sources)}"
+    if from_environment:
+        note += " (from this shell's environment: the service's may differ)"
+    return note
 
 
 def build_tls(
@@ -99,9 +100,13 @@ def build_tls(
     )
     if text == UNCHECKED_SECRET:
         return TlsConfig(ca_file=path)
-    return TlsConfig(
-        ca_file=path, ca_pem=text, ca_certificates=_count_certificates(reader, path, text)
-    )
+    count = _count_certificates(reader, path, text)
+    if offline is not None:
+        offline.notes.append(
+            f"[tls] ca_file: {path} holds {count} certificate{'s' if count != 1 else ''}, "
+            "trusted in addition to the system's and the bundled CAs"
+        )
+    return TlsConfig(ca_file=path, ca_pem=text, ca_certificates=count)
 
 
 def _count_certificates(reader: Reader, path: Path, text: str) -> int:
