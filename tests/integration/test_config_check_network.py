@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_XPUB, run_cli, write_config
-from tests.integration.test_config_check import unit_file, write
+from tests.integration.test_config_check import unit_file, unit_loading, write
 
 SECRET = "s3cr3t-pass"
 
@@ -142,10 +142,7 @@ def test_a_ca_file_the_service_user_cannot_read_is_refused(shared_dir, ca_pem):
 def test_a_ca_file_credential_is_checked_at_its_load_credential_source(shared_dir, ca_pem):
     source = write(shared_dir / "private-ca.pem", "garbage\n", 0o600)  # systemd reads as root
     config = config_file(shared_dir, tls={"ca_file": "${CREDENTIALS_DIRECTORY}/ca.pem"})
-    unit = unit_file(shared_dir, "User=nobody")
-    dropins = shared_dir / "dashpay.service.d"
-    dropins.mkdir()
-    write(dropins / "ca.conf", f"[Service]\nLoadCredential=ca.pem:{source}\n")
+    unit = unit_loading(shared_dir, "ca.pem", source)
     result = check(config, "--unit", unit)
     assert result.code == 2
     assert "[tls] ca_file: " in result.stderr and "holds no PEM certificate" in result.stderr

@@ -64,12 +64,8 @@ def test_a_bad_proxy_url_says_what_is_wrong_without_the_credentials(text, messag
 
 
 def bypasses(no_proxy: str, host: str, port: int = 443) -> bool:
-    settings = settings_from("http://proxy:3128", parse_no_proxy_list(no_proxy), {})
+    settings = settings_from("http://proxy:3128", no_proxy.split(","), {})
     return settings.proxy_for("https", host, port) is None
-
-
-def parse_no_proxy_list(text: str) -> list[str]:
-    return [entry for entry in text.split(",")]
 
 
 @pytest.mark.parametrize(
