@@ -22,6 +22,7 @@ and agree on which connection goes through which proxy.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ from dashpay.wire.proxy import (
     connect_request,
     settings_from,
 )
+
+log = logging.getLogger("dashpay.outbound")
 
 # Bytes per read of the proxy's CONNECT answer (a status line and a few headers).
 CONNECT_READ_BYTES = 4096
@@ -82,7 +85,14 @@ class Outbound:
     @classmethod
     def from_config(cls, config: Config) -> Outbound:
         """[network] (already merged with the environment at load) and [tls]."""
-        return cls(config.network.proxies, client_tls_context(config.tls.ca_pem))
+        proxies = config.network.proxies
+        log.info(
+            "outbound proxies=%s ca_file=%s ca_file_certificates=%d",
+            "; ".join(proxies.sources) or "none",
+            config.tls.ca_file,
+            config.tls.ca_certificates,
+        )
+        return cls(proxies, client_tls_context(config.tls.ca_pem))
 
     @classmethod
     def from_environment(
