@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 # The largest CONNECT answer head we buffer (as wire/http1.MAX_HEADER_BYTES: node.js
@@ -44,6 +45,7 @@ _VARIABLE_FOR = {
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 class ProxyAnswerError(Exception):
@@ -285,7 +287,7 @@ def _parsed(text: str | None, where: str) -> ProxyURL | None:
     return _checked(parse_proxy_url, text, where)
 
 
-def _checked(parse, value, where: str):  # type: ignore[no-untyped-def]
+def _checked(parse: Callable[[Any], T], value: Any, where: str) -> T:
     try:
         return parse(value)
     except ValueError as exc:

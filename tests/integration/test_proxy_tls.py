@@ -486,3 +486,35 @@ def test_a_daemon_whose_only_way_out_is_the_proxy_becomes_ready_and_records_paym
     # The price refresher went the same way (write_config points the providers at the
     # discard port, http: forwarded); nothing else left the host.
     assert set(lab.proxy.targets()) <= {where, "GET 127.0.0.1:9"}
+
+
+# -- the real socket.io 2.4.1 server (what Insight runs) through the proxy -------------------
+
+
+@pytest.mark.node
+async def test_the_websocket_reaches_the_real_socket_io_server_only_through_the_proxy(lab):
+    from dashpay.domain.observations import BlockObserved
+    from tests.interop.test_daemon_node_peer import expect, node_peer, send
+
+    peer = node_peer()
+    try:
+        port = int(expect(peer, "listening").split()[1])
+        socket = InsightSocket(
+            f"http://insight.proxied.test:{port}",
+            connect_timeout=2.0,
+            outbound=lab.outbound(lab.proxy.url()),
+        )
+        events, receive = trio.open_memory_channel(10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(socket.run, events)
+            with trio.fail_after(STEP):
+                assert isinstance(await receive.receive(), SocketConnected)
+                await trio.to_thread.run_sync(expect, peer, "subscribed")
+                block = "00000000000000" + "ab" * 25
+                send(peer, {"emit": "block", "payload": block})
+                assert await receive.receive() == BlockObserved(block)
+            nursery.cancel_scope.cancel()
+    finally:
+        peer.kill()
+        peer.wait()
+    assert lab.proxy.targets() == [f"CONNECT insight.proxied.test:{port}"]
