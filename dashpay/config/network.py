@@ -15,14 +15,17 @@ read a plain path.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dashpay.config.errors import ConfigError
 from dashpay.config.keys import Reader
 from dashpay.config.secrets import UNCHECKED_SECRET, OfflineCheck, read_secret_file
+from dashpay.config.text import redact_url
 from dashpay.wire.proxy import ProxySettings, settings_from
 
 # A CA bundle: certifi's, the largest one commonly passed, is ~300 KB.
@@ -78,6 +81,39 @@ def _proxy_note(proxies: ProxySettings, *, from_environment: bool) -> str:
     if from_environment:
         note += " (from this shell's environment: the service's may differ)"
     return note
+
+
+def loopback_through_proxy(proxies: ProxySettings, urls: Iterable[tuple[str, str]]) -> list[str]:
+    """Warnings for configured URLs (``(label, url)``) on this host's loopback that the
+    proxy would carry: the proxy would reach ITS loopback, not ours."""
+    warnings = []
+    for label, url in urls:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not _is_loopback(host):
+            continue
+        try:
+            port = parts.port
+        except ValueError:
+            continue
+        scheme = parts.scheme.lower()
+        proxy = proxies.proxy_for(scheme, host, port or (443 if scheme in ("https", "wss") else 80))
+        if proxy is not None:
+            warnings.append(
+                f"{label} {redact_url(url)} is on this host but would go through the proxy "
+                f"{proxy.display}, which reaches its own loopback; add {host} to "
+                "[network] no_proxy (or NO_PROXY)"
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_tls(
