@@ -5,29 +5,20 @@ service's user, or checked at its LoadCredential= source)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_XPUB, run_cli, write_config
 from tests.integration.test_config_check import unit_file, unit_loading, write
+from tests.pki import make_ca
 
 SECRET = "s3cr3t-pass"
 
 
 @pytest.fixture(scope="module")
 def ca_pem(tmp_path_factory) -> str:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("ca")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=check CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        cwd=folder, check=True, capture_output=True,
-    )  # fmt: skip
-    return (folder / "ca.pem").read_text()
+    return make_ca(tmp_path_factory.mktemp("ca"), "check CA").read_text()
 
 
 def config_file(directory: Path, **sections: dict[str, object]) -> Path:

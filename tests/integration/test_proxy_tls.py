@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import shutil
 import ssl
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from dashpay.wire.proxy import settings_from
 from tests.conftest import REPO, TEST_XPUB, SandboxPeer, start_daemon, write_config
 from tests.insight_stub import InsightStub, Reply
 from tests.integration.conftest import CallbackServer
+from tests.pki import issue, make_ca
 
 STEP = 5.0
 UNTRUSTED = "certificate verify failed"
@@ -74,22 +74,9 @@ class Pki:
 
 
 def make_pki(folder: Path) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=dashpay proxy test CA")  # fmt: skip
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (folder / "ext.cnf").write_text(
-        "subjectAltName=DNS:localhost,DNS:*.proxied.test,IP:127.0.0.1\n"
-    )
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
-    return Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    ca = make_ca(folder, "dashpay proxy test CA")
+    cert, key = issue(folder, "server", "DNS:localhost,DNS:*.proxied.test,IP:127.0.0.1")
+    return Pki(ca, cert, key)
 
 
 @dataclass

@@ -3,17 +3,15 @@ loopback URLs a proxy would carry."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import certifi
-import pytest
 
 from dashpay.config.load import config_from_dict, config_warnings
 from dashpay.net.outbound import Outbound, client_tls_context
 from tests.conftest import TEST_XPUB
+from tests.pki import make_ca
 
 CERTIFI_PEM = Path(certifi.where()).read_text()
 BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -45,23 +43,12 @@ def test_ssl_cert_file_no_longer_replaces_the_bundled_cas(tmp_path, monkeypatch)
     assert client_tls_context().cert_store_stats()["x509_ca"] >= certifi_count()
 
 
-def private_ca(folder) -> str:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=unit test CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        cwd=folder, check=True, capture_output=True,
-    )  # fmt: skip
-    return (folder / "ca.pem").read_text()
-
-
 def test_ca_file_is_added_to_the_store_not_put_in_its_place(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))  # no system store here
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     base = client_tls_context().cert_store_stats()["x509_ca"]
     assert base == certifi_count()
-    outbound = Outbound.from_environment({}, ca_pem=private_ca(tmp_path))
+    outbound = Outbound.from_environment({}, ca_pem=make_ca(tmp_path).read_text())
     assert outbound.tls_context.cert_store_stats()["x509_ca"] == base + 1
     assert not outbound.proxies.any
 
