@@ -45,6 +45,7 @@ _VARIABLE_FOR = {
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 T = TypeVar("T")
 
 
@@ -133,19 +134,20 @@ class Bypass:
     name: str = ""  # lower case, no leading dot: matches itself and its subdomains
     port: int | None = None  # None: any port
 
-    def matches(self, host: str, port: int) -> bool:
+    def matches(self, host: str, address: IPAddress | None, port: int) -> bool:
+        """``host`` in lower case without brackets; ``address`` is it parsed, when it is
+        an IP literal (parsed once by the caller, not once per entry)."""
         if self.port is not None and port != self.port:
             return False
         if self.everything:
             return True
         if self.network is not None:
-            address = _ip(host)
             return (
                 address is not None
                 and address.version == self.network.version
                 and (address in self.network)
             )
-        if _ip(host) is not None:  # a name entry never matches part of an address
+        if address is not None:  # a name entry never matches part of an address
             return host == self.name
         return host == self.name or host.endswith("." + self.name)
 
@@ -199,7 +201,7 @@ def _port(text: str, entry: str) -> int:
     return int(text)
 
 
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -226,8 +228,11 @@ class ProxySettings:
         proxy = self.https if _VARIABLE_FOR.get(scheme.lower()) == "https_proxy" else self.http
         if proxy is None:
             return None
+        if not self.bypass:
+            return proxy
         name = host.strip().removeprefix("[").removesuffix("]").lower().rstrip(".")
-        if any(rule.matches(name, port) for rule in self.bypass):
+        address = _ip(name) if name[-1:].isdigit() or ":" in name else None
+        if any(rule.matches(name, address, port) for rule in self.bypass):
             return None
         return proxy
 
