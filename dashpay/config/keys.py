@@ -29,6 +29,7 @@ from dashpay.config.checkout_values import (
 from dashpay.config.durations import DURATION_HINT, DurationError, parse_duration
 from dashpay.config.errors import ConfigError, Invalid, WrongType
 from dashpay.config.listen import byte_size, cidr_list, listen_list, origin_list
+from dashpay.config.network_values import no_proxy_list, proxy_url
 from dashpay.config.text import close_matches, describe, quote, redact_url, toml_value
 
 # -- limits ---------------------------------------------------------------------------
@@ -488,6 +489,29 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             )
             for name, url in PRICE_PROVIDER_URLS.items()
         },
+    },
+    "network": {
+        "proxy": KeySpec(
+            'http(s) proxy URL ("http://[USER:PASSWORD@]HOST:PORT"), or "" for none',
+            None,
+            proxy_url,
+            secret=True,
+        ),
+        "no_proxy": KeySpec(
+            'array of hosts reached without the proxy: names (".example.com" and '
+            '"example.com" match subdomains too), addresses, networks, "*"',
+            None,
+            no_proxy_list,
+            example=["localhost", "127.0.0.1"],
+        ),
+    },
+    "tls": {
+        "ca_file": KeySpec(
+            "path of a PEM file of CA certificates trusted in addition to the default ones",
+            None,
+            _path,
+            example="$CREDENTIALS_DIRECTORY/ca.pem",
+        ),
     },
     "logging": {
         "level": KeySpec(

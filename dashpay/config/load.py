@@ -36,6 +36,7 @@ from dashpay.config.model import (
     ReceiversConfig,
     WalletConfig,
 )
+from dashpay.config.network import build_network, build_tls, loopback_through_proxy
 from dashpay.config.secrets import OfflineCheck, read_secret_file
 
 
@@ -77,6 +78,8 @@ def config_from_dict(
             prices=_build_prices(reader),
             http=build_http(reader, base_dir),
             checkout=build_checkout(reader, base_dir),
+            network=build_network(reader, env, offline),
+            tls=build_tls(reader, base_dir, env, offline),
         )
     except ConfigError as exc:
         if exc.path is None:
@@ -110,6 +113,7 @@ def config_warnings(config: Config) -> list[str]:
         caution = network_warning(key, config.wallet.network)
         if caution is not None:
             warnings.append(f"[wallet] xpub: {caution}")
+    warnings += loopback_through_proxy(config.network.proxies, _outbound_urls(config))
     if config.http.public_url is not None and not config.http.listen:
         warnings.append(
             "[http] public_url is set but [http] listen is empty: no checkout page is "
@@ -117,6 +121,17 @@ def config_warnings(config: Config) -> list[str]:
             '["127.0.0.1:8080"]) behind your reverse proxy'
         )
     return warnings
+
+
+def _outbound_urls(config: Config) -> list[tuple[str, str]]:
+    """The configured URLs the daemon connects to, each with its key."""
+    urls = [("[insight] url", config.insight.url)]
+    if config.insight.socket_url:
+        urls.append(("[insight] socket_url", config.insight.socket_url))
+    urls += [(f"[prices.{name}] url", config.prices.url(name)) for name in config.prices.providers]
+    if config.callbacks.default_url:
+        urls.append(("[callbacks] default_url", config.callbacks.default_url))
+    return urls
 
 
 def _build_wallet(reader: Reader) -> WalletConfig:

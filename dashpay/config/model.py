@@ -19,6 +19,7 @@ from dashpay.config.control import ControlConfig
 from dashpay.config.database import DatabaseConfig
 from dashpay.config.http import HttpConfig
 from dashpay.config.keys import PRICE_PROVIDERS, default
+from dashpay.config.network import NetworkConfig, TlsConfig
 from dashpay.domain.addresses import embedded_ipv4
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -230,3 +231,5 @@ class Config:
     prices: PricesConfig = field(default_factory=PricesConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     checkout: CheckoutConfig = field(default_factory=CheckoutConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)

@@ -68,21 +68,28 @@ def read_secret_file(
     base_dir: Path | None,
     env: Mapping[str, str] | None,
     offline: OfflineCheck | None = None,
+    limit: int = MAX_SECRET_FILE_BYTES,
+    what: str = "the secret",
 ) -> tuple[Path, str]:
-    """(resolved path, content without one trailing newline). Never shows the content."""
+    """(resolved path, content without one trailing newline). Never shows the content.
+    ``limit``: the largest file accepted, in bytes; ``what`` the file holds, for hints."""
     env = os.environ if env is None else env
     text = str(path)
     if offline is not None and not env.get(CREDENTIALS_ENV) and _CREDENTIALS_VARIABLE.search(text):
-        return Path(text), _read_credential_offline(text, key=key, offline=offline)
+        return Path(text), _read_credential_offline(
+            text, key=key, offline=offline, limit=limit, what=what
+        )
     expanded = Path(_expand_credentials_directory(text, key=key, env=env))
     if not expanded.is_absolute():
         expanded = (base_dir if base_dir is not None else Path.cwd()) / expanded
     if offline is not None:
         offline.read.append((key, expanded))
-    return expanded, _read_file(expanded, key=key)
+    return expanded, _read_file(expanded, key=key, limit=limit, what=what)
 
 
-def _read_credential_offline(text: str, *, key: str, offline: OfflineCheck) -> str:
+def _read_credential_offline(
+    text: str, *, key: str, offline: OfflineCheck, limit: int, what: str
+) -> str:
     """The content of ``$CREDENTIALS_DIRECTORY/ID`` as the unit would load it."""
     match = _CREDENTIAL_PATH.fullmatch(text)
     if match is None:
@@ -115,7 +122,7 @@ def _read_credential_offline(text: str, *, key: str, offline: OfflineCheck) -> s
         return UNCHECKED_SECRET
     loaded = f"LoadCredential={ident} in {offline.unit}"
     try:
-        content = _read_file(source, key=key)
+        content = _read_file(source, key=key, limit=limit, what=what)
     except ConfigError as exc:
         if os.access(source, os.F_OK) and not os.access(source, os.R_OK):
             offline.notes.append(
@@ -129,11 +136,11 @@ def _read_credential_offline(text: str, *, key: str, offline: OfflineCheck) -> s
     return content
 
 
-def _read_file(expanded: Path, *, key: str) -> str:
+def _read_file(expanded: Path, *, key: str, limit: int, what: str) -> str:
     fix = "check the path; under systemd, LoadCredential= and $CREDENTIALS_DIRECTORY help"
     try:
         with open(expanded, "rb") as handle:
-            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise ConfigError(f"{expanded} does not exist", key=key, hint=fix) from None
     except IsADirectoryError:
@@ -148,11 +155,11 @@ def _read_file(expanded: Path, *, key: str) -> str:
         raise ConfigError(
             f"{expanded} cannot be read ({exc.strerror})", key=key, hint=fix
         ) from None
-    if len(data) > MAX_SECRET_FILE_BYTES:
+    if len(data) > limit:
         raise ConfigError(
-            f"{expanded} is larger than {MAX_SECRET_FILE_BYTES} bytes",
+            f"{expanded} is larger than {limit} bytes",
             key=key,
-            hint="the file must hold only the secret",
+            hint=f"the file must hold only {what}",
         )
     try:
         text = data.decode("utf-8")
@@ -160,5 +167,5 @@ def _read_file(expanded: Path, *, key: str) -> str:
         raise ConfigError(f"{expanded} is not UTF-8 text", key=key) from None
     text = text.removesuffix("\n").removesuffix("\r")
     if not text:
-        raise ConfigError(f"{expanded} is empty", key=key, hint="write the secret into it")
+        raise ConfigError(f"{expanded} is empty", key=key, hint=f"write {what} into it")
     return text

@@ -42,6 +42,7 @@ from dashpay.net.control_server import serve_control
 from dashpay.net.http_server import serve_http
 from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
+from dashpay.net.outbound import Outbound
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.services.apikeys import ApiKeyService
@@ -110,6 +111,7 @@ class Daemon:
         self.prices: PriceService | None = None
         self.insight: InsightSocket | None = None
         self.rest: InsightRest | None = None
+        self.outbound: Outbound | None = None  # the proxies and trust store of every client
         self.reconciler: Reconciler | None = None
         self.apikeys: ApiKeyService | None = None  # the HTTP API authenticates with it
         self.verifier: Verifier | None = None
@@ -200,7 +202,9 @@ class Daemon:
         self.engine = engine
         await nursery.start(engine.run)
         secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
-        sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret)
+        # Every outbound client: one trust store, one proxy decision ([network], [tls]).
+        self.outbound = outbound = Outbound.from_config(config)
+        sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret, outbound=outbound)
         engine.on_events = sender.offer
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
@@ -209,6 +213,7 @@ class Daemon:
             repo,
             config.prices,
             providers=None if self.sandbox is None else self.sandbox.price_providers(config.prices),
+            outbound=outbound,
         )
         await nursery.start(self.prices.refresh_loop)
         self.services.prices = self.prices
@@ -234,7 +239,9 @@ class Daemon:
 
         # Insight: subscribe first, then rescan (the engine asks for a rescan on every
         # SocketConnected), so nothing paid between the two is missed.
-        self.rest = InsightRest(config.insight.url, timeout=config.insight.timeout)
+        self.rest = InsightRest(
+            config.insight.url, timeout=config.insight.timeout, outbound=outbound
+        )
         self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
         self.services.reconciler = self.reconciler
         # Socket events announce payments; REST confirms them before they count.
@@ -245,6 +252,7 @@ class Daemon:
             config.insight.effective_socket_url,
             reconnect_initial=config.insight.reconnect_initial,
             reconnect_max=config.insight.reconnect_max,
+            outbound=outbound,
         )
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)

@@ -28,7 +28,8 @@ callback on redirects, cookies, decoders and its pool machinery; this one does o
   only to those, never resolving the name itself, so DNS rebinding cannot slip an
   unchecked address in between.
 - **TLS** for https through ``trio.SSLStream``: certificate and host name verified
-  against the URL's host (SNI), ALPN offers only http/1.1.
+  against the URL's host (SNI) with the one trust store (``net/outbound.py``), ALPN
+  offers only http/1.1.
 - **Bounded answers.** Headers at most ``httpwire.MAX_HEADER_BYTES``; the body is read
   up to ``max_body`` bytes for ``body_seconds`` and never decompressed (nothing asks
   for compression). A body cut short closes the connection instead of reusing it.
@@ -36,7 +37,12 @@ callback on redirects, cookies, decoders and its pool machinery; this one does o
   grammar (no CR, LF or control character can smuggle a header in); Host and
   Content-Length are the codec's own, and so are the other framing and connection
   headers, which a caller cannot set.
-- **Nothing else**: no proxies, no redirects followed, no cookies.
+- **Proxies** (``Outbound.proxy_for``: ``[network] proxy``, ``HTTPS_PROXY``,
+  ``NO_PROXY``...): the connection is a CONNECT tunnel through the proxy, for http
+  targets too, to the address the guard checked (an IP literal), never to the name:
+  the proxy cannot resolve the name to somewhere the guard did not allow. The proxy
+  itself is not judged by the guard; it is the operator's own hop.
+- **Nothing else**: no redirects followed, no cookies.
 
 Errors are ``HttpPostError`` subclasses whose text says what happened. The caller
 bounds the whole attempt (``trio.move_on_after``); a cancelled or failed exchange
@@ -59,8 +65,17 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay.domain.limits import MAX_REMEMBERED_URLS
+from dashpay.net.outbound import (
+    Outbound,
+    ProxyError,
+    default_outbound,
+    secure_proxy_stream,
+    tunnel,
+    with_trust_hint,
+)
 from dashpay.wire import http1 as httpwire
 from dashpay.wire.http1 import END_OF_MESSAGE, NEED_DATA, InvalidResponse
+from dashpay.wire.proxy import ProxyURL
 
 # The largest response head we buffer (the codec's limit: 16 KiB, as h11 and node.js).
 MAX_HEADER_BYTES = httpwire.MAX_HEADER_BYTES
@@ -117,21 +132,6 @@ class PostResponse:
             if key == name:
                 return value.decode("latin-1")
         return None
-
-
-def default_tls_context() -> ssl.SSLContext:
-    """Verification on, host names checked. Trust: ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
-    when set (as OpenSSL and httpx honour them), else certifi's bundle, the same CAs
-    httpx trusted before this client existed."""
-    cafile = os.environ.get("SSL_CERT_FILE")
-    capath = os.environ.get("SSL_CERT_DIR")
-    if not cafile and not capath:
-        import certifi  # a dependency of httpx, so always installed with dashpay
-
-        cafile = certifi.where()
-    context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 def describe_error(exc: BaseException) -> str:
@@ -217,12 +217,13 @@ class _Connection:
             self.sock.close()
 
 
-class _TlsConnection(_Connection):
-    """The same over ``trio.SSLStream`` (which owns the encryption state)."""
+class _StreamConnection(_Connection):
+    """The same over a trio stream that owns more than the socket: ``trio.SSLStream``
+    (the encryption state), or a tunnel inside TLS to an https:// proxy."""
 
     __slots__ = ("stream",)
 
-    def __init__(self, sock: socket.socket, stream: trio.SSLStream) -> None:
+    def __init__(self, sock: socket.socket, stream: trio.abc.Stream) -> None:
         super().__init__(sock)
         self.stream = stream
 
@@ -254,9 +255,13 @@ class HttpPoster:
         body_seconds: float,
         max_idle_per_origin: int = 8,
         tls_context: ssl.SSLContext | None = None,
+        outbound: Outbound | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``outbound``: the proxies and trust store (default: the environment's);
+        ``tls_context``, when given, replaces its trust store."""
         self._connect_addresses = connect_addresses
+        self._outbound = outbound or default_outbound()
         self.max_body = max_body
         self.body_seconds = body_seconds
         self.max_idle_per_origin = max(1, max_idle_per_origin)
@@ -270,9 +275,7 @@ class HttpPoster:
 
     @property
     def tls_context(self) -> ssl.SSLContext:
-        if self._tls_context is None:
-            self._tls_context = default_tls_context()
-        return self._tls_context
+        return self._tls_context or self._outbound.tls_context
 
     async def post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes) -> PostResponse:
         """POST ``body`` to ``url`` (http or https, already validated by the caller).
@@ -345,34 +348,57 @@ class HttpPoster:
     async def _connect(self, origin: Origin) -> _Connection:
         scheme, host, port = origin
         addresses = await self._connect_addresses(host, port)
-        errors: list[str] = []
-        sock: socket.socket | None = None
-        for address in addresses:
-            try:
-                sock = await _open_tcp(address, port)
-                break
-            except OSError as exc:
-                errors.append(describe_error(exc))
-        if sock is None:
-            raise ConnectFailed("; ".join(dict.fromkeys(errors)) or f"{host} has no addresses")
+        proxy = self._outbound.proxy_for(scheme, host, port)
+        if proxy is None:
+            sock = await _open_first(addresses, port, f"{host} has no addresses")
+            stream: trio.abc.Stream | None = None
+        else:
+            sock, stream = await self._tunnel(proxy, addresses, port)
         self.connections_made += 1
         if scheme != "https":
-            return _Connection(sock)
-        transport = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        stream = trio.SSLStream(
-            transport, self.tls_context, server_hostname=host, https_compatible=True
+            return _Connection(sock) if stream is None else _StreamConnection(sock, stream)
+        if stream is None:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        secure = trio.SSLStream(
+            stream, self.tls_context, server_hostname=host, https_compatible=True
         )
-        connection = _TlsConnection(sock, stream)
+        connection = _StreamConnection(sock, secure)
         try:
-            await stream.do_handshake()
+            await secure.do_handshake()
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             connection.close()
-            detail = describe_error(exc)
+            detail = with_trust_hint(describe_error(exc))
             raise TlsFailed(f"TLS handshake with {host} failed: {detail}") from None
         except BaseException:
             connection.close()
             raise
         return connection
+
+    async def _tunnel(
+        self, proxy: ProxyURL, addresses: Sequence[str], port: int
+    ) -> tuple[socket.socket, trio.abc.Stream | None]:
+        """A tunnel through ``proxy`` to the first checked address it reaches: the
+        socket to the proxy and, for an https:// proxy, the TLS stream over it (None:
+        the tunnel is the bare socket)."""
+        errors: list[str] = []
+        for address in addresses:
+            proxy_addresses = await _resolve_proxy(proxy)
+            sock = await _open_first(
+                proxy_addresses, proxy.port, f"{proxy.display} has no addresses"
+            )
+            stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            try:
+                stream = await secure_proxy_stream(stream, proxy, self.tls_context)
+                await tunnel(stream, proxy, address, port)
+            except ProxyError as exc:
+                _close_socket(sock)
+                errors.append(str(exc))
+                continue
+            except BaseException:
+                _close_socket(sock)
+                raise
+            return sock, stream if proxy.tls else None
+        raise ConnectFailed("; ".join(dict.fromkeys(errors)) or "no address to tunnel to")
 
     # -- one exchange ------------------------------------------------------------------
     async def _exchange(
@@ -456,6 +482,31 @@ class HttpPoster:
 _DONE, _MORE, _STOP = object(), object(), object()
 
 
+async def _open_first(addresses: Sequence[str], port: int, none: str) -> socket.socket:
+    """A connection to the first of ``addresses`` (IP literals) that accepts one."""
+    errors: list[str] = []
+    for address in addresses:
+        try:
+            return await _open_tcp(address, port)
+        except OSError as exc:
+            errors.append(describe_error(exc))
+    raise ConnectFailed("; ".join(dict.fromkeys(errors)) or none)
+
+
+async def _resolve_proxy(proxy: ProxyURL) -> list[str]:
+    """The proxy's addresses. Not judged by the guard: the operator configured it."""
+    try:
+        infos = await trio.socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectFailed(f"cannot resolve the proxy {proxy.display}: {exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _close_socket(sock: socket.socket) -> None:
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
+
+
 async def _open_tcp(address: str, port: int) -> socket.socket:
     """A non-blocking TCP connection (TCP_NODELAY) to exactly ``address`` (an IP
     literal: nothing is resolved)."""
@@ -471,8 +522,7 @@ async def _open_tcp(address: str, port: int) -> socket.socket:
         if error:
             raise OSError(error, f"connect to {address} port {port}: {os.strerror(error)}")
     except BaseException:
-        trio.lowlevel.notify_closing(sock)
-        sock.close()
+        _close_socket(sock)
         raise
     return sock
 

@@ -37,6 +37,8 @@ import trio
 from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.observations import TxObserved
+from dashpay.net.http_post import describe_error
+from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire.http1 import BodyTooLarge, declares_more_than, retry_after_seconds
 from dashpay.wire.insight_rest import (
     ADDRESS,
@@ -122,7 +124,10 @@ class InsightRest:
         concurrency: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        outbound: Outbound | None = None,
     ) -> None:
+        """``outbound``: the trust store and proxies (default: the environment's);
+        ``transport`` (tests) replaces it."""
         url = _check_base_url(base_url)
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
@@ -152,11 +157,13 @@ class InsightRest:
         self._limiter = trio.CapacityLimiter(concurrency)
         self._not_before = float("-inf")  # trio clock; shared pause after a 429
         self._random = random.Random()
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        if transport is None:
+            transport = (outbound or default_outbound()).httpx_transport(limits=limits)
         self._client = httpx.AsyncClient(
             base_url=url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
@@ -411,7 +418,9 @@ class InsightRest:
                 if scope.cancelled_caught:
                     raise httpx.TimeoutException(f"no complete answer within {self._timeout}s")
             except httpx.RequestError as exc:
-                failure = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no details'}"
+                # trio's TLS errors reach httpx wrapped, under an empty message.
+                detail = self._scrub(describe_error(exc)) or "no details"
+                failure = with_trust_hint(f"{type(exc).__name__}: {detail}")
             except BodyTooLarge:
                 raise InsightError(
                     f"Insight {method} {shown}: response larger than "

@@ -40,6 +40,7 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
+from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire import websocket as wsframe
 from dashpay.wire.engineio import (
     CONNECTED,
@@ -151,7 +152,7 @@ def _describe(exc: BaseException, connect_timeout: float) -> str:
     if isinstance(exc, trio.BrokenResourceError) and cause is not None:
         exc = cause
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
+    return with_trust_hint(f"{type(exc).__name__}: {text}"[:300])
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -245,8 +246,10 @@ class InsightSocket:
     txlock and block events delivered), ``events_rejected`` (frames or payloads skipped
     as malformed or oversized) and ``events_ignored`` (``dashd/*`` and unknown events).
 
-    For wss/https the server certificate is verified against the system's CAs (or the
-    ``ssl_context`` given, e.g. one trusting a private CA).
+    Connections go directly or through the proxy ``outbound`` names for the URL (an
+    HTTP CONNECT tunnel, the proxy resolving the host). For wss/https the server
+    certificate is verified with ``outbound``'s trust store (``ssl_context``, when
+    given, replaces it).
     """
 
     def __init__(
@@ -259,8 +262,10 @@ class InsightSocket:
         max_message_bytes: int = MAX_FRAME_CHARS,
         subscriptions: Sequence[str] = ("inv",),
         ssl_context: ssl.SSLContext | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.endpoint = parse_socket_url(socket_url)
+        self._outbound = outbound or default_outbound()
         self._policy = ReconnectPolicy(reconnect_initial, reconnect_max)
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")
@@ -269,7 +274,7 @@ class InsightSocket:
             raise ValueError(f"max_message_bytes must be 1..{MAX_FRAME_CHARS}")
         self._max_message_bytes = max_message_bytes
         self._subscriptions = tuple(subscriptions)
-        self._ssl_context = ssl_context
+        self._ssl_context = ssl_context or self._outbound.tls_context
 
         self.state = STATE_CONNECTING
         self.connected_since: float | None = None
@@ -372,11 +377,10 @@ class InsightSocket:
         """TCP (+ TLS) and the websocket upgrade (RFC 6455 section 4.1). Returns the
         stream and the bytes that followed the 101 answer (the first frames)."""
         endpoint = self.endpoint
-        stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        scheme = "wss" if endpoint.tls else "ws"
+        stream = await self._outbound.open_stream(scheme, endpoint.host, endpoint.port)
         try:
             if endpoint.tls:
-                if self._ssl_context is None:
-                    self._ssl_context = ssl.create_default_context()  # verifies certificates
                 stream = trio.SSLStream(
                     stream,
                     self._ssl_context,

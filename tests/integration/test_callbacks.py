@@ -36,6 +36,7 @@ from dashpay.domain.model import (
 from dashpay.domain.payload import event_payload
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
 from dashpay.engine.record import decider, record_batch
+from dashpay.net.outbound import Outbound
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.services.callbacks.secret import CallbackSecret, resolve_secret
@@ -710,17 +711,18 @@ async def test_without_any_url_the_event_fails_at_once_and_the_default_url_is_us
     assert [r.delivery for r in http_server.to("/default")] == [lost.event_id]
 
 
-async def test_https_is_verified_against_the_host_name(
-    outbox_repo, https_server, tls_files, monkeypatch
-):
+async def test_https_is_verified_against_the_host_name(outbox_repo, https_server, tls_files):
     # The guard connects to a checked IP address; TLS must still verify the name in the
-    # URL: "localhost" matches the certificate, the bare address does not.
-    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.ca))
+    # URL: "localhost" matches the certificate, the bare address does not. The test CA
+    # is trusted as [tls] ca_file makes it.
+    outbound = Outbound.from_environment({}, ca_pem=tls_files.ca.read_text())
     by_name = paid(
         outbox_repo, new_receiver(outbox_repo, f"https://localhost:{https_server.port}/cb")
     )
     by_address = paid(outbox_repo, new_receiver(outbox_repo, https_server.url()))
-    async with running(sender_for(outbox_repo, backoff_initial=30.0, backoff_max=30.0)):
+    sender = sender_for(outbox_repo, backoff_initial=30.0, backoff_max=30.0)
+    sender.outbound = outbound
+    async with running(sender):
         await eventually(lambda: status_of(outbox_repo, by_name.event_id) == OUTBOX_DELIVERED)
         await eventually(lambda: len(attempts_of(outbox_repo, by_address.event_id)) == 1)
     [(status, error)] = attempts_of(outbox_repo, by_address.event_id)

@@ -40,6 +40,15 @@ def unit_file(directory: Path, *lines: str) -> Path:
     return write(directory / "dashpay.service", "[Service]\n" + "".join(f"{x}\n" for x in lines))
 
 
+def unit_loading(directory: Path, credential: str, source: Path) -> Path:
+    """A unit running as nobody whose drop-in loads ``credential`` from ``source``."""
+    unit = unit_file(directory, "User=nobody")
+    dropins = directory / "dashpay.service.d"
+    dropins.mkdir()
+    write(dropins / "credentials.conf", f"[Service]\nLoadCredential={credential}:{source}\n")
+    return unit
+
+
 def check(*args: str):
     return run_cli("config", "check", *map(str, args))
 
@@ -163,10 +172,7 @@ def test_a_credential_path_without_a_unit_is_noted_not_refused(shared_dir):
 def test_a_credential_is_checked_at_its_load_credential_source(shared_dir):
     source = write(shared_dir / "secret", "short\n", 0o600)  # systemd reads it as root
     config = credentials_config(shared_dir)
-    unit = unit_file(shared_dir, "User=nobody")
-    dropins = shared_dir / "dashpay.service.d"
-    dropins.mkdir()
-    write(dropins / "credentials.conf", f"[Service]\nLoadCredential=callback-secret:{source}\n")
+    unit = unit_loading(shared_dir, "callback-secret", source)
     result = check(config, "--unit", unit)
     assert result.code == 2
     assert "[callbacks] secret_file: the secret has 5 characters" in result.stderr

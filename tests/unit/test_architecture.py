@@ -42,6 +42,11 @@ LONG_FILES: dict[str, str] = {
         "HTTP route), so the control socket, the CLI, the HTTP API and OpenAPI are built "
         "from one place; the parsers are in params.py"
     ),
+    "dashpay/config/keys.py": (
+        "THE table of every config key (type, default, checker, example), read by the "
+        "loader, the dataclass defaults, the messages and the config.example.toml test; "
+        "the checkers of whole sections live beside it (listen.py, network_values.py...)"
+    ),
     "dashpay/sandbox/chain.py": (
         "one model: the simulated chain's state and the Insight JSON it renders from its "
         "own indexes (mempool, blocks, locks, address histories)"

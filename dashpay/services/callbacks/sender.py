@@ -78,6 +78,7 @@ from dashpay.net.http_post import (
     HttpPostError,
     describe_error,
 )
+from dashpay.net.outbound import Outbound
 from dashpay.repository.base import Repository
 from dashpay.services.callbacks.policy import (
     Delivery,
@@ -211,9 +212,11 @@ class CallbackSender:
         secret: CallbackSecret,
         *,
         clock: Callable[[], int] = now_ms,
+        outbound: Outbound | None = None,
     ) -> None:
         self.repo = repo
         self.rules = rules
+        self.outbound = outbound  # proxies and trust store; None: the environment's
         self.wallet_id = wallet_id
         self.secret = secret
         self.clock = clock
@@ -340,6 +343,7 @@ class CallbackSender:
             max_body=MAX_RESPONSE_BYTES,
             body_seconds=BODY_READ_SECONDS,
             max_idle_per_origin=self.max_in_flight,
+            outbound=self.outbound,
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -35,6 +35,8 @@ from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
 from dashpay.domain.money import fiat_code
 from dashpay.domain.views import iso_time
+from dashpay.net.http_post import describe_error
+from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.repository.base import Repository
 from dashpay.services.prices.convert import (
     FiatConversion,
@@ -125,12 +127,17 @@ class PriceService:
         clock: Callable[[], int] = now_ms,
         transport: httpx.AsyncBaseTransport | None = None,
         providers: tuple[Provider, ...] | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
+        """``outbound``: the trust store and proxies (default: the environment's);
+        ``transport`` (tests) replaces it."""
         self.repo = repo
         self.config = config
         self.clock = clock
         # `providers`: the sandbox's own fixed rate instead of the configured ones.
         self.providers = make_providers(config) if providers is None else providers
+        if transport is None:
+            transport = (outbound or default_outbound()).httpx_transport()
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(config.timeout),
@@ -556,7 +563,7 @@ class PriceService:
             with trio.move_on_after(timeout) as scope:
                 status, headers, body = await self._get(url, params)
         except httpx.RequestError as exc:
-            detail = excerpt(str(exc)) if str(exc) else "no details"
+            detail = excerpt(with_trust_hint(describe_error(exc)), 300)
             raise ProviderError(f"{type(exc).__name__}: {detail}") from None
         except _TooLarge:
             raise BadAnswer(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes") from None
