@@ -13,17 +13,27 @@ What bounds a slow or hostile client (hypercorn's settings, then the app's):
   the whole body the same time (408);
 - request heads over 16 KiB are refused by h11 (``h11_max_incomplete_size``); bodies
   over ``max_body`` by the app (413, before reading them when Content-Length says so);
-- HTTP/2 (with TLS) allows 32 concurrent streams per connection, heads of 16 KiB.
+- HTTP/2 (with TLS) allows 32 concurrent streams per connection, heads of 16 KiB;
+- ``max_connections``: at most that many connections are open at once (hypercorn has no
+  cap of its own); one more is closed as soon as it is accepted, with a throttled
+  warning, so a flood of connections can never take the file descriptors the payment
+  engine needs (the database, Insight, callbacks). The accept loop is hypercorn's
+  ``worker_serve`` minus what the daemon does not use (lifespan, QUIC, statsd), so the
+  connections can be counted; each connection is still hypercorn's ``TCPServer``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
+from functools import partial
 
 import trio
 
 from dashpay.config.http import HttpConfig
+from dashpay.domain.throttle import ThrottledLog
 
 log = logging.getLogger("dashpay.http")
 
@@ -62,13 +72,66 @@ def hypercorn_config(config: HttpConfig):  # -> hypercorn.config.Config
 async def serve_http(app, config: HttpConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` on ``config.listen`` until cancelled; ``task_status.started`` gets
     the URLs bound (a port 0 is resolved to the port taken)."""
-    from hypercorn.trio import serve
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import repr_socket_addr, wrap_app
 
-    async def run(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await serve(app, hypercorn_config(config), task_status=task_status)
+    hc = hypercorn_config(config)
+    sockets = hc.create_sockets()
+    ssl_context = hc.create_ssl_context()
+    listeners: list[trio.abc.Listener] = []
+    urls = []
+    for scheme, group in (("https", sockets.secure_sockets), ("http", sockets.insecure_sockets)):
+        for sock in group:
+            sock.listen(hc.backlog)
+            listener: trio.abc.Listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            if scheme == "https":
+                listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
+            listeners.append(listener)
+            urls.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+    connection = partial(
+        TCPServer, wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc, WorkerContext(None)
+    )
+    cap = ConnectionCap(config.max_connections)
+
+    async def handle(stream) -> None:
+        with cap.held() as admitted:
+            if admitted:
+                await connection(ConnectionState({}), stream)
+                return
+        await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(run)
         for url in urls:
-            log.info("http API listening url=%s", url)
+            log.info("http API listening url=%s max_connections=%d", url, config.max_connections)
         task_status.started(urls)
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+class ConnectionCap:
+    """At most ``limit`` connections held at once; the one over it is refused (closed
+    unanswered) with a warning at most once a second."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+        self.warn = ThrottledLog(log)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[bool]:
+        if self.open >= self.limit:
+            self.refused += 1
+            self.warn.warning(
+                "refused",
+                "http connection refused: %d open, the [http] max_connections",
+                self.open,
+            )
+            yield False
+            return
+        self.open += 1
+        try:
+            yield True
+        finally:
+            self.open -= 1
