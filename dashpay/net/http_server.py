@@ -20,6 +20,14 @@ What bounds a slow or hostile client (hypercorn's settings, then the app's):
   engine needs (the database, Insight, callbacks). The accept loop is hypercorn's
   ``worker_serve`` minus what the daemon does not use (lifespan, QUIC, statsd), so the
   connections can be counted; each connection is still hypercorn's ``TCPServer``.
+
+One write per answer: hypercorn writes an HTTP/1.1 answer's head and its body with two
+``send`` calls, so the client is woken twice and reads the head alone. On plain TCP the
+stream under hypercorn (``OneWriteStream``) holds the head of an answer with a
+``Content-Length`` until hypercorn's next write, the body (or the empty end of an
+empty one), which always follows at once, and sends both in one call. Other heads
+(interim 1xx answers, streamed answers without a length such as event streams) are
+written as they come.
 """
 
 from __future__ import annotations
@@ -98,6 +106,8 @@ async def serve_http(app, config: HttpConfig, *, task_status=trio.TASK_STATUS_IG
     async def handle(stream) -> None:
         with cap.held() as admitted:
             if admitted:
+                if isinstance(stream, trio.SocketStream):
+                    stream = OneWriteStream(stream)
                 await connection(ConnectionState({}), stream)
                 return
         await trio.aclose_forcefully(stream)
@@ -135,3 +145,47 @@ class ConnectionCap:
             yield True
         finally:
             self.open -= 1
+
+
+def _sized_head(data: bytes) -> bool:
+    """Whether ``data`` is a whole final HTTP/1.1 answer head with a Content-Length."""
+    return (
+        data[:9] == b"HTTP/1.1 "
+        and data[9:10] != b"1"
+        and data[-4:] == b"\r\n\r\n"
+        and b"\r\ncontent-length:" in data.lower()
+    )
+
+
+class OneWriteStream(trio.abc.HalfCloseableStream):
+    """A plain TCP stream that sends a sized answer's head together with hypercorn's
+    next write (the module docstring). ``socket`` is there for hypercorn, which reads
+    the peer's address from it."""
+
+    def __init__(self, transport: trio.SocketStream) -> None:
+        self.transport = transport
+        self.socket = transport.socket
+        self._head = b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head:
+            data, self._head = self._head + bytes(data), b""
+        elif len(data) <= MAX_HEAD_BYTES and _sized_head(bytes(data)):
+            self._head = bytes(data)
+            await trio.lowlevel.checkpoint()
+            return
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.transport.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        if self._head:
+            await self.send_all(b"")
+        await self.transport.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

@@ -9,7 +9,7 @@ import dataclasses
 import trio
 
 from dashpay.config.http import HttpConfig
-from dashpay.net.http_server import serve_http
+from dashpay.net.http_server import OneWriteStream, serve_http
 
 
 async def hello(scope, receive, send) -> None:
@@ -53,3 +53,43 @@ async def test_connections_over_max_connections_are_closed_and_the_cap_frees_up(
         for stream in held:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+class Recording:
+    """The transport under ``OneWriteStream``: what each send_all was given."""
+
+    socket = None
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data) -> None:
+        self.writes.append(bytes(data))
+
+
+SIZED = b"HTTP/1.1 200 \r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
+
+
+async def test_a_sized_head_goes_out_with_its_body_in_one_write():
+    transport = Recording()
+    stream = OneWriteStream(transport)  # type: ignore[arg-type]
+    await stream.send_all(SIZED)
+    assert transport.writes == []
+    await stream.send_all(b"{}")
+    await stream.send_all(b"")  # h11's end of a sized body
+    assert transport.writes == [SIZED + b"{}", b""]
+    # An empty body: the head goes with the empty end.
+    await stream.send_all(SIZED.replace(b"length: 2", b"length: 0"))
+    await stream.send_all(b"")
+    assert transport.writes[-1].endswith(b"length: 0\r\n\r\n")
+
+
+async def test_interim_and_unsized_heads_are_written_at_once():
+    transport = Recording()
+    stream = OneWriteStream(transport)  # type: ignore[arg-type]
+    interim = b"HTTP/1.1 100 \r\n\r\n"
+    streamed = b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\n\r\n"
+    await stream.send_all(interim)
+    await stream.send_all(streamed)
+    await stream.send_all(b"data: {}\n\n")
+    assert transport.writes == [interim, streamed, b"data: {}\n\n"]
