@@ -40,7 +40,8 @@ from benchmarks.harness import PYTHON, BenchError, child_env, percentile
 from benchmarks.record import pay_burst
 from benchmarks.runner import Case, Options, Target
 from benchmarks.stack import Stack, daemon_stack
-from dashpay.daemon.checkout import allow_open_files
+from benchmarks.watchers import OPEN_FILES
+from dashpay.daemon.openfiles import raise_open_files
 
 DESCRIPTION = (
     "record bursts with 2,000 checkout event streams open (1,000 on one receiver, 1,000 on "
@@ -188,7 +189,7 @@ def _targets(receivers: list[dict[str, Any]]) -> list[tuple[int, str]]:
 
 
 def run(case: Case, options: Options) -> dict[str, Any]:
-    allow_open_files()
+    raise_open_files(OPEN_FILES)
     one, many = case.parameters["watchers_one"], case.parameters["watchers_many"]
     size = many + 1
     with daemon_stack(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
-from dashpay.daemon.checkout import allow_open_files
+from dashpay.daemon.openfiles import raise_open_files
 
 MARK = b"event: state"
 # Connections being opened at once: the server's listen backlog is 1,024, and a burst
@@ -32,6 +32,8 @@ MARK = b"event: state"
 OPENING_AT_ONCE = 64
 OPEN_TIMEOUT = 120.0
 READ_SIZE = 65536
+# Descriptors to ask for when the hard limit is unlimited (a finite one is taken whole).
+OPEN_FILES = 65_536
 
 
 @dataclass(slots=True, eq=False)  # hashable: a CapacityLimiter borrower
@@ -142,7 +144,7 @@ def _say(message: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    allow_open_files()
+    raise_open_files(OPEN_FILES)
     trio.run(main_async, argv[0], int(argv[1]))
     return 0
 

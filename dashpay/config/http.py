@@ -28,6 +28,7 @@ class HttpConfig:
     request_timeout: float = default("http", "request_timeout")
     idle_timeout: float = default("http", "idle_timeout")  # keep-alive and before a request
     max_in_flight: int = default("http", "max_in_flight")
+    max_connections: int = default("http", "max_connections")  # open at once, idle ones too
     # Where customers' browsers reach the daemon; with it set, every receiver's answer
     # carries ``checkout_url`` (``<public_url>/pay/<token>``).
     public_url: str | None = None
@@ -38,6 +39,8 @@ class HttpConfig:
 
     def trusts(self, address: str) -> bool:
         """Whether ``address`` (a peer's IP) is a proxy whose forwarding header counts."""
+        if not self.trusted_proxies:
+            return False  # the usual case, asked on every request: no address to parse
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -2,9 +2,8 @@
 
 ``CONFIG_KEYS`` is the single table of every section and key: its type in words, its
 default as written in TOML, and the function that checks a value. The loader, the
-dataclass defaults and the error messages all read it, and a test checks that
-``config.example.toml`` documents exactly these keys with exactly these defaults.
-``Reader`` checks one parsed section against it; ``check_sections`` the top level.
+dataclass defaults, the error messages and ``Reader`` (one parsed section; the top level
+is ``check_sections``) read it; a test checks ``config.example.toml`` against it.
 """
 
 from __future__ import annotations
@@ -376,6 +375,7 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
         "request_timeout": KeySpec(_DURATION, "30s", _duration(allow_zero=False)),
         "idle_timeout": KeySpec(_DURATION, "5s", _duration(allow_zero=False)),
         "max_in_flight": KeySpec("integer from 1 to 10000", 256, _integer(1, 10_000)),
+        "max_connections": KeySpec("integer from 16 to 100000", 2048, _integer(16, 100_000)),
     },
     "checkout": {
         "shop_name": KeySpec(

@@ -28,6 +28,7 @@ from dashpay.api.http.mounts import metrics_endpoint, seed_endpoints
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.checkout import public_url, recorded_by_both, with_checkout
+from dashpay.daemon.openfiles import ensure_open_files
 from dashpay.daemon.ownership import own_wallet
 from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
 from dashpay.daemon.systemd import Watchdog, sd_notify
@@ -140,6 +141,7 @@ class Daemon:
             config.control.socket,
             self.sandbox is not None,
         )
+        ensure_open_files(config.http)
         sd_notify("STATUS=opening database")
         repo = await trio.to_thread.run_sync(open_repository, config.database)
         self.repo = repo

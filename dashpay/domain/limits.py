@@ -48,6 +48,12 @@ MAX_REQUEST_CURRENCIES = 32
 # application holding a pool keeps a few.
 MAX_CONTROL_CONNECTIONS = 256
 
+# File descriptors the daemon needs beside its control and HTTP connections: the
+# database pool, Insight's socket and REST pool, callback posts, listeners, logs. At
+# start the daemon raises its open-file limit to the hard limit and warns when that is
+# below MAX_CONTROL_CONNECTIONS + [http] max_connections + this (daemon/openfiles.py).
+OPEN_FILES_RESERVE = 256
+
 # The share of MAX_CONTROL_CONNECTIONS one peer uid (SO_PEERCRED) may hold. Half, fixed,
 # rather than limit/number-of-uids: a fixed share is a guarantee that holds even when
 # every connection of the heavy uid is busy answering a request (those are never

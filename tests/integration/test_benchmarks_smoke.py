@@ -117,6 +117,12 @@ def test_http_creates_and_reads_back_every_receiver_beside_the_control_socket(qu
         assert run["http_creates_per_second"] > 0 and run["control_creates_per_second"] > 0
         assert run["http_to_control_ratio"] > 0
         assert 0 < run["get_p50_ms"] <= run["get_p99_ms"] and run["gets"] > 0
+        # CPU per create on both sides (the daemon's and the clients'), and the floor.
+        assert run["http_daemon_cpu_us_per_create"] > 0
+        assert run["control_daemon_cpu_us_per_create"] > 0 and run["daemon_cpu_ratio"] > 0
+        assert run["http_client_cpu_us_per_create"] > 0
+        assert run["control_client_cpu_us_per_create"] > 0
+        assert run["http_server_alone_cpu_us_per_request"] > 0
 
 
 def test_checkout_streams_all_see_their_change_beside_the_record_bursts(quick_results):

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-import pytest
-
 from dashpay.config.http import HttpConfig
-from dashpay.daemon.checkout import allow_open_files, checkout_enabled, public_url
+from dashpay.daemon.checkout import checkout_enabled, public_url
 
 
 def daemon(*, listen=(), public=None, sandbox=None, urls=()):
@@ -31,18 +29,3 @@ def test_sandbox_uses_its_own_http_url():
     sandbox = daemon(listen=["127.0.0.1:0"], sandbox=object(), urls=["http://127.0.0.1:4321"])
     assert public_url(sandbox) == "http://127.0.0.1:4321"
     assert public_url(daemon(listen=["127.0.0.1:0"], sandbox=object())) is None  # not bound yet
-
-
-def test_the_open_files_limit_is_raised_to_the_hard_one_for_the_streams():
-    import resource
-
-    before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    soft, hard = before
-    if hard == resource.RLIM_INFINITY or hard < 64:
-        pytest.skip(f"the hard limit {hard} leaves nothing to lower and raise again")
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-        assert allow_open_files() == hard
-        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, before)

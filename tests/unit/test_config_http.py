@@ -24,6 +24,7 @@ def test_defaults_listen_nowhere():
     assert http.listen == ()
     assert http.max_body == 64 * 1024
     assert http.request_timeout == 30.0
+    assert http.max_connections == 2048
     assert not http.tls and http.cors_origins == () and http.trusted_proxies == ()
 
 
@@ -68,6 +69,9 @@ def test_valid_values_are_converted():
         ({"max_body": "32MiB"}, "http.max_body", "out of range"),
         ({"request_timeout": "0"}, "http.request_timeout", "longer than 0"),
         ({"max_in_flight": 0}, "http.max_in_flight", "out of range"),
+        ({"max_connections": 15}, "http.max_connections", "out of range"),
+        ({"max_connections": 100_001}, "http.max_connections", "out of range"),
+        ({"max_connections": "many"}, "http.max_connections", "expected integer"),
         ({"tls_cert": "c.pem"}, "http.tls_key", "tls_cert is set but tls_key is not"),
         ({"tls_key": "k.pem"}, "http.tls_cert", "tls_key is set but tls_cert is not"),
         ({"listn": []}, "http", "did you mean listen?"),

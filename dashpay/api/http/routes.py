@@ -85,7 +85,10 @@ def parse_route(spec: str) -> tuple[str, str]:
 
 class Router:
     """Finds the endpoint of a method and path: literal segments win over ``{name}``
-    ones; a path known with other methods is ``method_not_allowed``."""
+    ones; a path known with other methods is ``method_not_allowed``.
+
+    Built once: a path without ``{name}`` segments is one dict look-up; the others are
+    matched against the patterns of as many segments, most literal segments first."""
 
     def __init__(self, endpoints: Iterable[Endpoint]) -> None:
         self.endpoints: list[Endpoint] = []
@@ -98,11 +101,21 @@ class Router:
             self.endpoints.append(endpoint)
         # Most literal segments first, so /v1/callbacks/test beats /v1/callbacks/{event_id}.
         self.endpoints.sort(key=lambda e: -sum(s[:1] != "{" for s in e.segments))
+        self._literal: dict[tuple[str, ...], dict[str, Endpoint]] = {}
+        self._patterns: dict[int, list[Endpoint]] = {}
+        for endpoint in self.endpoints:
+            if endpoint.path_params:
+                self._patterns.setdefault(len(endpoint.segments), []).append(endpoint)
+            else:
+                self._literal.setdefault(endpoint.segments, {})[endpoint.method] = endpoint
 
     def match(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]]:
-        parts = tuple(path.strip("/").split("/")) if path != "/" else ("",)
-        allowed: list[str] = []
-        for endpoint in self.endpoints:
+        parts = _parts(path)
+        literal = self._literal.get(parts)
+        if literal is not None and method in literal:
+            return literal[method], {}
+        allowed = list(literal or ())
+        for endpoint in self._patterns.get(len(parts), ()):
             values = _match(endpoint.segments, parts)
             if values is None:
                 continue
@@ -115,8 +128,12 @@ class Router:
         raise NotFound(f"no such path: {path} (see /openapi.json or /docs)")
 
     def methods_at(self, path: str) -> list[str]:
-        parts = tuple(path.strip("/").split("/"))
+        parts = _parts(path)
         return sorted({e.method for e in self.endpoints if _match(e.segments, parts) is not None})
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(path.strip("/").split("/")) if path != "/" else ("",)
 
 
 def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> dict[str, str] | None:
