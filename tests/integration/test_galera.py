@@ -1,0 +1,303 @@
+"""dashpay on a private 3-node MariaDB Galera cluster (tests/galera-cluster): one owner
+per wallet through the lease, takeover when the owner pauses or loses its node, the
+fence keeping a deposed owner's writes out, creates carried across a node that leaves
+and rejoins, and two wallets sharing the cluster. Checked against the payments the
+sandbox peer made."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.conftest import REPO, SHARED_XPUB, TEST_XPUB, require, start_daemon, write_config
+from tests.integration.test_operations import assert_totals, stream_payments
+
+pytestmark = pytest.mark.galera
+
+CLUSTER = str(REPO / "tests" / "galera-cluster")
+LEASE = 2.0  # seconds: [database] lease of every daemon here
+COIN = 100_000_000
+INACTIVE_TIMEOUT = 4.0  # evs.inactive_timeout of tests/galera-cluster's nodes
+
+
+def cluster(*args: str, timeout: float = 150) -> str:
+    done = subprocess.run(
+        [CLUSTER, *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tests/galera-cluster {' '.join(args)}: {done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
+def node_url(database: str, *nodes: int) -> str:
+    """The URL of ``database`` naming ``nodes`` in that order (the order tried)."""
+    base = urlsplit(cluster("url", "1"))
+    hosts = ",".join(f"127.0.0.1:{base.port - 1 + n}" for n in nodes)
+    return f"mysql://{base.netloc.rpartition('@')[0]}@{hosts}/{database}"
+
+
+def admin(sql: str, node: int = 1) -> list[tuple]:
+    import pymysql
+
+    parts = urlsplit(cluster("url", str(node)))
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=parts.port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        autocommit=True,
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def galera() -> Iterator[None]:
+    if os.geteuid() != 0 and not require("GALERA"):
+        pytest.skip("the Galera test cluster runs its nodes as the mysql user: needs root")
+    try:
+        cluster("start")
+    except (RuntimeError, OSError) as exc:
+        if require("GALERA"):
+            raise
+        pytest.skip(f"no Galera test cluster: {exc}")
+    try:
+        yield
+    finally:
+        cluster("stop", timeout=120)
+
+
+@pytest.fixture
+def database(galera) -> Iterator[str]:
+    name = f"dashpay_g_{secrets.token_hex(5)}"
+    admin(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    yield name
+    with contextlib.suppress(Exception):
+        admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def daemon_config(short_tmp, name: str, url: str, peer, xpub: str = TEST_XPUB):
+    directory = short_tmp / name
+    directory.mkdir()
+    return write_config(
+        directory,
+        url,
+        wallet={"xpub": xpub, "network": "testnet"},
+        database={"url": url, "lease": f"{LEASE:g}s", "connect_timeout": "1s"},
+        insight={"url": peer.url, "reconnect_initial": "0.1s", "reconnect_max": "0.5s"},
+    )
+
+
+def state_of(daemon) -> str | None:
+    result = daemon.cli("status", "--json", timeout=5)
+    return json.loads(result.stdout)["state"] if result.stdout else None
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    """Seconds until ``condition()`` held; AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"{what} not within {timeout}s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def leases(database: str) -> list[tuple]:
+    return admin(f"SELECT wallet_id, owner, epoch FROM `{database}`.wallet_leases ORDER BY 1")
+
+
+def settle(daemon, paid) -> None:
+    """Every payment made is recorded exactly once on ``daemon`` (a rescan closes what
+    an outage's lost events left open)."""
+    deadline = time.monotonic() + 30
+    while daemon.cli("rescan", "--all-pending").code != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert_totals(daemon, paid)
+
+
+def test_exactly_one_owner_and_a_paused_owner_is_fenced_out(short_tmp, database, sandbox_peer):
+    owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1, 2, 3), sandbox_peer))
+    standby = start_daemon(
+        daemon_config(short_tmp, "b", node_url(database, 2, 3, 1), sandbox_peer), ready=False
+    )
+    stop, paid = threading.Event(), {}
+    payer = None
+    try:
+        assert state_of(standby) == "standby"
+        [(_, holder, epoch)] = leases(database)
+        receivers = [
+            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
+        ]
+        payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
+        payer.start()
+        time.sleep(1.0)
+        owner.proc.send_signal(signal.SIGSTOP)
+        took = wait_for(lambda: state_of(standby) != "standby", 4 * LEASE, "takeover")
+        assert LEASE * 0.5 < took < LEASE * 1.5 + 1, took  # about one lease, never sooner
+        print(f"takeover after SIGSTOP of the owner: {took:.2f} s")
+        [(_, new_holder, new_epoch)] = leases(database)
+        assert new_holder != holder and new_epoch > epoch
+        time.sleep(1.0)  # payments go on reaching the new owner
+        owner.proc.send_signal(signal.SIGCONT)
+        assert owner.proc.wait(10) == 1  # woke up, found the lease taken: stopped
+        assert "another daemon owns the wallet now" in owner.log()
+        stop.set()
+        payer.join()
+        payer = None
+        settle(standby, paid)
+        assert sum(len(p) for p in paid.values()) > 20
+    finally:
+        stop.set()
+        if payer is not None:
+            payer.join()
+        if owner.proc.poll() is None:
+            owner.proc.send_signal(signal.SIGCONT)
+        standby.stop()
+        owner.stop(signal.SIGKILL)
+
+
+def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandbox_peer):
+    # The owner knows only node 1: when it dies the owner cannot renew, the standby
+    # (nodes 2 and 3) takes over; node 1 rejoins and the old owner, back in touch,
+    # finds its lease taken and stops. Nothing it had in flight lands.
+    owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1), sandbox_peer))
+    standby = start_daemon(
+        daemon_config(short_tmp, "b", node_url(database, 2, 3), sandbox_peer), ready=False
+    )
+    stop, paid = threading.Event(), {}
+    payer = None
+    node_down = False
+    try:
+        receivers = [
+            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
+        ]
+        payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
+        payer.start()
+        time.sleep(1.0)
+        cluster("kill-node", "1")
+        node_down = True
+        took = wait_for(lambda: state_of(standby) != "standby", 4 * LEASE + 8, "takeover")
+        # The cluster first waits out its failure detection (evs.suspect_timeout and
+        # inactive_timeout, 2 s and 4 s in tests/galera-cluster) before the survivors
+        # carry on, then the lease runs out.
+        assert took < INACTIVE_TIMEOUT + LEASE * 1.5 + 2, took
+        print(f"takeover after the owner's node was killed: {took:.2f} s")
+        cluster("start-node", "1")
+        node_down = False
+        assert owner.proc.wait(15) == 1
+        stop.set()
+        payer.join()
+        payer = None
+        settle(standby, paid)
+    finally:
+        stop.set()
+        if payer is not None:
+            payer.join()
+        if node_down:
+            cluster("start-node", "1")
+        standby.stop()
+        owner.stop(signal.SIGKILL)
+
+
+def test_creates_go_on_while_a_node_leaves_and_rejoins(short_tmp, database, sandbox_peer):
+    owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1, 2, 3), sandbox_peer))
+    answers: dict[str, dict] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def creator(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key = f"w{worker}-{i}"
+            deadline = time.monotonic() + 20
+            while True:  # the same idempotency key until it is answered
+                result = owner.cli(
+                    "receiver", "new", "--amount", "1", "--idempotency-key", key, "--json"
+                )
+                if result.code == 0:
+                    answers[key] = result.json()
+                    break
+                if result.code != 5 or time.monotonic() > deadline:
+                    failures.append(f"{key}: {result.code} {result.stderr}")
+                    return
+                time.sleep(0.2)
+            i += 1
+
+    workers = [threading.Thread(target=creator, args=(n,)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        cluster("stop-node", "1")
+        time.sleep(2.0)
+        during = len(answers)
+        cluster("wipe-node", "1")  # it rejoins from scratch: a full SST
+        cluster("start-node", "1")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    try:
+        assert not failures, failures
+        assert len(answers) > during > 3, (during, len(answers))
+        assert state_of(owner) == "ready"  # kept its lease across the switch of node
+        rows = admin(
+            f"SELECT idempotency_key, receiver_id, address, hd_index FROM `{database}`.receivers",
+            node=1,  # the node that rejoined has every row
+        )
+        by_key = {key: (rid, address, index) for key, rid, address, index in rows}
+        assert len({index for _, _, index in by_key.values()}) == len(rows)  # no index twice
+        for key, answer in answers.items():
+            assert by_key[key] == (answer["receiver_id"], answer["address"], answer["hd_index"])
+        [(next_index,)] = admin(f"SELECT next_index FROM `{database}`.hd_counters", node=1)
+        assert next_index == len(rows)
+        assert "database node switched" in owner.log() or "database node left" in owner.log()
+    finally:
+        owner.stop()
+
+
+def test_two_wallets_share_the_cluster(short_tmp, database, sandbox_peer):
+    first = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1, 2, 3), sandbox_peer))
+    second = start_daemon(
+        daemon_config(short_tmp, "b", node_url(database, 3, 2, 1), sandbox_peer, SHARED_XPUB)
+    )
+    try:
+        paid: dict[int, dict[int, list]] = {0: {}, 1: {}}
+        for n, daemon in enumerate((first, second)):
+            for _ in range(3):
+                receiver = daemon.cli("receiver", "new", "--amount", "1", "--json").json()
+                txid = sandbox_peer.pay(receiver["address"], COIN // 4)
+                paid[n][receiver["receiver_id"]] = [(txid, COIN // 4)]
+        for n, daemon in enumerate((first, second)):
+            wait_for(lambda d=daemon, m=paid[n]: _totals_reached(d, m), 15, "payments recorded")
+            assert_totals(daemon, paid[n])
+        assert state_of(first) == state_of(second) == "ready"
+        owners = leases(database)
+        assert len(owners) == 2 and owners[0][1] != owners[1][1]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _totals_reached(daemon, paid) -> bool:
+    for rid, payments in paid.items():
+        data = daemon.cli("receiver", "show", str(rid), "--json").json()
+        if data["received_duffs"] != sum(d for _, d in payments):
+            return False
+    return True
