@@ -116,8 +116,13 @@ def wait_for(condition, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def leases(database: str) -> list[tuple]:
-    return admin(f"SELECT wallet_id, owner, epoch FROM `{database}`.wallet_leases ORDER BY 1")
+def leases(database: str, node: int = 1) -> list[tuple]:
+    sql = f"SELECT wallet_id, owner, epoch FROM `{database}`.wallet_leases ORDER BY 1"
+    return admin(sql, node=node)
+
+
+def epoch_of(database: str, wallet: str, node: int = 1) -> int:
+    return next(epoch for w, _, epoch in leases(database, node) if w == wallet)
 
 
 def settle(daemon, paid) -> None:
@@ -130,16 +135,31 @@ def settle(daemon, paid) -> None:
     assert_totals(daemon, paid)
 
 
-def test_exactly_one_owner_and_a_paused_owner_is_fenced_out(short_tmp, database, sandbox_peer):
+def test_one_owner_a_paused_owner_fenced_out_and_another_wallet_untouched(
+    short_tmp, database, sandbox_peer
+):
     owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1, 2, 3), sandbox_peer))
     standby = start_daemon(
         daemon_config(short_tmp, "b", node_url(database, 2, 3, 1), sandbox_peer), ready=False
+    )
+    [(wallet, holder, epoch)] = leases(database)
+    # Another shop's wallet on the same cluster, through node 3: its own lease.
+    other = start_daemon(
+        daemon_config(short_tmp, "c", node_url(database, 3, 1, 2), sandbox_peer, SHARED_XPUB)
     )
     stop, paid = threading.Event(), {}
     payer = None
     try:
         assert state_of(standby) == "standby"
-        [(_, holder, epoch)] = leases(database)
+        [(other_wallet, other_holder, other_epoch)] = [
+            row for row in leases(database) if row[0] != wallet
+        ]
+        other_paid = {}
+        for _ in range(2):
+            receiver = other.cli("receiver", "new", "--amount", "1", "--json").json()
+            other_paid[receiver["receiver_id"]] = [
+                (sandbox_peer.pay(receiver["address"], COIN // 4), COIN // 4)
+            ]
         receivers = [
             owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
         ]
@@ -147,11 +167,15 @@ def test_exactly_one_owner_and_a_paused_owner_is_fenced_out(short_tmp, database,
         payer.start()
         time.sleep(1.0)
         owner.proc.send_signal(signal.SIGSTOP)
-        took = wait_for(lambda: state_of(standby) != "standby", 4 * LEASE, "takeover")
-        assert LEASE * 0.5 < took < LEASE * 1.5 + 1, took  # about one lease, never sooner
+        took = wait_for(lambda: epoch_of(database, wallet) > epoch, 4 * LEASE, "takeover")
+        # The owner renewed at most a third of a lease before it stopped; the standby
+        # looks every tenth of one.
+        assert LEASE * 0.5 < took < LEASE * 1.2 + 0.5, took
         print(f"takeover after SIGSTOP of the owner: {took:.2f} s")
-        [(_, new_holder, new_epoch)] = leases(database)
-        assert new_holder != holder and new_epoch > epoch
+        wait_for(lambda: state_of(standby) != "standby", 10, "the standby starting")
+        now = dict((w, (h, e)) for w, h, e in leases(database))
+        assert now[wallet][0] != holder and now[wallet][1] > epoch
+        assert now[other_wallet] == (other_holder, other_epoch)  # the other shop: untouched
         time.sleep(1.0)  # payments go on reaching the new owner
         owner.proc.send_signal(signal.SIGCONT)
         assert owner.proc.wait(10) == 1  # woke up, found the lease taken: stopped
@@ -161,55 +185,15 @@ def test_exactly_one_owner_and_a_paused_owner_is_fenced_out(short_tmp, database,
         payer = None
         settle(standby, paid)
         assert sum(len(p) for p in paid.values()) > 20
+        assert state_of(other) == "ready"
+        assert_totals(other, other_paid)
     finally:
         stop.set()
         if payer is not None:
             payer.join()
         if owner.proc.poll() is None:
             owner.proc.send_signal(signal.SIGCONT)
-        standby.stop()
-        owner.stop(signal.SIGKILL)
-
-
-def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandbox_peer):
-    # The owner knows only node 1: when it dies the owner cannot renew, the standby
-    # (nodes 2 and 3) takes over; node 1 rejoins and the old owner, back in touch,
-    # finds its lease taken and stops. Nothing it had in flight lands.
-    owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1), sandbox_peer))
-    standby = start_daemon(
-        daemon_config(short_tmp, "b", node_url(database, 2, 3), sandbox_peer), ready=False
-    )
-    stop, paid = threading.Event(), {}
-    payer = None
-    node_down = False
-    try:
-        receivers = [
-            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
-        ]
-        payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
-        payer.start()
-        time.sleep(1.0)
-        cluster("kill-node", "1")
-        node_down = True
-        took = wait_for(lambda: state_of(standby) != "standby", 4 * LEASE + 8, "takeover")
-        # The cluster first waits out its failure detection (evs.suspect_timeout and
-        # inactive_timeout, 2 s and 4 s in tests/galera-cluster) before the survivors
-        # carry on, then the lease runs out.
-        assert took < INACTIVE_TIMEOUT + LEASE * 1.5 + 2, took
-        print(f"takeover after the owner's node was killed: {took:.2f} s")
-        cluster("start-node", "1")
-        node_down = False
-        assert owner.proc.wait(15) == 1
-        stop.set()
-        payer.join()
-        payer = None
-        settle(standby, paid)
-    finally:
-        stop.set()
-        if payer is not None:
-            payer.join()
-        if node_down:
-            cluster("start-node", "1")
+        other.stop()
         standby.stop()
         owner.stop(signal.SIGKILL)
 
@@ -242,20 +226,20 @@ def test_creates_go_on_while_a_node_leaves_and_rejoins(short_tmp, database, sand
     for worker in workers:
         worker.start()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: len(answers) >= 3, 20, "first creates")
         cluster("stop-node", "1")
-        time.sleep(2.0)
-        during = len(answers)
+        down = len(answers)
+        wait_for(lambda: len(answers) >= down + 3, 20, "creates with node 1 down")
         cluster("wipe-node", "1")  # it rejoins from scratch: a full SST
         cluster("start-node", "1")
-        time.sleep(1.0)
+        back = len(answers)
+        wait_for(lambda: len(answers) >= back + 3, 20, "creates after node 1 rejoined")
     finally:
         stop.set()
         for worker in workers:
             worker.join()
     try:
         assert not failures, failures
-        assert len(answers) > during > 3, (during, len(answers))
         assert state_of(owner) == "ready"  # kept its lease across the switch of node
         rows = admin(
             f"SELECT idempotency_key, receiver_id, address, hd_index FROM `{database}`.receivers",
@@ -272,32 +256,41 @@ def test_creates_go_on_while_a_node_leaves_and_rejoins(short_tmp, database, sand
         owner.stop()
 
 
-def test_two_wallets_share_the_cluster(short_tmp, database, sandbox_peer):
-    first = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1, 2, 3), sandbox_peer))
-    second = start_daemon(
-        daemon_config(short_tmp, "b", node_url(database, 3, 2, 1), sandbox_peer, SHARED_XPUB)
+def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandbox_peer):
+    # The owner knows only node 1: when it dies the owner cannot renew and the standby
+    # (nodes 2 and 3) takes over, with every payment made counted once.
+    owner = start_daemon(daemon_config(short_tmp, "a", node_url(database, 1), sandbox_peer))
+    standby = start_daemon(
+        daemon_config(short_tmp, "b", node_url(database, 2, 3), sandbox_peer), ready=False
     )
+    stop, paid = threading.Event(), {}
+    payer = None
     try:
-        paid: dict[int, dict[int, list]] = {0: {}, 1: {}}
-        for n, daemon in enumerate((first, second)):
-            for _ in range(3):
-                receiver = daemon.cli("receiver", "new", "--amount", "1", "--json").json()
-                txid = sandbox_peer.pay(receiver["address"], COIN // 4)
-                paid[n][receiver["receiver_id"]] = [(txid, COIN // 4)]
-        for n, daemon in enumerate((first, second)):
-            wait_for(lambda d=daemon, m=paid[n]: _totals_reached(d, m), 15, "payments recorded")
-            assert_totals(daemon, paid[n])
-        assert state_of(first) == state_of(second) == "ready"
-        owners = leases(database)
-        assert len(owners) == 2 and owners[0][1] != owners[1][1]
+        receivers = [
+            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
+        ]
+        payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
+        payer.start()
+        time.sleep(1.0)
+        [(wallet, _, epoch)] = leases(database)
+        cluster("kill-node", "1")
+        took = wait_for(lambda: epoch_of(database, wallet, node=2) > epoch, 20, "takeover")
+        # The cluster first waits out its failure detection (evs.suspect_timeout and
+        # inactive_timeout, 2 s and 4 s in tests/galera-cluster) before the survivors
+        # carry on, then the lease runs out.
+        assert took < INACTIVE_TIMEOUT + LEASE * 1.5 + 2, took
+        print(f"takeover after the owner's node was killed: {took:.2f} s")
+        wait_for(lambda: state_of(standby) != "standby", 10, "the standby starting")
+        time.sleep(1.0)  # payments go on reaching the new owner
+        # The module's last test: node 1 stays down (the cluster is stopped after it);
+        # a paused owner coming back is fenced out in the first test.
+        stop.set()
+        payer.join()
+        payer = None
+        settle(standby, paid)
     finally:
-        first.stop()
-        second.stop()
-
-
-def _totals_reached(daemon, paid) -> bool:
-    for rid, payments in paid.items():
-        data = daemon.cli("receiver", "show", str(rid), "--json").json()
-        if data["received_duffs"] != sum(d for _, d in payments):
-            return False
-    return True
+        stop.set()
+        if payer is not None:
+            payer.join()
+        standby.stop()
+        owner.stop(signal.SIGKILL)
