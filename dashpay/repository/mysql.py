@@ -281,6 +281,7 @@ class MysqlRepository(SqlRepository):
             close_quietly(conn)
             raise self._unavailable("cannot set up a session on", exc, where=where) from None
         self.wsrep = wsrep
+        conn.dashpay_node = index  # type: ignore[attr-defined]
         return conn
 
     def _switch_node(self, old: int, new: int, why: Unavailable | None) -> None:
@@ -380,6 +381,9 @@ class MysqlRepository(SqlRepository):
                 reusable = self._rollback(conn)
                 raise
             finally:
+                # A connection to a node we have since left goes: after a switch every
+                # connection is a fresh one (its causal read covers the old node's writes).
+                reusable = reusable and getattr(conn, "dashpay_node", 0) == self._node
                 self._pool.release(conn, reusable=reusable)
 
     @staticmethod
