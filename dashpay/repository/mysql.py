@@ -232,9 +232,11 @@ class MysqlRepository(SqlRepository):
             f"{where}: {exc.details.get('reason', exc)}" for _, where, exc in failures
         )
         first = failures[0][2]
+        refused = all(exc.details.get("code") == CR_CONN_HOST_ERROR for _, _, exc in failures)
+        hint = "; is each server running and listening there?" if refused else ""
         raise Unavailable(
             f"cannot connect to any of the {len(failures)} MySQL nodes (database "
-            f"{self.database!r}): {reasons}",
+            f"{self.database!r}): {reasons}{hint}",
             server=", ".join(where for _, where, _ in failures),
             database=self.database,
             code=first.details.get("code"),
