@@ -20,6 +20,8 @@ DEFAULT_POOL_SIZE = 4
 # MySQL identifiers (database names) are at most 64 characters.
 MAX_DATABASE_NAME_CHARS = 64
 DEFAULT_MYSQL_PORT = 3306
+# A Galera cluster of more nodes than this is not one a daemon should know each of.
+MAX_NODES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,10 @@ class DatabaseConfig:
     unix_socket: str | None = None
     pool_size: int = DEFAULT_POOL_SIZE
     connect_timeout: float = default("database", "connect_timeout")
+    lease: float = default("database", "lease")  # seconds (MySQL/MariaDB ownership)
+    # Every node of a cluster, in the order tried (host, port); () for one server,
+    # which is host and port.
+    nodes: tuple[tuple[str, int], ...] = ()
 
     def display_url(self) -> str:
         """The URL with any password replaced by "***" (safe to log and print)."""
@@ -48,7 +54,7 @@ _SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 _MYSQL_QUERY_PARAMS = ("unix_socket", "pool_size")
 _DATABASE_URL_HINT = (
     "use sqlite:////absolute/path.sqlite3, sqlite:///path/relative/to/config.sqlite3 "
-    "or mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    "or mysql://USER[:PASSWORD]@HOST[:PORT][,HOST2[:PORT]...]/DATABASE"
 )
 
 
@@ -66,7 +72,8 @@ def parse_database_url(
     ``sqlite:////abs/path`` is absolute; ``sqlite:///rel/path`` is relative to
     ``base_dir`` (the config file's directory), else the current directory.
     ``mysql://user[:password]@host[:port]/db[?unix_socket=/path&pool_size=N]``, with
-    ``mysql+pymysql://`` and ``mariadb://`` as synonyms; user and password are
+    ``mysql+pymysql://`` and ``mariadb://`` as synonyms; the nodes of a Galera
+    cluster as ``host1[:port],host2[:port],...`` (``nodes``); user and password are
     percent-decoded. ``password_file`` (mysql only; may use $CREDENTIALS_DIRECTORY) is
     read and wins over a password in the URL (``offline``: see ``OfflineCheck``). Errors
     never show the password.
@@ -144,6 +151,58 @@ def _parse_mysql_url(text: str, key: str) -> DatabaseConfig:
     encode_hint = (
         "percent-encode special characters in the password (/ as %2F, ? as %3F, # as %23, @ as %40)"
     )
+    scheme, _, rest = text.partition("://")
+    authority, slash, after = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    nodes: tuple[tuple[str, int], ...] = ()
+    if "," in hostlist:
+        nodes = _parse_nodes(hostlist, key)
+        text = f"{scheme}://{userinfo}{at}{hostlist.split(',', 1)[0]}{slash}{after}"
+    config = _parse_one_mysql_url(text, key, encode_hint)
+    if nodes:
+        if config.unix_socket is not None:
+            raise ConfigError(
+                "names several hosts and a unix_socket",
+                key=key,
+                hint="a unix socket is one local server: remove ?unix_socket or the other hosts",
+            )
+        url = f"{scheme}://{userinfo}{at}{hostlist}{slash}{after}"
+        config = replace(config, url=url, nodes=nodes)
+    return config
+
+
+def _parse_nodes(hostlist: str, key: str) -> tuple[tuple[str, int], ...]:
+    """``h1[:port],h2[:port],...`` as (host, port) pairs: the nodes of a cluster."""
+    items = hostlist.split(",")
+    if len(items) > MAX_NODES:
+        raise ConfigError(
+            f"names {len(items)} hosts; at most {MAX_NODES}",
+            key=key,
+            hint="list the nodes this daemon should use (a few are enough to fail over)",
+        )
+    nodes: list[tuple[str, int]] = []
+    for item in items:
+        try:
+            parts = urlsplit(f"//{item}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if not item or not host or port == 0:
+            raise ConfigError(
+                f"host {quote(item)} of the host list is not valid",
+                key=key,
+                hint="write HOST[:PORT],HOST[:PORT]/DATABASE, e.g. db1:3306,db2:3306/dashpay",
+            )
+        node = (host, port if port is not None else DEFAULT_MYSQL_PORT)
+        if node in nodes:
+            raise ConfigError(
+                f"host {quote(item)} is listed twice", key=key, hint="list each node once"
+            )
+        nodes.append(node)
+    return tuple(nodes)
+
+
+def _parse_one_mysql_url(text: str, key: str, encode_hint: str) -> DatabaseConfig:
     try:
         parts = urlsplit(text)
     except ValueError:

@@ -30,6 +30,7 @@ from dashpay.config.errors import ConfigError, Invalid, WrongType
 from dashpay.config.listen import byte_size, cidr_list, listen_list, origin_list
 from dashpay.config.network_values import no_proxy_list, proxy_url
 from dashpay.config.text import close_matches, describe, quote, redact_url, toml_value
+from dashpay.domain.limits import MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
 
 # -- limits ---------------------------------------------------------------------------
 
@@ -137,6 +138,16 @@ def _duration(*, allow_zero: bool) -> Callable[[Any], float]:
         return seconds
 
     return check
+
+
+def _lease(value: Any) -> float:
+    seconds = _duration(allow_zero=False)(value)
+    if not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:
+        raise Invalid(
+            f"must be from {MIN_LEASE_SECONDS:g}s to {MAX_LEASE_SECONDS:g}s",
+            'e.g. "5s": a standby takes over about that long after the owner stops renewing',
+        )
+    return seconds
 
 
 def _percent(value: Any) -> Decimal:
@@ -343,6 +354,9 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             example="$CREDENTIALS_DIRECTORY/db-password",
         ),
         "connect_timeout": KeySpec(_DURATION, "5s", _duration(allow_zero=False)),
+        "lease": KeySpec(
+            f"{_DURATION}, {MIN_LEASE_SECONDS:g}s to {MAX_LEASE_SECONDS:g}s", "5s", _lease
+        ),
     },
     "control": {
         "socket": KeySpec("path of the control Unix socket", "/run/dashpay/control.sock", _path),

@@ -174,6 +174,8 @@ def _build_database(
     )
     if "connect_timeout" in values:
         database = replace(database, connect_timeout=values["connect_timeout"])
+    if "lease" in values:
+        database = replace(database, lease=values["lease"])
     return database
 
 

@@ -1,6 +1,9 @@
-"""Wallet ownership: one daemon owns a wallet (DESIGN.md §10). A second one on SQLite
-refuses to start; on MySQL/MariaDB it waits as a standby and takes over when the
-owner's lock connection dies; an owner that lost its lock to a standby stops."""
+"""Wallet ownership: one daemon owns a wallet (DESIGN.md §10, docs/operations.md). A
+second one on SQLite refuses to start; on MySQL/MariaDB (one server or a Galera
+cluster) it waits as a standby and takes the wallet's lease over once the owner stopped
+renewing it; an owner that finds its lease taken over (a paused or cut-off daemon
+coming back) stops writing at once — every write transaction is fenced by the lease's
+epoch — and exits with code 1 (under systemd's Restart= it comes back as a standby)."""
 
 from __future__ import annotations
 
@@ -21,19 +24,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dashpay.daemon")
 
-# How long one GET_LOCK wait of a standby lasts, and how often the owner checks that
-# its lock connection is alive (a takeover happens within about these times).
-STANDBY_POLL_SECONDS = 1
-OWNERSHIP_CHECK_SECONDS = 2.0
-
 
 async def own_wallet(
     daemon: Daemon, nursery: trio.Nursery, repo: Repository, wallet: Wallet
 ) -> None:
-    """Become the wallet's single owner (DESIGN.md §10). On SQLite a second daemon
-    refuses to start; on MySQL it answers `status` as a standby and takes over when
-    the owner's database connection dies."""
-    lock = repo.owner_lock(f"dashpay:{wallet.wallet_id}")
+    """Become the wallet's single owner. On SQLite a second daemon refuses to start;
+    on MySQL it answers `status` as a standby and takes over when the owner's lease
+    expires."""
+    lock = repo.owner_lock(wallet.wallet_id, lease_seconds=daemon.config.database.lease)
     daemon.owner_lock = lock
     if not await trio.to_thread.run_sync(lock.try_acquire, 0):
         if lock.exclusive_machine:
@@ -46,16 +44,17 @@ async def own_wallet(
         daemon.state = STANDBY
         sd_notify("STATUS=standby: another daemon owns this wallet")
         log.warning(
-            "standby: another daemon owns wallet fingerprint=%s; waiting to take over",
+            "standby: another daemon owns wallet fingerprint=%s (%s); waiting to take over",
             wallet.fingerprint,
+            lock.holder(),
         )
         while True:
+            await trio.sleep(lock.poll_interval)
             try:
-                if await trio.to_thread.run_sync(lock.try_acquire, STANDBY_POLL_SECONDS):
+                if await trio.to_thread.run_sync(lock.try_acquire, 0):
                     break
             except Exception as exc:  # database unreachable: a standby just waits
                 log.warning("standby cannot reach the database, retrying: %s", exc)
-                await trio.sleep(STANDBY_POLL_SECONDS)
         log.warning("took over wallet fingerprint=%s", wallet.fingerprint)
         daemon.state = STARTING
     else:
@@ -65,27 +64,32 @@ async def own_wallet(
 
 
 async def watch_ownership(daemon: Daemon, lock: Any) -> None:
-    """The lock lives on a database connection. If that connection dies (database
-    outage, network), try to take the lock back: if nobody else took it meanwhile
-    we carry on; if a standby owns the wallet now, we stop. Recording stays safe in
-    between: payments are upserts and decisions run under row locks."""
+    """Renew the lease every third of it (the owner's write transactions renew it
+    too). When a renewal fails, try to take the lease back: if nobody else took it
+    meanwhile (the database was unreachable) we carry on; if a standby owns the
+    wallet now, we stop. Nothing a deposed owner writes lands in between: the fence
+    fails its transactions."""
     while True:
-        await trio.sleep(OWNERSHIP_CHECK_SECONDS)
+        await trio.sleep(lock.renew_interval)
         if await trio.to_thread.run_sync(lock.alive):
             daemon.ownership_lost_since = None
             continue
         if daemon.ownership_lost_since is None:
             daemon.ownership_lost_since = time.time()
-            log.warning("wallet lock connection lost; taking the lock back")
-        try:
-            regained = await trio.to_thread.run_sync(lock.try_acquire, 0)
-        except Exception as exc:  # the database is still unreachable: keep trying
-            log.debug("wallet lock not regained yet: %s", exc)
-            continue
-        if regained:
-            log.info("wallet lock regained")
-            daemon.ownership_lost_since = None
-            continue
-        log.error("another daemon owns the wallet now; stopping (standby took over)")
+            log.warning("wallet lease not renewed; taking it back")
+        if not lock.lost:
+            try:
+                regained = await trio.to_thread.run_sync(lock.try_acquire, 0)
+            except Exception as exc:  # the database is still unreachable: keep trying
+                log.debug("wallet lease not regained yet: %s", exc)
+                continue
+            if regained:
+                log.info("wallet lease regained")
+                daemon.ownership_lost_since = None
+                continue
+        log.error(
+            "another daemon owns the wallet now (%s); stopping (standby took over)",
+            lock.holder(),
+        )
         daemon.stop(exit_code=1)
         return

@@ -196,7 +196,7 @@ def health(daemon: Daemon) -> tuple[str, list[str]]:
             + f" ({sock.endpoint.display})"
         )
     if daemon.ownership_lost_since is not None:
-        reasons.append(f"wallet lock lost since {_iso(daemon.ownership_lost_since)}")
+        reasons.append(f"wallet lease not renewed since {_iso(daemon.ownership_lost_since)}")
     if daemon.last_rescan_error:
         reasons.append(f"last rescan failed: {daemon.last_rescan_error}")
     engine = daemon.engine

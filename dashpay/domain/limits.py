@@ -76,3 +76,9 @@ CONTROL_PRESSURE_END_PERCENT = 25
 # connected for (the CLI writes it at once) and to reuse a connection between calls in
 # a loop, short enough that idle connections cannot keep the table full.
 CONTROL_PRESSURE_IDLE_TIMEOUT = 2.0
+
+# The wallet lease (MySQL/MariaDB, docs/operations.md): a standby takes over about one
+# lease after the owner stopped renewing. Below a second a busy database's pauses would
+# depose a healthy owner; past five minutes nobody watches the wallet for that long.
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 300.0

@@ -13,7 +13,8 @@ __all__ = ["Repository", "open_repository"]
 def open_repository(db: Any) -> Repository:
     """A repository for ``db`` (a ``dashpay.config.DatabaseConfig``: ``backend`` is
     "sqlite" with ``path``, or "mysql" with host/port/user/password/database,
-    ``unix_socket``, ``pool_size`` and ``connect_timeout``). Does not migrate.
+    ``unix_socket``, ``pool_size``, ``connect_timeout`` and a cluster's ``nodes``). Does
+    not migrate.
 
     Raises ``Unavailable`` when the database cannot be opened or reached.
     """
@@ -35,5 +36,6 @@ def open_repository(db: Any) -> Repository:
             unix_socket=db.unix_socket,
             pool_size=db.pool_size,
             connect_timeout=db.connect_timeout,
+            nodes=db.nodes,
         )
     raise ValueError(f"unknown database backend {db.backend!r}; expected sqlite or mysql")

@@ -10,15 +10,26 @@ InterfaceError is closed, never reused. A unit of work that lost its connection 
 COMMIT, or was chosen as a deadlock victim, ran in a transaction the server rolled
 back, so it is retried on a fresh connection; every other failure is reported as
 ``Unavailable`` naming the server and database, never the password.
+
+A Galera cluster is several nodes (``[database] url`` may name them all,
+``mysql://u:p@h1:3306,h2:3306/db``): the repository's connections all go to one node
+at a time, the first of the list that answers and is in the primary component
+(``wsrep_ready``); a node that leaves it (error 1047, "WSREP has not yet prepared node
+for application use") or stops answering makes the next unit of work reconnect to the
+next node, its idle connections are dropped, and "unavailable" is said only when no
+node answers. A certification conflict surfaces as a deadlock (1213) at COMMIT and is
+retried like one. Each new connection on a wsrep node makes one causal read
+(``wsrep_sync_wait``) before use, so after a switch of node the daemon reads
+everything that committed before, its own writes through the old node included.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -27,12 +38,13 @@ import pymysql
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Unavailable
 from dashpay.domain.model import AttemptOutcome
+from dashpay.repository.pool import Pool, close_quietly
 from dashpay.repository.schema import (
     RECEIVER_UPDATE_FIELDS,
     SCHEMA_MIGRATIONS_DDL,
-    closed_error,
     load_migrations,
     padded_chunks,
+    plain,
     too_new_message,
     update_after_attempt,
 )
@@ -87,9 +99,6 @@ def attempt_updates_sql(count: int) -> str:
 
 T = TypeVar("T")
 
-# A caller waits this long for a free pooled connection before the database counts as
-# unavailable; units of work take milliseconds, so only a stuck server runs it out.
-POOL_WAIT_TIMEOUT = 30.0
 # Socket read/write timeout on a connection: longer than InnoDB's default lock wait
 # (50 s) and the migration lock wait, so only a dead server or network trips it.
 IO_TIMEOUT = 90
@@ -97,9 +106,13 @@ IO_TIMEOUT = 90
 # implicitly, so a transaction cannot do it), and how long to wait for it, in seconds.
 MIGRATE_LOCK = "dashpay_migrate"
 MIGRATE_LOCK_TIMEOUT = 30
-# Attempts for a unit of work the server aborted (deadlock victim, lost connection
-# before commit). InnoDB documents deadlocks as normal events to be retried.
-MAX_ATTEMPTS = 3
+# Attempts for a unit of work the server aborted (deadlock victim, a Galera
+# certification conflict, lost connection before commit, a node that left the cluster).
+# InnoDB and Galera document these as normal events to be retried.
+MAX_ATTEMPTS = 5
+# A retried conflict waits a random part of this (times the attempt) first, so two
+# writers that collided do not collide again in step.
+RETRY_JITTER_SECONDS = 0.005
 # Exact comparisons like SQLite; refuse (not truncate) values that do not fit.
 SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 
@@ -116,6 +129,8 @@ CR_SERVER_GONE_ERROR = 2006
 CR_SERVER_LOST = 2013
 ER_CONNECTION_KILLED = 1927  # MariaDB: the server killed this connection
 ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8: idle connection closed by the server
+ER_UNKNOWN_COM_ERROR = 1047  # Galera: "WSREP has not yet prepared node for application use"
+ER_NOT_SUPPORTED_YET = 1235  # e.g. GET_LOCK refused with wsrep on (MDEV-30473)
 _CONNECTION_LOST = frozenset(
     {CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_CONNECTION_KILLED, ER_CLIENT_INTERACTION_TIMEOUT}
 )
@@ -133,63 +148,8 @@ def _lost_connection(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.InterfaceError) or _error_code(exc) in _CONNECTION_LOST
 
 
-class _Pool:
-    """At most ``size`` open connections; idle ones are reused newest first (a LIFO
-    keeps the fewest connections warm and lets the rest time out server-side)."""
-
-    def __init__(self, connect: Callable[[], _Connection], size: int) -> None:
-        self._connect = connect
-        self._size = size
-        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def acquire(self) -> _Connection:
-        if self._closed:
-            raise closed_error("mysql")
-        if not self._slots.acquire(timeout=POOL_WAIT_TIMEOUT):
-            raise Unavailable(
-                f"all {self._size} database connections stayed busy for {POOL_WAIT_TIMEOUT:g} s; "
-                "the database is slow or stuck (or raise pool_size)"
-            )
-        try:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                return self._connect()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def release(self, conn: _Connection, *, reusable: bool) -> None:
-        try:
-            with self._lock:
-                if reusable and not self._closed:
-                    self._idle.put(conn)
-                    return
-            _close_quietly(conn)
-        finally:
-            self._slots.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle = []
-            while True:
-                try:
-                    idle.append(self._idle.get_nowait())
-                except queue.Empty:
-                    break
-        for conn in idle:
-            _close_quietly(conn)
-
-
-def _close_quietly(conn: _Connection) -> None:
-    # A broken connection may fail to say goodbye; the server drops the session (and
-    # rolls it back) by itself.
-    with contextlib.suppress(pymysql.MySQLError):
-        conn.close()
+class _NodeNotReady(Exception):
+    """Internal: a wsrep node answered but is not in the primary component."""
 
 
 class MysqlRepository(SqlRepository):
@@ -198,6 +158,7 @@ class MysqlRepository(SqlRepository):
     # Same reason as SQLite's NOT INDEXED: a range on the clustered key, never an
     # index merge sorted again for every chunk of iter_pending.
     _primary_key_scan = " FORCE INDEX (PRIMARY)"
+    _server_now_ms = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
 
     def __init__(
         self,
@@ -209,16 +170,20 @@ class MysqlRepository(SqlRepository):
         unix_socket: str | None = None,
         pool_size: int = 4,
         connect_timeout: float = 5.0,
+        nodes: Sequence[tuple[str, int]] = (),
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.database = database
-        self.where = (
-            f"unix socket {unix_socket}" if unix_socket else f"{host or 'localhost'}:{port}"
-        )
+        # The cluster's nodes in the configured order (one for a single server); the
+        # connections all go to self._nodes[self._node].
+        self._nodes = list(nodes) or [(host or "localhost", port)]
+        self._node = 0
+        self._node_lock = threading.Lock()
+        self._unix_socket = unix_socket
+        self.where = self._describe_node(0)
+        self.wsrep = False  # the current node runs Galera (wsrep_on)
         self._params: dict[str, Any] = {
-            "host": host or "localhost",
-            "port": port,
             "user": user,
             "password": password or "",
             "database": database,
@@ -232,34 +197,126 @@ class MysqlRepository(SqlRepository):
         self._password = password
         self._user = user
         self._sql_cache: dict[str, str] = {}
-        self._pool = _Pool(self._connect, pool_size)
+        self._pool = Pool(self._connect, pool_size)
         # Connect once now: a wrong host, password or database is reported at startup,
         # not at the first request.
         self._pool.release(self._pool.acquire(), reusable=True)
 
-    def owner_lock(self, name: str):
-        """GET_LOCK(name) on a dedicated connection: the owner of a wallet (HA)."""
-        from dashpay.repository.locks import MysqlOwnerLock
-
-        return MysqlOwnerLock(self._connect, name)
-
     # -- connections -------------------------------------------------------------------
+    def _describe_node(self, index: int) -> str:
+        if self._unix_socket:
+            return f"unix socket {self._unix_socket}"
+        host, port = self._nodes[index]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def _connect(self) -> _Connection:
+        """A connection to the current node, else to the next one of the list that
+        answers and is ready (which becomes current; idle connections to the old one
+        are dropped). Unavailable naming every node when none is."""
+        with self._node_lock:
+            start = self._node
+        failures: list[tuple[int, str, Unavailable]] = []
+        for step in range(len(self._nodes)):
+            index = (start + step) % len(self._nodes)
+            try:
+                conn = self._connect_node(index)
+            except Unavailable as exc:
+                failures.append((index, self._describe_node(index), exc))
+                continue
+            if index != start:
+                self._switch_node(start, index, failures[-1][2] if failures else None)
+            return conn
+        if len(failures) == 1:
+            raise failures[0][2]
+        reasons = "; ".join(
+            f"{where}: {exc.details.get('reason', exc)}" for _, where, exc in failures
+        )
+        first = failures[0][2]
+        refused = all(exc.details.get("code") == CR_CONN_HOST_ERROR for _, _, exc in failures)
+        hint = "; is each server running and listening there?" if refused else ""
+        raise Unavailable(
+            f"cannot connect to any of the {len(failures)} MySQL nodes (database "
+            f"{self.database!r}): {reasons}{hint}",
+            server=", ".join(where for _, where, _ in failures),
+            database=self.database,
+            code=first.details.get("code"),
+        )
+
+    def _connect_node(self, index: int) -> _Connection:
+        host, port = self._nodes[index]
+        where = self._describe_node(index)
+        params = dict(self._params, host=host, port=port)
         try:
-            conn = pymysql.connect(**self._params)
+            conn = pymysql.connect(**params)
         except pymysql.MySQLError as exc:
-            raise self._unavailable("cannot connect to", exc) from None
+            raise self._unavailable("cannot connect to", exc, where=where) from None
         try:
             with conn.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 cur.execute("SET SESSION sql_mode = %s", (SQL_MODE,))
+                cur.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+                row = cur.fetchone()
+                wsrep = row is not None and str(plain(row[1])).upper() == "ON"
+                if wsrep:
+                    cur.execute("SHOW STATUS LIKE 'wsrep_ready'")
+                    ready = cur.fetchone()
+                    if ready is None or str(plain(ready[1])).upper() != "ON":
+                        raise _NodeNotReady
+                    # One causal read: this node has applied every transaction the
+                    # cluster committed before this connection, before we read anything.
+                    cur.execute("SET SESSION wsrep_sync_wait = 1")
+                    cur.execute("SELECT 1 FROM DUAL")
+                    cur.fetchall()
+                    cur.execute("SET SESSION wsrep_sync_wait = 0")
             conn.commit()
+        except _NodeNotReady:
+            close_quietly(conn)
+            raise Unavailable(
+                f"cannot use MySQL at {where} (database {self.database!r}): the Galera node "
+                "is not in the cluster's primary component (wsrep_ready is OFF)",
+                server=where,
+                database=self.database,
+                code=ER_UNKNOWN_COM_ERROR,
+                reason="not in the primary component (wsrep_ready OFF)",
+            ) from None
         except pymysql.MySQLError as exc:
-            _close_quietly(conn)
-            raise self._unavailable("cannot set up a session on", exc) from None
+            close_quietly(conn)
+            raise self._unavailable("cannot set up a session on", exc, where=where) from None
+        self.wsrep = wsrep
+        conn.dashpay_node = index  # type: ignore[attr-defined]
         return conn
 
-    def _unavailable(self, doing: str, exc: BaseException) -> Unavailable:
+    def _switch_node(self, old: int, new: int, why: Unavailable | None) -> None:
+        with self._node_lock:
+            if self._node != old:
+                return  # another thread switched already
+            self._node = new
+            self.where = self._describe_node(new)
+        log.warning(
+            "database node switched from=%s to=%s reason=%s",
+            self._describe_node(old),
+            self.where,
+            why.details.get("reason", why) if why is not None else "unknown",
+        )
+        self._pool.drop_idle()
+
+    def _leave_node(self, failed: str) -> None:
+        """The current node refused or lost a unit of work: the next connection tries
+        the next node first (a single server is simply tried again)."""
+        if len(self._nodes) == 1:
+            return
+        with self._node_lock:
+            if self.where != failed:
+                return
+            old = self._node
+            self._node = (old + 1) % len(self._nodes)
+            self.where = self._describe_node(self._node)
+        log.warning("database node left node=%s next=%s", failed, self.where)
+        self._pool.drop_idle()
+
+    def _unavailable(
+        self, doing: str, exc: BaseException, *, where: str | None = None
+    ) -> Unavailable:
         code = _error_code(exc)
         args = getattr(exc, "args", ())
         reason = str(args[1]) if len(args) > 1 else (str(exc) or type(exc).__name__)
@@ -274,19 +331,22 @@ class MysqlRepository(SqlRepository):
             CR_CONN_HOST_ERROR: "is the server running and listening there?",
             ER_NO_SUCH_TABLE: "the schema is missing: run `dashpay db migrate`",
         }.get(code or 0)
-        message = f"{doing} MySQL at {self.where} (database {self.database!r}): {reason}"
+        where = where or self.where
+        message = f"{doing} MySQL at {where} (database {self.database!r}): {reason}"
         return Unavailable(
             f"{message}; {hint}" if hint else message,
-            server=self.where,
+            server=where,
             database=self.database,
             code=code,
+            reason=reason,
         )
 
     # -- transport hooks ---------------------------------------------------------------
-    def _run(self, work: Callable[[Any], T], *, write: bool) -> T:
+    def _run(self, work: Callable[[Any], T], *, write: bool, fenced: bool = False) -> T:
         attempt = 1
         while True:
             conn = self._pool.acquire()
+            where = self.where
             reusable = False
             committing = False
             try:
@@ -294,25 +354,26 @@ class MysqlRepository(SqlRepository):
                     if write:
                         conn.begin()
                     result = work(cur)
+                    if fenced:
+                        self._fence(cur)
                     committing = True
                     conn.commit()
                 reusable = True
                 return result
             except (pymysql.OperationalError, pymysql.InterfaceError) as exc:
-                aborted = _error_code(exc) in _ROLLED_BACK or (
-                    _lost_connection(exc) and not committing
-                )
+                code = _error_code(exc)
+                left = code == ER_UNKNOWN_COM_ERROR or _lost_connection(exc)
+                if left:
+                    self._leave_node(where)
+                aborted = code in _ROLLED_BACK or (left and not committing)
                 if aborted and attempt < MAX_ATTEMPTS:
-                    log.warning(
-                        "mysql retry attempt=%d code=%s server=%s",
-                        attempt,
-                        _error_code(exc),
-                        self.where,
-                    )
+                    log.warning("mysql retry attempt=%d code=%s server=%s", attempt, code, where)
+                    if code in _ROLLED_BACK:
+                        time.sleep(random.uniform(0, RETRY_JITTER_SECONDS * attempt))
                     attempt += 1
                     continue
                 doing = "lost the connection while committing to" if committing else "cannot use"
-                raise self._unavailable(doing, exc) from None
+                raise self._unavailable(doing, exc, where=where) from None
             except pymysql.ProgrammingError as exc:
                 reusable = self._rollback(conn)
                 if _error_code(exc) == ER_NO_SUCH_TABLE:
@@ -322,6 +383,9 @@ class MysqlRepository(SqlRepository):
                 reusable = self._rollback(conn)
                 raise
             finally:
+                # A connection to a node we have since left goes: after a switch every
+                # connection is a fresh one (its causal read covers the old node's writes).
+                reusable = reusable and getattr(conn, "dashpay_node", 0) == self._node
                 self._pool.release(conn, reusable=reusable)
 
     @staticmethod
@@ -335,8 +399,8 @@ class MysqlRepository(SqlRepository):
     def _read(self, work: Callable[[Any], T]) -> T:
         return self._run(work, write=False)
 
-    def _write(self, work: Callable[[Any], T]) -> T:
-        return self._run(work, write=True)
+    def _write(self, work: Callable[[Any], T], *, fenced: bool = True) -> T:
+        return self._run(work, write=True, fenced=fenced)
 
     def _execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         if not params:
@@ -412,7 +476,15 @@ class MysqlRepository(SqlRepository):
         known = migrations[-1].version if migrations else 0
 
         def work(cur: Any) -> list[int]:
-            cur.execute("SELECT GET_LOCK(%s, %s)", (MIGRATE_LOCK, MIGRATE_LOCK_TIMEOUT))
+            try:
+                cur.execute("SELECT GET_LOCK(%s, %s)", (MIGRATE_LOCK, MIGRATE_LOCK_TIMEOUT))
+            except pymysql.MySQLError as exc:
+                if _error_code(exc) != ER_NOT_SUPPORTED_YET:
+                    raise
+                # A Galera build that refuses GET_LOCK: DDL runs in total order on
+                # the cluster anyway; migrate from one place at a time (operations.md).
+                log.warning("migration lock unavailable here (wsrep); migrating without it")
+                return self._apply(cur, migrations, known)
             if cur.fetchone()[0] != 1:
                 raise Unavailable(
                     f"another dashpay has been migrating the database {self.database!r} at "

@@ -16,6 +16,7 @@ from dashpay.domain.status import PENDING, STATUSES
 from dashpay.domain.tokens import is_public_token
 from dashpay.repository.apikeys import ApiKeysMixin
 from dashpay.repository.base import MAX_CREATE_BATCH
+from dashpay.repository.locks import Fence, WalletLease, ownership_lost
 from dashpay.repository.outbox import OutboxMixin
 from dashpay.repository.prices import PriceCacheMixin
 from dashpay.repository.schema import (
@@ -81,16 +82,54 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
     # cheaper payment_from_text_row / receiver_from_text_row.
     _receiver_from_row = staticmethod(receiver_from_row)
     _payment_from_row = staticmethod(payment_from_row)
+    # The database server's clock in epoch milliseconds, as SQL (the lease's expiry is
+    # never the daemons' clocks), and the two-argument maximum.
+    _server_now_ms: str = ""
+    _greatest: str = "GREATEST"
+    # Set while this process owns a wallet's lease (WalletLease): every write
+    # transaction then ends with the fence (see _fence).
+    fence: Fence | None = None
 
     # Hooks -----------------------------------------------------------------------
     def _read(self, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` as a read-only unit of work."""
         raise NotImplementedError
 
-    def _write(self, work: Callable[[Any], T]) -> T:
+    def _write(self, work: Callable[[Any], T], *, fenced: bool = True) -> T:
         """Run ``work(cursor)`` in one write transaction: commit if it returns, roll
-        back and re-raise if it raises."""
+        back and re-raise if it raises. With ``fenced`` (all but the lease's own
+        transactions) ``_fence`` is its last statement before COMMIT."""
         raise NotImplementedError
+
+    def _fence(self, cur: Any) -> None:
+        """The one statement that fences a wallet owner's write transaction (payments,
+        receivers, outbox, HD counter, callback outcomes alike): renew the lease where
+        it still names this owner at its epoch, or raise ``ownership_lost`` (the
+        transaction rolls back). Last, not first: the lease row is then locked only
+        for the COMMIT, so the owner's concurrent transactions barely queue on it. On
+        one server a takeover's UPDATE and this one are ordered by the row lock; on
+        Galera both write the row, so whichever certifies second fails with a deadlock
+        (1213) and its retry finds the new epoch. expires_at strictly grows (+1), so
+        the row always changes and always replicates."""
+        fence = self.fence
+        if fence is None:
+            return
+        sql = self._fence_sql
+        if sql is None:
+            sql = type(self)._fence_sql = (
+                f"UPDATE wallet_leases SET expires_at = {self._greatest}(expires_at + 1,"
+                f" {self._server_now_ms} + ?) WHERE wallet_id = ? AND owner = ? AND epoch = ?"
+            )
+        params = (fence.lease_ms, fence.wallet_id, fence.owner, fence.epoch)
+        if self._execute(cur, sql, params).rowcount != 1:
+            raise ownership_lost(fence)
+
+    _fence_sql: str | None = None
+
+    def owner_lock(self, name: str, *, lease_seconds: float) -> Any:
+        """The wallet's ownership: a ``WalletLease`` on its row of ``wallet_leases``
+        (SQLite overrides this with its file lock). ``name`` is the wallet id."""
+        return WalletLease(self, name, lease_seconds)
 
     def _execute(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(sql, tuple(params))

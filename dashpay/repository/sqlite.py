@@ -44,12 +44,15 @@ class SqliteRepository(SqlRepository):
     # Without it the planner reads the wallet's whole index and sorts it for every
     # chunk of iter_pending (quadratic at 1M); the rowid range is one pass.
     _primary_key_scan = " NOT INDEXED"
+    _server_now_ms = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    _greatest = "MAX"
     # sqlite3 returns TEXT as str (we never store BLOBs): no bytes to decode.
     _receiver_from_row = staticmethod(receiver_from_text_row)
     _payment_from_row = staticmethod(payment_from_text_row)
 
-    def owner_lock(self, name: str):
-        """An exclusive lock on ``<database>.lock``: one daemon per SQLite database."""
+    def owner_lock(self, name: str, *, lease_seconds: float = 0.0):
+        """An exclusive lock on ``<database>.lock``: one daemon per SQLite database
+        (one machine: the flock is exact, no lease needed)."""
         from dashpay.repository.locks import FileOwnerLock
 
         return FileOwnerLock(self.path.with_name(self.path.name + ".lock"))
@@ -97,7 +100,7 @@ class SqliteRepository(SqlRepository):
         )
 
     # -- transport hooks ---------------------------------------------------------------
-    def _run(self, work: Callable[[sqlite3.Cursor], T], *, write: bool) -> T:
+    def _run(self, work: Callable[[sqlite3.Cursor], T], *, write: bool, fenced: bool = False) -> T:
         with self._lock:
             conn = self._conn
             if conn is None:
@@ -112,6 +115,8 @@ class SqliteRepository(SqlRepository):
                     raise self._unavailable("cannot write to", exc) from None
                 try:
                     result = work(cur)
+                    if fenced:
+                        self._fence(cur)
                 except BaseException:
                     conn.rollback()
                     raise
@@ -127,8 +132,8 @@ class SqliteRepository(SqlRepository):
     def _read(self, work: Callable[[Any], T]) -> T:
         return self._run(work, write=False)
 
-    def _write(self, work: Callable[[Any], T]) -> T:
-        return self._run(work, write=True)
+    def _write(self, work: Callable[[Any], T], *, fenced: bool = True) -> T:
+        return self._run(work, write=True, fenced=fenced)
 
     def _insert_if_absent_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         return (

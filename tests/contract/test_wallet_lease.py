@@ -1,0 +1,111 @@
+"""The wallet lease and its fence (repository/locks.py, docs/operations.md) on both
+backends: the daemon uses it on MySQL/MariaDB only (SQLite keeps its file lock), but
+the SQL is one text, so both run it. Several repositories on one database stand for
+several daemons."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dashpay.domain.errors import Unavailable
+from dashpay.domain.model import NewReceiver
+from dashpay.repository.locks import WalletLease
+from tests.contract.conftest import fake_address
+
+WALLET = "w" * 16
+
+
+def expire(store) -> None:
+    """The owner stopped renewing a lease ago (as the server's clock sees it)."""
+    store.execute("UPDATE wallet_leases SET expires_at = 1 WHERE wallet_id = ?", (WALLET,))
+
+
+def new_receiver(key: str) -> NewReceiver:
+    return NewReceiver(wallet_id=WALLET, chain=0, amount_duffs=1, created_at=1, idempotency_key=key)
+
+
+@pytest.fixture
+def two(store):
+    first, second = store.open(), store.open()
+    first.migrate()
+    return first, second
+
+
+def test_one_owner_and_a_takeover_raises_the_epoch(store, two):
+    first, second = two
+    a, b = WalletLease(first, WALLET, 5), WalletLease(second, WALLET, 5)
+    assert a.try_acquire() and not b.try_acquire()
+    assert a.owner in b.holder() and "epoch 1" in b.holder()
+    assert a.try_acquire()  # our own lease again: the same epoch
+    assert first.fence.epoch == 1
+    expire(store)
+    assert b.try_acquire()
+    assert second.fence.epoch == 2
+    assert store.execute("SELECT owner, epoch FROM wallet_leases") == [(b.owner, 2)]
+
+
+def test_a_deposed_owner_writes_nothing(store, two):
+    first, second = two
+    a, b = WalletLease(first, WALLET, 5), WalletLease(second, WALLET, 5)
+    assert a.try_acquire()
+    first.ensure_counter(WALLET, 0)
+    first.create_receivers([new_receiver("k1")], fake_address(WALLET, 0))
+    expire(store)
+    assert b.try_acquire()
+    with pytest.raises(Unavailable, match="no longer owns wallet") as caught:
+        first.create_receivers([new_receiver("k2")], fake_address(WALLET, 0))
+    assert caught.value.details["ownership_lost"] is True
+    assert store.execute("SELECT idempotency_key FROM receivers") == [("k1",)]
+    assert store.execute("SELECT next_index FROM hd_counters") == [(1,)]
+    assert not a.alive() and a.lost
+    assert not a.try_acquire()  # the new owner's lease is current
+    second.create_receivers([new_receiver("k2")], fake_address(WALLET, 0))  # the new owner writes
+
+
+def test_every_write_renews_and_release_hands_over_at_once(store, two):
+    first, second = two
+    a, b = WalletLease(first, WALLET, 60), WalletLease(second, WALLET, 60)
+    assert a.try_acquire()
+    [(before,)] = store.execute("SELECT expires_at FROM wallet_leases")
+    first.set_setting_if_absent("x", "1")  # any write transaction is fenced and renews
+    [(after,)] = store.execute("SELECT expires_at FROM wallet_leases")
+    assert after > before
+    assert a.alive()
+    assert not b.try_acquire()
+    a.release()
+    assert b.try_acquire() and second.fence.epoch == 2
+
+
+@pytest.mark.mysql
+def test_a_write_in_flight_during_the_takeover_is_rolled_back(store, two):
+    if store.backend != "mysql":
+        pytest.skip("SQLite's write lock serialises the takeover behind the write")
+    first, second = two
+    a, b = WalletLease(first, WALLET, 5), WalletLease(second, WALLET, 5)
+    assert a.try_acquire()
+    started, go_on = threading.Event(), threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def slow_write(cur):
+        first._execute(cur, "INSERT INTO settings (name, value) VALUES (?, ?)", ("late", "1"))
+        started.set()
+        go_on.wait(10)
+
+    def run() -> None:
+        try:
+            first._write(slow_write)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    assert started.wait(10)
+    expire(store)
+    assert b.try_acquire()  # the takeover commits while the old owner's write is open
+    go_on.set()
+    writer.join(10)
+    assert isinstance(outcome[0], Unavailable) and "no longer owns" in str(outcome[0])
+    assert store.execute("SELECT name FROM settings WHERE name = 'late'") == []
