@@ -27,6 +27,7 @@ from dashpay.repository.schema import (
     SELECT_RECEIVER,
     UPDATE_RECEIVER,
     check_limit,
+    in_lists,
     insert_receivers_sql,
     payment_from_row,
     plain,
@@ -378,6 +379,18 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
         sql = f"{SELECT_PAYMENT} WHERE receiver_id = ? ORDER BY first_seen_at, payment_id"
         rows = self._read(lambda cur: self._execute(cur, sql, (receiver_id,)).fetchall())
         return [self._payment_from_row(row) for row in rows]
+
+    def holding_payments(self, ids: Sequence[int]) -> set[int]:
+        sql = "SELECT DISTINCT receiver_id FROM payments WHERE dropped = 0 AND receiver_id IN "
+
+        def work(cur: Any) -> set[int]:
+            found: set[int] = set()
+            for chunk, params in in_lists(sorted(ids)):
+                rows = self._execute(cur, f"{sql}({chunk})", params).fetchall()
+                found.update(row[0] for row in rows)
+            return found
+
+        return self._read(work) if ids else set()
 
     # The engine's units of work ---------------------------------------------------
     def transaction(self, fn: Callable[[SqlTransaction], T]) -> T:
