@@ -362,8 +362,13 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
         while True:
             params = (after, wallet_id, *NOT_FINAL_STATUSES, cutoff, chunk)
             rows = self._read(lambda cur, p=params: self._execute(cur, sql, p).fetchall())
-            for receiver_id, address, status, expires_at, closed_at in rows:
-                yield PendingRow(receiver_id, plain(address), plain(status), expires_at, closed_at)
+            if all(type(row[1]) is str and type(row[2]) is str for row in rows):
+                yield from map(PendingRow._make, rows)  # text already (SQLite): as they are
+            else:
+                for receiver_id, address, status, expires_at, closed_at in rows:
+                    yield PendingRow(
+                        receiver_id, plain(address), plain(status), expires_at, closed_at
+                    )
             if len(rows) < chunk:
                 return
             after = rows[-1][0]
