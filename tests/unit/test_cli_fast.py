@@ -16,13 +16,13 @@ from dashpay.config.keys import CONFIG_KEYS
 
 
 def test_fast_table_is_generated_from_the_command_table() -> None:
-    assert fast_table.COMMANDS == fast_view(), "run `python -m dashpay.cli.commands`"
+    assert fast_view() == fast_table.COMMANDS, "run `python -m dashpay.cli.commands`"
     assert ("receiver", "new") in fast_table.COMMANDS
 
 
 def test_quick_config_facts_match_the_key_table() -> None:
-    assert quick.SECTIONS == set(CONFIG_KEYS)
-    assert quick.DEFAULT_SOCKET == CONFIG_KEYS["control"]["socket"].default
+    assert set(CONFIG_KEYS) == quick.SECTIONS
+    assert CONFIG_KEYS["control"]["socket"].default == quick.DEFAULT_SOCKET
     assert set(CONFIG_KEYS["control"]) == {"socket"}
 
 
