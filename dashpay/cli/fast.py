@@ -45,9 +45,14 @@ def run(argv: list[str]) -> int | None:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except Exception as exc:  # noqa: BLE001 - a bug: the app's message and exit 7
-        from dashpay.cli.context import internal_error
+        from dashpay.cli import context
 
-        internal_error(exc)
+        context.json_errors(_as_json)
+        context.internal_error(exc)
+
+
+# Whether the command was given --json, for the message of a bug (``run``).
+_as_json = False
 
 
 def _run(argv: list[str]) -> int | None:
@@ -62,7 +67,8 @@ def _run(argv: list[str]) -> int | None:
     values = _values(declared, rest[words:])
     if values is None:
         return None
-    as_json = values.pop("as_json", False)
+    global _as_json
+    as_json = _as_json = values.pop("as_json", False)
     opts = {name: values.pop(name) for name, *_, extra in declared if extra}
     if as_json and opts.get("quiet"):
         return None
