@@ -23,17 +23,11 @@ from dashpay.cli.context import (
     _load_config,
     fail,
     fail_on,
+    internal_error,
     json_errors,
-    print_json,
 )
-from dashpay.cli.text import help_text
-from dashpay.domain.errors import (
-    EXIT_INTERNAL,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    INTERNAL,
-    DashpayError,
-)
+from dashpay.cli.text import help_text, print_json
+from dashpay.domain.errors import EXIT_REJECTED, EXIT_USAGE, DashpayError
 
 app = typer.Typer(
     name="dashpay",
@@ -387,14 +381,7 @@ def main() -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - a bug in the CLI: say so, exit 7, not 1
-        import traceback
-
-        traceback.print_exc()
-        try:
-            fail(f"internal error in the CLI (a bug; the traceback is above): {exc!r:.200}",
-                 EXIT_INTERNAL, kind=INTERNAL)  # fmt: skip
-        except typer.Exit as stop:
-            raise SystemExit(stop.exit_code) from None
+        internal_error(exc)
 
 
 __all__ = ["app", "main", "EXIT_REJECTED"]

@@ -19,8 +19,9 @@ import typer
 
 from dashpay.api.commands import COMMANDS, Command, Param
 from dashpay.cli import prices, render
-from dashpay.cli.context import JSON_HELP, call, fail, json_errors, print_json
-from dashpay.cli.text import help_text
+from dashpay.cli.context import JSON_HELP, call, fail, json_errors
+from dashpay.cli.exits import exit_code
+from dashpay.cli.text import help_text, print_json
 from dashpay.domain.errors import EXIT_USAGE, DashpayError
 
 # Options that only the command line has, per command: (python name, typer option).
@@ -67,17 +68,6 @@ PREPARE: dict[str, Prepare] = {
 }
 
 
-def _exit_code(method: str, result: Any) -> int | None:
-    """Exit codes that follow from the answer, with --json or without."""
-    if method == "status":
-        return render.status_exit(result)
-    if method == "callbacks.test":
-        return render.callbacks_test_exit(result)
-    if method == "price.get":
-        return prices.exit_code(result)
-    return None
-
-
 def _typer_parameter(param: Param) -> tuple[Any, Any]:
     """(annotation, default) of the Typer parameter for a table parameter."""
     spelling = param.cli or ""
@@ -98,6 +88,15 @@ def _typer_parameter(param: Param) -> tuple[Any, Any]:
     if optional:
         return str | None, typer.Argument(None, metavar=spelling, help=shown_help)
     return param.cli_type, typer.Argument(..., metavar=spelling, help=shown_help)
+
+
+def check_params(command: Command, params: dict[str, Any]) -> None:
+    """Exit 2 if the table's parsers refuse ``params`` (the daemon parses them again;
+    this fails fast, even while the daemon is down)."""
+    try:
+        command.parse_params(params)
+    except DashpayError as exc:
+        fail(exc.message, EXIT_USAGE)
 
 
 def build(command: Command) -> Callable[..., None]:
@@ -122,16 +121,13 @@ def build(command: Command) -> Callable[..., None]:
             params[param.name] = value
         if prepare is not None:
             params = prepare(params, opts)
-        try:
-            command.parse_params(params)  # the daemon parses again; this fails fast
-        except DashpayError as exc:
-            fail(exc.message, EXIT_USAGE)
+        check_params(command, params)
         result = call(ctx, command.name, params, timeout=command.timeout)
         if as_json:
             print_json(result)
         else:
             renderer(result, opts)
-        code = _exit_code(command.name, result)
+        code = exit_code(command.name, result)
         if code:
             raise typer.Exit(code)
 
@@ -174,3 +170,57 @@ def add_to(groups: dict[str, typer.Typer]) -> None:
         *group, name = command.cli
         target = groups["".join(group)]
         target.command(name)(build(command))
+
+
+# One command line parameter as cli/fast.py reads it: (name, spelling, type: "str", "int"
+# or "bool", default, required, CLI-only).
+FastParam = tuple[str, str, str, Any, bool, bool]
+
+
+def fast_view() -> dict[tuple[str, ...], tuple[str, float, tuple[FastParam, ...]]]:
+    """What ``cli/fast.py`` needs of the table, as ``cli/fast_table.py`` holds it: per CLI
+    path, (method, timeout, its parameters as the Typer command above declares them,
+    the CLI-only options of ``CLI_EXTRAS`` last). Only the commands that need no
+    ``PREPARE`` and take single values."""
+    view = {}
+    for command in COMMANDS.values():
+        if not command.cli or command.name in PREPARE:
+            continue
+        params: list[FastParam] = []
+        for param in command.params:
+            if not param.cli:
+                continue
+            kind = param.cli_type
+            argument = not param.cli.startswith("-")
+            required = (not param.cli.startswith("[")) if argument else (
+                param.required and param.cli_default is None)  # fmt: skip
+            params.append((param.name, param.cli, getattr(kind, "__name__", ""),
+                           param.cli_default, required, False))  # fmt: skip
+        for name, kind, option in CLI_EXTRAS.get(command.name, []):
+            params.append((name, " ".join(option.param_decls), kind.__name__, option.default,
+                           False, True))  # fmt: skip
+        if all(kind in ("str", "int", "bool") for _, _, kind, *_ in params):
+            view[command.cli] = (command.name, command.timeout, tuple(params))
+    return view
+
+
+def write_fast_table(path: str) -> None:
+    """Write ``cli/fast_table.py`` from the table (``python -m dashpay.cli.commands``)."""
+    import pprint
+
+    text = (
+        '"""The command table as cli/fast.py reads it: GENERATED from api/commands.py and\n'
+        "cli/commands.py by `python -m dashpay.cli.commands` (do not edit; a unit test checks\n"
+        'that it is current). Plain data: importing it costs nothing."""\n\n'
+        f"COMMANDS = {pprint.pformat(fast_view(), width=95, sort_dicts=True)}\n"
+    )
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    write_fast_table(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).with_name(
+        "fast_table.py")))  # fmt: skip

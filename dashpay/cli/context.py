@@ -14,9 +14,11 @@ import typer
 
 from dashpay.cli.text import json_safe, visible_lines
 from dashpay.domain.errors import (
+    EXIT_INTERNAL,
     EXIT_UNREACHABLE,
     EXIT_UPSTREAM,
     EXIT_USAGE,
+    INTERNAL,
     INVALID_PARAMS,
     UNAVAILABLE,
     UNREACHABLE,
@@ -83,10 +85,6 @@ def _json_output() -> bool:
     return _json_errors
 
 
-def print_json(data: Any) -> None:
-    print(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
-
-
 def _load_config(g: Globals, *, required: bool):
     """The Config from --config / $DASHPAY_CONFIG / /etc/dashpay/config.toml, or None."""
     from dashpay.config.errors import ConfigError
@@ -142,23 +140,45 @@ def call(
     *,
     timeout: float = 65.0,
 ) -> Any:
-    from dashpay.net.control_client import ControlClient, DaemonUnreachable
-    from dashpay.wire.jsonrpc import RemoteError
+    from dashpay.net.control_client import ControlClient
 
     path, source = socket_path(ctx.obj)
     try:
         with ControlClient(path, timeout=timeout) as client:
             return client.call(method, params or {})
-    except DaemonUnreachable as exc:
+    except Exception as exc:  # noqa: BLE001 - call_failed re-raises what it does not know
+        call_failed(exc, path, source)
+
+
+def call_failed(exc: Exception, path: Path, source: str) -> NoReturn:
+    """``fail`` as a call to the daemon at ``path`` (found from ``source``) that raised
+    ``exc`` must; an exception that is not about the call is raised again."""
+    from dashpay.net.control_client import DaemonUnreachable
+    from dashpay.wire.jsonrpc import RemoteError
+
+    if isinstance(exc, DaemonUnreachable):
         fail(
             f"{exc} [socket from {source}]",
             EXIT_UNREACHABLE,
             kind=UNREACHABLE,
             details={"socket": str(path)},
         )
-    except PermissionDenied as exc:
+    if isinstance(exc, PermissionDenied):
         fail_on(exc, f" [socket from {source}]")
-    except RemoteError as exc:
+    if isinstance(exc, RemoteError):
         fail(f"{exc.message} [{exc.kind}]", exit_code_for(exc.kind), kind=exc.kind)
-    except TimeoutError as exc:
+    if isinstance(exc, TimeoutError):
         fail(f"the daemon did not answer in time ({exc})", EXIT_UPSTREAM, kind=UNAVAILABLE)
+    raise exc
+
+
+def internal_error(exc: Exception) -> NoReturn:
+    """A bug in the CLI: its traceback, then exit 7 with a message saying so (not 1)."""
+    import traceback
+
+    traceback.print_exc()
+    try:
+        fail(f"internal error in the CLI (a bug; the traceback is above): {exc!r:.200}",
+             EXIT_INTERNAL, kind=INTERNAL)  # fmt: skip
+    except typer.Exit as stop:
+        raise SystemExit(stop.exit_code) from None

@@ -64,7 +64,8 @@ def price_command(ctx: Any, currencies: list[str] | None, as_json: bool) -> None
     import typer
 
     from dashpay.api.commands import COMMANDS
-    from dashpay.cli.context import call, print_json
+    from dashpay.cli.context import call
+    from dashpay.cli.text import print_json
 
     command = COMMANDS["price.get"]
     params = check_codes({"currencies": currencies or []})

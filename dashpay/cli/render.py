@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from dashpay.cli.text import say, visible
-from dashpay.domain.errors import EXIT_NOT_READY, EXIT_REJECTED, EXIT_UPSTREAM
 from dashpay.domain.status import OUTBOX_PENDING
 
 Renderer = Callable[[dict[str, Any], dict[str, Any]], int | None]
@@ -139,11 +138,6 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
 
 def _rescan_line(rescan: dict[str, Any]) -> str:
     return f"at {rescan.get('at')}: {figures(rescan, _OWN_ROWS)}"
-
-
-def status_exit(result: dict[str, Any]) -> int | None:
-    """`status` exits 1 when the daemon answers but is not ready, --json or not."""
-    return None if result.get("ready") else EXIT_NOT_READY
 
 
 # -- receivers ---------------------------------------------------------------------------
@@ -370,14 +364,6 @@ def callbacks_test(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         )
     )
     return None
-
-
-def callbacks_test_exit(result: dict[str, Any]) -> int | None:
-    """0 on a 2xx, 4 when the [callbacks] rules refuse the URL, 5 otherwise."""
-    if result["ok"]:
-        return None
-    refused = (result.get("error") or "").startswith("refused:")
-    return EXIT_REJECTED if refused else EXIT_UPSTREAM
 
 
 @renders("callbacks.secret")

@@ -13,6 +13,7 @@ provider's name) may hold anything its sender put there. Two things must never h
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from typing import TextIO
@@ -57,6 +58,11 @@ def json_safe(document: str) -> str:
     written as ``\\uXXXX`` escapes: the same JSON value, safe on a terminal (they can
     only occur inside strings)."""
     return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", document)
+
+
+def print_json(data: object) -> None:
+    """``data`` as indented JSON on stdout (``--json``), safe on a terminal."""
+    print(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 # What rich's help rendering reads as the start of a tag: `[` then a lower-case

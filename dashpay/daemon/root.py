@@ -41,7 +41,7 @@ from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.control_server import serve_control
 from dashpay.net.http_server import serve_http
-from dashpay.net.insight_rest import InsightRest
+from dashpay.net.insight_rest import MAX_ADDRESS_BATCH, InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.net.outbound import Outbound
 from dashpay.repository import open_repository
@@ -241,8 +241,11 @@ class Daemon:
 
         # Insight: subscribe first, then rescan (the engine asks for a rescan on every
         # SocketConnected), so nothing paid between the two is missed.
+        # The widest address batch Insight takes: a rescan of N receivers with no history
+        # costs N/1000 requests, not N/100 (issue 19: startup CPU per pending receiver).
         self.rest = InsightRest(
-            config.insight.url, timeout=config.insight.timeout, outbound=outbound
+            config.insight.url, timeout=config.insight.timeout, address_batch=MAX_ADDRESS_BATCH,
+            outbound=outbound,
         )
         self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
         self.services.reconciler = self.reconciler

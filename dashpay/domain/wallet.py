@@ -7,24 +7,24 @@ that knows the Dash key and address formats (see docs/dash-keys.md):
 - The key text is decoded here with the stdlib (base58check over sha256), so a typo,
   a private key or a key for the other network gets an error that says what is wrong
   and how to fix it, instead of bip-utils' terse messages.
-- Legacy Dash Core prefixes (``drkv``/``DRKV``) and ``tpub`` are re-versioned to the
-  standard ``xpub`` bytes before bip-utils sees them; the configured network, never the
-  key prefix, picks the address version byte.
+- Legacy Dash Core prefixes (``drkv``/``DRKV``) are read like ``xpub``/``tpub``; the
+  configured network, never the key prefix, picks the address version byte.
+- Public derivation (BIP32 CKDpub) is done here over coincurve (libsecp256k1), imported
+  lazily: bip-utils, which uses the same library, costs ~220 ms and ~14 MB to import
+  whatever part of it is asked for, and the daemon needs only this. bip-utils makes
+  the sandbox's random key (private derivation from a seed) and is the tests' oracle.
 - Importing this module costs only the stdlib: the CLI imports it to validate addresses
-  and keys, and ``import bip_utils`` alone takes ~220 ms. bip-utils is imported lazily,
-  inside the derivation code.
+  and keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at runtime
-    from bip_utils import Bip32Secp256k1
+from typing import Any
 
 MAINNET = "mainnet"
 TESTNET = "testnet"
@@ -294,7 +294,7 @@ def _abbrev(text: str) -> str:
     return repr(text if len(text) <= 16 else f"{text[:8]}...{text[-4:]}")
 
 
-# -- derivation (bip-utils, imported lazily) -----------------------------------------
+# -- derivation (coincurve, imported lazily) -----------------------------------------
 
 
 def _check_child_index(value: object, what: str) -> int:
@@ -308,35 +308,65 @@ def _check_child_index(value: object, what: str) -> int:
     return value
 
 
-def _bip32_from(key: ExtendedPublicKey) -> Bip32Secp256k1:
-    from bip_utils import Bip32KeyError, Bip32Secp256k1
+class _Node:
+    """A public BIP32 node: its point (a coincurve PublicKey), compressed bytes, chain
+    code and depth. Public derivation (CKDpub) is a HMAC-SHA512 and one point addition
+    done here over coincurve (libsecp256k1), the library bip-utils itself uses for
+    secp256k1: importing bip-utils for it would add ~14 MB to the daemon's memory and
+    ~220 ms to its start (every bip-utils submodule imports the whole package)."""
 
+    __slots__ = ("point", "public_key", "chain_code", "depth")
+
+    def __init__(self, point: Any, chain_code: bytes, depth: int) -> None:
+        self.point = point
+        self.public_key: bytes = point.format(compressed=True)
+        self.chain_code = chain_code
+        self.depth = depth
+
+
+def _hash160(data: bytes) -> bytes:
+    digest = hashlib.sha256(data).digest()
     try:
-        return Bip32Secp256k1.FromExtendedKey(key.normalized())
-    except (Bip32KeyError, ValueError) as exc:
-        raise WalletKeyError(
-            f"extended public key is not usable: {exc}; export the key again from your wallet"
-        ) from None
+        return hashlib.new("ripemd160", digest).digest()
+    except ValueError:  # an OpenSSL without its legacy provider: bip-utils has its own
+        from bip_utils import Ripemd160
+
+        return Ripemd160.QuickDigest(digest)
 
 
-def _child(node: Bip32Secp256k1, index: int) -> Bip32Secp256k1:
-    from bip_utils import Bip32KeyError
+def _bip32_from(key: ExtendedPublicKey) -> _Node:
+    """The key's node, its point checked (as ``Bip32Secp256k1.FromExtendedKey`` does)."""
+    from coincurve import PublicKey
 
+    if key.depth == 0 and (key.parent_fingerprint != bytes(4) or key.child_number != 0):
+        what = "fingerprint" if key.parent_fingerprint != bytes(4) else "child index"
+        problem = f"Invalid extended master key (wrong {what})"
+    else:
+        try:
+            return _Node(PublicKey(key.public_key), key.chain_code, key.depth)
+        except (ValueError, TypeError) as exc:
+            problem = f"invalid public key ({exc})"
+    raise WalletKeyError(
+        f"extended public key is not usable: {problem}; export the key again from your wallet"
+    )
+
+
+def _child(node: _Node, index: int) -> _Node:
+    """CKDpub (BIP32): child ``index`` (not hardened) of a public node."""
+    digest = hmac.digest(node.chain_code, node.public_key + index.to_bytes(4, "big"), "sha512")
     try:
-        return node.ChildKey(index)
-    except (Bip32KeyError, ValueError) as exc:
         # BIP32: an index yielding an invalid key (odds ~2**-127) must be skipped; a key
         # already at depth 255 cannot have children.
+        if node.depth >= 255:
+            raise ValueError("the key is at depth 255, the deepest BIP32 allows")
+        point = node.point.add(digest[:32])  # point + IL*G; refuses IL >= n or infinity
+    except ValueError as exc:
         raise WalletKeyError(f"cannot derive child {index}: {exc}") from None
+    return _Node(point, digest[32:], node.depth + 1)
 
 
-def _p2pkh(node: Bip32Secp256k1, network: str) -> str:
-    from bip_utils import P2PKHAddrEncoder
-
-    # Passing the key object avoids re-parsing the point from bytes.
-    return P2PKHAddrEncoder.EncodeKey(
-        node.PublicKey().KeyObject(), net_ver=bytes([P2PKH_VERSION[network]])
-    )
+def _p2pkh(node: _Node, network: str) -> str:
+    return b58encode_check(bytes([P2PKH_VERSION[network]]) + _hash160(node.public_key))
 
 
 def derive_address(key: ExtendedPublicKey | str, path: Sequence[int], network: str) -> str:
@@ -377,9 +407,9 @@ class Wallet:
             key.public_key + key.chain_code + network.encode()
         ).hexdigest()[:16]
         root = _bip32_from(key)  # validates the point
-        self.fingerprint = bytes(root.FingerPrint()).hex()
+        self.fingerprint = _hash160(root.public_key)[:4].hex()
         # Cached once: each address then costs one public derivation (~130 µs).
-        self._chain_node: Any = _child(root, self.chain)
+        self._chain_node = _child(root, self.chain)
 
     def address(self, index: int) -> str:
         """The P2PKH address at ``<key>/<chain>/<index>``."""

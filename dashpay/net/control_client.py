@@ -173,6 +173,11 @@ class ControlClient:
             self._sock = None
         self._buffer = LineBuffer(MAX_RESPONSE_BYTES)
 
+    def connect(self) -> None:
+        """Connect now (``call`` connects when it needs to): raises what ``call`` would
+        for a daemon it cannot reach, before anything is sent."""
+        self._connection(time.monotonic() + self.timeout)
+
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send one request and wait for its result."""
         request_id = next(self._ids)

@@ -150,6 +150,9 @@ class Repository(Protocol):
     def list_payments(self, receiver_id: int) -> list[Payment]:
         """Oldest first."""
 
+    def holding_payments(self, ids: Sequence[int]) -> set[int]:
+        """The receivers of ``ids`` that hold a payment not dropped (one read)."""
+
     def get_setting(self, name: str) -> str | None: ...
 
     def set_setting_if_absent(self, name: str, value: str) -> str:

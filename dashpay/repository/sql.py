@@ -28,6 +28,7 @@ from dashpay.repository.schema import (
     SELECT_RECEIVER,
     UPDATE_RECEIVER,
     check_limit,
+    in_lists,
     insert_receivers_sql,
     payment_from_row,
     plain,
@@ -400,8 +401,13 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
         while True:
             params = (after, wallet_id, *NOT_FINAL_STATUSES, cutoff, chunk)
             rows = self._read(lambda cur, p=params: self._execute(cur, sql, p).fetchall())
-            for receiver_id, address, status, expires_at, closed_at in rows:
-                yield PendingRow(receiver_id, plain(address), plain(status), expires_at, closed_at)
+            if all(type(row[1]) is str and type(row[2]) is str for row in rows):
+                yield from map(PendingRow._make, rows)  # text already (SQLite): as they are
+            else:
+                for receiver_id, address, status, expires_at, closed_at in rows:
+                    yield PendingRow(
+                        receiver_id, plain(address), plain(status), expires_at, closed_at
+                    )
             if len(rows) < chunk:
                 return
             after = rows[-1][0]
@@ -417,6 +423,18 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
         sql = f"{SELECT_PAYMENT} WHERE receiver_id = ? ORDER BY first_seen_at, payment_id"
         rows = self._read(lambda cur: self._execute(cur, sql, (receiver_id,)).fetchall())
         return [self._payment_from_row(row) for row in rows]
+
+    def holding_payments(self, ids: Sequence[int]) -> set[int]:
+        sql = "SELECT DISTINCT receiver_id FROM payments WHERE dropped = 0 AND receiver_id IN "
+
+        def work(cur: Any) -> set[int]:
+            found: set[int] = set()
+            for chunk, params in in_lists(sorted(ids)):
+                rows = self._execute(cur, f"{sql}({chunk})", params).fetchall()
+                found.update(row[0] for row in rows)
+            return found
+
+        return self._read(work) if ids else set()
 
     # The engine's units of work ---------------------------------------------------
     def transaction(self, fn: Callable[[SqlTransaction], T]) -> T:

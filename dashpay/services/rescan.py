@@ -238,9 +238,15 @@ class Reconciler:
                 per_receiver[receiver_id].append(obs)
                 seen[receiver_id].add(obs.txid)
         summary.payments_found += sum(len(v) for v in per_receiver.values())
-        # Every target goes through the engine, with or without observations: the
-        # results carry each receiver's stored payments, needed for the absence check.
-        work = [ReceiverWork(rid, tuple(per_receiver.get(rid, ()))) for rid, _ in targets]
+        # Through the engine go the targets the history shows and those holding a stored
+        # payment (the results carry it, for the absence check); the others have
+        # nothing to record nor to check, and cost one read for all of them.
+        holding = await self._holding_payments([rid for rid, _ in targets if rid not in seen])
+        work = [
+            ReceiverWork(rid, tuple(per_receiver.get(rid, ())))
+            for rid, _ in targets
+            if rid in seen or rid in holding
+        ]
         results = await self.engine.apply(work)
         summary.payments_new += sum(1 for r in results for c in r.changes if c.kind in ARRIVALS)
         if "" in skipped:
@@ -269,6 +275,13 @@ class Reconciler:
             ]
             await self.engine.apply(again)
         return [(rid, txid) for rid, txid in candidates if txid in gone]
+
+    async def _holding_payments(self, ids: list[int]) -> set[int]:
+        """The receivers of ``ids`` that hold a payment not dropped (issue 19: a pending
+        receiver with no history costs its share of one read, not a unit of work)."""
+        if not ids:
+            return set()
+        return await trio.to_thread.run_sync(self.repo.holding_payments, ids)
 
     async def _report_absent(self, absent: list[tuple[int, str]], summary: RescanSummary) -> None:
         """Hand the pass's absences to the engine (the domain flags or drops), unless so

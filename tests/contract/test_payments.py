@@ -767,3 +767,21 @@ def test_a_flagged_payment_seen_again_is_no_longer_missing(repo: Repository) -> 
     assert kinds(result) == ["updated"]
     [stored] = repo.list_payments(receiver.receiver_id)
     assert stored.missing_since is None and stored.updated_at == T2
+
+
+def test_holding_payments_names_the_receivers_with_a_payment_not_dropped(repo: Repository):
+    """What a rescan asks before it skips a receiver with no history (issue 19)."""
+    paying, dropping, quiet = create(repo), create(repo), create(repo)
+    observe(repo, paying, T1, seen(paying, TX_A))
+    observe(repo, dropping, T1, seen(dropping, TX_B))
+    drop(repo, dropping, T2, TX_B)
+    ids = [paying.receiver_id, dropping.receiver_id, quiet.receiver_id, 10**9]
+    assert repo.holding_payments(ids) == {paying.receiver_id}
+    assert repo.holding_payments([]) == set()
+    many = [create(repo) for _ in range(3)]
+    observe(repo, many[2], T1, seen(many[2], TX_C))
+    # More ids than one IN list takes: every chunk is read.
+    padding = list(range(10**8, 10**8 + 2_500))
+    assert repo.holding_payments([*padding, many[2].receiver_id, paying.receiver_id]) == {
+        many[2].receiver_id, paying.receiver_id,
+    }  # fmt: skip

@@ -105,6 +105,9 @@ def test_concurrent_creates_never_reuse_an_address(quick_results):
         assert run["table_distinct_addresses"] == run["table_rows"] >= run["receivers"]
     cli = [r for n, r in _runs(_load(results, "create"), with_mysql) if "invocations" in r]
     assert cli and cli[0]["cli_as_is_ms"] > 0 and cli[0]["cli_compiled_ms"] > 0
+    # The floor of the same run, and the ratios to it.
+    assert cli[0]["cli_floor_ms"] > 0 and cli[0]["cli_floor_compiled_ms"] > 0
+    assert cli[0]["cli_as_is_ratio"] > 0 and cli[0]["cli_compiled_ratio"] > 0
 
 
 def test_http_creates_and_reads_back_every_receiver_beside_the_control_socket(quick_results):
@@ -146,8 +149,12 @@ def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):
     results, with_mysql, _ = quick_results
     for _, run in _runs(_load(results, "bootstrap"), with_mysql):
         assert run["state"] == "ready" and run["ready_seconds"] > 0
+        assert run["cpu_seconds_ready"] > 0 and "cpu_us_per_receiver" in run
     memory = _runs(_load(results, "memory"), with_mysql)
     assert all(run["rss_mb"] > 0 for _, run in memory)
+    idle = [run for _, run in memory if "bytes_per_receiver" not in run]
+    assert idle and all(0 < run["floor_rss_mb"] < run["rss_mb"] for run in idle)
+    assert all(run["rss_ratio"] > 1 for run in idle)
     assert any("bytes_per_receiver" in run for _, run in memory)
 
 

@@ -136,14 +136,11 @@ class PriceService:
         self.clock = clock
         # `providers`: the sandbox's own fixed rate instead of the configured ones.
         self.providers = make_providers(config) if providers is None else providers
-        if transport is None:
-            transport = (outbound or default_outbound()).httpx_transport()
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(config.timeout),
-            follow_redirects=False,
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
-        )
+        self._transport = transport
+        self._outbound = outbound
+        # Made at the first request: a daemon that never converts a fiat amount does not
+        # pay its TLS context and connection pool (~3 MB).
+        self._client: httpx.AsyncClient | None = None
         self._quotes: dict[str, Quote] = {}
         self._failures: dict[str, _Failure] = {}
         self._inflight: dict[str, _Flight] = {}
@@ -270,7 +267,21 @@ class PriceService:
                 nursery.start_soon(self._refresh_quietly, currency)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            transport = self._transport
+            if transport is None:
+                transport = (self._outbound or default_outbound()).httpx_transport()
+            self._client = httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(self.config.timeout),
+                follow_redirects=False,
+                headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            )
+        return self._client
 
     # -- cache --------------------------------------------------------------------------
     async def _load_cache(self) -> None:
@@ -592,7 +603,7 @@ class PriceService:
 
     async def _get(self, url: str, params: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
         """One GET; reads at most ``MAX_RESPONSE_BYTES`` of the body."""
-        async with self._client.stream("GET", url, params=params) as response:
+        async with self._http().stream("GET", url, params=params) as response:
             declared = response.headers.get("content-length", "")
             if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                 raise _TooLarge
