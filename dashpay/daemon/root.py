@@ -40,6 +40,8 @@ from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.control_server import serve_control
 from dashpay.net.http_server import serve_http
+from dashpay.domain.observations import SourceError
+from dashpay.net.chain import ChainSource, open_chain_source
 from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository
@@ -108,8 +110,9 @@ class Daemon:
         self.engine: PaymentEngine | None = None
         self.callbacks: CallbackService | None = None
         self.prices: PriceService | None = None
-        self.insight: InsightSocket | None = None
-        self.rest: InsightRest | None = None
+        self.chain: ChainSource | None = None  # the [chain] backend
+        self.insight: InsightSocket | None = None  # the chain's watcher, with Insight
+        self.rest: InsightRest | None = None  # the chain's lookups, with Insight
         self.reconciler: Reconciler | None = None
         self.apikeys: ApiKeyService | None = None  # the HTTP API authenticates with it
         self.verifier: Verifier | None = None
@@ -224,7 +227,7 @@ class Daemon:
             ),
             prices=self.prices,
             callback_rules=config.callbacks,
-            on_created=lambda r: engine.submit(ReceiverAdded(r)),
+            on_created=self._created,
             on_cancelled=self._cancelled,
         )
         engine.on_recorded = recorded_by_both(self.receivers.recorded, self.checkout_hub.recorded)
@@ -232,28 +235,34 @@ class Daemon:
         self.services.receivers = self.receivers
         self.services.sandbox = self.sandbox
 
-        # Insight: subscribe first, then rescan (the engine asks for a rescan on every
-        # SocketConnected), so nothing paid between the two is missed.
-        self.rest = InsightRest(config.insight.url, timeout=config.insight.timeout)
-        self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
+        # The chain source: subscribe first, then rescan (the engine asks for a rescan
+        # on every SocketConnected), so nothing paid between the two is missed.
+        chain = open_chain_source(config, wallet.network)
+        self.chain = chain
+        if chain.backend == "insight":
+            self.insight, self.rest = chain.watcher, chain.lookups  # type: ignore[assignment]
+        self.reconciler = Reconciler(repo, chain, engine, wallet.wallet_id)
         self.services.reconciler = self.reconciler
-        # Socket events announce payments; REST confirms them before they count.
-        self.verifier = Verifier(self.rest, engine)
+        # Pushed events announce payments; the lookups confirm them before they count.
+        self.verifier = Verifier(chain, engine)
         await nursery.start(self.verifier.run)
         engine.verify = self.verifier.claim
-        self.insight = InsightSocket(
-            config.insight.effective_socket_url,
-            reconnect_initial=config.insight.reconnect_initial,
-            reconnect_max=config.insight.reconnect_max,
-        )
+        chain.watcher.track(lambda: [address for _, address in engine.watched()])
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
+        if chain.settle_poll is not None:
+            nursery.start_soon(self._lock_poll_loop, chain.settle_poll)
         nursery.start_soon(
             self.reconciler.recheck_loop, recheck_interval(engine.rules.drop_after_ms)
         )
-        nursery.start_soon(self.insight.run, engine.send_channel.clone())
-        sd_notify(f"STATUS=connecting to Insight, {pending} receivers to check")
-        log.info("bootstrap waiting for insight pending=%d", pending)
+        nursery.start_soon(chain.watcher.run, engine.send_channel.clone())
+        sd_notify(f"STATUS=connecting to {chain.name}, {pending} receivers to check")
+        log.info(
+            "bootstrap waiting for %s backend=%s pending=%d",
+            chain.name.lower(),
+            chain.backend,
+            pending,
+        )
 
     def stop(self, *, exit_code: int) -> None:
         """End ``run`` with this process exit code (from any task of the daemon)."""
@@ -272,6 +281,11 @@ class Daemon:
         if self.config.http.listen:
             app = with_checkout(self, self.http_app())
             self.http_urls = await nursery.start(serve_http, app, self.config.http)
+
+    async def _created(self, receiver: Any) -> None:
+        if self.chain is not None:
+            self.chain.watcher.watch((receiver.address,))
+        await self.engine.submit(ReceiverAdded(receiver))
 
     async def _cancelled(self, receiver: Any) -> None:
         self.checkout_hub.publish(receiver, None)
@@ -314,6 +328,7 @@ class Daemon:
                     continue
                 backoff.reset()
                 self.last_rescan_error = None
+                await self._read_tip()
                 if self.state == STARTING:
                     self.state = READY
                     sd_notify(f"READY=1\nSTATUS=ready, watching {len(self.engine.table)} receivers")
@@ -330,6 +345,30 @@ class Daemon:
                 await self.reconciler.refresh_confirmations(block)
             except Exception:
                 log.exception("confirmation refresh failed block=%s", block.block_hash)
+            await self._read_tip()
+
+    async def _read_tip(self) -> None:
+        """The source's tip height for status, when its watcher does not carry one."""
+        chain = self.chain
+        if chain is None or getattr(chain.watcher, "tip_height", None) is not None:
+            return
+        try:
+            chain.tip_height = await chain.lookups.tip_height()
+        except (SourceError, ValueError) as exc:
+            log.debug("tip height not read: %s", exc)
+
+    async def _lock_poll_loop(self, interval: float) -> None:
+        """For a source that pushes no locks (Blockbook): every ``interval`` seconds,
+        look up the unsettled payments, so an InstantSend lock or ChainLock settles its
+        receiver within a poll. Never returns unless cancelled."""
+        while True:
+            await trio.sleep(interval)
+            if self.state == STARTING:
+                continue  # the first rescan reads every payment anyway
+            try:
+                await self.reconciler.refresh_confirmations()
+            except Exception:
+                log.exception("lock poll failed")
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         signals_wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

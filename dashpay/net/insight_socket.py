@@ -26,7 +26,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -287,6 +287,18 @@ class InsightSocket:
         self._reject_window_start = -math.inf
         self._reject_logged = 0
         self._reject_suppressed = 0
+
+    # -- the rest of the chain watcher interface (net/chain.py)
+
+    @property
+    def display(self) -> str:
+        return self.endpoint.display
+
+    def track(self, addresses: Callable[[], Iterable[str]]) -> None:
+        """Insight's ``inv`` stream carries every tx: no address list to keep."""
+
+    def watch(self, addresses: Iterable[str]) -> None:
+        """As ``track``: nothing to subscribe."""
 
     async def run(self, send: trio.MemorySendChannel) -> None:
         """Connect, subscribe and forward events into ``send`` until cancelled.

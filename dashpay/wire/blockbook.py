@@ -34,6 +34,7 @@ from dashpay.domain.observations import (
     SOURCE_REST,
     SOURCE_SOCKET,
     BlockObserved,
+    SourceError,
     TxObserved,
     frozen_outputs,
 )
@@ -53,7 +54,7 @@ _DUFFS = re.compile(r"0|[1-9][0-9]{0,15}")
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
 
 
-class BlockbookError(Exception):
+class BlockbookError(SourceError):
     """Blockbook did not give a usable answer."""
 
 

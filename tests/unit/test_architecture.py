@@ -42,6 +42,11 @@ LONG_FILES: dict[str, str] = {
         "HTTP route), so the control socket, the CLI, the HTTP API and OpenAPI are built "
         "from one place; the parsers are in params.py"
     ),
+    "dashpay/config/keys.py": (
+        "THE table of every config key (CONFIG_KEYS) with the value checkers it names: one "
+        "declaration per key, read by the loader, the dataclass defaults, the error "
+        "messages and the config.example.toml check"
+    ),
     "dashpay/sandbox/chain.py": (
         "one model: the simulated chain's state and the Insight JSON it renders from its "
         "own indexes (mempool, blocks, locks, address histories)"
