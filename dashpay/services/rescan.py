@@ -34,7 +34,7 @@ from dashpay.domain.model import Payment, PaymentObservation, ReceiverResult, Re
 from dashpay.domain.observations import BlockObserved, SourceError, TxObserved
 from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED, CHANGE_MISSING
 from dashpay.engine.loop import PaymentEngine, observation
-from dashpay.net.chain import ChainSource
+from dashpay.net.chain import ChainLookups, ChainSource
 from dashpay.repository.base import Repository
 from dashpay.wire.prometheus import Histogram
 
@@ -106,12 +106,16 @@ def observations_for(
 
 
 class Reconciler:
+    @property
+    def rest(self) -> ChainLookups:
+        """The source's lookups (Insight REST, Blockbook's requests)."""
+        return self.source.lookups
+
     def __init__(
         self, repo: Repository, source: ChainSource, engine: PaymentEngine, wallet_id: str
     ) -> None:
         self.repo = repo
         self.source = source
-        self.rest = source.lookups
         self.engine = engine
         self.wallet_id = wallet_id
         self._full: trio.Event | None = None

@@ -34,7 +34,7 @@ from dashpay.domain.backoff import Backoff
 from dashpay.domain.model import PaymentObservation, ReceiverWork
 from dashpay.domain.observations import SourceError, TxObserved
 from dashpay.engine.loop import PaymentEngine, observation
-from dashpay.net.chain import ChainSource
+from dashpay.net.chain import ChainLookups, ChainSource
 
 log = logging.getLogger("dashpay.verify")
 
@@ -89,9 +89,13 @@ class VerifyStats:
 class Verifier:
     """Reads back the payments socket events announce; see the module docstring."""
 
+    @property
+    def rest(self) -> ChainLookups:
+        """The source's lookups (Insight REST, Blockbook's requests)."""
+        return self.source.lookups
+
     def __init__(self, source: ChainSource, engine: PaymentEngine) -> None:
         self.source = source
-        self.rest = source.lookups
         self.engine = engine
         self.stats = VerifyStats()
         # (receiver id, txid) -> claim, in arrival order; merged when claimed twice.
