@@ -28,10 +28,10 @@ from dashpay.config.files import read_toml
 from dashpay.config.http import HttpConfig, build_http
 from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, check_sections
 from dashpay.config.model import (
-    CallbacksConfig,
-    Config,
     BlockbookConfig,
+    CallbacksConfig,
     ChainConfig,
+    Config,
     InsightConfig,
     LoggingConfig,
     PricesConfig,

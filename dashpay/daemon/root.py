@@ -35,13 +35,13 @@ from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError
+from dashpay.domain.observations import SourceError
 from dashpay.domain.ratelimit import FailedAuthLimiter
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
+from dashpay.net.chain import ChainSource, open_chain_source
 from dashpay.net.control_server import serve_control
 from dashpay.net.http_server import serve_http
-from dashpay.domain.observations import SourceError
-from dashpay.net.chain import ChainSource, open_chain_source
 from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.repository import open_repository

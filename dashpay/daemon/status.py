@@ -198,9 +198,9 @@ def _missing_view(daemon: Daemon, result: dict[str, Any]) -> None:
         result["engine"]["payments_missing_from_source"] = missing
         if missing:
             result["warnings"].append(
-                f"{missing} payment(s) are missing from {_source_name(daemon)} but still counted (see "
-                "README 'When a payment goes missing'; payments with missing_from_source "
-                "in dashpay receiver show --json)"
+                f"{missing} payment(s) are missing from {_source_name(daemon)} but still "
+                "counted (see README 'When a payment goes missing'; payments with "
+                "missing_from_source in dashpay receiver show --json)"
             )
     hold = daemon.reconciler.last_hold if daemon.reconciler is not None else None
     if hold is not None:

@@ -141,7 +141,45 @@ def parse_socket_url(socket_url: str) -> SocketEndpoint:
     return SocketEndpoint(parts.hostname, port, f"{path}?EIO=3&transport=websocket", tls)
 
 
-def _describe(exc: BaseException, connect_timeout: float) -> str:
+async def open_websocket(
+    endpoint: SocketEndpoint, ssl_context: ssl.SSLContext | None
+) -> tuple[trio.abc.Stream, bytes]:
+    """TCP (+ TLS, certificate and host name verified) and the websocket upgrade
+    (RFC 6455 section 4.1). Returns the stream and the bytes that followed the 101
+    answer (the first frames). Shared by every websocket backend."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+    try:
+        if endpoint.tls:
+            stream = trio.SSLStream(
+                stream,
+                ssl_context or ssl.create_default_context(),
+                server_hostname=endpoint.host,
+                https_compatible=True,
+            )
+            await stream.do_handshake()
+        key = wsframe.new_key()
+        await stream.send_all(
+            wsframe.handshake_request(
+                endpoint.host, endpoint.port, endpoint.resource, key, tls=endpoint.tls
+            )
+        )
+        buffer = b""
+        while (split := wsframe.split_handshake_response(buffer)) is None:
+            chunk = await stream.receive_some(wsframe.MAX_HANDSHAKE_BYTES)
+            if not chunk:
+                raise wsframe.HandshakeError(
+                    "server closed the connection during the websocket upgrade"
+                )
+            buffer += chunk
+        head, rest = split
+        wsframe.check_handshake_response(head, key)
+        return stream, rest
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+def describe_error(exc: BaseException, connect_timeout: float) -> str:
     if isinstance(exc, wsframe.HandshakeError):
         return str(exc)
     if isinstance(exc, trio.TooSlowError):
@@ -154,7 +192,7 @@ def _describe(exc: BaseException, connect_timeout: float) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def _is_refusal(exc: BaseException) -> bool:
+def is_refusal(exc: BaseException) -> bool:
     """Whether the TCP connect was refused (nothing listens there). trio reports a failed
     connect as an OSError caused by a group of each address's error: a refusal is one
     where every address refused."""
@@ -163,11 +201,11 @@ def _is_refusal(exc: BaseException) -> bool:
     cause = exc.__cause__
     if type(exc) is OSError and isinstance(cause, BaseExceptionGroup):
         leaves = cause.exceptions
-        return bool(leaves) and all(_is_refusal(leaf) for leaf in leaves)
+        return bool(leaves) and all(is_refusal(leaf) for leaf in leaves)
     return False
 
 
-def _closed_by_server(event: wsframe.CloseReceived) -> str:
+def closed_by_server(event: wsframe.CloseReceived) -> str:
     if event.code is None:
         return "websocket closed by the server (no status code)"
     text = f"websocket closed by the server (code {event.code}"
@@ -181,7 +219,7 @@ def _frames(texts: Sequence[str]) -> bytes:
     return b"".join(wsframe.encode_text(text) for text in texts)
 
 
-def _excerpt(message: object) -> str:
+def excerpt(message: object) -> str:
     text = repr(message)
     return text if len(text) <= LOG_EXCERPT_CHARS else text[:LOG_EXCERPT_CHARS] + "..."
 
@@ -221,7 +259,7 @@ class _Link:
             async with self._lock:
                 await self.stream.send_all(data)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.end(f"send failed: {_describe(exc, 0)}")
+            self.end(f"send failed: {describe_error(exc, 0)}")
             return False
         return True
 
@@ -376,46 +414,14 @@ class InsightSocket:
                 finally:
                     await trio.aclose_forcefully(stream)
             except _NETWORK_ERRORS as exc:
-                link.reason = link.reason or _describe(exc, self._connect_timeout)
-                link.refused = link.stream is None and _is_refusal(exc)
+                link.reason = link.reason or describe_error(exc, self._connect_timeout)
+                link.refused = link.stream is None and is_refusal(exc)
         return link
 
     async def _open(self) -> tuple[trio.abc.Stream, bytes]:
-        """TCP (+ TLS) and the websocket upgrade (RFC 6455 section 4.1). Returns the
-        stream and the bytes that followed the 101 answer (the first frames)."""
-        endpoint = self.endpoint
-        stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-        try:
-            if endpoint.tls:
-                if self._ssl_context is None:
-                    self._ssl_context = ssl.create_default_context()  # verifies certificates
-                stream = trio.SSLStream(
-                    stream,
-                    self._ssl_context,
-                    server_hostname=endpoint.host,
-                    https_compatible=True,
-                )
-                await stream.do_handshake()
-            key = wsframe.new_key()
-            await stream.send_all(
-                wsframe.handshake_request(
-                    endpoint.host, endpoint.port, endpoint.resource, key, tls=endpoint.tls
-                )
-            )
-            buffer = b""
-            while (split := wsframe.split_handshake_response(buffer)) is None:
-                chunk = await stream.receive_some(wsframe.MAX_HANDSHAKE_BYTES)
-                if not chunk:
-                    raise wsframe.HandshakeError(
-                        "server closed the connection during the websocket upgrade"
-                    )
-                buffer += chunk
-            head, rest = split
-            wsframe.check_handshake_response(head, key)
-            return stream, rest
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+        if self.endpoint.tls and self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()  # verifies certificates
+        return await open_websocket(self.endpoint, self._ssl_context)
 
     async def _heartbeat(self, machine: EngineIOClientState, link: _Link) -> None:
         """Pings on schedule and declares the link dead when the peer falls silent."""
@@ -493,7 +499,7 @@ class InsightSocket:
             try:
                 data = await receive_some(RECEIVE_BUFFER_BYTES)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                link.end(_describe(exc, self._connect_timeout))
+                link.end(describe_error(exc, self._connect_timeout))
                 return
             if not data:
                 link.end("server closed the connection without a websocket close frame")
@@ -520,7 +526,7 @@ class InsightSocket:
             self._reject("binary frame", "Insight sends text frames only", message.data)
             return True
         if kind is wsframe.CloseReceived:
-            await link.send_close(reader.data_to_send(), _closed_by_server(message))
+            await link.send_close(reader.data_to_send(), closed_by_server(message))
             return False
         assert kind is wsframe.Failure
         await link.send_close(
@@ -625,5 +631,5 @@ class InsightSocket:
             what,
             f" event={name}" if name else "",
             reason,
-            _excerpt(data),
+            excerpt(data),
         )

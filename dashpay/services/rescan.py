@@ -233,7 +233,9 @@ class Reconciler:
         try:
             history = await self.rest.address_history(list(addresses), skipped=skipped)
         except (SourceError, ValueError) as exc:
-            raise Unavailable(f"{self.source.lookup_name} failed during the rescan: {exc}") from None
+            raise Unavailable(
+                f"{self.source.lookup_name} failed during the rescan: {exc}"
+            ) from None
         summary.receivers += len(targets)
         summary.transactions += len(history)
         per_receiver: dict[int, list[PaymentObservation]] = defaultdict(list)

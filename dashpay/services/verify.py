@@ -215,7 +215,9 @@ class Verifier:
                 "at": time.time(),
                 "txid": seen.txid,
                 "receiver_id": claim.receiver_id,
-                "reason": f"{self.source.lookup_name} shows this tx without an output to the address",
+                "reason": (
+                    f"{self.source.lookup_name} shows this tx without an output to the address"
+                ),
             }
             log.warning(
                 "tx event refused: %s shows tx %s without an output to %s "

@@ -113,6 +113,9 @@ class Requests:
     def get_transaction_specific(self, txid: str) -> tuple[str, str]:
         return self.build("getTransactionSpecific", {"txid": txid})
 
+    def get_info(self) -> tuple[str, str]:
+        return self.build("getInfo", {})
+
     def ping(self) -> tuple[str, str]:
         return self.build("ping", {})
 
@@ -335,3 +338,19 @@ class AccountPager:
         if page != self._page or self._page >= min(total_pages, MAX_PAGES) or not new:
             self.done = True
         return new
+
+
+def parse_info(data: object) -> int:
+    """``getInfo``: the height of Blockbook's best block (``bestHeight``)."""
+    if not isinstance(data, dict):
+        raise BlockbookMalformed(f"info {show(data)} is not an object")
+    return _count(data.get("bestHeight"), "info bestHeight")
+
+
+# dashd's -5 text, relayed by getTransactionSpecific, and Blockbook's own for getTransaction.
+_NOT_FOUND = re.compile(r"no such mempool or blockchain transaction|not found", re.IGNORECASE)
+
+
+def is_not_found(error: BlockbookRejected) -> bool:
+    """Whether a refused tx lookup means "no such transaction" (not a failure)."""
+    return bool(_NOT_FOUND.search(error.message))
