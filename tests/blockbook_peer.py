@@ -18,6 +18,7 @@ own ``wire/websocket.py`` in its server role.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -107,11 +108,11 @@ class _Client:
 
     async def send(self, message: dict[str, Any] | str) -> None:
         text = message if isinstance(message, str) else json.dumps(message)
+        # A client gone away: its reader ends the connection.
+        gone = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
         async with self.lock:
-            try:
+            with contextlib.suppress(*gone):
                 await self.stream.send_all(wsframe.encode_server_text(text))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass  # gone: its reader ends the connection
 
 
 class BlockbookServer:
