@@ -353,7 +353,7 @@ class Daemon:
         if chain is None or getattr(chain.watcher, "tip_height", None) is not None:
             return
         try:
-            chain.tip_height = await chain.lookups.tip_height()
+            chain.tip_height = await chain.lookups.best_height()
         except (SourceError, ValueError) as exc:
             log.debug("tip height not read: %s", exc)
 

@@ -516,7 +516,7 @@ class BlockbookClient:
             raise bb.BlockbookMalformed(f"getTransactionSpecific {txid}: answered another tx")
         return verbose.observed
 
-    async def tip_height(self) -> int | None:
+    async def best_height(self) -> int | None:
         return bb.parse_info(await self._request("getInfo", {}))
 
     async def address_history(

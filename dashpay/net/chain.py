@@ -46,7 +46,7 @@ class ChainLookups(Protocol):
         None when the source does not know it (never seen, or dropped)."""
         ...
 
-    async def tip_height(self) -> int | None:
+    async def best_height(self) -> int | None:
         """The height of the source's best block, None if it cannot say."""
         ...
 

@@ -183,7 +183,7 @@ class InsightRest:
         payload = await self._get_json("status", {"q": "getInfo"})
         return self._parsed(parse_status, payload, "status")
 
-    async def tip_height(self) -> int | None:
+    async def best_height(self) -> int | None:
         """The node's block count (``status``), for ``dashpay status``."""
         return (await self.status()).blocks
 
