@@ -123,6 +123,7 @@ class BlockbookServer:
         self.clients: list[_Client] = []
         self.methods: list[str] = []  # every method asked, in order
         self.subscription_sizes: list[int] = []
+        self.hold: trio.Event | None = None  # set: subscriptions wait for it
 
     async def serve(self, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
@@ -216,6 +217,8 @@ class BlockbookServer:
         self.methods.append(method)
         data: Any
         if method == "subscribeAddresses":
+            if self.hold is not None:
+                await self.hold.wait()
             addresses = params.get("addresses") or []
             if len(addresses) > MAX_ADDRESSES:
                 data = {"error": {"message": "addresses max 1000"}}
@@ -288,6 +291,22 @@ class BlockbookPeer(SandboxPeer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def hold_subscriptions(self) -> None:
+        """Subscriptions are answered (and take effect) only after the release."""
+
+        async def go():
+            self.server.hold = trio.Event()
+
+        self._call(go)
+
+    def release_subscriptions(self) -> None:
+        async def go():
+            hold, self.server.hold = self.server.hold, None
+            if hold is not None:
+                hold.set()
+
+        self._call(go)
 
     def send_raw(self, *texts: str) -> None:
         """Send every connection these websocket texts as they are (hostile peer)."""

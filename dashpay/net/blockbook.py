@@ -129,6 +129,7 @@ class BlockbookClient:
         self._slot_of: dict[str, int] = {}
         self._members: list[dict[str, None]] = [{}]
         self._dirty: set[int] = set()
+        self._fresh: list[str] = []  # added since the last resubscription
         self._all: Callable[[], Iterable[str]] | None = None
         self._connections: dict[int, BlockbookLink] = {}  # index -> live connection
         self._wanted = trio.Event()  # the watched set changed
@@ -174,6 +175,7 @@ class BlockbookClient:
         self._members[index][address] = None
         self._slot_of[address] = index
         self._dirty.add(index)
+        self._fresh.append(address)
 
     async def run(self, send: trio.MemorySendChannel) -> None:
         """Keep every slice subscribed and forward what arrives, until cancelled."""
@@ -182,6 +184,7 @@ class BlockbookClient:
             self._nursery = nursery
             self._reload()
             self._dirty.clear()  # every slot subscribes its slice when it connects
+            self._fresh.clear()  # and each connect brings a full rescan
             for index in range(len(self._members)):
                 self._start_slot(index)
             nursery.start_soon(self._subscriptions)
@@ -218,11 +221,32 @@ class BlockbookClient:
             await trio.sleep(RESUBSCRIBE_DELAY)
             self._wanted = trio.Event()
             dirty, self._dirty = self._dirty, set()
+            fresh, self._fresh = self._fresh, []
+            answers = []
             for index in sorted(dirty):
                 self._start_slot(index)
                 connection = self._connections.get(index)
                 if connection is not None and connection.subscribed != self._slice(index):
-                    self._subscribe(connection)
+                    answers.append(self._subscribe(connection))
+            if fresh and answers:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._catch_up, fresh, answers)
+
+    async def _catch_up(self, fresh: list[str], answers: list[PendingAnswer]) -> None:
+        """A payment to a new address between its creation and its subscription is
+        pushed by nobody: once subscribed, its history is read once (normally empty)
+        and what it shows is forwarded like a notification."""
+        with trio.move_on_after(self._timeout):
+            for answer in answers:
+                await answer.done.wait()
+        try:
+            history = await self.address_history([a for a in fresh if a in self._slot_of])
+        except bb.BlockbookError as exc:
+            log.warning("blockbook catch-up of %d new addresses failed: %s", len(fresh), exc)
+            return
+        assert self._send is not None
+        for tx in history:
+            await self._send.send(tx)
 
     def _slice(self, index: int) -> tuple[str, ...]:
         return tuple(self._members[index]) if index < len(self._members) else ()
