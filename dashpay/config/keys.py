@@ -314,6 +314,13 @@ class KeySpec:
 
 _DURATION = "duration (e.g. 30s, 15m, 2h, 3d)"
 
+# A chain backend's link: a request's timeout and the reconnect delays (ReconnectPolicy).
+_LINK_KEYS = {
+    "timeout": KeySpec(_DURATION, "10s", _duration(allow_zero=False)),
+    "reconnect_initial": KeySpec(_DURATION, "1s", _duration(allow_zero=False)),
+    "reconnect_max": KeySpec(_DURATION, "1m", _duration(allow_zero=False)),
+}
+
 CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
     "wallet": {
         "xpub": KeySpec(
@@ -409,9 +416,7 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             _url("http", "https", "ws", "wss", strip_slash=True),
             example="wss://insight.dash.org",
         ),
-        "timeout": KeySpec(_DURATION, "10s", _duration(allow_zero=False)),
-        "reconnect_initial": KeySpec(_DURATION, "1s", _duration(allow_zero=False)),
-        "reconnect_max": KeySpec(_DURATION, "1m", _duration(allow_zero=False)),
+        **_LINK_KEYS,
     },
     "chain": {
         "backend": KeySpec(
@@ -425,9 +430,7 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             _url("http", "https", "ws", "wss", strip_slash=True),
             example="https://blockbook.example.com",
         ),
-        "timeout": KeySpec(_DURATION, "10s", _duration(allow_zero=False)),
-        "reconnect_initial": KeySpec(_DURATION, "1s", _duration(allow_zero=False)),
-        "reconnect_max": KeySpec(_DURATION, "1m", _duration(allow_zero=False)),
+        **_LINK_KEYS,
     },
     "receivers": {
         "expires_after": KeySpec(f"{_DURATION}; 0 = never", "1h", _duration(allow_zero=True)),

@@ -27,7 +27,6 @@ rescan), as with Insight. A message that is not Blockbook's shape is logged
 from __future__ import annotations
 
 import logging
-import math
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
+from dashpay.domain.throttle import ThrottledLog
 from dashpay.net.blockbook_link import (
     BlockbookLink,
     BlockbookUnavailable,
@@ -74,9 +74,6 @@ RESUBSCRIBE_DELAY = 0.1
 REFRESH_SECONDS = 60.0
 # History pages (one per address and page) in flight at once on the main connection.
 HISTORY_CONCURRENCY = 64
-# Rejected-message warnings: at most this many per window, then a count.
-REJECT_LOG_BURST = 10
-REJECT_LOG_WINDOW = 60.0
 CLOSE_TIMEOUT = 2.0
 
 _NETWORK_ERRORS = (
@@ -139,9 +136,7 @@ class BlockbookClient:
         self._started: set[int] = set()
         self._ever_connected = False
         self._history_limiter = trio.CapacityLimiter(HISTORY_CONCURRENCY)
-        self._reject_window_start = -math.inf
-        self._reject_logged = 0
-        self._reject_suppressed = 0
+        self._warn = ThrottledLog(log)
 
     # -- the watcher interface ----------------------------------------------------------
 
@@ -490,23 +485,12 @@ class BlockbookClient:
             await self._send.send(value)  # back-pressure: we stop reading meanwhile
 
     def _reject(self, what: str, reason: str, data: object) -> None:
+        """Count and drop a message; one warning per kind per second (the rest counted
+        in the next line), so a hostile server cannot flood the journal."""
         self.events_rejected += 1
-        now = trio.current_time()
-        if now - self._reject_window_start >= REJECT_LOG_WINDOW:
-            if self._reject_suppressed:
-                log.warning(
-                    "blockbook suppressed=%d more skipped messages in the last %gs",
-                    self._reject_suppressed,
-                    REJECT_LOG_WINDOW,
-                )
-            self._reject_window_start = now
-            self._reject_logged = 0
-            self._reject_suppressed = 0
-        if self._reject_logged >= REJECT_LOG_BURST:
-            self._reject_suppressed += 1
-            return
-        self._reject_logged += 1
-        log.warning("blockbook skipped %s reason=%r data=%s", what, reason, excerpt(data))
+        self._warn.warning(
+            what, "blockbook skipped %s reason=%r data=%s", what, reason, excerpt(data)
+        )
 
     # -- the lookups interface ----------------------------------------------------------
 
