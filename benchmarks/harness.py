@@ -269,6 +269,7 @@ def write_config(
     callback_url: str | None = None,
     log_level: str = "info",
     http: bool = False,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A daemon config for one benchmark run (``http``: the HTTP API on a free
     loopback port; `status` names it under ``http.urls``)."""
@@ -286,6 +287,8 @@ def write_config(
         sections["callbacks"]["default_url"] = callback_url
     if http:
         sections["http"] = {"listen": ["127.0.0.1:0"]}
+    for name, values in (extra or {}).items():  # e.g. [chain] and [blockbook]
+        sections.setdefault(name, {}).update(values)
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
