@@ -119,6 +119,8 @@ def test_status_names_the_backend_its_link_and_tip(chain):
         assert time.monotonic() < deadline, chain.status()["chain"]
         time.sleep(0.1)
     assert chain.status()["chain"]["last_event_age_seconds"] is not None
+    shown = chain.daemon.cli("status").stdout
+    assert f"{chain.backend} connected" in shown and "tip height" in shown
 
 
 def test_partial_then_full_then_settled_by_a_block(chain):
