@@ -17,10 +17,12 @@ Requests are pipelined: every request waiting when the writer wakes goes out in 
 write, so a poll of 1,000 payments is a few writes, not 1,000 round trips.
 
 Each connection sends ``ping`` when it has heard nothing for ``PING_INTERVAL`` and is
-dropped when nothing at all arrives ``timeout`` after that. Any connection lost (or
-resubscribed after a loss) means notifications may have been missed: the daemon gets
-``SocketDisconnected`` and, once it is subscribed again, ``SocketConnected`` (a
-rescan), as with Insight. A message that is not Blockbook's shape is logged
+dropped when nothing at all arrives ``timeout`` after that. Any connection lost means
+notifications may have been missed: the daemon gets ``SocketDisconnected`` and, once
+every slice is subscribed again, one ``SocketConnected`` (a rescan), as with Insight;
+at start one ``SocketConnected`` comes when every slice is first subscribed (not one
+per connection: each would cost a full rescan). A slice opened later for new
+addresses has their history read instead. A message that is not Blockbook's shape is logged
 (throttled), counted in ``events_rejected`` and dropped; it never ends the link.
 """
 
@@ -135,6 +137,9 @@ class BlockbookClient:
         self._nursery: trio.Nursery | None = None
         self._started: set[int] = set()
         self._ever_connected = False
+        self._ever_up: set[int] = set()  # slots subscribed at least once
+        self._complete = False  # every slot has been subscribed at once
+        self._rescan_owed = False  # a (re)subscription since the last SocketConnected
         self._history_limiter = trio.CapacityLimiter(HISTORY_CONCURRENCY)
         self._warn = ThrottledLog(log)
 
@@ -361,18 +366,30 @@ class BlockbookClient:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
-        if all(i in self._connections for i in self._started):
-            self.state = STATE_CONNECTED
-            self.connected_since = self.connected_since or wall
-            self.disconnected_since = None
         log.info(
             "blockbook connection %d subscribed url=%s addresses=%d",
             connection.index,
             self.display,
             len(connection.subscribed),
         )
-        assert self._send is not None
-        await self._send.send(SocketConnected(at=wall))
+        # One rescan when the whole set is first subscribed, and one after each
+        # reconnect (notifications were missed) once every slice is up again; a slice
+        # opened later for new addresses only needs their history read.
+        if connection.index in self._ever_up or not self._complete:
+            self._rescan_owed = True
+        elif connection.subscribed:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._catch_up, list(connection.subscribed), [])
+        self._ever_up.add(connection.index)
+        if all(i in self._connections for i in self._started):
+            self.state = STATE_CONNECTED
+            self.connected_since = self.connected_since or wall
+            self.disconnected_since = None
+            self._complete = True
+            if self._rescan_owed:
+                self._rescan_owed = False
+                assert self._send is not None
+                await self._send.send(SocketConnected(at=wall))
 
     async def _writer(self, connection: BlockbookLink) -> None:
         """Every text waiting goes out in one write."""

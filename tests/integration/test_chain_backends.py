@@ -196,16 +196,6 @@ def test_a_forged_notification_credits_nothing_and_hostile_messages_are_dropped(
     assert [p["txid"] for p in data["payments"]] == [txid]
 
 
-def test_payments_made_while_the_daemon_was_stopped_are_found_at_start(chain):
-    r = paid_to(chain)
-    chain.daemon.stop()
-    chain.peer.pay(r["address"], 30_000_000, lock=True)
-    chain.peer.pay(r["address"], 70_000_000, lock=False)
-    chain.restart()
-    data = chain.wait(r["receiver_id"], lambda d: d["status"] in ("paid", "settled"))
-    assert data["received_duffs"] == COIN and len(data["payments"]) == 2
-
-
 def test_a_payment_made_the_moment_the_receiver_exists_is_not_missed(chain):
     """With Blockbook the address is subscribed ~0.1 s after its creation; a payment
     inside that gap is pushed by nobody and is found by the catch-up read."""
@@ -218,3 +208,16 @@ def test_a_payment_made_the_moment_the_receiver_exists_is_not_missed(chain):
         if chain.backend == "blockbook":
             chain.peer.release_subscriptions()
     assert chain.wait(r["receiver_id"], lambda d: d["status"] == "paid")["received_duffs"] == COIN
+
+
+def test_payments_made_while_the_daemon_was_stopped_are_found_at_start(chain):
+    # Last in the module: the daemon it starts again is killed after it (conftest's
+    # _no_leaked_daemons), so no later test could use it.
+    r = paid_to(chain)
+    chain.daemon.stop()
+    chain.peer.pay(r["address"], 30_000_000, lock=True)
+    chain.peer.pay(r["address"], 70_000_000, lock=False)
+    chain.restart()
+    data = chain.wait(r["receiver_id"], lambda d: d["status"] in ("paid", "settled"))
+    assert data["received_duffs"] == COIN and len(data["payments"]) == 2
+
