@@ -51,15 +51,13 @@ from dashpay.net.blockbook_link import (
 )
 from dashpay.net.insight_socket import (
     RECEIVE_BUFFER_BYTES,
-    STATE_CONNECTED,
-    STATE_CONNECTING,
-    STATE_DISCONNECTED,
     closed_by_server,
     describe_error,
     excerpt,
     is_refusal,
     open_websocket,
 )
+from dashpay.net.link_status import STATE_CONNECTED, STATE_DISCONNECTED, LinkStatus
 from dashpay.wire import blockbook as bb
 from dashpay.wire import websocket as wsframe
 from dashpay.wire.insight import ADDRESS
@@ -87,7 +85,7 @@ _NETWORK_ERRORS = (
 )
 
 
-class BlockbookClient:
+class BlockbookClient(LinkStatus):
     """Watcher and lookups over Blockbook's websocket API; see the module docstring.
 
     Status fields as ``InsightSocket``'s (``state``, ``connected_since``, ...) plus
@@ -113,14 +111,7 @@ class BlockbookClient:
         self._reconnect = (reconnect_initial, reconnect_max)
         self._ssl_context = ssl_context
         self._max_message_bytes = max_message_bytes
-
-        self.state = STATE_CONNECTING
-        self.connected_since: float | None = None
-        self.disconnected_since: float | None = None
-        self.last_event_at: float | None = None
-        self.reconnects = 0
-        self.events_received = 0
-        self.events_rejected = 0
+        super().__init__()
         self.tip_height: int | None = None
 
         # The watched set in slices of at most 1,000: an address keeps its slice until it

@@ -40,6 +40,14 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
+from dashpay.net.link_status import (  # the states, also imported from here
+    STATE_CONNECTED,
+    STATE_CONNECTING,
+    STATE_DISCONNECTED,
+    LinkStatus,
+)
+
+__all__ = ["STATE_CONNECTED", "STATE_CONNECTING", "STATE_DISCONNECTED", "InsightSocket"]
 from dashpay.wire import websocket as wsframe
 from dashpay.wire.engineio import (
     CONNECTED,
@@ -80,9 +88,6 @@ REJECT_LOG_WINDOW = 60.0
 # Longest piece of a bad frame quoted in a log line.
 LOG_EXCERPT_CHARS = 120
 
-STATE_CONNECTING = "connecting"  # never connected yet
-STATE_CONNECTED = "connected"  # subscribed; events flow
-STATE_DISCONNECTED = "disconnected"  # was connected, lost the link, retrying
 
 _NETWORK_ERRORS = (
     wsframe.HandshakeError,
@@ -273,7 +278,7 @@ class _Link:
 # --- the shell --------------------------------------------------------------------------
 
 
-class InsightSocket:
+class InsightSocket(LinkStatus):
     """Keeps one subscribed link to Insight's socket.io endpoint and forwards events.
 
     Read-only status (for ``dashpay status``): ``state`` ("connecting" before the first
@@ -308,14 +313,7 @@ class InsightSocket:
         self._max_message_bytes = max_message_bytes
         self._subscriptions = tuple(subscriptions)
         self._ssl_context = ssl_context
-
-        self.state = STATE_CONNECTING
-        self.connected_since: float | None = None
-        self.disconnected_since: float | None = None
-        self.last_event_at: float | None = None
-        self.reconnects = 0
-        self.events_received = 0
-        self.events_rejected = 0
+        super().__init__()
         self.events_ignored = 0
 
         self._failures = 0  # consecutive attempts that did not get subscribed
