@@ -63,6 +63,8 @@ CONTROL_REQUEST_TIMEOUT = 600.0
 # A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
 RESCAN_RETRY_INITIAL = 2.0
 RESCAN_RETRY_MAX = 120.0
+# Longest a tip height read (for status only) may take.
+TIP_READ_TIMEOUT = 10.0
 
 
 # The group whose members may use the control socket: the one the systemd unit runs
@@ -125,6 +127,7 @@ class Daemon:
         self.watchdog = Watchdog()
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
+        self._tip_wanted, self._tip_wanted_rx = trio.open_memory_channel[None](1)
         self.services = Services(status=self.status)
         self.handle = Dispatcher(
             self.services, sandbox=sandbox is not None, state=lambda: self.state
@@ -250,6 +253,7 @@ class Daemon:
         chain.watcher.track(lambda: [address for _, address in engine.watched()])
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
+        nursery.start_soon(self._tip_loop)
         if chain.settle_poll is not None:
             nursery.start_soon(self._lock_poll_loop, chain.settle_poll)
         nursery.start_soon(
@@ -328,7 +332,7 @@ class Daemon:
                     continue
                 backoff.reset()
                 self.last_rescan_error = None
-                await self._read_tip()
+                self._want_tip()
                 if self.state == STARTING:
                     self.state = READY
                     sd_notify(f"READY=1\nSTATUS=ready, watching {len(self.engine.table)} receivers")
@@ -345,17 +349,26 @@ class Daemon:
                 await self.reconciler.refresh_confirmations(block)
             except Exception:
                 log.exception("confirmation refresh failed block=%s", block.block_hash)
-            await self._read_tip()
+            self._want_tip()
 
-    async def _read_tip(self) -> None:
-        """The source's tip height for status, when its watcher does not carry one."""
-        chain = self.chain
-        if chain is None or getattr(chain.watcher, "tip_height", None) is not None:
-            return
-        try:
-            chain.tip_height = await chain.lookups.best_height()
-        except (SourceError, ValueError) as exc:
-            log.debug("tip height not read: %s", exc)
+    def _want_tip(self) -> None:
+        # When a read is already queued, it covers this one too.
+        with contextlib.suppress(trio.WouldBlock):
+            self._tip_wanted.send_nowait(None)
+
+    async def _tip_loop(self) -> None:
+        """The source's tip height for status, read after each rescan and block when its
+        watcher does not carry one (Insight's block event has no height). Its own task:
+        a slow source never delays readiness or the settlement of payments."""
+        async for _ in self._tip_wanted_rx:
+            chain = self.chain
+            if chain is None or getattr(chain.watcher, "tip_height", None) is not None:
+                continue
+            with trio.move_on_after(TIP_READ_TIMEOUT):
+                try:
+                    chain.tip_height = await chain.lookups.best_height()
+                except (SourceError, ValueError) as exc:
+                    log.debug("tip height not read: %s", exc)
 
     async def _lock_poll_loop(self, interval: float) -> None:
         """For a source that pushes no locks (Blockbook): every ``interval`` seconds,
