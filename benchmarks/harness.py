@@ -270,6 +270,7 @@ def write_config(
     log_level: str = "info",
     http: bool = False,
     public_url: str | None = None,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A daemon config for one benchmark run (``http``: the HTTP API on a free
     loopback port; `status` names it under ``http.urls``; ``public_url`` turns the
@@ -290,6 +291,8 @@ def write_config(
         sections["http"] = {"listen": ["127.0.0.1:0"]}
         if public_url is not None:
             sections["http"]["public_url"] = public_url
+    for name, values in (extra or {}).items():  # e.g. [chain] and [blockbook]
+        sections.setdefault(name, {}).update(values)
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")

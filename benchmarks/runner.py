@@ -34,6 +34,7 @@ SCENARIOS = (
     "http",
     "checkout",
     "bootstrap",
+    "backends",
     "memory",
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

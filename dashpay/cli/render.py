@@ -101,6 +101,7 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     figures: nothing that ``--json`` flags is left out."""
     wallet = result.get("wallet") or {}
     insight = result.get("insight") or {}
+    chain = result.get("chain") or {}
     callbacks = result.get("callbacks") or {}
     verify = result.get("verify") or {}
     rescan, hold = result.get("last_rescan"), result.get("last_rescan_hold")
@@ -119,7 +120,10 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("unpaid in a row", wallet.get("unpaid_in_a_row")),
         ("pending receivers", result.get("pending")),
         ("receivers", ", ".join(f"{n} {name}" for name, n in receivers.items()) or None),
-        ("insight", " ".join(filter(None, (insight.get("state"), insight.get("socket_url"))))),
+        ("chain", _joined(chain.get("backend"), chain.get("state"), chain.get("endpoint"))),
+        ("tip height", chain.get("tip_height")),
+        ("last chain event", _age(chain.get("last_event_age_seconds"))),
+        ("insight", _joined(insight.get("state"), insight.get("socket_url"))),
         ("insight events", figures(insight, _OWN_ROWS)),
         ("last insight event", insight.get("last_event_at")),
         ("engine", figures(result.get("engine"))),
@@ -134,6 +138,14 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
     ]
     console().print(fields_table(rows))
     return None
+
+
+def _joined(*parts: str | None) -> str | None:
+    return " ".join(p for p in parts if p) or None
+
+
+def _age(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{seconds:.0f}s ago"
 
 
 def _rescan_line(rescan: dict[str, Any]) -> str:

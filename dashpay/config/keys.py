@@ -49,6 +49,10 @@ MAX_CONFIRMATIONS = 576
 MAX_CALLBACKS_IN_FLIGHT = 1000
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/dashpay/dashpay.sqlite3"
 NETWORKS = ("mainnet", "testnet")
+# Where the daemon watches the Dash network (`[chain] backend`): the one list of names.
+# "dashd" is accepted by the table so that scripts can rely on the name; the loader
+# refuses it until its backend exists (config/load.py).
+CHAIN_BACKENDS = ("insight", "blockbook", "dashd")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Fiat price providers of DASH, with their public API base URLs (docs/prices.md). The
 # adapters live in dashpay.services.prices.providers; this is the one list of their names.
@@ -321,6 +325,13 @@ class KeySpec:
 
 _DURATION = "duration (e.g. 30s, 15m, 2h, 3d)"
 
+# A chain backend's link: a request's timeout and the reconnect delays (ReconnectPolicy).
+_LINK_KEYS = {
+    "timeout": KeySpec(_DURATION, "10s", _duration(allow_zero=False)),
+    "reconnect_initial": KeySpec(_DURATION, "1s", _duration(allow_zero=False)),
+    "reconnect_max": KeySpec(_DURATION, "1m", _duration(allow_zero=False)),
+}
+
 CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
     "wallet": {
         "xpub": KeySpec(
@@ -420,9 +431,21 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             _url("http", "https", "ws", "wss", strip_slash=True),
             example="wss://insight.dash.org",
         ),
-        "timeout": KeySpec(_DURATION, "10s", _duration(allow_zero=False)),
-        "reconnect_initial": KeySpec(_DURATION, "1s", _duration(allow_zero=False)),
-        "reconnect_max": KeySpec(_DURATION, "1m", _duration(allow_zero=False)),
+        **_LINK_KEYS,
+    },
+    "chain": {
+        "backend": KeySpec(
+            " or ".join(f'"{b}"' for b in CHAIN_BACKENDS), "insight", _choice(*CHAIN_BACKENDS)
+        ),
+    },
+    "blockbook": {
+        "url": KeySpec(
+            "http(s) or ws(s) base URL of a Blockbook server (its websocket is <url>/websocket)",
+            None,
+            _url("http", "https", "ws", "wss", strip_slash=True),
+            example="https://blockbook.example.com",
+        ),
+        **_LINK_KEYS,
     },
     "receivers": {
         "expires_after": KeySpec(f"{_DURATION}; 0 = never", "1h", _duration(allow_zero=True)),

@@ -28,7 +28,9 @@ from dashpay.config.files import read_toml
 from dashpay.config.http import HttpConfig, build_http
 from dashpay.config.keys import DEFAULT_DATABASE_URL, MIN_SECRET_CHARS, Reader, check_sections
 from dashpay.config.model import (
+    BlockbookConfig,
     CallbacksConfig,
+    ChainConfig,
     Config,
     InsightConfig,
     LoggingConfig,
@@ -80,6 +82,7 @@ def config_from_dict(
             checkout=build_checkout(reader, base_dir),
             network=build_network(reader, env, offline),
             tls=build_tls(reader, base_dir, env, offline),
+            **_build_chain(reader),
         )
     except ConfigError as exc:
         if exc.path is None:
@@ -190,6 +193,37 @@ def _build_insight(reader: Reader) -> InsightConfig:
             "make reconnect_initial at most reconnect_max",
         )
     return insight
+
+
+def _build_chain(reader: Reader) -> dict[str, Any]:
+    """``[chain]`` and the chosen backend's section, checked together: the backend's
+    settings are required only when it is chosen."""
+    chain = ChainConfig(**reader.section("chain"))
+    blockbook = BlockbookConfig(**reader.section("blockbook"))
+    if chain.backend == "dashd":
+        raise reader.error(
+            "chain",
+            "backend",
+            '"dashd" is not yet implemented in this version',
+            'use backend = "insight" or "blockbook"',
+        )
+    if chain.backend == "blockbook":
+        if blockbook.url is None:
+            raise reader.error(
+                "blockbook",
+                "url",
+                'is required with [chain] backend = "blockbook"',
+                'set it to your Blockbook server\'s base URL, e.g. "https://blockbook.example.com"',
+            )
+        if blockbook.reconnect_initial > blockbook.reconnect_max:
+            raise reader.error(
+                "blockbook",
+                "reconnect_initial",
+                f"{format_duration(blockbook.reconnect_initial)} is longer than reconnect_max "
+                f"({format_duration(blockbook.reconnect_max)})",
+                "make reconnect_initial at most reconnect_max",
+            )
+    return {"chain": chain, "blockbook": blockbook}
 
 
 def _build_prices(reader: Reader) -> PricesConfig:

@@ -66,6 +66,25 @@ class InsightConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainConfig:
+    backend: str = default("chain", "backend")  # one of keys.CHAIN_BACKENDS
+
+
+@dataclass(frozen=True, slots=True)
+class BlockbookConfig:
+    url: str | None = default("blockbook", "url")  # required with backend "blockbook"
+    timeout: float = default("blockbook", "timeout")
+    reconnect_initial: float = default("blockbook", "reconnect_initial")
+    reconnect_max: float = default("blockbook", "reconnect_max")
+
+    @property
+    def websocket_url(self) -> str:
+        """Blockbook serves its websocket API at ``<url>/websocket``."""
+        assert self.url is not None
+        return self.url.rstrip("/") + "/websocket"
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiversConfig:
     expires_after: float = default("receivers", "expires_after")  # 0 = never
     monitor_window: float = default("receivers", "monitor_window")
@@ -233,3 +252,5 @@ class Config:
     checkout: CheckoutConfig = field(default_factory=CheckoutConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    blockbook: BlockbookConfig = field(default_factory=BlockbookConfig)

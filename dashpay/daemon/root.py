@@ -36,12 +36,14 @@ from dashpay.domain.accounting import Rules
 from dashpay.domain.backoff import Backoff
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError
+from dashpay.domain.observations import SourceError
 from dashpay.domain.ratelimit import FailedAuthLimiter
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
+from dashpay.net.chain import ChainSource, open_chain_source
 from dashpay.net.control_server import serve_control
 from dashpay.net.http_server import serve_http
-from dashpay.net.insight_rest import MAX_ADDRESS_BATCH, InsightRest
+from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.net.outbound import Outbound
 from dashpay.repository import open_repository
@@ -63,6 +65,8 @@ CONTROL_REQUEST_TIMEOUT = 600.0
 # A failed rescan after (re)connecting is retried: Insight may be busy or rate-limiting.
 RESCAN_RETRY_INITIAL = 2.0
 RESCAN_RETRY_MAX = 120.0
+# Longest a tip height read (for status only) may take.
+TIP_READ_TIMEOUT = 10.0
 
 
 # The group whose members may use the control socket: the one the systemd unit runs
@@ -110,8 +114,9 @@ class Daemon:
         self.engine: PaymentEngine | None = None
         self.callbacks: CallbackService | None = None
         self.prices: PriceService | None = None
-        self.insight: InsightSocket | None = None
-        self.rest: InsightRest | None = None
+        self.chain: ChainSource | None = None  # the [chain] backend
+        self.insight: InsightSocket | None = None  # the chain's watcher, with Insight
+        self.rest: InsightRest | None = None  # the chain's lookups, with Insight
         self.outbound: Outbound | None = None  # the proxies and trust store of every client
         self.reconciler: Reconciler | None = None
         self.apikeys: ApiKeyService | None = None  # the HTTP API authenticates with it
@@ -125,6 +130,7 @@ class Daemon:
         self.watchdog = Watchdog()
         self._rescan_wanted, self._rescan_wanted_rx = trio.open_memory_channel[Any](1)
         self._block_seen, self._block_seen_rx = trio.open_memory_channel[Any](1)
+        self._tip_wanted, self._tip_wanted_rx = trio.open_memory_channel[None](1)
         self.services = Services(status=self.status)
         self.handle = Dispatcher(
             self.services, sandbox=sandbox is not None, state=lambda: self.state
@@ -231,7 +237,7 @@ class Daemon:
             ),
             prices=self.prices,
             callback_rules=config.callbacks,
-            on_created=lambda r: engine.submit(ReceiverAdded(r)),
+            on_created=self._created,
             on_cancelled=self._cancelled,
         )
         engine.on_recorded = recorded_by_both(self.receivers.recorded, self.checkout_hub.recorded)
@@ -239,34 +245,35 @@ class Daemon:
         self.services.receivers = self.receivers
         self.services.sandbox = self.sandbox
 
-        # Insight: subscribe first, then rescan (the engine asks for a rescan on every
-        # SocketConnected), so nothing paid between the two is missed.
-        # The widest address batch Insight takes: a rescan of N receivers with no history
-        # costs N/1000 requests, not N/100 (issue 19: startup CPU per pending receiver).
-        self.rest = InsightRest(
-            config.insight.url, timeout=config.insight.timeout, address_batch=MAX_ADDRESS_BATCH,
-            outbound=outbound,
-        )
-        self.reconciler = Reconciler(repo, self.rest, engine, wallet.wallet_id)
+        # The chain source: subscribe first, then rescan (the engine asks for a rescan
+        # on every SocketConnected), so nothing paid between the two is missed.
+        chain = open_chain_source(config, wallet.network, outbound)
+        self.chain = chain
+        if chain.backend == "insight":
+            self.insight, self.rest = chain.watcher, chain.lookups  # type: ignore[assignment]
+        self.reconciler = Reconciler(repo, chain, engine, wallet.wallet_id)
         self.services.reconciler = self.reconciler
-        # Socket events announce payments; REST confirms them before they count.
-        self.verifier = Verifier(self.rest, engine)
+        # Pushed events announce payments; the lookups confirm them before they count.
+        self.verifier = Verifier(chain, engine)
         await nursery.start(self.verifier.run)
         engine.verify = self.verifier.claim
-        self.insight = InsightSocket(
-            config.insight.effective_socket_url,
-            reconnect_initial=config.insight.reconnect_initial,
-            reconnect_max=config.insight.reconnect_max,
-            outbound=outbound,
-        )
+        chain.watcher.track(lambda: [address for _, address in engine.watched()])
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
+        nursery.start_soon(self._tip_loop)
+        if chain.settle_poll is not None:
+            nursery.start_soon(self._lock_poll_loop, chain.settle_poll)
         nursery.start_soon(
             self.reconciler.recheck_loop, recheck_interval(engine.rules.drop_after_ms)
         )
-        nursery.start_soon(self.insight.run, engine.send_channel.clone())
-        sd_notify(f"STATUS=connecting to Insight, {pending} receivers to check")
-        log.info("bootstrap waiting for insight pending=%d", pending)
+        nursery.start_soon(chain.watcher.run, engine.send_channel.clone())
+        sd_notify(f"STATUS=connecting to {chain.name}, {pending} receivers to check")
+        log.info(
+            "bootstrap waiting for %s backend=%s pending=%d",
+            chain.name.lower(),
+            chain.backend,
+            pending,
+        )
 
     def stop(self, *, exit_code: int) -> None:
         """End ``run`` with this process exit code (from any task of the daemon)."""
@@ -285,6 +292,11 @@ class Daemon:
         if self.config.http.listen:
             app = with_checkout(self, self.http_app())
             self.http_urls = await nursery.start(serve_http, app, self.config.http)
+
+    async def _created(self, receiver: Any) -> None:
+        if self.chain is not None:
+            self.chain.watcher.watch((receiver.address,))
+        await self.engine.submit(ReceiverAdded(receiver))
 
     async def _cancelled(self, receiver: Any) -> None:
         self.checkout_hub.publish(receiver, None)
@@ -327,6 +339,7 @@ class Daemon:
                     continue
                 backoff.reset()
                 self.last_rescan_error = None
+                self._want_tip()
                 if self.state == STARTING:
                     self.state = READY
                     sd_notify(f"READY=1\nSTATUS=ready, watching {len(self.engine.table)} receivers")
@@ -343,6 +356,39 @@ class Daemon:
                 await self.reconciler.refresh_confirmations(block)
             except Exception:
                 log.exception("confirmation refresh failed block=%s", block.block_hash)
+            self._want_tip()
+
+    def _want_tip(self) -> None:
+        # When a read is already queued, it covers this one too.
+        with contextlib.suppress(trio.WouldBlock):
+            self._tip_wanted.send_nowait(None)
+
+    async def _tip_loop(self) -> None:
+        """The source's tip height for status, read after each rescan and block when its
+        watcher does not carry one (Insight's block event has no height). Its own task:
+        a slow source never delays readiness or the settlement of payments."""
+        async for _ in self._tip_wanted_rx:
+            chain = self.chain
+            if chain is None or getattr(chain.watcher, "tip_height", None) is not None:
+                continue
+            with trio.move_on_after(TIP_READ_TIMEOUT):
+                try:
+                    chain.tip_height = await chain.lookups.best_height()
+                except (SourceError, ValueError) as exc:
+                    log.debug("tip height not read: %s", exc)
+
+    async def _lock_poll_loop(self, interval: float) -> None:
+        """For a source that pushes no locks (Blockbook): every ``interval`` seconds,
+        look up the unsettled payments, so an InstantSend lock or ChainLock settles its
+        receiver within a poll. Never returns unless cancelled."""
+        while True:
+            await trio.sleep(interval)
+            if self.state == STARTING:
+                continue  # the first rescan reads every payment anyway
+            try:
+                await self.reconciler.refresh_confirmations()
+            except Exception:
+                log.exception("lock poll failed")
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         signals_wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -100,6 +100,8 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
                     f"{daemon.config.wallet.gap_limit_warning}): your wallet may not show "
                     "payments past its gap limit; see README 'Gap limit'"
                 )
+    if daemon.chain is not None:
+        result["chain"] = chain_view(daemon)
     if daemon.insight is not None:
         sock = daemon.insight
         result["insight"] = {
@@ -155,11 +157,38 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             refused["at"] = _iso(refused["at"])
             if verify["refused"]:
                 result["warnings"].append(
-                    f"{verify['refused']} tx event(s) refused: Insight REST did not confirm "
+                    f"{verify['refused']} tx event(s) refused: {daemon.chain.lookup_name} did not "
+                    "confirm "
                     f"what the socket claimed (last: tx {refused['txid']} for receiver "
                     f"{refused['receiver_id']})"
                 )
     return result
+
+
+def chain_view(daemon: Daemon) -> dict[str, Any]:
+    """The chain source, whichever backend: where, its link, tip and last event."""
+    chain = daemon.chain
+    assert chain is not None
+    watcher = chain.watcher
+    last = watcher.last_event_at
+    return {
+        "backend": chain.backend,
+        "url": chain.url,
+        "endpoint": watcher.display,
+        "state": watcher.state,
+        "connected_since": _iso(watcher.connected_since),
+        "disconnected_since": _iso(watcher.disconnected_since),
+        "tip_height": chain.known_tip(),
+        "last_event_at": _iso(last),
+        "last_event_age_seconds": None if last is None else round(time.time() - last, 3),
+        "events_received": watcher.events_received,
+        "events_rejected": watcher.events_rejected,
+        "reconnects": watcher.reconnects,
+    }
+
+
+def _source_name(daemon: Daemon) -> str:
+    return daemon.chain.name if daemon.chain is not None else "Insight"
 
 
 def _missing_view(daemon: Daemon, result: dict[str, Any]) -> None:
@@ -169,9 +198,9 @@ def _missing_view(daemon: Daemon, result: dict[str, Any]) -> None:
         result["engine"]["payments_missing_from_source"] = missing
         if missing:
             result["warnings"].append(
-                f"{missing} payment(s) are missing from Insight but still counted (see "
-                "README 'When a payment goes missing'; payments with missing_from_source "
-                "in dashpay receiver show --json)"
+                f"{missing} payment(s) are missing from {_source_name(daemon)} but still "
+                "counted (see README 'When a payment goes missing'; payments with "
+                "missing_from_source in dashpay receiver show --json)"
             )
     hold = daemon.reconciler.last_hold if daemon.reconciler is not None else None
     if hold is not None:
@@ -179,21 +208,23 @@ def _missing_view(daemon: Daemon, result: dict[str, Any]) -> None:
         if time.time() - hold["at"] < RESCAN_HOLD_WARNING_SECONDS:
             result["warnings"].append(
                 f"a rescan at {_iso(hold['at'])} found {hold['missing']} of "
-                f"{hold['checked']} payments missing from Insight at once and held (no "
-                "payment flagged or dropped): check that Insight is synced"
+                f"{hold['checked']} payments missing from {_source_name(daemon)} at once and "
+                f"held (no payment flagged or dropped): check that {_source_name(daemon)} is "
+                "synced"
             )
 
 
 def health(daemon: Daemon) -> tuple[str, list[str]]:
     """The state `status` reports and why it is not simply "ready"."""
     reasons: list[str] = []
-    sock = daemon.insight
+    sock = daemon.chain.watcher if daemon.chain is not None else None
     if sock is not None and sock.state != "connected":
         since = sock.disconnected_since
+        what = "insight socket" if daemon.chain.backend == "insight" else daemon.chain.backend
         reasons.append(
-            f"insight socket {sock.state}"
+            f"{what} {sock.state}"
             + (f" since {_iso(since)}" if since else "")
-            + f" ({sock.endpoint.display})"
+            + f" ({sock.display})"
         )
     if daemon.ownership_lost_since is not None:
         reasons.append(f"wallet lease not renewed since {_iso(daemon.ownership_lost_since)}")

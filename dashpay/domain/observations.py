@@ -1,7 +1,20 @@
 """What a chain source tells us, as values: the only way a payment enters dashpay.
 
-``TxObserved`` is produced identically by the socket path (``tx``/``txlock`` events),
-by the REST path (address history, ``tx/<txid>``) and by the sandbox.
+Every backend (``[chain] backend``: Insight, Blockbook, later dashd; the protocol is
+``net/chain.py``) reports the network in these values and nothing else, so the payment
+engine never knows which one it listens to:
+
+- a tx seen, with its outputs: ``TxObserved`` (``instant_locked`` False);
+- its InstantSend lock or ChainLock: ``TxObserved`` again with ``instant_locked`` True
+  (both make a payment final, as Insight's ``txlock`` and dashd's ``instantlock`` do);
+- a new block: ``BlockObserved`` (then confirmations are read with ``tx`` lookups);
+- the push link up/down: ``SocketConnected`` (missed events: rescan) /
+  ``SocketDisconnected``;
+- a rescan's history and a verify read-back: lists of ``TxObserved`` with ``source``
+  ``SOURCE_REST`` and ``confirmations`` known.
+
+A lookup that gets no usable answer raises ``SourceError`` (each backend's errors are
+subclasses), whatever the backend.
 """
 
 from __future__ import annotations
@@ -12,6 +25,11 @@ from types import MappingProxyType
 
 SOURCE_SOCKET = "socket"
 SOURCE_REST = "rest"
+
+
+class SourceError(Exception):
+    """The chain source did not give a usable answer (down, refusing, or malformed);
+    the message says which request and why, without credentials."""
 
 
 @dataclass(frozen=True, slots=True)

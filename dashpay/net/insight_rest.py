@@ -190,6 +190,10 @@ class InsightRest:
         payload = await self._get_json("status", {"q": "getInfo"})
         return self._parsed(parse_status, payload, "status")
 
+    async def best_height(self) -> int | None:
+        """The node's block count (``status``), for ``dashpay status``."""
+        return (await self.status()).blocks
+
     async def best_chainlock(self) -> ChainLockInfo | None:
         """The best ChainLock dashd knows, or None if it has none yet."""
         try:

@@ -26,7 +26,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -40,7 +40,15 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
+from dashpay.net.link_status import (  # the states, also imported from here
+    STATE_CONNECTED,
+    STATE_CONNECTING,
+    STATE_DISCONNECTED,
+    LinkStatus,
+)
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
+
+__all__ = ["STATE_CONNECTED", "STATE_CONNECTING", "STATE_DISCONNECTED", "InsightSocket"]
 from dashpay.wire import websocket as wsframe
 from dashpay.wire.engineio import (
     CONNECTED,
@@ -81,9 +89,6 @@ REJECT_LOG_WINDOW = 60.0
 # Longest piece of a bad frame quoted in a log line.
 LOG_EXCERPT_CHARS = 120
 
-STATE_CONNECTING = "connecting"  # never connected yet
-STATE_CONNECTED = "connected"  # subscribed; events flow
-STATE_DISCONNECTED = "disconnected"  # was connected, lost the link, retrying
 
 _NETWORK_ERRORS = (
     wsframe.HandshakeError,
@@ -142,7 +147,47 @@ def parse_socket_url(socket_url: str) -> SocketEndpoint:
     return SocketEndpoint(parts.hostname, port, f"{path}?EIO=3&transport=websocket", tls)
 
 
-def _describe(exc: BaseException, connect_timeout: float) -> str:
+async def open_websocket(
+    endpoint: SocketEndpoint, ssl_context: ssl.SSLContext | None, outbound: Outbound
+) -> tuple[trio.abc.Stream, bytes]:
+    """TCP (direct or tunnelled through the proxy ``outbound`` picks, + TLS with
+    certificate and host name verified) and the websocket upgrade (RFC 6455 section
+    4.1). Returns the stream and the bytes that followed the 101 answer (the first
+    frames). Shared by every websocket backend."""
+    scheme = "wss" if endpoint.tls else "ws"
+    stream: trio.abc.Stream = await outbound.open_stream(scheme, endpoint.host, endpoint.port)
+    try:
+        if endpoint.tls:
+            stream = trio.SSLStream(
+                stream,
+                ssl_context or outbound.tls_context,
+                server_hostname=endpoint.host,
+                https_compatible=True,
+            )
+            await stream.do_handshake()
+        key = wsframe.new_key()
+        await stream.send_all(
+            wsframe.handshake_request(
+                endpoint.host, endpoint.port, endpoint.resource, key, tls=endpoint.tls
+            )
+        )
+        buffer = b""
+        while (split := wsframe.split_handshake_response(buffer)) is None:
+            chunk = await stream.receive_some(wsframe.MAX_HANDSHAKE_BYTES)
+            if not chunk:
+                raise wsframe.HandshakeError(
+                    "server closed the connection during the websocket upgrade"
+                )
+            buffer += chunk
+        head, rest = split
+        wsframe.check_handshake_response(head, key)
+        return stream, rest
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+def describe_error(exc: BaseException, connect_timeout: float) -> str:
     if isinstance(exc, wsframe.HandshakeError):
         return str(exc)
     if isinstance(exc, trio.TooSlowError):
@@ -155,7 +200,7 @@ def _describe(exc: BaseException, connect_timeout: float) -> str:
     return with_trust_hint(f"{type(exc).__name__}: {text}"[:300])
 
 
-def _is_refusal(exc: BaseException) -> bool:
+def is_refusal(exc: BaseException) -> bool:
     """Whether the TCP connect was refused (nothing listens there). trio reports a failed
     connect as an OSError caused by a group of each address's error: a refusal is one
     where every address refused."""
@@ -164,11 +209,11 @@ def _is_refusal(exc: BaseException) -> bool:
     cause = exc.__cause__
     if type(exc) is OSError and isinstance(cause, BaseExceptionGroup):
         leaves = cause.exceptions
-        return bool(leaves) and all(_is_refusal(leaf) for leaf in leaves)
+        return bool(leaves) and all(is_refusal(leaf) for leaf in leaves)
     return False
 
 
-def _closed_by_server(event: wsframe.CloseReceived) -> str:
+def closed_by_server(event: wsframe.CloseReceived) -> str:
     if event.code is None:
         return "websocket closed by the server (no status code)"
     text = f"websocket closed by the server (code {event.code}"
@@ -182,7 +227,7 @@ def _frames(texts: Sequence[str]) -> bytes:
     return b"".join(wsframe.encode_text(text) for text in texts)
 
 
-def _excerpt(message: object) -> str:
+def excerpt(message: object) -> str:
     text = repr(message)
     return text if len(text) <= LOG_EXCERPT_CHARS else text[:LOG_EXCERPT_CHARS] + "..."
 
@@ -222,7 +267,7 @@ class _Link:
             async with self._lock:
                 await self.stream.send_all(data)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.end(f"send failed: {_describe(exc, 0)}")
+            self.end(f"send failed: {describe_error(exc, 0)}")
             return False
         return True
 
@@ -236,7 +281,7 @@ class _Link:
 # --- the shell --------------------------------------------------------------------------
 
 
-class InsightSocket:
+class InsightSocket(LinkStatus):
     """Keeps one subscribed link to Insight's socket.io endpoint and forwards events.
 
     Read-only status (for ``dashpay status``): ``state`` ("connecting" before the first
@@ -275,14 +320,7 @@ class InsightSocket:
         self._max_message_bytes = max_message_bytes
         self._subscriptions = tuple(subscriptions)
         self._ssl_context = ssl_context or self._outbound.tls_context
-
-        self.state = STATE_CONNECTING
-        self.connected_since: float | None = None
-        self.disconnected_since: float | None = None
-        self.last_event_at: float | None = None
-        self.reconnects = 0
-        self.events_received = 0
-        self.events_rejected = 0
+        super().__init__()
         self.events_ignored = 0
 
         self._failures = 0  # consecutive attempts that did not get subscribed
@@ -292,6 +330,18 @@ class InsightSocket:
         self._reject_window_start = -math.inf
         self._reject_logged = 0
         self._reject_suppressed = 0
+
+    # -- the rest of the chain watcher interface (net/chain.py)
+
+    @property
+    def display(self) -> str:
+        return self.endpoint.display
+
+    def track(self, addresses: Callable[[], Iterable[str]]) -> None:
+        """Insight's ``inv`` stream carries every tx: no address list to keep."""
+
+    def watch(self, addresses: Iterable[str]) -> None:
+        """As ``track``: nothing to subscribe."""
 
     async def run(self, send: trio.MemorySendChannel) -> None:
         """Connect, subscribe and forward events into ``send`` until cancelled.
@@ -369,45 +419,14 @@ class InsightSocket:
                 finally:
                     await trio.aclose_forcefully(stream)
             except _NETWORK_ERRORS as exc:
-                link.reason = link.reason or _describe(exc, self._connect_timeout)
-                link.refused = link.stream is None and _is_refusal(exc)
+                link.reason = link.reason or describe_error(exc, self._connect_timeout)
+                link.refused = link.stream is None and is_refusal(exc)
         return link
 
     async def _open(self) -> tuple[trio.abc.Stream, bytes]:
-        """TCP (+ TLS) and the websocket upgrade (RFC 6455 section 4.1). Returns the
-        stream and the bytes that followed the 101 answer (the first frames)."""
-        endpoint = self.endpoint
-        scheme = "wss" if endpoint.tls else "ws"
-        stream = await self._outbound.open_stream(scheme, endpoint.host, endpoint.port)
-        try:
-            if endpoint.tls:
-                stream = trio.SSLStream(
-                    stream,
-                    self._ssl_context,
-                    server_hostname=endpoint.host,
-                    https_compatible=True,
-                )
-                await stream.do_handshake()
-            key = wsframe.new_key()
-            await stream.send_all(
-                wsframe.handshake_request(
-                    endpoint.host, endpoint.port, endpoint.resource, key, tls=endpoint.tls
-                )
-            )
-            buffer = b""
-            while (split := wsframe.split_handshake_response(buffer)) is None:
-                chunk = await stream.receive_some(wsframe.MAX_HANDSHAKE_BYTES)
-                if not chunk:
-                    raise wsframe.HandshakeError(
-                        "server closed the connection during the websocket upgrade"
-                    )
-                buffer += chunk
-            head, rest = split
-            wsframe.check_handshake_response(head, key)
-            return stream, rest
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+        """TCP (+ TLS) and the websocket upgrade, through the proxy when one carries
+        the connection (``open_websocket``)."""
+        return await open_websocket(self.endpoint, self._ssl_context, self._outbound)
 
     async def _heartbeat(self, machine: EngineIOClientState, link: _Link) -> None:
         """Pings on schedule and declares the link dead when the peer falls silent."""
@@ -485,7 +504,7 @@ class InsightSocket:
             try:
                 data = await receive_some(RECEIVE_BUFFER_BYTES)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                link.end(_describe(exc, self._connect_timeout))
+                link.end(describe_error(exc, self._connect_timeout))
                 return
             if not data:
                 link.end("server closed the connection without a websocket close frame")
@@ -512,7 +531,7 @@ class InsightSocket:
             self._reject("binary frame", "Insight sends text frames only", message.data)
             return True
         if kind is wsframe.CloseReceived:
-            await link.send_close(reader.data_to_send(), _closed_by_server(message))
+            await link.send_close(reader.data_to_send(), closed_by_server(message))
             return False
         assert kind is wsframe.Failure
         await link.send_close(
@@ -617,5 +636,5 @@ class InsightSocket:
             what,
             f" event={name}" if name else "",
             reason,
-            _excerpt(data),
+            excerpt(data),
         )

@@ -1,4 +1,5 @@
-"""Reconciliation against Insight REST: rescans and settlement checks.
+"""Reconciliation against the chain source's lookups (``net/chain.py``; Insight REST,
+Blockbook): rescans and settlement checks.
 
 A rescan reads the complete history of the receivers' addresses, records every payment
 found (through the engine, so it is the same single code path as a socket event), and
@@ -12,7 +13,8 @@ not repeated) and, for the receivers holding unlocked mempool or missing payment
 the re-check timer (``recheck_loop``).
 
 The settlement checker refreshes confirmations of unsettled payments after each new
-block (Insight sends no event when a mempool tx is mined).
+block (Insight sends no event when a mempool tx is mined) and, for a source that
+pushes no lock events (Blockbook), every ``settle_poll`` seconds.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from dashpay.domain.accounting import payment_final, source_reset_suspected
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import NotFound, Unavailable
 from dashpay.domain.model import Payment, PaymentObservation, ReceiverResult, ReceiverWork
-from dashpay.domain.observations import BlockObserved, TxObserved
+from dashpay.domain.observations import BlockObserved, SourceError, TxObserved
 from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED, CHANGE_MISSING
 from dashpay.engine.loop import PaymentEngine, observation
-from dashpay.net.insight_rest import InsightError, InsightRest
+from dashpay.net.chain import ChainLookups, ChainSource
 from dashpay.repository.base import Repository
 from dashpay.wire.prometheus import Histogram
 
@@ -41,8 +43,6 @@ log = logging.getLogger("dashpay.rescan")
 # Receivers per history request batch handed to the engine at once; the REST client
 # batches addresses itself, this bounds memory for a 100k-receiver rescan.
 RESCAN_CHUNK = 2_000
-# Concurrent tx lookups while checking confirmations or drops.
-LOOKUP_CONCURRENCY = 8
 # The re-check timer runs every drop_after / RECHECK_PER_DROP_AFTER, within these bounds:
 # an unlocked payment that vanished is dropped at most a fifth of drop_after late.
 RECHECK_PER_DROP_AFTER = 5
@@ -106,11 +106,16 @@ def observations_for(
 
 
 class Reconciler:
+    @property
+    def rest(self) -> ChainLookups:
+        """The source's lookups (Insight REST, Blockbook's requests)."""
+        return self.source.lookups
+
     def __init__(
-        self, repo: Repository, rest: InsightRest, engine: PaymentEngine, wallet_id: str
+        self, repo: Repository, source: ChainSource, engine: PaymentEngine, wallet_id: str
     ) -> None:
         self.repo = repo
-        self.rest = rest
+        self.source = source
         self.engine = engine
         self.wallet_id = wallet_id
         self._full: trio.Event | None = None
@@ -227,8 +232,10 @@ class Reconciler:
         skipped: set[str] = set()
         try:
             history = await self.rest.address_history(list(addresses), skipped=skipped)
-        except (InsightError, ValueError) as exc:
-            raise Unavailable(f"Insight REST failed during the rescan: {exc}") from None
+        except (SourceError, ValueError) as exc:
+            raise Unavailable(
+                f"{self.source.lookup_name} failed during the rescan: {exc}"
+            ) from None
         summary.receivers += len(targets)
         summary.transactions += len(history)
         per_receiver: dict[int, list[PaymentObservation]] = defaultdict(list)
@@ -293,14 +300,18 @@ class Reconciler:
                 "missing": len(absent),
                 "checked": summary.payments_checked,
             }
+            name = self.source.name
             log.warning(
-                "rescan held: %d of %d payments are missing from Insight at once, which "
-                "looks like Insight lost its index (a restart that forgot its mempool), not "
+                "rescan held: %d of %d payments are missing from %s at once, which "
+                "looks like %s lost its index (a restart that forgot its mempool), not "
                 "like double spends; nothing was flagged or dropped. They are checked "
-                "again at the next rescan; if Insight really lost them, `dashpay rescan` "
+                "again at the next rescan; if %s really lost them, `dashpay rescan` "
                 "after it has resynced decides.",
                 len(absent),
                 summary.payments_checked,
+                name,
+                name,
+                name,
             )
             return
         per_receiver: dict[int, list[str]] = defaultdict(list)
@@ -315,20 +326,20 @@ class Reconciler:
                     summary.payments_dropped += 1
                 elif change.kind == CHANGE_MISSING:
                     summary.payments_missing += 1
-                    _log_missing(result, change.payment)
+                    _log_missing(result, change.payment, self.source.name)
 
     async def _confirm_gone(self, txids: list[str]) -> tuple[set[str], dict[str, TxObserved]]:
         """The txids Insight answers 404 for (a plain 'Not found', not a routing error),
         and the ones it still answers with the transaction for."""
         gone: set[str] = set()
         found: dict[str, TxObserved] = {}
-        limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
+        limiter = trio.CapacityLimiter(self.source.lookup_concurrency)
 
         async def check(txid: str) -> None:
             async with limiter:
                 try:
                     tx = await self.rest.tx(txid)
-                except InsightError as exc:
+                except SourceError as exc:
                     log.warning("absence check skipped txid=%s error=%s", txid, exc)
                     return
             if tx is None:
@@ -357,19 +368,20 @@ class Reconciler:
                 log.warning("payment re-check failed, retried in %.0fs: %s", interval, exc)
 
     # -- settlement ---------------------------------------------------------------------
-    async def refresh_confirmations(self, block: BlockObserved) -> None:
-        """After a new block, look up every unsettled payment and record what changed."""
+    async def refresh_confirmations(self, block: BlockObserved | None = None) -> None:
+        """After a new block (or at a lock poll: ``block`` None), look up every unsettled
+        payment and record what changed."""
         pending = self.engine.table.awaiting_settlement(self.engine.rules.confirmations)
         if not pending:
             return
         work: dict[int, list[PaymentObservation]] = defaultdict(list)
-        limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
+        limiter = trio.CapacityLimiter(self.source.lookup_concurrency)
 
         async def lookup(receiver_id: int, address: str, txid: str) -> None:
             async with limiter:
                 try:
                     tx = await self.rest.tx(txid)
-                except InsightError as exc:
+                except SourceError as exc:
                     log.warning("confirmation check failed txid=%s error=%s", txid, exc)
                     return
             if tx is None:
@@ -387,10 +399,11 @@ class Reconciler:
             await self.engine.apply([ReceiverWork(rid, tuple(obs)) for rid, obs in work.items()])
 
 
-def _log_missing(result: ReceiverResult, payment: Payment) -> None:
+def _log_missing(result: ReceiverResult, payment: Payment, source: str) -> None:
     log.warning(
-        "payment missing from Insight txid=%s receiver=%d amount_duffs=%d locked=%s "
+        "payment missing from %s txid=%s receiver=%d amount_duffs=%d locked=%s "
         "confirmations=%d: still counted; %s",
+        source,
         payment.txid,
         result.receiver.receiver_id,
         payment.amount_duffs,

@@ -32,9 +32,9 @@ import trio
 
 from dashpay.domain.backoff import Backoff
 from dashpay.domain.model import PaymentObservation, ReceiverWork
-from dashpay.domain.observations import TxObserved
+from dashpay.domain.observations import SourceError, TxObserved
 from dashpay.engine.loop import PaymentEngine, observation
-from dashpay.net.insight_rest import InsightError, InsightRest
+from dashpay.net.chain import ChainLookups, ChainSource
 
 log = logging.getLogger("dashpay.verify")
 
@@ -46,8 +46,6 @@ MAX_CLAIMS = 10_000
 # the claim is given up (~8 s in all: Insight indexes a tx before it emits its event).
 NOT_FOUND_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 NOT_FOUND_RETRIES = len(NOT_FOUND_RETRY_DELAYS)
-# Concurrent `tx/<txid>` reads for claims their address's history does not show.
-LOOKUP_CONCURRENCY = 8
 # Transactions recently read back, remembered so a `txlock` right after its `tx` (or
 # one tx paying several receivers) is not read again.
 VERIFIED_CACHE = 4_096
@@ -91,8 +89,13 @@ class VerifyStats:
 class Verifier:
     """Reads back the payments socket events announce; see the module docstring."""
 
-    def __init__(self, rest: InsightRest, engine: PaymentEngine) -> None:
-        self.rest = rest
+    @property
+    def rest(self) -> ChainLookups:
+        """The source's lookups (Insight REST, Blockbook's requests)."""
+        return self.source.lookups
+
+    def __init__(self, source: ChainSource, engine: PaymentEngine) -> None:
+        self.source = source
         self.engine = engine
         self.stats = VerifyStats()
         # (receiver id, txid) -> claim, in arrival order; merged when claimed twice.
@@ -139,11 +142,12 @@ class Verifier:
                     continue
                 try:
                     await self._verify(claims)
-                except InsightError as exc:
+                except SourceError as exc:
                     self.stats.rest_errors += 1
                     delay = backoff.next_delay()
                     log.warning(
-                        "tx events wait for Insight REST claims=%d retry_in=%.1fs error=%s",
+                        "tx events wait for %s claims=%d retry_in=%.1fs error=%s",
+                        self.source.lookup_name,
                         len(claims),
                         delay,
                         exc,
@@ -184,13 +188,13 @@ class Verifier:
             await self.engine.apply(work)
 
     async def _look_up(self, txids: set[str]) -> None:
-        limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)
+        limiter = trio.CapacityLimiter(self.source.lookup_concurrency)
 
         async def one(txid: str) -> None:
             async with limiter:
                 try:
                     tx = await self.rest.tx(txid)
-                except InsightError as exc:  # asked again with the not-found claims
+                except SourceError as exc:  # asked again with the not-found claims
                     log.warning("tx read-back failed txid=%s error=%s", txid, exc)
                     return
             if tx is not None:
@@ -211,11 +215,14 @@ class Verifier:
                 "at": time.time(),
                 "txid": seen.txid,
                 "receiver_id": claim.receiver_id,
-                "reason": "Insight REST shows this tx without an output to the address",
+                "reason": (
+                    f"{self.source.lookup_name} shows this tx without an output to the address"
+                ),
             }
             log.warning(
-                "tx event refused: Insight REST shows tx %s without an output to %s "
+                "tx event refused: %s shows tx %s without an output to %s "
                 "(receiver %d); the event claimed %d duffs",
+                self.source.lookup_name,
                 seen.txid,
                 claim.address,
                 claim.receiver_id,
@@ -225,8 +232,9 @@ class Verifier:
         if duffs != seen.amount_duffs:
             self.stats.amount_mismatches += 1
             log.warning(
-                "tx event amount differs from Insight REST txid=%s receiver=%d event=%d "
+                "tx event amount differs from %s txid=%s receiver=%d event=%d "
                 "rest=%d: crediting REST's",
+                self.source.lookup_name,
                 seen.txid,
                 claim.receiver_id,
                 seen.amount_duffs,
@@ -250,8 +258,9 @@ class Verifier:
         if claim.attempts >= NOT_FOUND_RETRIES:
             self.stats.given_up += 1
             log.warning(
-                "tx event ignored: Insight REST does not show tx %s for %s (receiver %d) "
+                "tx event ignored: %s does not show tx %s for %s (receiver %d) "
                 "after %d reads; the next rescan records it if it is real",
+                self.source.lookup_name,
                 claim.seen.txid,
                 claim.address,
                 claim.receiver_id,

@@ -34,6 +34,7 @@ from dashpay.domain.observations import (
     SOURCE_REST,
     SOURCE_SOCKET,
     BlockObserved,
+    SourceError,
     TxObserved,
     frozen_outputs,
 )
@@ -53,7 +54,7 @@ _DUFFS = re.compile(r"0|[1-9][0-9]{0,15}")
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
 
 
-class BlockbookError(Exception):
+class BlockbookError(SourceError):
     """Blockbook did not give a usable answer."""
 
 
@@ -111,6 +112,9 @@ class Requests:
 
     def get_transaction_specific(self, txid: str) -> tuple[str, str]:
         return self.build("getTransactionSpecific", {"txid": txid})
+
+    def get_info(self) -> tuple[str, str]:
+        return self.build("getInfo", {})
 
     def ping(self) -> tuple[str, str]:
         return self.build("ping", {})
@@ -334,3 +338,19 @@ class AccountPager:
         if page != self._page or self._page >= min(total_pages, MAX_PAGES) or not new:
             self.done = True
         return new
+
+
+def parse_info(data: object) -> int:
+    """``getInfo``: the height of Blockbook's best block (``bestHeight``)."""
+    if not isinstance(data, dict):
+        raise BlockbookMalformed(f"info {show(data)} is not an object")
+    return _count(data.get("bestHeight"), "info bestHeight")
+
+
+# dashd's -5 text, relayed by getTransactionSpecific, and Blockbook's own for getTransaction.
+_NOT_FOUND = re.compile(r"no such mempool or blockchain transaction|not found", re.IGNORECASE)
+
+
+def is_not_found(error: BlockbookRejected) -> bool:
+    """Whether a refused tx lookup means "no such transaction" (not a failure)."""
+    return bool(_NOT_FOUND.search(error.message))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dashpay.domain.money import MAX_DUFFS, AmountError, insight_dash_to_duffs
-from dashpay.domain.observations import SOURCE_REST, TxObserved, frozen_outputs
+from dashpay.domain.observations import SOURCE_REST, SourceError, TxObserved, frozen_outputs
 from dashpay.wire.insight import ADDRESS, HEX64
 
 # Characters of an error body quoted in a message (they end up in logs and the CLI).
@@ -35,7 +35,7 @@ NO_CHAINLOCK = "unable to find any chainlock"  # dashd's getbestchainlock error 
 # --- errors -----------------------------------------------------------------------------
 
 
-class InsightError(Exception):
+class InsightError(SourceError):
     """Insight did not give a usable answer. The message names the request path (never
     the host's credentials or query), the HTTP status and an excerpt of the body."""
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO, cli_env, require
 
-SCENARIOS = ("ingest", "record", "latency", "create", "http", "checkout", "bootstrap", "memory")
+SCENARIOS = ("ingest", "record", "latency", "create", "http", "checkout", "bootstrap", "backends", "memory")
 RUN_TIMEOUT = 300  # the quick run of every scenario takes ~1 min alone, ~3 on a busy machine
 
 
@@ -156,6 +156,15 @@ def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):
     assert idle and all(0 < run["floor_rss_mb"] < run["rss_mb"] for run in idle)
     assert all(run["rss_ratio"] > 1 for run in idle)
     assert any("bytes_per_receiver" in run for _, run in memory)
+
+
+def test_each_chain_backend_rescans_every_receiver_and_records_every_payment(quick_results):
+    results, with_mysql, _ = quick_results
+    runs = _runs(_load(results, "backends"), with_mysql)
+    assert {run["backend"] for _, run in runs} == {"insight", "blockbook"}
+    for name, run in runs:
+        key = "rescan_seconds" if "rescan" in name else "payments_per_second"
+        assert run[key] > 0, (name, run)  # backends.py checked every row in the database
 
 
 def test_report_prints_a_table_row_for_every_scenario(quick_results):

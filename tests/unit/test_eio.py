@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashpay.net.insight_socket import _is_refusal, parse_socket_url
+from dashpay.net.insight_socket import is_refusal, parse_socket_url
 from dashpay.wire.engineio import (
     AWAITING_CONNECT,
     AWAITING_OPEN,
@@ -542,10 +542,10 @@ def _connect_failure(*errors: OSError) -> OSError:
 
 def test_a_connect_refused_by_every_address_is_a_refusal_and_nothing_else_is():
     refused = ConnectionRefusedError(111, "Connection refused")
-    assert _is_refusal(refused)
-    assert _is_refusal(_connect_failure(refused, ConnectionRefusedError(111, "refused")))
+    assert is_refusal(refused)
+    assert is_refusal(_connect_failure(refused, ConnectionRefusedError(111, "refused")))
     # One address timed out or was unreachable: not the cheap case.
-    assert not _is_refusal(_connect_failure(refused, TimeoutError("timed out")))
-    assert not _is_refusal(_connect_failure(OSError(113, "No route to host")))
-    assert not _is_refusal(OSError("no cause"))
-    assert not _is_refusal(TimeoutError())
+    assert not is_refusal(_connect_failure(refused, TimeoutError("timed out")))
+    assert not is_refusal(_connect_failure(OSError(113, "No route to host")))
+    assert not is_refusal(OSError("no cause"))
+    assert not is_refusal(TimeoutError())
