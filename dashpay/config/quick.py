@@ -21,7 +21,7 @@ from dashpay.domain.limits import MAX_UNIX_SOCKET_PATH_BYTES
 SECTIONS = frozenset(
     (
         "wallet", "database", "control", "http", "checkout", "insight", "receivers",
-        "callbacks", "prices", "logging", "network", "tls",
+        "callbacks", "prices", "logging", "network", "tls", "chain", "blockbook",
     )
 )  # fmt: skip
 DEFAULT_SOCKET = "/run/dashpay/control.sock"
