@@ -25,7 +25,16 @@ from typing import Any
 
 from benchmarks import harness
 
-SCENARIOS = ("ingest", "record", "latency", "create", "http", "bootstrap", "memory")
+SCENARIOS = (
+    "ingest",
+    "record",
+    "latency",
+    "isolated",
+    "create",
+    "http",
+    "bootstrap",
+    "memory",
+)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = 3
 

@@ -200,8 +200,11 @@ class Daemon:
         self.engine = engine
         await nursery.start(engine.run)
         secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
-        sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret)
+        sender = CallbackSender(
+            repo, config.callbacks, wallet.wallet_id, secret, defer_outcomes=True
+        )
         engine.on_events = sender.offer
+        engine.carry = sender.ride  # delivery outcomes ride in the payments' transactions
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
         self.services.callbacks = self.callbacks

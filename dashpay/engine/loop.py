@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -53,7 +53,7 @@ from dashpay.engine.messages import (
 )
 from dashpay.engine.pending import PendingTable
 from dashpay.engine.record import decider, record_batch
-from dashpay.repository.base import Repository
+from dashpay.repository.base import Repository, Transaction
 
 log = logging.getLogger("dashpay.engine")
 
@@ -68,6 +68,23 @@ MAX_BATCH = 256
 # How often expiry and the monitoring window are checked (and, after a database error
 # with no batch retrying, whether the database is back).
 TICK_SECONDS = 1.0
+
+
+class Rider(Protocol):
+    """Writes another task deferred, carried in the engine's next unit of work (the
+    callback sender's delivery outcomes): one transaction where there would be two."""
+
+    def write(self, tx: Transaction) -> object:
+        """Run inside the unit of work's transaction (a worker thread; MySQL may call
+        it again after a deadlock, so it keeps nothing between calls)."""
+
+    def committed(self, result: object) -> None:
+        """The transaction committed; ``result`` is what ``write`` returned (on the trio
+        thread)."""
+
+    def returned(self) -> None:
+        """The unit of work failed or was cancelled: nothing was written, and the owner
+        writes it itself (on the trio thread)."""
 
 
 def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
@@ -139,6 +156,9 @@ class PaymentEngine:
         # verifier reads it back over REST first (services/verify.py). None: events
         # are recorded as they come (in-process tests, tools).
         self.verify: Callable[[int, str, PaymentObservation], None] | None = None
+        # Asked before each unit of work for deferred writes to carry in its
+        # transaction (the daemon: ``CallbackSender.ride``); None: nothing is carried.
+        self.carry: Callable[[], Rider | None] | None = None
         self.table = PendingTable()
         self.stats = EngineStats()
         self.send_channel: trio.MemorySendChannel[EngineMessage]
@@ -304,7 +324,7 @@ class PaymentEngine:
                 drop_after_ms=self.rules.drop_after_ms,
             )
             try:
-                results = await trio.to_thread.run_sync(self.repo.transaction, unit)
+                results = await self._transaction(unit)
                 break
             except Unavailable as exc:
                 self._db_error(exc)
@@ -339,6 +359,25 @@ class PaymentEngine:
             log.info("database back after %.1fs; batch recorded", lasted)
         self._db_ok()
         self._after(results)
+        return results
+
+    async def _transaction(
+        self, unit: Callable[[Transaction], list[ReceiverResult]]
+    ) -> list[ReceiverResult]:
+        """One thread hop, one transaction: ``unit``, and what ``carry`` hands over
+        (if anything) in the same transaction. A rider whose transaction fails is
+        returned to its owner, so a retry of the batch carries nothing."""
+        rider = self.carry() if self.carry is not None else None
+        if rider is None:
+            return await trio.to_thread.run_sync(self.repo.transaction, unit)
+        try:
+            results, written = await trio.to_thread.run_sync(
+                self.repo.transaction, partial(_carrying, unit=unit, rider=rider)
+            )
+        except BaseException:
+            rider.returned()
+            raise
+        rider.committed(written)
         return results
 
     async def _probe(self) -> None:
@@ -427,6 +466,14 @@ class _Batch:
         if item is None:
             item = self.work[receiver_id] = _Pending(receiver_id)
         return item
+
+
+def _carrying(
+    tx: Transaction, unit: Callable[[Transaction], list[ReceiverResult]], rider: Rider
+) -> tuple[list[ReceiverResult], object]:
+    """The engine's unit of work with a rider's writes in the same transaction."""
+    results = unit(tx)
+    return results, rider.write(tx)
 
 
 def _nothing(tx: object) -> None:
