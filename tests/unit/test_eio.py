@@ -235,6 +235,40 @@ MALFORMED = {
 }
 
 
+# JSON that orjson (the fast path) refuses but the stdlib decoder takes: decoded as before.
+ORJSON_REFUSES = {
+    "integer past 64 bits": '["x",' + "9" * 30 + "]",
+    "lone surrogate escape": '["x","\\ud800"]',
+    "float past double range": '["x",1e400]',
+}
+
+
+@pytest.mark.parametrize("payload", ORJSON_REFUSES.values(), ids=ORJSON_REFUSES.keys())
+def test_event_json_the_fast_decoder_refuses_decodes_as_the_stdlib_did(payload):
+    frame = decode_frame("42" + payload)
+    expected = json.loads(payload)
+    assert isinstance(frame, EventFrame)
+    assert frame.name == "x" and repr(frame.args) == repr(tuple(expected[1:]))
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+@settings(max_examples=200)
+def test_event_json_decodes_exactly_as_the_stdlib_decoder(value):
+    payload = json.dumps(["x", value])
+    frame = decode_frame("42" + payload)
+    assert repr(frame.args) == repr(tuple(json.loads(payload)[1:]))
+
+
 @pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_frame_raises_protocol_error(frame):
     with pytest.raises(MalformedFrame):
