@@ -17,7 +17,9 @@ daemon's timers included:
 - event written -> callback received, p50/p99.
 
 Floors measured in the same run, after the loop, on the same peer and database:
-one REST ``GET tx/<txid>`` round trip to the peer (keep-alive, median wall), and one
+one REST ``GET tx/<txid>`` round trip to the peer (keep-alive, median wall; also the
+read-back the daemon really makes, ``POST addrs/txs`` for one address, slower on the
+sandbox peer, which builds the history: ``readback_floor_ms``), and one
 record unit (a payment INSERT, a receiver UPDATE and an outbox INSERT in one commit,
 on scratch tables of the run's database: SQLite WAL with synchronous=NORMAL as the
 daemon opens it, MariaDB as the server is configured), its median wall and its CPU
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -71,6 +74,8 @@ REPORT_EXTRA = (
     "p99_ms",
     "latency_floor_ms",
     "p50_minus_floor_ms",
+    "readback_floor_ms",
+    "p50_minus_readback_floor_ms",
     "p99_to_p50",
 )
 UNITS = {
@@ -81,6 +86,8 @@ UNITS = {
     "p99_ms": "ms",
     "latency_floor_ms": "ms",
     "p50_minus_floor_ms": "ms",
+    "readback_floor_ms": "ms",
+    "p50_minus_readback_floor_ms": "ms",
 }
 PAYMENT_TIMEOUT = 10.0
 FLOOR_REPEATS = 200
@@ -100,6 +107,8 @@ COUNTERS = (
     "Innodb_log_writes",
 )
 DATA_STATEMENTS = ("Com_select", "Com_insert", "Com_update", "Com_update_multi", "Com_delete")
+# The read-back's query string, as the daemon sends it (net/insight_rest.py).
+HISTORY_QUERY = "noAsm=1&noScriptSig=1&noSpent=1"
 # A payload the size of a callback body (~1.2 kB) for the record unit floor.
 FLOOR_PAYLOAD = "x" * 1200
 
@@ -201,7 +210,9 @@ def run(case: Case, options: Options) -> dict[str, Any]:
             server_cpu = server.cpu() if server else None
             after = server.counters() if server else None
             redelivered = sink.redeliveries()
-            floors = _floors(stack.database_url, peer.insight_url, warm["txids"][0], server)
+            floors = _floors(
+                stack.database_url, peer.insight_url, warm["txids"][0], warm_address, server
+            )
         finally:
             if server is not None:
                 server.close()
@@ -219,6 +230,7 @@ def run(case: Case, options: Options) -> dict[str, Any]:
     }
     result["cpu_to_floor"] = round(result["cpu_ms_per_payment"] / floors["record_unit_cpu_ms"], 2)
     result["p50_minus_floor_ms"] = round(result["p50_ms"] - floors["latency_floor_ms"], 3)
+    result["p50_minus_readback_floor_ms"] = round(result["p50_ms"] - floors["readback_floor_ms"], 3)
     result["p50_to_floor"] = round(result["p50_ms"] / floors["latency_floor_ms"], 2)
     result["p99_to_p50"] = round(result["p99_ms"] / result["p50_ms"], 2)
     if server_cpu is not None and server_cpu_before is not None:
@@ -270,10 +282,14 @@ class _Server:
         self.conn.close()
 
 
-def _floors(database_url: str, insight_url: str, txid: str, server: _Server | None) -> dict:
+def _floors(
+    database_url: str, insight_url: str, txid: str, address: str, server: _Server | None
+) -> dict:
     """The run's floors: one REST round trip, one record unit commit (see the module
     docstring)."""
-    rest = _rest_round_trip(insight_url, txid)
+    rest = _rest_round_trip(insight_url, "GET", f"tx/{txid}", None)
+    history = json.dumps({"addrs": address, "from": 0, "to": 50}).encode()
+    readback = _rest_round_trip(insight_url, "POST", f"addrs/txs?{HISTORY_QUERY}", history)
     if database_url.startswith("sqlite:"):
         path = Path(database_url.removeprefix("sqlite:///")).with_name("floor.sqlite3")
         commit_wall, client_cpu, server_cpu = _sqlite_record_unit(path)
@@ -285,21 +301,25 @@ def _floors(database_url: str, insight_url: str, txid: str, server: _Server | No
         "commit_ms": _ms(commit_wall),
         "record_unit_cpu_ms": round(client_cpu * 1000, 4),
         "latency_floor_ms": _ms(rest + commit_wall),
+        "readback_round_trip_ms": _ms(readback),
+        "readback_floor_ms": _ms(readback + commit_wall),
     }
     if server_cpu is not None:
         floors["record_unit_mysqld_cpu_ms"] = round(server_cpu * 1000, 4)
     return floors
 
 
-def _rest_round_trip(insight_url: str, txid: str) -> float:
+def _rest_round_trip(insight_url: str, method: str, route: str, body: bytes | None) -> float:
+    """Median wall time of one request to the peer on a kept-alive connection."""
     parts = urlsplit(insight_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    path = f"{parts.path.rstrip('/')}/tx/{txid}"
+    path = f"{parts.path.rstrip('/')}/{route}"
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     times = []
     try:
         for _ in range(FLOOR_REPEATS):
             started = time.monotonic()
-            conn.request("GET", path)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             times.append(time.monotonic() - started)
