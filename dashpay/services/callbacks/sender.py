@@ -126,8 +126,9 @@ HELD_PER_SLOT = 4
 # payment engine's next unit of work (``ride``: one transaction writes the payment and
 # the previous callbacks' outcomes), so a lone payment costs one commit, not two. The
 # engine takes the waiting outcomes once the oldest has waited CARRY_AFTER_SECONDS (or
-# a quarter of the held receivers are waiting); past WRITE_DEFERRED_AFTER_SECONDS (no
-# payment came), or half the held receivers, the recorder writes them itself. A crash
+# half the held receivers are waiting); past WRITE_DEFERRED_AFTER_SECONDS (no payment
+# came), or with all but max_in_flight of the held receivers waiting, the recorder
+# writes them itself. A crash
 # meanwhile sends those callbacks again after the restart, as any crash between an
 # answer and its commit always did (same Dashpay-Delivery id); a receiver's next event
 # never waits for it: handing one over writes its receiver's outcome at once.
@@ -236,8 +237,11 @@ class CallbackSender:
         # when something calls ``ride`` (the daemon's engine); else each is written at
         # once, as outcomes that are not deliveries always are.
         self.defer_outcomes = defer_outcomes
-        self._carry_count = max(1, self.max_held // 4)
-        self._write_count = max(1, self.max_held // 2)
+        # The engine carries them once half the held receivers wait; the recorder
+        # writes them itself before they would take a POST slot's room
+        # (max_held - max_in_flight receivers held leave every slot usable).
+        self._carry_count = max(1, self.max_held // 2)
+        self._write_count = max(1, self.max_held - self.max_in_flight)
         self.stats = SenderStats()
         self.running = False
         self._in_flight: set[int] = set()  # receivers with a delivery or outcome in flight
