@@ -249,6 +249,8 @@ class Daemon:
             reconnect_initial=config.insight.reconnect_initial,
             reconnect_max=config.insight.reconnect_max,
         )
+        self.insight.watched = engine.watches  # events that pay nobody stop at the socket
+        self.insight.unmatched = engine.unmatched
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
         nursery.start_soon(

@@ -160,6 +160,9 @@ class PaymentEngine:
         # transaction (the daemon: ``CallbackSender.ride``); None: nothing is carried.
         self.carry: Callable[[], Rider | None] | None = None
         self.table = PendingTable()
+        # Addresses of receivers submitted (ReceiverAdded) but not applied yet: they
+        # count as watched for ``watches`` from the moment they are submitted.
+        self._announced: dict[str, int] = {}
         self.stats = EngineStats()
         self.send_channel: trio.MemorySendChannel[EngineMessage]
         self._receive: trio.MemoryReceiveChannel[EngineMessage]
@@ -183,7 +186,37 @@ class PaymentEngine:
         return self.table.load(rows)
 
     async def submit(self, message: EngineMessage) -> None:
-        await self.send_channel.send(message)
+        if type(message) is ReceiverAdded:
+            address = message.receiver.address
+            self._announced[address] = self._announced.get(address, 0) + 1
+        try:
+            await self.send_channel.send(message)
+        except BaseException:
+            if type(message) is ReceiverAdded:
+                self._unannounce(message.receiver.address)
+            raise
+
+    def watches(self, address: str) -> bool:
+        """Whether a transaction paying ``address`` concerns the engine: a receiver of
+        the pending table, or one submitted and not applied yet. The socket asks this
+        (same trio thread) before it builds an observation, so an event that pays none
+        of them is counted (``unmatched``) without entering the channel; a receiver's
+        address is announced before ``receiver.create`` answers, so no payment to it
+        is ever skipped."""
+        return self.table.get(address) is not None or address in self._announced
+
+    def unmatched(self, count: int = 1) -> None:
+        """Events the socket found paying nothing ``watches`` names: counted as seen."""
+        self.stats.events += count
+        self.stats.tx_without_match += count
+        self.stats.last_event_at = time.time()
+
+    def _unannounce(self, address: str) -> None:
+        left = self._announced.get(address, 0) - 1
+        if left > 0:
+            self._announced[address] = left
+        else:
+            self._announced.pop(address, None)
 
     async def apply(self, work: list[ReceiverWork]) -> list[ReceiverResult]:
         """Record work through the engine and wait for the results."""
@@ -298,6 +331,8 @@ class PaymentEngine:
 
     def _on_receiver(self, message: ReceiverAdded | ReceiverChanged, batch: _Batch) -> None:
         self.table.add(message.receiver)
+        if type(message) is ReceiverAdded and self._announced:
+            self._unannounce(message.receiver.address)
 
     def _on_block(self, message: BlockObserved, batch: _Batch) -> None:
         self.stats.events += 1
