@@ -44,12 +44,11 @@ from benchmarks.harness import (
     mysql_connect,
     percentile,
     proc_cpu_seconds,
-    settle,
 )
 from benchmarks.record import callback_grace
 from benchmarks.runner import Case, Options, Target
-from benchmarks.seed import AMOUNT_DUFFS, receivers_to_pay
-from benchmarks.stack import daemon_stack
+from benchmarks.seed import AMOUNT_DUFFS
+from benchmarks.stack import paying_stack
 
 DESCRIPTION = "payments one at a time, spaced: CPU, statements and latency per payment"
 SHOWN = (
@@ -163,20 +162,12 @@ def cases(options: Options) -> list[Case]:
 
 
 def run(case: Case, options: Options) -> dict[str, Any]:
-    pending, count = case.parameters["pending"], case.parameters["payments"]
+    count = case.parameters["payments"]
     spacing = case.parameters["spacing_ms"] / 1000
     mysql = case.parameters["backend"] == "mysql"
-    with daemon_stack(
-        case.parameters["backend"],
-        pending,
-        mysql_url=options.mysql_url,
-        insight_url=options.insight_url,
-        callbacks=True,
-    ) as stack:
+    with paying_stack(case, options, count + 1) as (stack, targets):
         daemon, peer, sink = stack.daemon, stack.peer, stack.sink
         assert peer is not None and sink is not None
-        targets = receivers_to_pay(stack.database_url, count + 1)
-        settle(options.quick)
         warm_id, warm_address = targets[0]
         warm = peer.pay([(warm_address, AMOUNT_DUFFS)])
         if not sink.wait_for(lambda: warm_id in sink.first, PAYMENT_TIMEOUT):

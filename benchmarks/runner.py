@@ -1,8 +1,8 @@
 """`benchmarks/run`: run scenarios, take medians, compare with targets, write results.
 
-Each scenario module (``ingest``, ``record``, ``latency``, ``create``, ``http``,
-``bootstrap``, ``memory``) declares its cases (sizes, backends, the targets of issue 8 and the
-original processor's figures) and measures one run of a case; this module repeats
+Each scenario module (``ingest``, ``record``, ``latency``, ``isolated``, ``create``,
+``http``, ``bootstrap``, ``memory``) declares its cases (sizes, backends, the targets
+of issue 8 and the original processor's figures) and measures one run of a case; this module repeats
 runs, takes the median of every figure and writes ``results/<scenario>.json``
 atomically (``.tmp`` then rename) with the machine's facts. ``report`` prints the
 Markdown table of the latest results, as in ``benchmarks/README.md``.
