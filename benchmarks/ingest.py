@@ -24,9 +24,10 @@ SHOWN = ("events_per_second", "events_per_cpu_second", "cpu_us_per_event", "read
 REPORT_EXTRA = ("events_per_cpu_second", "cpu_us_per_event")
 UNITS = {"events_per_second": "/s", "events_per_cpu_second": "/s", "cpu_us_per_event": "µs"}
 NOTES = [
-    "Events are counted when the payment engine has looked up their outputs in the "
-    "pending table (engine.events), i.e. after socket, Engine.IO decode, JSON parse, "
-    "payload checks and the channel to the engine.",
+    "Events are counted once their outputs were looked up in the pending table "
+    "(engine.events), i.e. after socket, Engine.IO decode, JSON parse and payload "
+    "checks; an event that pays no watched address is counted at the socket "
+    "(PaymentEngine.watches), without the channel to the engine.",
 ]
 STATUS_POLL_SECONDS = 0.02
 # How long the flood may take before the run is declared broken (~2,000 events/s).

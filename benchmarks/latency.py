@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.harness import BenchError, percentile, settle
+from benchmarks.harness import BenchError, percentile
 from benchmarks.record import STAGE_CALLBACK, STAGE_OUTBOX, callback_grace
 from benchmarks.runner import Case, Options, Target
-from benchmarks.seed import AMOUNT_DUFFS, receivers_to_pay
-from benchmarks.stack import daemon_stack
+from benchmarks.seed import AMOUNT_DUFFS
+from benchmarks.stack import paying_stack
 
 DESCRIPTION = "sequential matched payments: event written -> callback received, p50/p99"
 SHOWN = ("p50_ms", "p99_ms", "measured_to")
@@ -55,18 +55,10 @@ def cases(options: Options) -> list[Case]:
 
 
 def run(case: Case, options: Options) -> dict[str, Any]:
-    pending, count = case.parameters["pending"], case.parameters["payments"]
-    with daemon_stack(
-        case.parameters["backend"],
-        pending,
-        mysql_url=options.mysql_url,
-        insight_url=options.insight_url,
-        callbacks=True,
-    ) as stack:
+    count = case.parameters["payments"]
+    with paying_stack(case, options, count + 1) as (stack, targets):
         daemon, peer, sink = stack.daemon, stack.peer, stack.sink
         assert peer is not None and sink is not None
-        targets = receivers_to_pay(stack.database_url, count + 1)
-        settle(options.quick)
         # A first payment warms every path up and tells whether callbacks are sent.
         warm_id, warm_address = targets[0]
         peer.pay([(warm_address, AMOUNT_DUFFS)])

@@ -141,6 +141,7 @@ class Job:
             "kind": self.kind,
             "count": len(self.frames),
             "frame_chars": self.frame_chars,
+            "txids": self.txids,
             "deliveries": [d.as_dict() for d in self.deliveries],
         }
 

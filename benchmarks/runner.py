@@ -1,6 +1,6 @@
 """`benchmarks/run`: run scenarios, take medians, compare with targets, write results.
 
-Each scenario module (``ingest``, ``record``, ``latency``, ``create``, ``http``,
+Each scenario module (``ingest``, ``record``, ``latency``, ``isolated``, ``create``, ``http``,
 ``checkout``, ``bootstrap``, ``memory``) declares its cases (sizes, backends, the
 targets of issue 8 and the original processor's figures) and measures one run of a
 case; this module repeats runs, takes the median of every figure and writes
@@ -30,6 +30,7 @@ SCENARIOS = (
     "ingest",
     "record",
     "latency",
+    "isolated",
     "create",
     "http",
     "checkout",

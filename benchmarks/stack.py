@@ -17,10 +17,12 @@ from benchmarks.harness import (
     Peer,
     database,
     open_peer,
+    settle,
     workdir,
     write_config,
 )
-from benchmarks.seed import prepare
+from benchmarks.runner import Case, Options
+from benchmarks.seed import prepare, receivers_to_pay
 
 # A rescan reads ~1,000 receivers per REST request; allow a generous 1 ms per receiver.
 READY_SECONDS_PER_RECEIVER = 0.001
@@ -92,3 +94,23 @@ def daemon_stack(
             daemon.wait_control(READY_SECONDS_BASE + pending * READY_SECONDS_PER_RECEIVER)
         http_url = daemon.status()["http"]["urls"][0] if http else None
         yield Stack(directory, database_url, config, daemon, peer, sink, ready, http_url)
+
+
+@contextlib.contextmanager
+def paying_stack(
+    case: Case, options: Options, payments: int
+) -> Iterator[tuple[Stack, list[tuple[int, str]]]]:
+    """For ``case`` (its ``backend`` and ``pending``): a ready daemon sending callbacks
+    to the sink, and ``payments`` receivers to pay (receiver id, address; oldest
+    first), after the settling pause."""
+    with daemon_stack(
+        case.parameters["backend"],
+        case.parameters["pending"],
+        mysql_url=options.mysql_url,
+        insight_url=options.insight_url,
+        callbacks=True,
+    ) as stack:
+        assert stack.peer is not None and stack.sink is not None
+        targets = receivers_to_pay(stack.database_url, payments)
+        settle(options.quick)
+        yield stack, targets

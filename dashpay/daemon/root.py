@@ -212,8 +212,12 @@ class Daemon:
         secret = await trio.to_thread.run_sync(resolve_secret, config.callbacks, repo)
         # Every outbound client: one trust store, one proxy decision ([network], [tls]).
         self.outbound = outbound = Outbound.from_config(config)
-        sender = CallbackSender(repo, config.callbacks, wallet.wallet_id, secret, outbound=outbound)
+        sender = CallbackSender(
+            repo, config.callbacks, wallet.wallet_id, secret, outbound=outbound,
+            defer_outcomes=True,
+        )
         engine.on_events = sender.offer
+        engine.carry = sender.ride  # delivery outcomes ride in the payments' transactions
         await nursery.start(sender.run)
         self.callbacks = CallbackService(repo, sender, wallet.wallet_id)
         self.services.callbacks = self.callbacks
@@ -258,6 +262,9 @@ class Daemon:
         await nursery.start(self.verifier.run)
         engine.verify = self.verifier.claim
         chain.watcher.track(lambda: [address for _, address in engine.watched()])
+        if self.insight is not None:  # events that pay nobody stop at the socket
+            self.insight.watched = engine.watches
+            self.insight.unmatched = engine.unmatched
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)
         nursery.start_soon(self._tip_loop)

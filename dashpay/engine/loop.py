@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -53,7 +53,7 @@ from dashpay.engine.messages import (
 )
 from dashpay.engine.pending import PendingTable
 from dashpay.engine.record import decider, record_batch
-from dashpay.repository.base import Repository
+from dashpay.repository.base import Repository, Transaction
 
 log = logging.getLogger("dashpay.engine")
 
@@ -68,6 +68,23 @@ MAX_BATCH = 256
 # How often expiry and the monitoring window are checked (and, after a database error
 # with no batch retrying, whether the database is back).
 TICK_SECONDS = 1.0
+
+
+class Rider(Protocol):
+    """Writes another task deferred, carried in the engine's next unit of work (the
+    callback sender's delivery outcomes): one transaction where there would be two."""
+
+    def write(self, tx: Transaction) -> object:
+        """Run inside the unit of work's transaction (a worker thread; MySQL may call
+        it again after a deadlock, so it keeps nothing between calls)."""
+
+    def committed(self, result: object) -> None:
+        """The transaction committed; ``result`` is what ``write`` returned (on the trio
+        thread)."""
+
+    def returned(self) -> None:
+        """The unit of work failed or was cancelled: nothing was written, and the owner
+        writes it itself (on the trio thread)."""
 
 
 def observation(tx: TxObserved, address: str, duffs: int) -> PaymentObservation:
@@ -139,7 +156,13 @@ class PaymentEngine:
         # verifier reads it back over REST first (services/verify.py). None: events
         # are recorded as they come (in-process tests, tools).
         self.verify: Callable[[int, str, PaymentObservation], None] | None = None
+        # Asked before each unit of work for deferred writes to carry in its
+        # transaction (the daemon: ``CallbackSender.ride``); None: nothing is carried.
+        self.carry: Callable[[], Rider | None] | None = None
         self.table = PendingTable()
+        # Addresses of receivers submitted (ReceiverAdded) but not applied yet: they
+        # count as watched for ``watches`` from the moment they are submitted.
+        self._announced: dict[str, int] = {}
         self.stats = EngineStats()
         self.send_channel: trio.MemorySendChannel[EngineMessage]
         self._receive: trio.MemoryReceiveChannel[EngineMessage]
@@ -163,7 +186,37 @@ class PaymentEngine:
         return self.table.load(rows)
 
     async def submit(self, message: EngineMessage) -> None:
-        await self.send_channel.send(message)
+        if type(message) is ReceiverAdded:
+            address = message.receiver.address
+            self._announced[address] = self._announced.get(address, 0) + 1
+        try:
+            await self.send_channel.send(message)
+        except BaseException:
+            if type(message) is ReceiverAdded:
+                self._unannounce(message.receiver.address)
+            raise
+
+    def watches(self, address: str) -> bool:
+        """Whether a transaction paying ``address`` concerns the engine: a receiver of
+        the pending table, or one submitted and not applied yet. The socket asks this
+        (same trio thread) before it builds an observation, so an event that pays none
+        of them is counted (``unmatched``) without entering the channel; a receiver's
+        address is announced before ``receiver.create`` answers, so no payment to it
+        is ever skipped."""
+        return self.table.get(address) is not None or address in self._announced
+
+    def unmatched(self, count: int = 1) -> None:
+        """Events the socket found paying nothing ``watches`` names: counted as seen."""
+        self.stats.events += count
+        self.stats.tx_without_match += count
+        self.stats.last_event_at = time.time()
+
+    def _unannounce(self, address: str) -> None:
+        left = self._announced.get(address, 0) - 1
+        if left > 0:
+            self._announced[address] = left
+        else:
+            self._announced.pop(address, None)
 
     async def apply(self, work: list[ReceiverWork]) -> list[ReceiverResult]:
         """Record work through the engine and wait for the results."""
@@ -278,6 +331,8 @@ class PaymentEngine:
 
     def _on_receiver(self, message: ReceiverAdded | ReceiverChanged, batch: _Batch) -> None:
         self.table.add(message.receiver)
+        if type(message) is ReceiverAdded and self._announced:
+            self._unannounce(message.receiver.address)
 
     def _on_block(self, message: BlockObserved, batch: _Batch) -> None:
         self.stats.events += 1
@@ -304,7 +359,7 @@ class PaymentEngine:
                 drop_after_ms=self.rules.drop_after_ms,
             )
             try:
-                results = await trio.to_thread.run_sync(self.repo.transaction, unit)
+                results = await self._transaction(unit)
                 break
             except Unavailable as exc:
                 self._db_error(exc)
@@ -339,6 +394,25 @@ class PaymentEngine:
             log.info("database back after %.1fs; batch recorded", lasted)
         self._db_ok()
         self._after(results)
+        return results
+
+    async def _transaction(
+        self, unit: Callable[[Transaction], list[ReceiverResult]]
+    ) -> list[ReceiverResult]:
+        """One thread hop, one transaction: ``unit``, and what ``carry`` hands over
+        (if anything) in the same transaction. A rider whose transaction fails is
+        returned to its owner, so a retry of the batch carries nothing."""
+        rider = self.carry() if self.carry is not None else None
+        if rider is None:
+            return await trio.to_thread.run_sync(self.repo.transaction, unit)
+        try:
+            results, written = await trio.to_thread.run_sync(
+                self.repo.transaction, partial(_carrying, unit=unit, rider=rider)
+            )
+        except BaseException:
+            rider.returned()
+            raise
+        rider.committed(written)
         return results
 
     async def _probe(self) -> None:
@@ -427,6 +501,14 @@ class _Batch:
         if item is None:
             item = self.work[receiver_id] = _Pending(receiver_id)
         return item
+
+
+def _carrying(
+    tx: Transaction, unit: Callable[[Transaction], list[ReceiverResult]], rider: Rider
+) -> tuple[list[ReceiverResult], object]:
+    """The engine's unit of work with a rider's writes in the same transaction."""
+    results = unit(tx)
+    return results, rider.write(tx)
 
 
 def _nothing(tx: object) -> None:

@@ -3,9 +3,10 @@ observations, and the merchant's cancel. They run inside ``Repository.transactio
 (one thread hop, one transaction) and drive its narrow operations; the rules are the
 domain's (``accounting.merge_observation``, ``decide``, ``cancel``):
 
-    engine (loop.py) --to_thread--> repo.transaction(record_batch) -> tx.lock_receivers,
-    tx.payments_of -> per item: merge (domain), tx.insert_payment / write_payment,
-    decide (domain) -> tx.write_receivers (once per receiver), tx.enqueue (one INSERT)
+    engine (loop.py) --to_thread--> repo.transaction(record_batch) ->
+    tx.lock_receivers_with_payments (one SELECT) -> per item: merge (domain),
+    tx.insert_payment / write_payment, decide (domain) -> tx.write_receivers (once per
+    receiver), tx.enqueue (one INSERT)
 
 Both functions are pure apart from ``tx``: MySQL may run them again on a fresh
 connection after a deadlock, so they keep nothing between runs.
@@ -94,15 +95,14 @@ def record_batch(
     if not items:
         return []
     ids = sorted({item.receiver_id for item in items})
-    receivers = tx.lock_receivers(ids)
+    receivers, payments_of = tx.lock_receivers_with_payments(ids)
     if len(receivers) != len(ids):
         missing = [rid for rid in ids if rid not in receivers]
         raise NotFound(
             f"no receiver with id {', '.join(map(str, missing))}", receiver_id=missing[0]
         )
     stored = {
-        rid: {(p.txid, p.address): p for p in payments}
-        for rid, payments in tx.payments_of(ids).items()
+        rid: {(p.txid, p.address): p for p in payments} for rid, payments in payments_of.items()
     }
     updates: dict[int, ReceiverUpdate] = {}
     results = [

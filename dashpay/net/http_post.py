@@ -126,6 +126,7 @@ class PostResponse:
     status: int
     headers: tuple[tuple[bytes, bytes], ...]  # names lower-cased
     body: bytes  # at most max_body bytes; may be cut short (slow or huge body)
+    complete: bool = True  # False: the body was cut short (too big, too slow, broken)
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:
@@ -282,13 +283,19 @@ class HttpPoster:
         Raises HttpPostError, ValueError for a header that breaks RFC 9110's grammar,
         or whatever ``connect_addresses`` raises (the guard's refusal); on cancellation
         the connection in use is closed."""
+        return await self.request("POST", url, headers, body)
+
+    async def request(
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes = b""
+    ) -> PostResponse:
+        """``post`` with another method (the Insight REST client's GETs)."""
         split = self._split_urls.get(url)
         if split is None:
             if len(self._split_urls) >= MAX_REMEMBERED_URLS:
                 self._split_urls.clear()
             split = self._split_urls[url] = _origin_and_target(url)
         origin, target, authority = split
-        request = httpwire.encode_request("POST", target, authority, headers, body)
+        request = httpwire.encode_request(method, target, authority, headers, body)
         connection = self._take_idle(origin)
         if connection is not None:
             try:
@@ -431,17 +438,20 @@ class HttpPoster:
             connection.close()  # cancelled (timeout) or a surprise: never reuse it
             raise
         assert isinstance(head, httpwire.Response)
-        answer = await self._read_body(connection, reader)
+        answer, complete = await self._read_body(connection, reader)
         if not connection.closed:
             self._release(origin, connection)
-        return PostResponse(head.status, head.headers, answer)
+        return PostResponse(head.status, head.headers, answer, complete)
 
-    async def _read_body(self, connection: _Connection, reader: httpwire.ResponseReader) -> bytes:
+    async def _read_body(
+        self, connection: _Connection, reader: httpwire.ResponseReader
+    ) -> tuple[bytes, bool]:
         """The body, up to ``max_body`` bytes within ``body_seconds``; when it is cut
         short (too big, too slow, broken) the connection is closed and what arrived is
         returned: the status is already known, so a bad body is not an error. A small
         body that came with the headers is taken without another receive or timer.
-        The connection is left open only when the answer ended and may be reused."""
+        The connection is left open only when the answer ended and may be reused.
+        Returns the body and whether it is complete."""
         data = bytearray()
         state = self._take_buffered(reader, data)
         if state is _MORE:
@@ -458,7 +468,7 @@ class HttpPoster:
                 raise
         if state is not _DONE or not reader.reusable:
             connection.close()
-        return bytes(data[: self.max_body])
+        return bytes(data[: self.max_body]), state is _DONE
 
     def _take_buffered(self, reader: httpwire.ResponseReader, data: bytearray) -> object:
         """Move the body the reader already holds into ``data``: _DONE at the end of

@@ -59,7 +59,7 @@ from dashpay.wire.engineio import (
     MalformedFrame,
     OpenFrame,
 )
-from dashpay.wire.insight import EventError, parse_block_payload, parse_tx_payload
+from dashpay.wire.insight import EventError, observed_tx, parse_block_payload, tx_payload_outputs
 
 log = logging.getLogger("dashpay.insight.socketio")
 
@@ -322,6 +322,11 @@ class InsightSocket(LinkStatus):
         self._ssl_context = ssl_context or self._outbound.tls_context
         super().__init__()
         self.events_ignored = 0
+        # Set by the daemon (the engine's ``watches`` and ``unmatched``): a tx event
+        # whose outputs pay no watched address is checked as always, then counted and
+        # dropped here, without an observation or a trip through the engine's channel.
+        self.watched: Callable[[str], bool] | None = None
+        self.unmatched: Callable[[int], None] | None = None
 
         self._failures = 0  # consecutive attempts that did not get subscribed
         self._down_since: float | None = None  # wall time; None while connected
@@ -581,7 +586,17 @@ class InsightSocket(LinkStatus):
                 args = frame.args
                 if len(args) != 1:
                     raise EventError(f"{name} event has {len(args)} arguments, expected 1")
-                value = parse_tx_payload(args[0], instant_locked=name == "txlock")
+                txid, outputs = tx_payload_outputs(args[0])  # every check, as always
+                watched = self.watched
+                if watched is not None and self.unmatched is not None:
+                    for address in outputs:
+                        if watched(address):
+                            break
+                    else:  # pays nobody we watch: a decode, the checks and a lookup
+                        self.events_received += 1
+                        self.unmatched(1)
+                        return False
+                value = observed_tx(txid, outputs, name == "txlock")
             elif name == "block":
                 args = frame.args
                 if len(args) != 1:

@@ -60,6 +60,13 @@ class Transaction(Protocol):
         """Every payment of each receiver of ``ids`` (ascending), in payment id order;
         each id maps to a list, empty when it has none."""
 
+    def lock_receivers_with_payments(
+        self, ids: Sequence[int]
+    ) -> tuple[dict[int, Receiver], dict[int, list[Payment]]]:
+        """``lock_receivers`` and ``payments_of`` in one statement: the receivers of
+        ``ids`` that exist, locked in ascending id order, and every payment of each
+        (in payment id order; an empty list for a receiver without)."""
+
     def insert_payment(self, receiver_id: int, seen: PaymentObservation, now: int) -> Payment:
         """Insert a new payment row for ``seen``; the row as stored. Conflict when
         (txid, address) is recorded for another receiver."""
@@ -74,6 +81,12 @@ class Transaction(Protocol):
     def enqueue(self, events: Sequence[OutboxEvent]) -> None:
         """Insert outbox rows in one multi-row INSERT, in order (enqueue order).
         Conflict for an event id given twice or already stored."""
+
+    def record_callback_attempts(
+        self, attempts: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        """``Repository.record_callback_attempts`` inside this transaction (delivery
+        outcomes carried by a payment unit of work)."""
 
 
 class Repository(Protocol):

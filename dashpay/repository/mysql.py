@@ -351,8 +351,9 @@ class MysqlRepository(SqlRepository):
             committing = False
             try:
                 with conn.cursor() as cur:
-                    if write:
-                        conn.begin()
+                    # No BEGIN: the session runs with autocommit off, so its first
+                    # statement after the previous COMMIT (or ROLLBACK) opens the
+                    # transaction; an explicit BEGIN was one more round trip per unit.
                     result = work(cur)
                     if fenced:
                         self._fence(cur)

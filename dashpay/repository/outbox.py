@@ -105,42 +105,45 @@ class OutboxMixin:
         checked = [(event_id, check_outcome(outcome)) for event_id, outcome in attempts]
         if not checked:
             return []
+        return self._write(lambda cur: self._record_attempts(cur, checked))
+
+    def _record_attempts(
+        self, cur: Any, checked: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        """``record_callback_attempts``'s work on an open write transaction (its own,
+        or the payment unit of work's that carries it: ``SqlTransaction``)."""
         ids = sorted({event_id for event_id, _ in checked})
-
-        def work(cur: Any) -> list[DashpayError | None]:
-            status_of: dict[str, str] = {}
-            for chunk, params in in_lists(ids):
-                sql = (
-                    f"SELECT event_id, status FROM callback_outbox WHERE event_id IN ({chunk})"
-                    + self._for_update
-                )
-                for event_id, status in self._execute(cur, sql, params).fetchall():
-                    status_of[plain(event_id)] = plain(status)
-            results: list[DashpayError | None] = []
-            accepted: list[tuple[str, AttemptOutcome]] = []
-            for event_id, outcome in checked:
-                status = status_of.get(event_id)
-                if status is None:
-                    results.append(NotFound(f"no callback event {event_id}", event_id=event_id))
-                    continue
-                if status != OUTBOX_PENDING:
-                    results.append(
-                        Conflict(
-                            f"callback event {event_id} is {status}, not pending; its attempt "
-                            "was not recorded",
-                            event_id=event_id,
-                            status=status,
-                        )
+        status_of: dict[str, str] = {}
+        for chunk, params in in_lists(ids):
+            sql = (
+                f"SELECT event_id, status FROM callback_outbox WHERE event_id IN ({chunk})"
+                + self._for_update
+            )
+            for event_id, status in self._execute(cur, sql, params).fetchall():
+                status_of[plain(event_id)] = plain(status)
+        results: list[DashpayError | None] = []
+        accepted: list[tuple[str, AttemptOutcome]] = []
+        for event_id, outcome in checked:
+            status = status_of.get(event_id)
+            if status is None:
+                results.append(NotFound(f"no callback event {event_id}", event_id=event_id))
+                continue
+            if status != OUTBOX_PENDING:
+                results.append(
+                    Conflict(
+                        f"callback event {event_id} is {status}, not pending; its attempt "
+                        "was not recorded",
+                        event_id=event_id,
+                        status=status,
                     )
-                    continue
-                status_of[event_id] = outcome.status  # a later item sees this outcome
-                accepted.append((event_id, outcome))
-                results.append(None)
-            if accepted:
-                self._write_attempts(cur, accepted)
-            return results
-
-        return self._write(work)
+                )
+                continue
+            status_of[event_id] = outcome.status  # a later item sees this outcome
+            accepted.append((event_id, outcome))
+            results.append(None)
+        if accepted:
+            self._write_attempts(cur, accepted)
+        return results
 
     def _write_attempts(self, cur: Any, accepted: Sequence[tuple[str, AttemptOutcome]]) -> None:
         """Apply each accepted attempt to its outbox row, in order (an event listed

@@ -192,6 +192,15 @@ NEW_RECEIVER_FIELDS = (
 
 SELECT_RECEIVER = f"SELECT {', '.join(RECEIVER_COLUMNS)} FROM receivers"
 SELECT_PAYMENT = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
+# Receivers with their payments, one row per payment (one with NULLs for a receiver
+# that has none): the payment unit of work reads both with one statement.
+SELECT_RECEIVER_PAYMENTS = (
+    "SELECT "
+    + ", ".join(f"r.{name}" for name in RECEIVER_COLUMNS)
+    + ", "
+    + ", ".join(f"p.{name}" for name in PAYMENT_COLUMNS)
+    + " FROM receivers r LEFT JOIN payments p ON p.receiver_id = r.receiver_id"
+)
 SELECT_OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM callback_outbox"
 # An outbox row with its receiver's wallet and callback URL (CallbackRecord).
 SELECT_CALLBACK = (

@@ -16,14 +16,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dashpay.domain.errors import Conflict
-from dashpay.domain.model import OutboxEvent, Payment, PaymentObservation, Receiver, ReceiverUpdate
+from dashpay.domain.errors import Conflict, DashpayError
+from dashpay.domain.model import (
+    AttemptOutcome,
+    OutboxEvent,
+    Payment,
+    PaymentObservation,
+    Receiver,
+    ReceiverUpdate,
+)
 from dashpay.repository.schema import (
     INSERT_EVENT,
     INSERT_PAYMENT,
+    RECEIVER_COLUMNS,
     SELECT_PAYMENT,
     SELECT_RECEIVER,
+    SELECT_RECEIVER_PAYMENTS,
     UPDATE_PAYMENT,
+    check_outcome,
     in_lists,
     plain,
 )
@@ -64,6 +74,33 @@ class SqlTransaction:
                 receiver = convert(row)
                 found[receiver.receiver_id] = receiver
         return found
+
+    def lock_receivers_with_payments(
+        self, ids: Sequence[int]
+    ) -> tuple[dict[int, Receiver], dict[int, list[Payment]]]:
+        """``lock_receivers`` and ``payments_of`` in one statement per 512 ids (a
+        LEFT JOIN, receivers in ascending id order, each one's payments in payment id
+        order): the receivers of ``ids`` that exist, locked, and the payments of each
+        (an empty list for one without)."""
+        receivers: dict[int, Receiver] = {}
+        payments: dict[int, list[Payment]] = {}
+        receiver_from_row = self._receiver_from_row
+        payment_from_row = self._payment_from_row
+        width = len(RECEIVER_COLUMNS)
+        for chunk, params in in_lists(sorted(set(ids))):
+            sql = (
+                f"{SELECT_RECEIVER_PAYMENTS} WHERE r.receiver_id IN ({chunk})"
+                f" ORDER BY r.receiver_id, p.payment_id{self._repo._for_update}"
+            )
+            for row in self._execute(self._cur, sql, params).fetchall():
+                rid = row[0]
+                found = payments.get(rid)
+                if found is None:
+                    receivers[rid] = receiver_from_row(row[:width])
+                    found = payments[rid] = []
+                if row[width] is not None:  # the payment's id: NULL when it has none
+                    found.append(payment_from_row(row[width:]))
+        return receivers, payments
 
     def payments_of(self, ids: Sequence[int]) -> dict[int, list[Payment]]:
         """Every payment of each receiver in ``ids`` (sorted), in payment id order; a
@@ -186,3 +223,15 @@ class SqlTransaction:
                 f"callback event id {taken} already exists; event ids must be unique",
                 event_id=taken,
             ) from None
+
+    def record_callback_attempts(
+        self, attempts: Sequence[tuple[str, AttemptOutcome]]
+    ) -> list[DashpayError | None]:
+        """``Repository.record_callback_attempts`` inside this transaction: the callback
+        sender's delivery outcomes carried by the engine's unit of work, so a lone
+        payment costs one transaction, not one for the payment and one for its
+        callback's outcome."""
+        checked = [(event_id, check_outcome(outcome)) for event_id, outcome in attempts]
+        if not checked:
+            return []
+        return self._repo._record_attempts(self._cur, checked)

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 # --- limits, each with its reason -------------------------------------------------------
 
 # Largest frame we decode. Insight events are small (300-600 characters for a tx with one
@@ -257,6 +259,19 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _loads(text: str, frame: str) -> Any:
+    # orjson first (~3x faster on a tx event; the stdlib decoder was a fifth of the CPU
+    # of an event that pays nobody). What orjson refuses goes to the stdlib decoder,
+    # which takes or refuses it exactly as before (lone surrogates, 1e400: taken; NaN,
+    # Infinity, bad JSON, deep nesting: refused with the same message). One difference
+    # is left, on purpose: orjson reads an integer past 64 bits as a float. No value we
+    # accept is that large (amounts are at most 16 digits, heartbeats 7), so such a
+    # number is refused either way, by the same check (a tx amount: "not an integer of
+    # duffs" instead of "over 21,000,000 DASH"); looking for one in the text first
+    # (a regex for 19 digits) cost as much as the stdlib decoder itself.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return _DECODER.decode(text)
     except RecursionError:

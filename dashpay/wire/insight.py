@@ -48,7 +48,26 @@ def _txid(value: object, what: str) -> str:
 
 
 def parse_tx_payload(payload: object, *, instant_locked: bool) -> TxObserved:
-    """The payload of a ``tx`` (``instant_locked=False``) or ``txlock`` event.
+    """The payload of a ``tx`` (``instant_locked=False``) or ``txlock`` event (see
+    ``tx_payload_outputs`` for what is checked)."""
+    txid, outputs = tx_payload_outputs(payload)
+    return observed_tx(txid, outputs, instant_locked)
+
+
+def observed_tx(txid: str, outputs: dict[str, int], instant_locked: bool) -> TxObserved:
+    """The observation of a checked ``tx``/``txlock`` payload."""
+    return TxObserved(
+        txid=txid,
+        outputs=frozen_outputs(outputs),
+        instant_locked=instant_locked,
+        source=SOURCE_SOCKET,
+    )
+
+
+def tx_payload_outputs(payload: object) -> tuple[str, dict[str, int]]:
+    """Every check of a ``tx``/``txlock`` payload: its txid and outputs (address ->
+    duffs, summed per address), or EventError. The socket looks the addresses up before
+    it builds an observation, so an event that pays nobody costs no more than this.
 
     ``vout`` is a list of single-key objects ``{address: duffs}``, one per output that has
     an address; outputs without one are left out by Insight, so a list position is not an
@@ -107,12 +126,7 @@ def parse_tx_payload(payload: object, *, instant_locked: bool) -> TxObserved:
                 f"tx {txid}: outputs add up to more than 21,000,000 DASH ({total} duffs)"
             )
         outputs[address] = outputs.get(address, 0) + duffs
-    return TxObserved(
-        txid=txid,
-        outputs=frozen_outputs(outputs),
-        instant_locked=instant_locked,
-        source=SOURCE_SOCKET,
-    )
+    return txid, outputs
 
 
 def parse_block_payload(payload: object) -> BlockObserved:

@@ -35,12 +35,19 @@ from dashpay.domain.model import (
 )
 from dashpay.domain.payload import event_payload
 from dashpay.domain.status import OUTBOX_DELIVERED, OUTBOX_FAILED, OUTBOX_PENDING
+from dashpay.engine.loop import PaymentEngine
 from dashpay.engine.record import decider, record_batch
 from dashpay.net.outbound import Outbound
 from dashpay.repository import open_repository
 from dashpay.repository.base import Repository
 from dashpay.services.callbacks.secret import CallbackSecret, resolve_secret
-from dashpay.services.callbacks.sender import MAX_RESPONSE_BYTES, CallbackSender, now_ms
+from dashpay.services.callbacks.sender import (
+    CARRY_AFTER_SECONDS,
+    MAX_RESPONSE_BYTES,
+    WRITE_DEFERRED_AFTER_SECONDS,
+    CallbackSender,
+    now_ms,
+)
 from dashpay.services.callbacks.service import CallbackService
 from dashpay.services.callbacks.signing import verify_signature
 from dashpay.services.callbacks.slots import SLOW_LANE_SLOTS
@@ -814,3 +821,70 @@ async def test_status_reports_the_backlog(outbox_repo, http_server):
         status = await service.status_view()
     assert status["running"] is True and status["pending"] == 1 and status["retried"] == 1
     assert status["oldest_pending_age_seconds"] >= 0 and status["failed_total"] == 0
+
+
+# -- outcomes carried by the engine's unit of work ---------------------------------------
+
+
+@asynccontextmanager
+async def engine_and_sender(repo: Repository, sender: CallbackSender):
+    """The daemon's wiring: the engine hands its results to the sender, and carries the
+    sender's deferred outcomes in its transactions."""
+    engine = PaymentEngine(repo, accounting.Rules(), monitor_window_ms=60_000, tick_seconds=None)
+    engine.on_events = sender.offer
+    engine.carry = sender.ride
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await nursery.start(sender.run)
+        await eventually(lambda: sender.synced)
+        yield engine
+        nursery.cancel_scope.cancel()
+
+
+async def pay_through(engine: PaymentEngine, receiver: Receiver, duffs: int) -> OutboxEvent:
+    [result] = await engine.apply([ReceiverWork(receiver.receiver_id, (payment(receiver, duffs),))])
+    [event] = result.events
+    return event
+
+
+async def test_a_delivered_outcome_rides_in_the_next_payments_transaction(outbox_repo, http_server):
+    counting = CountingRepository(outbox_repo)
+    sender = CallbackSender(counting, rules(), WALLET, SECRET, defer_outcomes=True)
+    first, second = (new_receiver(outbox_repo, http_server.url(f"/c{n}")) for n in range(2))
+    async with engine_and_sender(outbox_repo, sender) as engine:
+        event = await pay_through(engine, first, first.amount_duffs)
+        await eventually(lambda: len(http_server.to("/c0")) == 1)
+        await trio.sleep(CARRY_AFTER_SECONDS)
+        assert status_of(outbox_repo, event.event_id) == OUTBOX_PENDING  # not written alone
+        later = await pay_through(engine, second, second.amount_duffs)
+        # Committed with the second payment: by the engine's transaction, not the sender's.
+        assert status_of(outbox_repo, event.event_id) == OUTBOX_DELIVERED
+        assert attempts_of(outbox_repo, event.event_id) == [(200, None)]
+        assert counting.calls["record_callback_attempts"] == 0
+        # With no payment after it, the last outcome is written on its own in time.
+        await eventually(lambda: len(http_server.to("/c1")) == 1)
+        await eventually(
+            lambda: status_of(outbox_repo, later.event_id) == OUTBOX_DELIVERED,
+            timeout=WRITE_DEFERRED_AFTER_SECONDS + 2,
+        )
+        assert counting.calls["record_callback_attempts"] == 1
+
+
+async def test_a_receivers_next_event_does_not_wait_for_the_deferred_outcome(
+    outbox_repo, http_server
+):
+    sender = CallbackSender(outbox_repo, rules(), WALLET, SECRET, defer_outcomes=True)
+    receiver = new_receiver(outbox_repo, http_server.url("/next"))
+    async with engine_and_sender(outbox_repo, sender) as engine:
+        partial_event = await pay_through(engine, receiver, receiver.amount_duffs // 2)
+        await eventually(lambda: len(http_server.to("/next")) == 1)
+        started = trio.current_time()
+        paid_event = await pay_through(engine, receiver, receiver.amount_duffs // 2)
+        await eventually(lambda: len(http_server.to("/next")) == 2)
+        waited = trio.current_time() - started
+    assert [r.delivery for r in http_server.to("/next")] == [
+        partial_event.event_id,
+        paid_event.event_id,
+    ]
+    assert status_of(outbox_repo, partial_event.event_id) == OUTBOX_DELIVERED
+    assert waited < CARRY_AFTER_SECONDS  # the first outcome was written at once

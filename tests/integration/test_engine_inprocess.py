@@ -262,3 +262,24 @@ async def test_a_batch_waiting_on_a_locked_database_is_recorded_soon_after_the_r
         holder.close()
         repo.close()
     assert SqliteRepository(path).get_receiver(receiver.receiver_id).status == PAID
+
+
+async def test_a_submitted_receiver_is_watched_before_the_engine_applies_it(repo) -> None:
+    # The socket asks ``watches`` before it hands an event over; a receiver whose
+    # ReceiverAdded still waits in the channel must already count, or a payment made
+    # right after `receiver new` answered would be dropped at the socket.
+    [receiver] = create(repo)
+    engine = PaymentEngine(repo, accounting.Rules(), monitor_window_ms=MONITOR_WINDOW_MS)
+    assert not engine.watches(receiver.address)
+    await engine.submit(ReceiverAdded(receiver))  # queued: no engine task is running
+    assert engine.table.get(receiver.address) is None
+    assert engine.watches(receiver.address)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: engine.table.get(receiver.address) is not None)
+        assert engine.watches(receiver.address) and not engine._announced
+        engine.table.remove(receiver.receiver_id)  # leaves the table: no longer watched
+        assert not engine.watches(receiver.address)
+        engine.unmatched(3)
+        assert engine.stats.events == 3 and engine.stats.matched == 0
+        nursery.cancel_scope.cancel()

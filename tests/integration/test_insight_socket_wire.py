@@ -313,3 +313,34 @@ async def test_wss_refuses_an_untrusted_certificate(nursery, certificate, caplog
     assert socket.state == STATE_CONNECTING
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "CERTIFICATE_VERIFY_FAILED" in messages
+
+
+async def test_an_event_that_pays_nobody_stops_at_the_socket_and_bad_ones_are_still_refused(
+    nursery,
+):
+    watched_address = "yQtw3ZQ8v8KDHfKaVudJGUTgkdVGKhV8Gy"
+    other_address = "yMeNHpXFSbH6Mz3c5QWYZNTHDhHYAJtcBn"
+
+    def tx(address: str, duffs: object, txid: str) -> str:
+        return "42" + json.dumps(["tx", {"txid": txid, "vout": [{address: duffs}]}])
+
+    async def events(peer: Peer) -> None:
+        await peer.subscribed()
+        await peer.stream.send_all(
+            text(tx(other_address, 5, "a" * 64))  # pays nobody watched: counted, dropped
+            + text(tx(other_address, -5, "b" * 64))  # pays nobody, but malformed: refused
+            + text(tx(watched_address, 7, "c" * 64))  # pays a watched address: handed over
+        )
+        await trio.sleep_forever()
+
+    server = WireServer([events])
+    await server.serve(nursery)
+    socket, receive = start_client(nursery, f"ws://127.0.0.1:{server.port}")
+    unmatched: list[int] = []
+    socket.watched = lambda address: address == watched_address
+    socket.unmatched = unmatched.append
+    assert isinstance(await next_of(receive), SocketConnected)
+    paid = await next_of(receive)
+    assert paid.txid == "c" * 64 and dict(paid.outputs) == {watched_address: 7}
+    assert unmatched == [1]
+    assert socket.events_received == 2 and socket.events_rejected == 1

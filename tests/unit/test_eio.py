@@ -41,6 +41,7 @@ from dashpay.wire.engineio import (
     encode_ping,
     encode_pong,
 )
+from dashpay.wire.insight import EventError, parse_tx_payload
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "insight"
 SESSION = json.loads((FIXTURES / "ws-eio3-session-mainnet.json").read_text())
@@ -233,6 +234,53 @@ MALFORMED = {
     "deeply nested": "42[" + "[" * 100_000,
     "integer with too many digits": '42["x",' + "9" * 5000 + "]",
 }
+
+
+# JSON that orjson (the fast path) refuses but the stdlib decoder takes: decoded as before.
+ORJSON_REFUSES = {
+    "lone surrogate escape": '["x","\\ud800"]',
+    "float past double range": '["x",1e400]',
+}
+
+
+@pytest.mark.parametrize("payload", ORJSON_REFUSES.values(), ids=ORJSON_REFUSES.keys())
+def test_event_json_the_fast_decoder_refuses_decodes_as_the_stdlib_did(payload):
+    frame = decode_frame("42" + payload)
+    expected = json.loads(payload)
+    assert isinstance(frame, EventFrame)
+    assert frame.name == "x" and repr(frame.args) == repr(tuple(expected[1:]))
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+@settings(max_examples=200)
+def test_event_json_decodes_exactly_as_the_stdlib_decoder(value):
+    payload = json.dumps(["x", value])
+    frame = decode_frame("42" + payload)
+    assert repr(frame.args) == repr(tuple(json.loads(payload)[1:]))
+
+
+def test_a_tx_amount_past_64_bits_is_still_refused():
+    # The fast decoder reads it as a float; the payload check refuses it either way.
+    amount = "9" * 30
+    frame = decode_frame(
+        '42["tx",{"txid":"'
+        + "a" * 64
+        + '","vout":[{"yQtw3ZQ8v8KDHfKaVudJGUTgkdVGKhV8Gy":'
+        + amount
+        + "}]}]"
+    )
+    with pytest.raises(EventError, match="amount"):
+        parse_tx_payload(frame.args[0], instant_locked=False)
 
 
 @pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())

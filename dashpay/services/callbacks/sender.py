@@ -123,6 +123,18 @@ MAX_REMEMBERED_URLS = 4096
 # POSTs going while the recorder writes, and lets its batches grow with the load
 # (measured: 6 outcomes per transaction at 16 slots before, with slots idle meanwhile).
 HELD_PER_SLOT = 4
+# A delivered callback's outcome need not be written at once: it waits to ride in the
+# payment engine's next unit of work (``ride``: one transaction writes the payment and
+# the previous callbacks' outcomes), so a lone payment costs one commit, not two. The
+# engine takes the waiting outcomes once the oldest has waited CARRY_AFTER_SECONDS (or
+# half the held receivers are waiting); past WRITE_DEFERRED_AFTER_SECONDS (no payment
+# came), or with all but max_in_flight of the held receivers waiting, the recorder
+# writes them itself. A crash
+# meanwhile sends those callbacks again after the restart, as any crash between an
+# answer and its commit always did (same Dashpay-Delivery id); a receiver's next event
+# never waits for it: handing one over writes its receiver's outcome at once.
+CARRY_AFTER_SECONDS = 1.0
+WRITE_DEFERRED_AFTER_SECONDS = 2.0
 # How long a shutdown waits to write the outcomes it already has.
 FINAL_WRITE_SECONDS = 5.0
 # event ids are VARCHAR(64) in the outbox; the engine makes "evt_" + 32 hex.
@@ -213,6 +225,7 @@ class CallbackSender:
         *,
         clock: Callable[[], int] = now_ms,
         outbound: Outbound | None = None,
+        defer_outcomes: bool = False,
     ) -> None:
         self.repo = repo
         self.rules = rules
@@ -223,6 +236,15 @@ class CallbackSender:
         self.max_in_flight = rules.max_in_flight
         self.slots = SlotPolicy(self.max_in_flight, slow_after(rules.timeout))
         self.max_held = HELD_PER_SLOT * self.max_in_flight
+        # Whether delivered outcomes wait to be carried (see CARRY_AFTER_SECONDS): only
+        # when something calls ``ride`` (the daemon's engine); else each is written at
+        # once, as outcomes that are not deliveries always are.
+        self.defer_outcomes = defer_outcomes
+        # The engine carries them once half the held receivers wait; the recorder
+        # writes them itself before they would take a POST slot's room
+        # (max_held - max_in_flight receivers held leave every slot usable).
+        self._carry_count = max(1, self.max_held // 2)
+        self._write_count = max(1, self.max_held - self.max_in_flight)
         self.stats = SenderStats()
         self.running = False
         self._in_flight: set[int] = set()  # receivers with a delivery or outcome in flight
@@ -240,8 +262,14 @@ class CallbackSender:
         self._next_look = -math.inf  # trio time of the next look even if none is wanted
         self._finished_during_query: set[int] | None = None
         self._offered_during_query: set[int] | None = None
-        self._outcomes: list[tuple[_Job, AttemptOutcome]] = []
+        self._outcomes: list[tuple[_Job, AttemptOutcome]] = []  # to write now
         self._outcomes_ready = trio.Event()
+        # Delivered outcomes waiting to be carried, oldest first; since when (trio
+        # time); their receivers; and whether one of those has another event to send.
+        self._deferred: list[tuple[_Job, AttemptOutcome]] = []
+        self._deferred_since = math.inf
+        self._deferred_receivers: set[int] = set()
+        self._flush = False
         self._wakeup = trio.Event()
         self._poster: HttpPoster | None = None
         self._checked_urls: dict[str, str | None] = {}
@@ -287,6 +315,8 @@ class CallbackSender:
                 continue
             receiver = result.receiver
             rid = receiver.receiver_id
+            if rid in self._deferred_receivers:
+                self._flush_deferred()  # its next event must not wait for the outcome
             if self._offered_during_query is not None:
                 self._offered_during_query.add(rid)
             if (
@@ -323,6 +353,8 @@ class CallbackSender:
         self._from_outbox.add(event_id)
 
     def _make_slow(self, receiver_id: int) -> None:
+        if receiver_id in self._deferred_receivers:
+            self._flush_deferred()
         self._slow.add(receiver_id)
         self._maybe_clear.discard(receiver_id)
         dropped = self._queued.pop(receiver_id, None)
@@ -542,27 +574,103 @@ class CallbackSender:
             raise
         self._posted(job)
         self._count(job, outcome)
-        self._outcomes.append((job, outcome))
-        self._outcomes_ready.set()
+        rid = event.receiver_id
+        if (
+            self.defer_outcomes
+            and outcome.status == OUTBOX_DELIVERED
+            and job.from_engine
+            and rid not in self._queued
+            and rid not in self._slow
+        ):
+            first = not self._deferred
+            if first:
+                self._deferred_since = trio.current_time()
+            self._deferred.append((job, outcome))
+            self._deferred_receivers.add(rid)
+            if first or len(self._deferred) >= self._write_count:
+                self._outcomes_ready.set()  # the recorder's timer starts, or it is due
+        else:
+            self._outcomes.append((job, outcome))
+            self._outcomes_ready.set()
         self._wakeup.set()  # the slot is free for the next delivery
+
+    # -- outcomes: written by the recorder, or carried by the engine ----------------------
+    def ride(self) -> _Ride | None:
+        """The payment engine's ``carry``: the deferred outcomes for its next unit of
+        work to write in its transaction, once they have waited long enough (or many
+        wait, or a receiver needs one); None otherwise."""
+        if not self._deferred:
+            return None
+        waited = trio.current_time() - self._deferred_since
+        if not self._flush and len(self._deferred) < self._carry_count:
+            if waited < CARRY_AFTER_SECONDS:
+                return None
+        return _Ride(self, self._take_deferred())
+
+    def _flush_deferred(self) -> None:
+        """Write the deferred outcomes now (the next unit of work may carry them)."""
+        self._flush = True
+        self._outcomes_ready.set()
+
+    def _take_deferred(self) -> list[tuple[_Job, AttemptOutcome]]:
+        batch, self._deferred = self._deferred, []
+        self._deferred_receivers.clear()
+        self._deferred_since = math.inf
+        self._flush = False
+        return batch
+
+    def _take_outcomes(self) -> list[tuple[_Job, AttemptOutcome]]:
+        """What the recorder writes now: the outcomes to write at once, with the
+        deferred ones (older, so first) riding along, or the deferred ones alone once
+        they are due."""
+        batch, self._outcomes = self._outcomes, []
+        if self._deferred and (
+            batch
+            or self._flush
+            or len(self._deferred) >= self._write_count
+            or trio.current_time() - self._deferred_since >= WRITE_DEFERRED_AFTER_SECONDS
+        ):
+            batch = self._take_deferred() + batch
+        return batch
+
+    def _carried_back(self, batch: list[tuple[_Job, AttemptOutcome]]) -> None:
+        """A unit of work that carried ``batch`` failed: the recorder writes it."""
+        self._outcomes[:0] = batch
+        self._outcomes_ready.set()
 
     async def _recorder(self) -> None:
         """Write the outcomes that finished together in one transaction, then let their
-        receivers go on. On cancellation the outcomes already known are still written."""
+        receivers go on; deferred ones when they are due (unless the engine carried
+        them first). On cancellation the outcomes already known are still written."""
         try:
             while True:
-                await self._outcomes_ready.wait()
+                due = self._deferred_since + WRITE_DEFERRED_AFTER_SECONDS
+                with trio.move_on_after(max(0.0, due - trio.current_time())):
+                    await self._outcomes_ready.wait()
                 self._outcomes_ready = trio.Event()
-                batch, self._outcomes = self._outcomes, []
-                await self._record(batch)
-                for job, outcome in batch:
-                    self._release(job, outcome)
-                self._wakeup.set()
+                batch = self._take_outcomes()
+                if batch:
+                    self._recorded(batch, await self._record(batch))
         finally:
-            if self._outcomes:
+            batch = self._take_deferred() + self._outcomes
+            self._outcomes = []
+            if batch:
                 with trio.CancelScope(shield=True), trio.move_on_after(FINAL_WRITE_SECONDS):
-                    batch, self._outcomes = self._outcomes, []
                     await self._record(batch)
+
+    def _recorded(
+        self, batch: list[tuple[_Job, AttemptOutcome]], problems: Sequence[Exception | None]
+    ) -> None:
+        """``batch``'s outcomes are committed (by the recorder or carried by the
+        engine): its receivers go on."""
+        for (job, _), problem in zip(batch, problems, strict=True):
+            if problem is not None:
+                log.warning(
+                    "callback attempt not recorded event_id=%s: %s", job.event.event_id, problem
+                )
+        for job, outcome in batch:
+            self._release(job, outcome)
+        self._wakeup.set()
 
     def _release(self, job: _Job, outcome: AttemptOutcome | None) -> None:
         rid = job.event.receiver_id
@@ -579,7 +687,7 @@ class CallbackSender:
         elif rid in self._queued:
             self._ready_queue(job.origin).append(rid)
 
-    async def _record(self, batch: list[tuple[_Job, AttemptOutcome]]) -> None:
+    async def _record(self, batch: list[tuple[_Job, AttemptOutcome]]) -> Sequence[Exception | None]:
         """Write the outcomes; while the database is down, keep trying (the receivers
         stay in flight, so their next events wait). Each write is shielded: a shutdown
         lets it finish, so a delivered event is not sent again needlessly."""
@@ -597,9 +705,7 @@ class CallbackSender:
                 _log_outage(outage, f"callback attempts not recorded count={len(items)}", exc)
                 await trio.sleep(backoff.next_delay())
         _log_outage_end(outage, "callback attempts")
-        for (event_id, _), problem in zip(items, problems, strict=True):
-            if problem is not None:
-                log.warning("callback attempt not recorded event_id=%s: %s", event_id, problem)
+        return problems
 
     def _count(self, job: _Job, outcome: AttemptOutcome) -> None:
         event = job.event
@@ -722,6 +828,27 @@ class CallbackSender:
             retry_after=retry_after_seconds(retry_after, time.time()),
             excerpt=text,
         )
+
+
+class _Ride:
+    """Deferred outcomes carried by the payment engine's unit of work (an
+    ``engine.loop.Rider``)."""
+
+    __slots__ = ("_sender", "_batch", "_items")
+
+    def __init__(self, sender: CallbackSender, batch: list[tuple[_Job, AttemptOutcome]]) -> None:
+        self._sender = sender
+        self._batch = batch
+        self._items = [(job.event.event_id, outcome) for job, outcome in batch]
+
+    def write(self, tx: Any) -> list:
+        return tx.record_callback_attempts(self._items)
+
+    def committed(self, result: object) -> None:
+        self._sender._recorded(self._batch, result)  # type: ignore[arg-type]
+
+    def returned(self) -> None:
+        self._sender._carried_back(self._batch)
 
 
 def _log_outage(outage: Outage, what: str, exc: Exception) -> None:
