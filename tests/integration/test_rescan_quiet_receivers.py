@@ -15,6 +15,7 @@ from dashpay.domain import accounting
 from dashpay.domain.model import NewReceiver, PaymentObservation, ReceiverWork
 from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine
+from dashpay.net.chain import INSIGHT_LOOKUPS, ChainSource
 from dashpay.net.insight_rest import InsightRest
 from dashpay.repository.sqlite import SqliteRepository
 from dashpay.services.rescan import Reconciler
@@ -65,7 +66,9 @@ async def test_only_receivers_with_history_or_payments_reach_the_engine(repo, pe
         await engine.apply([ReceiverWork(holding.receiver_id, (seen,))])
         recorded.clear()
         with trio.fail_after(20):
-            summary = await Reconciler(repo, rest, engine, WALLET).rescan(engine.watched())
+            # The lookups only: a rescan never asks the watcher anything.
+            source = ChainSource("insight", peer.url, rest, None, "Insight REST", INSIGHT_LOOKUPS)  # type: ignore[arg-type]
+            summary = await Reconciler(repo, source, engine, WALLET).rescan(engine.watched())
         nursery.cancel_scope.cancel()
     went = {receiver_id for batch in recorded for receiver_id in batch}
     assert went == {paid.receiver_id, holding.receiver_id}

@@ -47,6 +47,11 @@ LONG_FILES: dict[str, str] = {
         "loader, the dataclass defaults, the messages and the config.example.toml test; "
         "the checkers of whole sections live beside it (listen.py, network_values.py...)"
     ),
+    "dashpay/net/insight_rest.py": (
+        "one client, InsightRest: every REST call shares its retries, the shared 429 "
+        "pause, address batching and paging, and the one HTTP/1.1 connection pool; the "
+        "payload parsers are in wire/insight_rest.py"
+    ),
     "dashpay/sandbox/chain.py": (
         "one model: the simulated chain's state and the Insight JSON it renders from its "
         "own indexes (mempool, blocks, locks, address histories)"
