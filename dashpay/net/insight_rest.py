@@ -45,7 +45,7 @@ from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.observations import TxObserved
 from dashpay.net.http_post import ConnectFailed, HttpPoster, HttpPostError, TlsFailed
-from dashpay.net.outbound import Outbound, default_outbound
+from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire.http1 import BodyTooLarge, retry_after_seconds
 from dashpay.wire.insight_rest import (
     ADDRESS,
@@ -445,7 +445,8 @@ class InsightRest:
                     raise _NoAnswer(f"no complete answer within {self._timeout}s")
             except (HttpPostError, OSError, ValueError) as exc:
                 kind = _FAILURE_NAMES.get(type(exc), "ReadError")
-                failure = f"{kind}: {self._scrub(str(exc)) or 'no details'}"
+                # The hint comes after the excerpt, so that cutting a long text keeps it.
+                failure = with_trust_hint(f"{kind}: {self._scrub(str(exc)) or 'no details'}")
             except BodyTooLarge:
                 raise InsightError(
                     f"Insight {method} {shown}: response larger than "

@@ -72,6 +72,8 @@ def client_tls_context(ca_pem: str | None = None) -> ssl.SSLContext:
 def with_trust_hint(message: str) -> str:
     """``message`` (a TLS failure's text), plus how to trust a private CA when the
     certificate could not be verified."""
+    if "[tls] ca_file" in message:  # said already
+        return message
     if "CERTIFICATE_VERIFY_FAILED" in message or "certificate verify failed" in message:
         return f"{message}; if a private CA issued the server's certificate, add it: [tls] ca_file"
     return message

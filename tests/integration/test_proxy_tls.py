@@ -326,14 +326,15 @@ async def test_each_client_trusts_the_private_ca_only_through_ca_file(lab, clien
 # -- which connections take the proxy ---------------------------------------------------------
 
 
-async def test_plain_http_goes_through_the_proxy_forwarded_and_tunnelled(lab):
+async def test_plain_http_goes_through_the_proxy_tunnelled(lab):
     outbound = lab.outbound(lab.proxy.url())
     insight = f"http://insight.proxied.test:{lab.peer.port}"
     assert await try_rest(insight + "/insight-api", outbound) is None
     assert await try_socket(insight, outbound) is None
     where = f"insight.proxied.test:{lab.peer.port}"
-    # httpx forwards an http request (absolute-form); the websocket always tunnels.
-    assert lab.proxy.targets() == [f"GET {where}", f"CONNECT {where}"]
+    # Insight REST (our HTTP/1.1 client, as callbacks) and the websocket both tunnel;
+    # only the price providers' httpx forwards an http request (absolute-form).
+    assert lab.proxy.targets() == [f"CONNECT {where}", f"CONNECT {where}"]
 
 
 @pytest.mark.parametrize("source", ["config", "environment"])
@@ -355,7 +356,7 @@ async def test_no_proxy_hosts_are_reached_directly(lab, source):
     assert await try_callback(lab.plain_callbacks.url(), outbound) is None
     where = f"127.0.0.1:{lab.peer.port}"
     assert lab.proxy.targets() == [
-        f"GET {where}",
+        f"CONNECT {where}",
         f"CONNECT {where}",
         f"CONNECT 127.0.0.1:{lab.plain_callbacks.port}",
     ]
