@@ -23,7 +23,8 @@ from dashpay.domain.wallet import Wallet, derive_address, generate_account_key, 
 from tests.conftest import REPO, SERIAL_KEYS, VECTOR_XPUB, XDIST_KEYS, require
 from tests.unit.test_wallet import DRKV_MAINNET, DRKV_TESTNET
 
-pytestmark = pytest.mark.node
+# One pytest-xdist worker runs the module: its node batches are computed once.
+pytestmark = [pytest.mark.node, pytest.mark.xdist_group("dashcore_lib")]
 
 NODE_DIR = REPO / "tests" / "node"
 DERIVE_JS = NODE_DIR / "derive.js"
