@@ -19,9 +19,6 @@ import pytest
 
 from tests.conftest import REPO, cli_env, require
 
-# One pytest-xdist worker runs the module: the quick benchmark run is made once.
-pytestmark = pytest.mark.xdist_group("benchmarks_smoke")
-
 SCENARIOS = ("ingest", "record", "latency", "create", "http", "bootstrap", "memory")
 RUN_TIMEOUT = 180
 

@@ -22,9 +22,6 @@ import pytest
 
 from tests.conftest import run_cli, serve_sandbox
 
-# One pytest-xdist worker runs the module: the browser and the sandbox start once.
-pytestmark = pytest.mark.xdist_group("checkout_browser")
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_SECONDS = 5

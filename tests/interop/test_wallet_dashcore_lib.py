@@ -23,8 +23,7 @@ from dashpay.domain.wallet import Wallet, derive_address, generate_account_key, 
 from tests.conftest import REPO, SERIAL_KEYS, VECTOR_XPUB, XDIST_KEYS, require
 from tests.unit.test_wallet import DRKV_MAINNET, DRKV_TESTNET
 
-# One pytest-xdist worker runs the module: its node batches are computed once.
-pytestmark = [pytest.mark.node, pytest.mark.xdist_group("dashcore_lib")]
+pytestmark = pytest.mark.node
 
 NODE_DIR = REPO / "tests" / "node"
 DERIVE_JS = NODE_DIR / "derive.js"
