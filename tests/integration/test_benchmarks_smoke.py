@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -33,14 +34,24 @@ def quick_results(tmp_path_factory) -> tuple[Path, bool, subprocess.CompletedPro
     env = cli_env()
     if mysql_url:
         env["DASHPAY_TEST_MYSQL_URL"] = mysql_url
-    proc = subprocess.run(
+    # A session of its own: a run that times out is killed with the daemons and peers it
+    # started (killing the script alone would leave them running).
+    run = subprocess.Popen(
         [str(REPO / "benchmarks" / "run"), "--quick", "--results-dir", str(results), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=REPO,
-        timeout=RUN_TIMEOUT,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = run.communicate(timeout=RUN_TIMEOUT)
+    except BaseException:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        raise
+    proc = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
     return results, bool(mysql_url), proc
 
 

@@ -12,7 +12,14 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, TEST_XPUB, start_daemon, wait_ready, write_config
+from tests.conftest import (
+    REPO,
+    TEST_XPUB,
+    private_mysql_server,
+    start_daemon,
+    wait_ready,
+    write_config,
+)
 
 COIN = 100_000_000
 
@@ -187,24 +194,30 @@ def test_standby_takes_over_after_the_owner_is_killed(short_tmp, mysql_database_
         owner.stop()
 
 
+@pytest.fixture
+def private_mysql():
+    """The outage test stops its server: one of its own, never the shared one."""
+    with private_mysql_server() as server:
+        yield server
+
+
 @pytest.mark.mysql
-def test_database_outage_mid_stream_loses_no_payment(short_tmp, mysql_database_url, sandbox_peer):
-    config = make_testnet_config(short_tmp, mysql_database_url, sandbox_peer)
+def test_database_outage_mid_stream_loses_no_payment(short_tmp, private_mysql, sandbox_peer):
+    config = make_testnet_config(short_tmp, private_mysql.url, sandbox_peer)
     daemon = start_daemon(config)
     receivers = [daemon.cli("receiver", "new", "--amount", "10", "--json").json() for _ in range(3)]
     stop, paid = threading.Event(), {}
     payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
     payer.start()
-    server = str(REPO / "tests" / "mariadb-server")
     try:
         time.sleep(0.5)
-        subprocess.run([server, "stop"], check=True, capture_output=True, timeout=60)
+        private_mysql.run("stop", timeout=60)
         try:
             time.sleep(1.5)
             status = daemon.cli("status", "--json")
             alive = daemon.proc.poll() is None
         finally:
-            subprocess.run([server, "start"], check=True, capture_output=True, timeout=120)
+            private_mysql.run("start")
         time.sleep(0.5)
     finally:
         stop.set()

@@ -1,6 +1,7 @@
 """The test tooling's own behaviour: tests/node/install runs `npm ci` only when needed,
-and tests/mariadb-server tells how to stop a server left running. Offline: a fake
-`npm` and a fake `mariadb-admin` on PATH stand in for the real ones."""
+tests/mariadb-server tells how to stop a server left running, and each pytest-xdist
+worker's daemons have wallet keys of their own. Offline: a fake `npm` and a fake
+`mariadb-admin` on PATH stand in for the real ones."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SERIAL_KEYS, VECTOR_XPUB, XDIST_KEYS, worker_keys
 
 FAKE_NPM = """#!/bin/sh
 # Records the call; `ci` lays out node_modules as npm does (a package, npm's record).
@@ -148,3 +149,26 @@ def test_mariadb_hint_says_where_it_runs_and_how_to_stop_it(fake_server):
     text = hint(state, bin_dir)
     assert f"still running on 127.0.0.1:34567 (pid {pid}" in text
     assert f"DASHPAY_TEST_STATE={state} {REPO}/tests/mariadb-server stop" in text
+
+
+# -- wallet keys per pytest-xdist worker ------------------------------------------------
+
+
+def test_every_worker_has_wallet_keys_no_other_process_uses():
+    from bip_utils import Bip32Secp256k1
+
+    keys = [SERIAL_KEYS, *XDIST_KEYS]
+    every = [k.test for k in keys] + [k.shared for k in keys]
+    assert len(set(every)) == len(every) == 2 * (len(XDIST_KEYS) + 1)
+    assert SERIAL_KEYS.test == VECTOR_XPUB
+    assert worker_keys("") is SERIAL_KEYS
+    assert [worker_keys(f"gw{n}") for n in range(len(XDIST_KEYS))] == XDIST_KEYS
+    # Where they come from (tests/conftest.py says so): account keys of the vector seed.
+    serial_shared = Bip32Secp256k1.FromSeed(bytes(range(32))).DerivePath("m/44'/5'/7'")
+    assert serial_shared.PublicKey().ToExtended() == SERIAL_KEYS.shared
+    root = Bip32Secp256k1.FromSeed(bytes(range(64)))
+    for n, pair in enumerate(XDIST_KEYS):
+        for account, key in ((10 + 2 * n, pair.test), (11 + 2 * n, pair.shared)):
+            assert root.DerivePath(f"m/44'/5'/{account}'").PublicKey().ToExtended() == key
+    with pytest.raises(RuntimeError, match=f"-n {len(XDIST_KEYS)} or fewer"):
+        worker_keys(f"gw{len(XDIST_KEYS)}")

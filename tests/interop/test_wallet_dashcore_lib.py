@@ -20,7 +20,7 @@ import pytest
 from bip_utils import Base58Decoder, Base58Encoder
 
 from dashpay.domain.wallet import Wallet, derive_address, generate_account_key, validate_address
-from tests.conftest import REPO, TEST_XPUB, require
+from tests.conftest import REPO, SERIAL_KEYS, VECTOR_XPUB, XDIST_KEYS, require
 from tests.unit.test_wallet import DRKV_MAINNET, DRKV_TESTNET
 
 pytestmark = pytest.mark.node
@@ -55,17 +55,21 @@ class Case:
 
 
 CASES = [
-    Case("xpub-mainnet", TEST_XPUB, "mainnet", 0, 0, INDICES_PER_FORMAT),
-    Case("xpub-testnet", TEST_XPUB, "testnet", 0, 0, INDICES_PER_FORMAT),
-    Case("tpub-chain-1", as_tpub(TEST_XPUB), "testnet", 1, 0, INDICES_PER_FORMAT),
+    Case("xpub-mainnet", VECTOR_XPUB, "mainnet", 0, 0, INDICES_PER_FORMAT),
+    Case("xpub-testnet", VECTOR_XPUB, "testnet", 0, 0, INDICES_PER_FORMAT),
+    Case("tpub-chain-1", as_tpub(VECTOR_XPUB), "testnet", 1, 0, INDICES_PER_FORMAT),
     Case("tpub-generated", generate_account_key("testnet"), "testnet", 0, 0, INDICES_PER_FORMAT),
     Case("xpub-generated", generate_account_key("mainnet"), "mainnet", 0, 0, INDICES_PER_FORMAT),
     Case("drkv", DRKV_MAINNET, "mainnet", 0, 0, INDICES_PER_FORMAT),
     Case("DRKV", DRKV_TESTNET, "testnet", 0, 0, INDICES_PER_FORMAT),
     Case("drkv-legacy-layout", DRKV_MAINNET, "mainnet", None, 0, INDICES_PER_FORMAT),
     Case("DRKV-legacy-layout", DRKV_TESTNET, "testnet", None, 0, INDICES_PER_FORMAT),
-    Case("xpub-top-of-range", TEST_XPUB, "mainnet", 2**31 - 1, 2**31 - 50, 50),
+    Case("xpub-top-of-range", VECTOR_XPUB, "mainnet", 2**31 - 1, 2**31 - 50, 50),
 ]
+# The wallet keys of the test daemons, serial and per pytest-xdist worker: the
+# addresses tests/conftest.py lists for them are dashcore-lib's too.
+KEY_TABLE = {f"daemon-keys-{i}": keys for i, keys in enumerate([SERIAL_KEYS, *XDIST_KEYS])}
+CASES += [Case(name, keys.test, "mainnet", 0, 0, 3) for name, keys in KEY_TABLE.items()]
 
 
 def _node_or_skip() -> str:
@@ -134,3 +138,10 @@ def test_dashpay_derives_the_same_addresses_as_dashcore_lib(case, dashcore_lib_a
     ]
     assert not mismatches, f"{case.name} ({case.key}): first mismatches {mismatches[:3]}"
     assert all(validate_address(address, case.network) == address for address in got)
+
+
+@pytest.mark.parametrize("name", KEY_TABLE)
+def test_the_listed_addresses_of_each_test_daemon_key_are_dashcore_libs(
+    name, dashcore_lib_addresses
+):
+    assert KEY_TABLE[name].test_addresses == dashcore_lib_addresses[name]

@@ -35,7 +35,7 @@ from dashpay.domain.wallet import (
     parse_extended_public_key,
     validate_address,
 )
-from tests.conftest import REPO, TEST_XPUB, TEST_XPUB_ADDRESSES
+from tests.conftest import REPO, VECTOR_XPUB, VECTOR_XPUB_ADDRESSES
 
 # Legacy Dash Core keys (dash-keys.md): their addresses sit at <key>/i, not <key>/0/i.
 DRKV_MAINNET = (
@@ -57,7 +57,7 @@ DRKV_TESTNET_ADDRESSES = [
     "yg1JtW31LyrFrScc1NDKYwNSbTDCGq8yMD",
 ]
 
-SEED = bytes(range(64))  # the seed the TEST_XPUB vector was made from (m/44'/5'/0')
+SEED = bytes(range(64))  # the seed the VECTOR_XPUB vector was made from (m/44'/5'/0')
 VERSIONS = {
     "xpub": "0488b21e",
     "xprv": "0488ade4",
@@ -91,14 +91,14 @@ def account_private_key(prefix: str) -> str:
 
 
 def test_bip44_xpub_derives_the_documented_mainnet_addresses():
-    wallet = Wallet(TEST_XPUB, "mainnet")
-    assert [wallet.address(i) for i in range(3)] == TEST_XPUB_ADDRESSES
-    assert wallet.addresses(0, 3) == TEST_XPUB_ADDRESSES
+    wallet = Wallet(VECTOR_XPUB, "mainnet")
+    assert [wallet.address(i) for i in range(3)] == VECTOR_XPUB_ADDRESSES
+    assert wallet.addresses(0, 3) == VECTOR_XPUB_ADDRESSES
 
 
 def test_bip44_account_key_from_the_vector_seed_is_the_documented_xpub():
     node = Bip32Secp256k1.FromSeed(SEED).DerivePath("m/44'/5'/0'")
-    assert node.PublicKey().ToExtended() == TEST_XPUB
+    assert node.PublicKey().ToExtended() == VECTOR_XPUB
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,8 @@ def test_legacy_key_vectors_are_the_addresses_directly_below_the_key(key, networ
 @pytest.mark.parametrize(
     ("key", "network"),
     [
-        (TEST_XPUB, "mainnet"),
-        (TEST_XPUB, "testnet"),
+        (VECTOR_XPUB, "mainnet"),
+        (VECTOR_XPUB, "testnet"),
         (DRKV_MAINNET, "mainnet"),
         (DRKV_TESTNET, "testnet"),
     ],
@@ -145,19 +145,19 @@ def test_wallet_addresses_match_an_independent_bip_utils_derivation():
 
 
 def test_the_network_not_the_prefix_picks_the_address_version_byte():
-    mainnet = Wallet(TEST_XPUB, "mainnet").address(0)
-    testnet = Wallet(TEST_XPUB, "testnet").address(0)
+    mainnet = Wallet(VECTOR_XPUB, "mainnet").address(0)
+    testnet = Wallet(VECTOR_XPUB, "testnet").address(0)
     assert mainnet.startswith("X") and testnet.startswith("y")
     # Same hash160, different version byte.
     assert Base58Decoder.CheckDecode(mainnet)[1:] == Base58Decoder.CheckDecode(testnet)[1:]
 
 
 def test_every_public_label_of_the_same_key_derives_the_same_addresses():
-    expected = Wallet(TEST_XPUB, "testnet").addresses(0, 3)
+    expected = Wallet(VECTOR_XPUB, "testnet").addresses(0, 3)
     for prefix in ("tpub", "DRKV"):
-        assert Wallet(reversion(TEST_XPUB, prefix), "testnet").addresses(0, 3) == expected
-    assert Wallet(reversion(TEST_XPUB, "drkv"), "mainnet").addresses(0, 3) == (
-        Wallet(TEST_XPUB, "mainnet").addresses(0, 3)
+        assert Wallet(reversion(VECTOR_XPUB, prefix), "testnet").addresses(0, 3) == expected
+    assert Wallet(reversion(VECTOR_XPUB, "drkv"), "mainnet").addresses(0, 3) == (
+        Wallet(VECTOR_XPUB, "mainnet").addresses(0, 3)
     )
 
 
@@ -165,14 +165,14 @@ def test_every_public_label_of_the_same_key_derives_the_same_addresses():
 
 
 def test_parse_reports_the_fields_and_normalizes_to_xpub():
-    key = parse_extended_public_key(reversion(TEST_XPUB, "DRKV"), "testnet")
+    key = parse_extended_public_key(reversion(VECTOR_XPUB, "DRKV"), "testnet")
     assert key.prefix == "DRKV"
     assert key.network_hint == "testnet"
     assert key.depth == 3
     assert key.child_number == 2**31  # m/44'/5'/0': the last step is hardened 0
     assert len(key.chain_code) == 32 and len(key.public_key) == 33
     assert key.public_key[0] in (2, 3)
-    assert key.normalized() == TEST_XPUB
+    assert key.normalized() == VECTOR_XPUB
 
 
 @pytest.mark.parametrize(
@@ -181,14 +181,14 @@ def test_parse_reports_the_fields_and_normalizes_to_xpub():
 )
 def test_each_prefix_implies_its_network(prefix, hint):
     network = hint or "mainnet"
-    key = parse_extended_public_key(reversion(TEST_XPUB, prefix), network)
+    key = parse_extended_public_key(reversion(VECTOR_XPUB, prefix), network)
     assert (key.prefix, key.network_hint) == (prefix, hint)
 
 
 def test_leading_and_trailing_whitespace_is_ignored():
-    key = parse_extended_public_key(f"  \t{TEST_XPUB}\n ", "mainnet")
-    assert key.normalized() == TEST_XPUB
-    assert Wallet(f" {TEST_XPUB} ", "mainnet").address(0) == TEST_XPUB_ADDRESSES[0]
+    key = parse_extended_public_key(f"  \t{VECTOR_XPUB}\n ", "mainnet")
+    assert key.normalized() == VECTOR_XPUB
+    assert Wallet(f" {VECTOR_XPUB} ", "mainnet").address(0) == VECTOR_XPUB_ADDRESSES[0]
 
 
 @pytest.mark.parametrize("prefix", ["xprv", "tprv", "drkp", "DRKP"])
@@ -219,13 +219,13 @@ def test_public_key_data_under_a_private_label_is_accepted_as_public():
 
 
 def test_a_typo_fails_the_checksum_and_says_so():
-    typo = TEST_XPUB[:50] + ("A" if TEST_XPUB[50] != "A" else "B") + TEST_XPUB[51:]
+    typo = VECTOR_XPUB[:50] + ("A" if VECTOR_XPUB[50] != "A" else "B") + VECTOR_XPUB[51:]
     with pytest.raises(WalletKeyError, match=r"checksum mismatch \(typo\?\)"):
         parse_extended_public_key(typo, "mainnet")
 
 
 def test_a_non_base58_character_is_named_with_its_position():
-    bad = TEST_XPUB[:10] + "0" + TEST_XPUB[11:]
+    bad = VECTOR_XPUB[:10] + "0" + VECTOR_XPUB[11:]
     with pytest.raises(WalletKeyError, match="'0' at position 11 is not base58"):
         parse_extended_public_key(bad, "mainnet")
 
@@ -235,8 +235,8 @@ def test_a_non_base58_character_is_named_with_its_position():
     [
         ("", "empty"),
         ("   ", "empty"),
-        (TEST_XPUB_ADDRESSES[0], "size of an address"),
-        (TEST_XPUB * 2, "paste only the key"),
+        (VECTOR_XPUB_ADDRESSES[0], "size of an address"),
+        (VECTOR_XPUB * 2, "paste only the key"),
         (Base58Encoder.CheckEncode(bytes.fromhex("04b24746") + bytes(74)), "unknown version"),
         (
             Base58Encoder.CheckEncode(bytes.fromhex("0488b21e") + bytes(41) + b"\x04" + bytes(32)),
@@ -263,7 +263,7 @@ def test_an_invalid_point_is_refused_when_building_the_wallet():
 @pytest.mark.parametrize(
     ("key", "configured", "implied"),
     [
-        (reversion(TEST_XPUB, "tpub"), "mainnet", "testnet"),
+        (reversion(VECTOR_XPUB, "tpub"), "mainnet", "testnet"),
         (DRKV_TESTNET, "mainnet", "testnet"),
         (DRKV_MAINNET, "testnet", "mainnet"),
     ],
@@ -286,11 +286,11 @@ def test_wallet_rechecks_the_network_of_an_already_parsed_key():
 
 def test_an_unknown_network_is_refused():
     with pytest.raises(WalletKeyError, match="mainnet' or 'testnet"):
-        parse_extended_public_key(TEST_XPUB, "regtest")
+        parse_extended_public_key(VECTOR_XPUB, "regtest")
     with pytest.raises(WalletKeyError):
-        Wallet(TEST_XPUB, "livenet")
+        Wallet(VECTOR_XPUB, "livenet")
     with pytest.raises(AddressError):
-        validate_address(TEST_XPUB_ADDRESSES[0], "MAINNET")
+        validate_address(VECTOR_XPUB_ADDRESSES[0], "MAINNET")
 
 
 @settings(max_examples=300, deadline=None)
@@ -304,11 +304,11 @@ def test_any_text_either_parses_or_raises_wallet_key_error(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=4, max_value=len(TEST_XPUB) - 1), st.sampled_from("23456789abcdefg"))
+@given(st.integers(min_value=4, max_value=len(VECTOR_XPUB) - 1), st.sampled_from("23456789abcdefg"))
 def test_any_single_character_change_is_caught(position, char):
-    if TEST_XPUB[position] == char:
+    if VECTOR_XPUB[position] == char:
         return
-    changed = TEST_XPUB[:position] + char + TEST_XPUB[position + 1 :]
+    changed = VECTOR_XPUB[:position] + char + VECTOR_XPUB[position + 1 :]
     with pytest.raises(WalletKeyError):
         parse_extended_public_key(changed, "mainnet")
 
@@ -318,53 +318,53 @@ def test_any_single_character_change_is_caught(position, char):
 
 @pytest.mark.parametrize("index", [-1, 2**31, 2**32, True, 1.0, "0"])
 def test_out_of_range_or_non_integer_indices_are_refused(index):
-    wallet = Wallet(TEST_XPUB, "mainnet")
+    wallet = Wallet(VECTOR_XPUB, "mainnet")
     with pytest.raises(WalletKeyError):
         wallet.address(index)
 
 
 def test_the_last_non_hardened_index_derives():
-    wallet = Wallet(TEST_XPUB, "mainnet")
+    wallet = Wallet(VECTOR_XPUB, "mainnet")
     last = 2**31 - 1
     assert wallet.addresses(last, 1) == [wallet.address(last)]
-    assert wallet.address(last) == derive_address(TEST_XPUB, [0, last], "mainnet")
+    assert wallet.address(last) == derive_address(VECTOR_XPUB, [0, last], "mainnet")
 
 
 @pytest.mark.parametrize(("start", "count"), [(-1, 1), (0, -1), (2**31 - 1, 2), (2**31, 0)])
 def test_address_ranges_past_the_non_hardened_space_are_refused(start, count):
     with pytest.raises(WalletKeyError):
-        Wallet(TEST_XPUB, "mainnet").addresses(start, count)
+        Wallet(VECTOR_XPUB, "mainnet").addresses(start, count)
 
 
 def test_addresses_with_zero_count_is_empty():
-    assert Wallet(TEST_XPUB, "mainnet").addresses(5, 0) == []
+    assert Wallet(VECTOR_XPUB, "mainnet").addresses(5, 0) == []
 
 
 @pytest.mark.parametrize("chain", [-1, 2**31, None])
 def test_a_hardened_or_invalid_chain_is_refused(chain):
     with pytest.raises(WalletKeyError):
-        Wallet(TEST_XPUB, "mainnet", chain)
+        Wallet(VECTOR_XPUB, "mainnet", chain)
 
 
 def test_derive_address_refuses_hardened_path_steps():
     with pytest.raises(WalletKeyError, match="hardened"):
-        derive_address(TEST_XPUB, [2**31], "mainnet")
+        derive_address(VECTOR_XPUB, [2**31], "mainnet")
 
 
 def test_wallet_id_is_stable_and_depends_on_network_and_key_material_only():
-    mainnet = Wallet(TEST_XPUB, "mainnet")
-    key = parse_extended_public_key(TEST_XPUB, "mainnet")
+    mainnet = Wallet(VECTOR_XPUB, "mainnet")
+    key = parse_extended_public_key(VECTOR_XPUB, "mainnet")
     expected = hashlib.sha256(key.public_key + key.chain_code + b"mainnet").hexdigest()[:16]
     assert mainnet.wallet_id == expected
-    assert Wallet(TEST_XPUB, "testnet").wallet_id != mainnet.wallet_id
+    assert Wallet(VECTOR_XPUB, "testnet").wallet_id != mainnet.wallet_id
     # The label is not key material: drkv of the same key is the same wallet.
-    assert Wallet(reversion(TEST_XPUB, "drkv"), "mainnet").wallet_id == mainnet.wallet_id
-    assert Wallet(TEST_XPUB, "mainnet", chain=1).wallet_id == mainnet.wallet_id
+    assert Wallet(reversion(VECTOR_XPUB, "drkv"), "mainnet").wallet_id == mainnet.wallet_id
+    assert Wallet(VECTOR_XPUB, "mainnet", chain=1).wallet_id == mainnet.wallet_id
 
 
 def test_fingerprint_is_the_bip32_fingerprint_of_the_key():
-    wallet = Wallet(TEST_XPUB, "mainnet")
-    pubkey = parse_extended_public_key(TEST_XPUB, "mainnet").public_key
+    wallet = Wallet(VECTOR_XPUB, "mainnet")
+    pubkey = parse_extended_public_key(VECTOR_XPUB, "mainnet").public_key
     assert wallet.fingerprint == Hash160.QuickDigest(pubkey)[:4].hex()
     assert len(wallet.fingerprint) == 8
     child = Bip32Secp256k1.FromSeed(SEED).DerivePath("m/44'/5'/0'/0")
@@ -376,33 +376,33 @@ def test_fingerprint_is_the_bip32_fingerprint_of_the_key():
 
 def test_derived_addresses_validate_on_their_network():
     for network in NETWORKS:
-        for address in Wallet(TEST_XPUB, network).addresses(0, 5):
+        for address in Wallet(VECTOR_XPUB, network).addresses(0, 5):
             assert validate_address(address, network) == address
 
 
 def test_validate_address_strips_whitespace():
-    assert validate_address(f"  {TEST_XPUB_ADDRESSES[0]}\n", "mainnet") == TEST_XPUB_ADDRESSES[0]
+    assert validate_address(f"  {VECTOR_XPUB_ADDRESSES[0]}\n", "mainnet") == VECTOR_XPUB_ADDRESSES[0]
 
 
 @pytest.mark.parametrize(("network", "version"), [("mainnet", b"\x10"), ("testnet", b"\x13")])
 def test_p2sh_addresses_are_accepted(network, version):
     address = P2SHAddrEncoder.EncodeKey(
-        parse_extended_public_key(TEST_XPUB, "mainnet").public_key, net_ver=version
+        parse_extended_public_key(VECTOR_XPUB, "mainnet").public_key, net_ver=version
     )
     assert address[0] in ("7" if network == "mainnet" else "89")
     assert validate_address(address, network) == address
 
 
 def test_an_address_for_the_other_network_is_refused_both_ways():
-    testnet_address = Wallet(TEST_XPUB, "testnet").address(0)
+    testnet_address = Wallet(VECTOR_XPUB, "testnet").address(0)
     with pytest.raises(AddressError, match="is for testnet but dashpay is configured for mainnet"):
         validate_address(testnet_address, "mainnet")
     with pytest.raises(AddressError, match="is for mainnet but dashpay is configured for testnet"):
-        validate_address(TEST_XPUB_ADDRESSES[0], "testnet")
+        validate_address(VECTOR_XPUB_ADDRESSES[0], "testnet")
 
 
 def test_an_address_typo_fails_the_checksum():
-    address = TEST_XPUB_ADDRESSES[0]
+    address = VECTOR_XPUB_ADDRESSES[0]
     typo = address[:-1] + ("8" if address[-1] != "8" else "9")
     with pytest.raises(AddressError, match=r"checksum mismatch \(typo\?\)"):
         validate_address(typo, "mainnet")
@@ -416,7 +416,7 @@ def test_an_address_typo_fails_the_checksum():
         ("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa", "not a Dash address"),  # bitcoin genesis
         ("XxFKyXX1ibFAn4s4VLVZodgBeciLWhu8oO", "not base58"),
         (Base58Encoder.CheckEncode(b"\x4c" + bytes(19)), "not a Dash address"),
-        (TEST_XPUB, "a Dash address is 34"),
+        (VECTOR_XPUB, "a Dash address is 34"),
     ],
     ids=["empty", "too-long", "bitcoin", "bad-char", "short-hash", "xpub"],
 )
@@ -478,7 +478,7 @@ def test_importing_the_module_does_not_import_bip_utils():
 def test_a_network_mismatch_blames_the_option_that_named_the_network():
     from dashpay.domain.wallet import check_key_network, decode_extended_public_key
 
-    key = decode_extended_public_key(reversion(TEST_XPUB, "tpub"))
+    key = decode_extended_public_key(reversion(VECTOR_XPUB, "tpub"))
     with pytest.raises(WalletKeyError) as info:
         check_key_network(key, "mainnet", network_flag="--network")
     assert "--network says mainnet" in str(info.value)
