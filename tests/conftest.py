@@ -465,6 +465,21 @@ def wait_ready(daemon: DaemonProcess, timeout: float = 20, *, ready: bool = True
     raise AssertionError(f"daemon not ready after {timeout}s (last: {last}):\n{daemon.log()}")
 
 
+def wait_receivers(daemon: DaemonProcess, timeout: float = 20) -> None:
+    """Wait until the receiver commands are served. A daemon answers `status` before
+    its receiver service exists (bootstrap step 5); until then they exit 5 ("not
+    available yet"), which on a loaded machine outlasts `wait_ready(ready=False)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = daemon.cli("receiver", "list", "--limit", "1", "--json")
+        if last.code != 5:
+            assert last.code == 0, last.stderr
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"receiver commands not served after {timeout}s: {last.stderr}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 def database_url(request, short_tmp) -> str:
     """A fresh database URL for each backend."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, start_daemon, write_config
+from tests.conftest import DaemonProcess, start_daemon, wait_receivers, write_config
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def strict_daemon() -> Iterator[DaemonProcess]:
     )
     daemon = start_daemon(config, ready=False)
     try:
+        wait_receivers(daemon)
         yield daemon
     finally:
         daemon.stop()

@@ -22,6 +22,7 @@ from tests.conftest import (
     cli_env,
     run_cli,
     start_daemon,
+    wait_receivers,
     write_config,
 )
 
@@ -49,6 +50,7 @@ def test_receiver_new_answers_its_checkout_page_when_public_url_is_set(short_tmp
     )
     daemon = start_daemon(config, ready=False)
     try:
+        wait_receivers(daemon)
         result = daemon.cli(
             "receiver",
             "new",
@@ -361,6 +363,7 @@ def test_gap_limit_warns_in_status_and_can_refuse_new_receivers(short_tmp, datab
     )
     daemon = start_daemon(config, ready=False)
     try:
+        wait_receivers(daemon)
         for _ in range(3):
             assert daemon.cli("receiver", "new", "--amount", "1").code == 0
         status = daemon.cli("status", "--json").json()
