@@ -494,6 +494,11 @@ def daemon(short_tmp, database_url) -> Iterator[DaemonProcess]:
     server to watch: receivers work, the daemon stays "starting"."""
     config = write_config(short_tmp, database_url)
     proc = start_daemon(config, ready=False)
+    try:
+        wait_receivers(proc)
+    except BaseException:
+        proc.stop()
+        raise
     yield proc
     proc.stop()
 
@@ -514,6 +519,7 @@ def shared_daemon(request) -> Iterator[DaemonProcess]:
         wallet = {"xpub": SHARED_XPUB, "network": "mainnet"}
         proc = start_daemon(write_config(tmp, url, wallet=wallet), ready=False)
         stack.callback(proc.stop)
+        wait_receivers(proc)
         yield proc
 
 

@@ -26,6 +26,7 @@ from tests.conftest import (
     cli_env,
     run_cli,
     start_daemon,
+    wait_receivers,
     write_config,
 )
 
@@ -44,6 +45,7 @@ def daemon() -> Iterator[DaemonProcess]:
     directory.chmod(0o755)  # as /run/dashpay lets its group in: the socket decides
     config = write_config(directory, f"sqlite:///{directory / 'dashpay.sqlite3'}")
     proc = start_daemon(config, ready=False)
+    wait_receivers(proc)
     yield proc
     proc.stop()
     shutil.rmtree(directory, ignore_errors=True)

@@ -740,7 +740,7 @@ def test_fiat_receivers_through_the_daemon_survive_an_outage_and_a_restart(
     PriceService (price.get answers)."""
     import time as wall
 
-    from tests.conftest import start_daemon, write_config
+    from tests.conftest import start_daemon, wait_receivers, write_config
 
     now_ms = wall.time_ns() // 1_000_000
     providers.answer("coingecko", coingecko_answer(as_of_ms=now_ms))
@@ -748,6 +748,7 @@ def test_fiat_receivers_through_the_daemon_survive_an_outage_and_a_restart(
     config = write_config(short_tmp, database_url, prices={"timeout": "1s"}, **tables)
     daemon = start_daemon(config, ready=False)
     try:
+        wait_receivers(daemon)
         probe = daemon.cli("price", "USD", "--json")
         if probe.code != 0 and (
             "not available" in probe.stderr or "No such command" in probe.stderr
@@ -773,6 +774,7 @@ def test_fiat_receivers_through_the_daemon_survive_an_outage_and_a_restart(
         assert daemon.stop() == 0
 
         daemon = start_daemon(config, ready=False)  # restart during the outage
+        wait_receivers(daemon)
         after = daemon.cli("receiver", "new", "--amount", "10", "--currency", "USD", "--json")
         assert after.code == 0, after.stderr
         assert after.json()["rate_fetched_at"] == receiver["rate_fetched_at"]
