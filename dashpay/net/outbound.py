@@ -123,10 +123,11 @@ class Outbound:
             raise
         return stream
 
-    def httpx_transport(self, *, limits: httpx.Limits | None = None) -> httpx.AsyncBaseTransport:
+    def httpx_transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport that verifies with ``tls_context`` and sends each request
-        directly or through the proxy ``proxy_for`` names for its URL."""
-        return _RoutingTransport(self, limits or httpx.Limits())
+        directly or through the proxy ``proxy_for`` names for its URL (the price
+        providers' client; Insight REST and callbacks use net/http_post.py)."""
+        return _RoutingTransport(self, httpx.Limits())
 
 
 @functools.cache
