@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -375,8 +376,45 @@ commands.add_to(
 )
 
 
+def _asks_json(argv: list[str]) -> bool:
+    """Whether the command line gives --json (before any ``--``, after which a word is
+    an argument)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in words
+
+
+def _run_with_json_usage_errors() -> NoReturn:
+    """Run the app so that what its parser refuses (an unknown option, a missing
+    argument, a value of the wrong type) is reported like every other error of a --json
+    command: one JSON object on stderr, exit 2, stdout empty."""
+    # click's UsageError and ClickException, found from a class typer exports: typer
+    # < 0.28 re-exports click's, later ones vendor click as a private module.
+    bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    usage_error, click_exception = bases["UsageError"], bases["ClickException"]
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        hint = None
+        if exc.ctx is not None:
+            hint = f"{exc.ctx.get_usage()}\nSee `{exc.ctx.command_path} --help`."
+        json_errors(True)
+        try:
+            fail(exc.format_message(), EXIT_USAGE, hint)
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None
+    except click_exception as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
     try:
+        if _asks_json(sys.argv[1:]):
+            _run_with_json_usage_errors()
         app()
     except KeyboardInterrupt:
         raise SystemExit(130) from None

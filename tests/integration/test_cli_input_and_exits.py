@@ -187,6 +187,33 @@ def test_with_json_every_error_is_a_json_object_on_stderr(daemon, short_tmp):
     assert derive.code == 2 and "--network" in json_error(derive)["message"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (("receiver", "new", "--amout", "1", "--json"), "No such option: --amout"),
+        (("receiver", "show", "--json"), "Missing argument 'ID'"),
+        (("receiver", "show", "seven", "--json"), "'seven' is not a valid int"),
+        (("receiver", "frobnicate", "--json"), "No such command 'frobnicate'"),
+    ],
+)
+def test_with_json_what_the_parser_refuses_is_a_json_error_too(argv, said):
+    result = run_cli(*argv)
+    error = json_error(result)
+    assert result.code == 2 and error["kind"] == "invalid_params" and error["exit_code"] == 2
+    assert said in error["message"]
+    assert error["hint"].startswith("Usage: ") and f"dashpay {argv[0]}" in error["hint"]
+    assert "--help" in error["hint"]
+
+
+def test_without_json_the_parser_keeps_its_usage_text():
+    result = run_cli("receiver", "new", "--amout", "1")
+    assert result.code == 2 and result.stdout == ""
+    assert "dashpay receiver new [OPTIONS]" in result.stderr and "No such option" in result.stderr
+    # a --json after `--` is an argument, not the option: the usage text stays plain
+    plain = run_cli("receiver", "show", "--", "--json")
+    assert plain.code == 2 and not plain.stderr.lstrip().startswith("{")
+
+
 def test_json_and_quiet_together_are_refused(daemon):
     before = daemon.cli("status", "--json").json()["wallet"]["next_index"]
     result = daemon.cli("receiver", "new", "--amount", "1", "--json", "-q")
