@@ -1,4 +1,6 @@
-"""Failed authentication attempts, limited per client address: a token bucket each.
+"""Requests limited per client address, a token bucket each: failed authentication
+attempts (``FailedAuthLimiter``) and, over the same table, the checkout page's loads
+(``api/checkout/policy.py``).
 
 Sans-IO: the caller passes the time (``now``, seconds on any monotonic clock, e.g.
 ``trio.current_time()``) and decides what a refusal looks like (the HTTP API answers
@@ -21,7 +23,8 @@ counting single addresses would let it rotate through 2**64 of them); an IPv4-ma
 IPv6 address counts as its IPv4 address; anything that is not an IP address (a Unix
 socket peer, "unknown") counts as its text.
 
-Memory is bounded: at most ``max_addresses`` buckets. An address whose bucket has
+Memory is bounded: at most ``max_addresses`` buckets (``max_clients`` of
+``TokenBuckets``). An address whose bucket has
 filled up again is the same as an address never seen, so it is forgotten first; only
 when more than ``max_addresses`` addresses failed within one window is the address
 whose last failure is oldest forgotten early (it may then fail ``failures`` times
@@ -65,8 +68,78 @@ class _Bucket:
     at: float  # when ``tokens`` was last brought up to date
 
 
-class FailedAuthLimiter:
-    """Token buckets of failed attempts per client address (module docstring)."""
+class TokenBuckets:
+    """A token bucket per client (``address_key``): ``capacity`` tokens, refilled from
+    empty to full in ``refill_seconds``; ``take`` goes down to ``floor``. At most
+    ``max_clients`` buckets (the module docstring says which are forgotten first).
+
+    Both limits of the daemon are made of it: failed key attempts (``take`` on each
+    failure, down to ``-capacity``) and the checkout page's loads (``take`` on each
+    allowed request, down to 0)."""
+
+    def __init__(
+        self, capacity: int, refill_seconds: float, *, max_clients: int, floor: float = 0.0
+    ) -> None:
+        if capacity < 1 or refill_seconds <= 0 or max_clients < 1:
+            raise ValueError("capacity, refill_seconds and max_clients must be positive")
+        self.capacity = float(capacity)
+        self.rate = capacity / refill_seconds  # tokens back per second
+        self.refill_seconds = refill_seconds
+        self.max_clients = max_clients
+        self.floor = floor
+        # Least recently taken from first: the front is what is forgotten first.
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
+        elapsed = max(0.0, now - bucket.at)
+        return min(self.capacity, bucket.tokens + elapsed * self.rate)
+
+    def tokens(self, client: str, now: float) -> float:
+        """The tokens ``client`` has now (``capacity`` for a client never seen)."""
+        bucket = self._buckets.get(address_key(client))
+        return self.capacity if bucket is None else self._refilled(bucket, now)
+
+    def retry_after(self, client: str, now: float) -> float:
+        """Seconds until ``client`` has a whole token: 0.0 when it has one now."""
+        missing = 1.0 - self.tokens(client, now)
+        return 0.0 if missing <= 0 else missing / self.rate
+
+    def retry_after_header(self, client: str, now: float) -> str:
+        """``retry_after`` as whole seconds, at least 1, for a ``Retry-After`` header."""
+        return str(max(1, math.ceil(self.retry_after(client, now))))
+
+    def take(self, client: str, now: float) -> None:
+        """Take one token of ``client`` (not below ``floor``)."""
+        key = address_key(client)
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            self._forget_for_room(now)
+            bucket = _Bucket(self.capacity, now)
+        else:
+            bucket.tokens = self._refilled(bucket, now)
+            bucket.at = max(bucket.at, now)
+        bucket.tokens = max(self.floor, bucket.tokens - 1.0)
+        self._buckets[key] = bucket  # to the back: taken from most recently
+
+    def _forget_for_room(self, now: float) -> None:
+        """Drop the buckets that are full again (the front of the table: their last
+        take is the oldest), then, if the table is still full, the oldest one."""
+        buckets = self._buckets
+        while buckets:
+            oldest = next(iter(buckets.values()))
+            if self._refilled(oldest, now) < self.capacity:
+                break
+            buckets.popitem(last=False)
+        while len(buckets) >= self.max_clients:
+            buckets.popitem(last=False)
+
+
+class FailedAuthLimiter(TokenBuckets):
+    """Failed attempts per client address (module docstring): a request may try a key
+    while its address has a token; each failure takes one, down to ``-failures``."""
 
     def __init__(
         self,
@@ -75,61 +148,12 @@ class FailedAuthLimiter:
         *,
         max_addresses: int = DEFAULT_MAX_ADDRESSES,
     ) -> None:
-        if failures < 1 or per_seconds <= 0 or max_addresses < 1:
-            raise ValueError("failures, per_seconds and max_addresses must be positive")
-        self.capacity = float(failures)
-        self.rate = failures / per_seconds  # tokens back per second
-        self.refill_seconds = per_seconds  # from empty to full
-        self.max_addresses = max_addresses
-        # Least recently failed first: the front is what is forgotten first.
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def _tokens(self, bucket: _Bucket, now: float) -> float:
-        elapsed = max(0.0, now - bucket.at)
-        return min(self.capacity, bucket.tokens + elapsed * self.rate)
+        super().__init__(failures, per_seconds, max_clients=max_addresses, floor=-failures)
 
     def allow(self, address: str, now: float) -> bool:
         """Whether a request from ``address`` may try a key now."""
-        bucket = self._buckets.get(address_key(address))
-        return bucket is None or self._tokens(bucket, now) >= 1.0
-
-    def retry_after(self, address: str, now: float) -> float:
-        """Seconds until ``address`` may try again: 0.0 when it may now. For an HTTP
-        ``Retry-After`` header, round up (``math.ceil``)."""
-        bucket = self._buckets.get(address_key(address))
-        if bucket is None:
-            return 0.0
-        missing = 1.0 - self._tokens(bucket, now)
-        return 0.0 if missing <= 0 else missing / self.rate
-
-    def retry_after_header(self, address: str, now: float) -> str:
-        """``retry_after`` as whole seconds, at least 1, for a ``Retry-After`` header."""
-        return str(max(1, math.ceil(self.retry_after(address, now))))
+        return self.tokens(address, now) >= 1.0
 
     def record_failure(self, address: str, now: float) -> None:
         """Count one failed attempt of ``address`` (a wrong, unknown or revoked key)."""
-        key = address_key(address)
-        bucket = self._buckets.pop(key, None)
-        if bucket is None:
-            self._forget_for_room(now)
-            bucket = _Bucket(self.capacity, now)
-        else:
-            bucket.tokens = self._tokens(bucket, now)
-            bucket.at = max(bucket.at, now)
-        bucket.tokens = max(-self.capacity, bucket.tokens - 1.0)
-        self._buckets[key] = bucket  # to the back: failed most recently
-
-    def _forget_for_room(self, now: float) -> None:
-        """Drop the buckets that are full again (the front of the table: their last
-        failure is the oldest), then, if the table is still full, the oldest one."""
-        buckets = self._buckets
-        while buckets:
-            oldest = next(iter(buckets.values()))
-            if self._tokens(oldest, now) < self.capacity:
-                break
-            buckets.popitem(last=False)
-        while len(buckets) >= self.max_addresses:
-            buckets.popitem(last=False)
+        self.take(address, now)

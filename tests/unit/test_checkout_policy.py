@@ -216,3 +216,11 @@ def test_the_limiter_forgets_the_least_recently_seen_clients():
     assert len(limiter._buckets) == 2
     assert limiter.allow("a", 0.0)  # forgotten: starts afresh
     assert not limiter.allow("c", 0.0)
+
+
+def test_an_ipv6_client_counts_as_its_64_network_for_the_page_too():
+    limiter = PageRateLimiter(burst=2, every=60.0)
+    assert limiter.allow("2001:db8:1:2::1", 0.0) and limiter.allow("2001:db8:1:2::ffff", 0.0)
+    assert not limiter.allow("2001:db8:1:2:aaaa::3", 0.0)  # same /64: the burst is spent
+    assert limiter.retry_after("2001:db8:1:2::7", 0.0) == 60  # one request a minute
+    assert limiter.allow("2001:db8:1:3::1", 0.0)  # another /64

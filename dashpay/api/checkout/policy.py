@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections import OrderedDict
+import math
 from collections.abc import Iterable
 
 from dashpay.api.checkout.state import CheckoutState
+from dashpay.domain.ratelimit import TokenBuckets
 from dashpay.domain.status import CANCELLED, EXPIRED, SETTLED
 
 # How long a browser may keep a page of a final status. "private": the page holds the
@@ -90,9 +91,11 @@ SECURITY_HEADERS = (
 )
 
 
-class PageRateLimiter:
-    """Per-client token buckets for the page and its events (pure: the caller passes
-    the time, e.g. ``trio.current_time()``). Not thread safe: one trio thread."""
+class PageRateLimiter(TokenBuckets):
+    """Page loads and event streams per client: a burst of ``burst``, then one request
+    every ``every`` seconds; the buckets of ``domain/ratelimit.py`` (an IPv6 client
+    counts as its /64). Pure: the caller passes the time, e.g. ``trio.current_time()``.
+    Not thread safe: one trio thread."""
 
     def __init__(
         self,
@@ -100,26 +103,17 @@ class PageRateLimiter:
         every: float = PAGE_EVERY_SECONDS,
         max_clients: int = MAX_TRACKED_CLIENTS,
     ) -> None:
-        self.burst = burst
-        self.every = every
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
-
-    def _tokens(self, client: str, now: float) -> float:
-        tokens, at = self._buckets.get(client, (float(self.burst), now))
-        return min(float(self.burst), tokens + max(now - at, 0.0) / self.every)
+        super().__init__(burst, burst * every, max_clients=max_clients)
 
     def allow(self, client: str, now: float) -> bool:
         """Take one request of ``client``'s allowance; False when it has none left."""
-        tokens = self._tokens(client, now)
-        allowed = tokens >= 1
-        self._buckets[client] = (tokens - 1 if allowed else tokens, now)
-        self._buckets.move_to_end(client)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return allowed
+        if self.tokens(client, now) < 1.0:
+            return False
+        self.take(client, now)
+        return True
 
-    def retry_after(self, client: str, now: float) -> int:
-        """Whole seconds until ``client`` may ask again (for a 429's Retry-After)."""
-        missing = 1 - self._tokens(client, now)
-        return 0 if missing <= 0 else max(1, int(missing * self.every + 0.999))
+    def retry_after(self, client: str, now: float) -> int:  # type: ignore[override]
+        """Whole seconds until ``client`` may ask again (0 when it may now; for a 429's
+        Retry-After)."""
+        wait = super().retry_after(client, now)
+        return 0 if wait <= 0 else max(1, math.ceil(wait))
