@@ -135,9 +135,20 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("last rescan", _rescan_line(rescan) if rescan else "none yet"),
         ("last held rescan", _rescan_line(hold) if hold else None),
         ("http API", " ".join((result.get("http") or {}).get("urls") or []) or None),
+        ("outbound", _outbound_line(result.get("outbound"))),
     ]
     console().print(fields_table(rows))
     return None
+
+
+def _outbound_line(outbound: dict[str, Any] | None) -> str | None:
+    """"direct" or the proxy settings' sources, and the extra CA file."""
+    if not outbound:
+        return None
+    line = "; ".join(outbound.get("sources") or []) or "direct"
+    if outbound.get("ca_file"):
+        line += f"; extra CAs {outbound['ca_file']} ({outbound.get('ca_certificates')})"
+    return line
 
 
 def _joined(*parts: str | None) -> str | None:

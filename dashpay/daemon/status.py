@@ -25,6 +25,7 @@ from dashpay.domain.status import (
 from dashpay.domain.views import iso_time
 
 if TYPE_CHECKING:
+    from dashpay.config.model import Config
     from dashpay.daemon.root import Daemon
 
 STARTING = DAEMON_STARTING
@@ -61,6 +62,7 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
         },
         "control_socket": str(daemon.config.control.socket),
         "http": {"urls": list(daemon.http_urls)},
+        "outbound": outbound_view(daemon.config),
     }
     if checkout_enabled(daemon):
         result["checkout"] = {"public_url": public_url(daemon), **daemon.checkout_hub.status_view()}
@@ -163,6 +165,20 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
                     f"{refused['receiver_id']})"
                 )
     return result
+
+
+def outbound_view(config: Config) -> dict[str, Any]:
+    """How the daemon's clients (chain source, prices, callbacks) go out: the proxies
+    and where each setting came from (never their credentials), and the extra CAs."""
+    proxies = config.network.proxies
+    return {
+        "https_proxy": None if proxies.https is None else proxies.https.display,
+        "http_proxy": None if proxies.http is None else proxies.http.display,
+        "no_proxy_rules": len(proxies.bypass),
+        "sources": list(proxies.sources),
+        "ca_file": None if config.tls.ca_file is None else str(config.tls.ca_file),
+        "ca_certificates": config.tls.ca_certificates,
+    }
 
 
 def chain_view(daemon: Daemon) -> dict[str, Any]:

@@ -467,8 +467,14 @@ def test_a_daemon_whose_only_way_out_is_the_proxy_becomes_ready_and_records_paym
         ] not in ("paid", "settled"):
             assert time.monotonic() < deadline, daemon.log()
             time.sleep(0.1)
+        outbound = daemon.cli("status", "--json").json()["outbound"]
+        human = " ".join(daemon.cli("status").stdout.split())
     finally:
         daemon.stop()
+    assert outbound["https_proxy"] == outbound["http_proxy"] == lab.proxy.url()
+    assert outbound["sources"] == [f"[network] proxy = {lab.proxy.url()}"]
+    assert (outbound["ca_file"], outbound["ca_certificates"]) == (str(lab.pki.ca), 1)
+    assert f"outbound [network] proxy = {lab.proxy.url()}; extra CAs {lab.pki.ca} (1)" in human
     where = f"CONNECT insight.proxied.test:{lab.insight_front.port}"
     assert where in lab.proxy.targets()
     # The price refresher went the same way (write_config points the providers at the
