@@ -122,7 +122,8 @@ class DashdClient(DashdRpc, LinkStatus):
         self._link_epoch = 0
         self._tip_wanted = trio.Event()
         self._warn = ThrottledLog(log)
-        self._refusal: str | None = None
+        # Why the node is not used (refused credentials, another network...), for status.
+        self.refusal: str | None = None
 
     # -- the watcher interface ----------------------------------------------------------
 
@@ -232,8 +233,8 @@ class DashdClient(DashdRpc, LinkStatus):
             try:
                 await self.check_network()
             except DashdError as exc:
-                if self._refusal != str(exc):
-                    self._refusal = str(exc)
+                if self.refusal != str(exc):
+                    self.refusal = str(exc)
                     level = (
                         logging.ERROR
                         if isinstance(exc, WrongNetwork | DashdAuthError)
@@ -247,7 +248,7 @@ class DashdClient(DashdRpc, LinkStatus):
             break
         else:
             return
-        self._refusal = None
+        self.refusal = None
         wall = time.time()
         if self._ever_connected:
             self.reconnects += 1

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.blockbook_peer import BlockbookPeer
-from tests.dashd_peer import DashdPeer
 from tests.conftest import TEST_XPUB, SandboxPeer, start_daemon, write_config
+from tests.dashd_peer import DashdPeer
 
 COIN = 100_000_000
 BACKENDS = {"insight": SandboxPeer, "blockbook": BlockbookPeer, "dashd": DashdPeer}
@@ -232,4 +232,3 @@ def test_payments_made_while_the_daemon_was_stopped_are_found_at_start(chain):
     chain.restart()
     data = chain.wait(r["receiver_id"], lambda d: d["status"] in ("paid", "settled"))
     assert data["received_duffs"] == COIN and len(data["payments"]) == 2
-
