@@ -136,7 +136,7 @@ class DashdRpc:
             raise DashdAuthError(
                 f"dashd cookie file {self._cookie_file} cannot be read "
                 f"({getattr(exc, 'strerror', None) or exc}): is dashd running, and may "
-                "dashpay's user read its data directory (rpccookieperms / group)?"
+                "dashpay's user read it (the data directory and the file, by group)?"
             ) from None
         if ":" not in cookie:
             raise DashdAuthError(f"dashd cookie file {self._cookie_file} is not user:password")
