@@ -218,7 +218,9 @@ class DashdPeer:
 
     backend = "dashd"
 
-    def __init__(self, *, network: str = "testnet", lock_delay: float = 0.2) -> None:
+    def __init__(
+        self, *, network: str = "testnet", lock_delay: float = 0.2, send_hwm: int = 1000
+    ) -> None:
         import zmq
 
         self._zmq = zmq
@@ -226,6 +228,7 @@ class DashdPeer:
         self.network = SimpleNamespace(chain=self.chain)
         self.network_name = network  # what getblockchaininfo answers
         self.lock_delay = lock_delay
+        self.send_hwm = send_hwm  # dashd's default -zmqpub*hwm is 1,000
         self.address_index = True
         self.legacy_errors = False
         self.methods: list[str] = []
@@ -265,6 +268,7 @@ class DashdPeer:
         zmq = self._zmq
         self._pub = self._context.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.setsockopt(zmq.SNDHWM, self.send_hwm)
         if self.zmq_port is None:
             self.zmq_port = self._pub.bind_to_random_port("tcp://127.0.0.1")
         else:

@@ -118,6 +118,7 @@ def config_warnings(config: Config) -> list[str]:
         if caution is not None:
             warnings.append(f"[wallet] xpub: {caution}")
     warnings += loopback_through_proxy(config.network.proxies, _outbound_urls(config))
+    warnings += _zmq_outside_the_proxy(config)
     if config.http.public_url is not None and not config.http.listen:
         warnings.append(
             "[http] public_url is set but [http] listen is empty: no checkout page is "
@@ -125,6 +126,31 @@ def config_warnings(config: Config) -> list[str]:
             '["127.0.0.1:8080"]) behind your reverse proxy'
         )
     return warnings
+
+
+def _zmq_outside_the_proxy(config: Config) -> list[str]:
+    """ZMQ cannot go through an HTTP proxy: with a proxy configured, a ``zmq_url`` that
+    is not on this host or a private network probably cannot be reached directly."""
+    url = config.dashd.zmq_url
+    if config.chain.backend != "dashd" or url is None:
+        return []
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if config.network.proxies.proxy_for("http", host, parts.port or 0) is None:
+        return []
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        near = host == "localhost" or host.endswith(".localhost")
+    else:
+        near = not address.is_global
+    if near:
+        return []
+    return [
+        f"[dashd] zmq_url {url} is not on this host or a private network, and ZMQ cannot "
+        "go through [network] proxy: dashpay connects to it directly, so make sure it "
+        "can (keep dashd on this host or a private network: ZMQ is not encrypted)"
+    ]
 
 
 def _outbound_urls(config: Config) -> list[tuple[str, str]]:
