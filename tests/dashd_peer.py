@@ -484,16 +484,21 @@ class DashdPeer:
             self.unauthorized += 1
             return 401, b""
         request = json.loads(body)
+        if isinstance(request, list):  # a JSON-RPC batch: one answer each, HTTP 200
+            answers = [self._one(call)[1] for call in request]
+            return 200, json.dumps(answers).encode()
+        status, answer = self._one(request)
+        return status, json.dumps(answer).encode()
+
+    def _one(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         method, params = request["method"], request.get("params") or []
         self.methods.append(method)
         try:
             result = self._method(method, params)
         except RpcFailure as failure:
             error = {"code": failure.code, "message": failure.message}
-            return failure.status, json.dumps(
-                {"result": None, "error": error, "id": request["id"]}
-            ).encode()
-        return 200, json.dumps({"result": result, "error": None, "id": request["id"]}).encode()
+            return failure.status, {"result": None, "error": error, "id": request["id"]}
+        return 200, {"result": result, "error": None, "id": request["id"]}
 
     def _index(self) -> None:
         if not self.address_index:

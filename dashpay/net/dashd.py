@@ -151,7 +151,12 @@ class DashdClient(DashdRpc, LinkStatus):
             sub.setsockopt(zmq.RCVHWM, 100_000)
             sub.setsockopt(zmq.RECONNECT_IVL, max(1, int(self._reconnect[0] * 1000)))
             sub.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(self._reconnect[1] * 1000)))
+            # A dashd host gone silent (no FIN) is noticed within about a minute, not
+            # the kernel's two hours; TCP keepalive works with every libzmq dashd ships.
             sub.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sub.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+            sub.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+            sub.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
             for topic in zmqwire.SUBSCRIBE:
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
             monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)

@@ -38,6 +38,8 @@ log = logging.getLogger("dashpay.dashd")
 RPC_CONCURRENCY = 8
 # Addresses per address-index call and per scantxoutset (dashd_rpc caps a call at 1,000).
 HISTORY_BATCH = 1000
+# getrawtransaction calls per JSON-RPC batch (one HTTP request) when reading a history.
+TX_BATCH = 50
 MAX_RPC_BODY = 64 * 1024 * 1024
 # dashd answers -5 for a txid it does not know.
 NOT_FOUND = rpc.RPC_INVALID_ADDRESS_OR_KEY
@@ -165,9 +167,21 @@ class DashdRpc:
 
     async def call(self, method: str, build: Callable[[int], bytes]) -> Any:
         """One RPC call: ``build(request_id)`` gives the body. Errors are DashdError
-        (rpc.RpcError inside for dashd's own error answers, kept as ``__cause__``)."""
+        (``_RpcFailed`` with dashd's code for its own error answers) or, from the
+        address calls, ``rpc.AddressIndexDisabled``."""
         self._ids += 1
-        body = build(self._ids)
+        status, answer = await self._exchange(method, build(self._ids))
+        try:
+            return rpc.read_response(method, status, answer)
+        except rpc.AddressIndexDisabled:
+            raise
+        except rpc.RpcError as exc:
+            raise _RpcFailed(str(exc), exc.code) from exc
+        except rpc.RpcMalformed as exc:
+            raise DashdMalformed(f"{exc} ({show(answer[:200].decode('latin-1'))})") from None
+
+    async def _exchange(self, method: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` with the credentials; a 401 with the cookie re-reads it once."""
         for attempt in (1, 2):
             if self._auth is None:
                 self._auth = self._read_cookie()
@@ -177,27 +191,38 @@ class DashdRpc:
                 detail = str(exc) if isinstance(exc, HttpPostError) else describe_error(exc)
                 detail = with_trust_hint(detail)
                 raise DashdError(f"dashd {method} ({self.rpc_url}): {detail}") from None
-            if status in (401, 403):
-                if self._cookie_file is not None and attempt == 1:
-                    self._auth = None  # dashd restarted: a new cookie
-                    continue
-                hint = (
-                    f"check that {self._cookie_file} is the cookie of the dashd at {self.rpc_url}"
-                    if self._cookie_file is not None
-                    else "check [dashd] rpc_user and rpc_password_file against dash.conf's rpcauth"
-                )
-                raise DashdAuthError(
-                    f"dashd {method}: the RPC credentials were refused (HTTP {status}); {hint}"
-                )
-            try:
-                return rpc.read_response(method, status, answer)
-            except rpc.AddressIndexDisabled:
-                raise
-            except rpc.RpcError as exc:
-                raise _RpcFailed(str(exc), exc.code) from exc
-            except rpc.RpcMalformed as exc:
-                raise DashdMalformed(f"{exc} ({show(answer[:200].decode('latin-1'))})") from None
+            if status not in (401, 403):
+                return status, answer
+            if self._cookie_file is not None and attempt == 1:
+                self._auth = None  # dashd restarted: a new cookie
+                continue
+            hint = (
+                f"check that {self._cookie_file} is the cookie of the dashd at {self.rpc_url}"
+                if self._cookie_file is not None
+                else "check [dashd] rpc_user and rpc_password_file against dash.conf's rpcauth"
+            )
+            raise DashdAuthError(
+                f"dashd {method}: the RPC credentials were refused (HTTP {status}); {hint}"
+            )
         raise AssertionError("unreachable")
+
+    async def _verbose_txs(self, txids: list[str]) -> dict[str, Any]:
+        """``getrawtransaction txid true`` of many txids in one JSON-RPC batch: txid ->
+        the result, or the ``rpc.RpcError`` dashd answered for it."""
+        first = self._ids + 1
+        self._ids += len(txids)
+        ids = list(range(first, first + len(txids)))
+        body = rpc.batch_body(
+            [rpc.getrawtransaction(i, t) for i, t in zip(ids, txids, strict=True)]
+        )
+        status, answer = await self._exchange("getrawtransaction", body)
+        try:
+            results = rpc.read_batch("getrawtransaction", status, answer, ids)
+        except rpc.RpcError as exc:
+            raise _RpcFailed(str(exc), exc.code) from exc
+        except rpc.RpcMalformed as exc:
+            raise DashdMalformed(str(exc)) from None
+        return {txid: results[i] for i, txid in zip(ids, txids, strict=True)}
 
     async def check_network(self) -> rpc.ChainInfo:
         """``getblockchaininfo``: the node must be on the wallet's network."""
@@ -258,26 +283,38 @@ class DashdRpc:
         results: dict[str, TxObserved] = {}
         failures: list[Exception] = []
 
-        async def one(txid: str) -> None:
+        async def batch(txids: list[str]) -> None:
             try:
-                tx = await self.tx(txid)
-            except DashdMalformed as exc:
-                log.warning("dashd history item unreadable txid=%s: %s", txid, exc)
-                if skipped is not None:
-                    skipped.add(txid)
-                return
+                answers = await self._verbose_txs(txids)
             except DashdError as exc:
                 failures.append(exc)
                 return
-            if tx is not None:
-                results[tx.txid] = tx
+            for txid, result in answers.items():
+                if isinstance(result, rpc.RpcError):
+                    if result.code != NOT_FOUND:  # -5: gone meanwhile, absent
+                        failures.append(_RpcFailed(str(result), result.code))
+                    continue
+                try:
+                    tx = rpc.parse_verbose_tx(result, self.network).observed
+                except rpc.RpcMalformed as exc:
+                    log.warning("dashd history item unreadable txid=%s: %s", txid, exc)
+                    if skipped is not None:
+                        skipped.add(txid)
+                    continue
+                if tx.txid != txid:
+                    log.warning("dashd history item txid=%s answered another tx", txid)
+                    if skipped is not None:
+                        skipped.add(txid)
+                    continue
+                results[txid] = tx
 
+        listed = list(txids)
         async with trio.open_nursery() as nursery:
-            for txid in txids:
-                nursery.start_soon(one, txid)
+            for start in range(0, len(listed), TX_BATCH):
+                nursery.start_soon(batch, listed[start : start + TX_BATCH])
         if failures:
             raise failures[0]
-        return [results[t] for t in txids if t in results]
+        return [results[t] for t in listed if t in results]
 
     async def _history_txids(self, batch: list[str]) -> list[str]:
         if self.address_index is not False:
