@@ -213,11 +213,7 @@ class Daemon:
         # Every outbound client: one trust store, one proxy decision ([network], [tls]).
         self.outbound = outbound = Outbound.from_config(config)
         sender = CallbackSender(
-            repo,
-            config.callbacks,
-            wallet.wallet_id,
-            secret,
-            outbound=outbound,
+            repo, config.callbacks, wallet.wallet_id, secret, outbound=outbound,
             defer_outcomes=True,
         )
         engine.on_events = sender.offer

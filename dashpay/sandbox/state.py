@@ -192,7 +192,8 @@ def open_network(state: SandboxState, **options: Any) -> SandboxNetwork:
         network = SandboxNetwork.restore(snapshot, persist=persist, **options)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise SandboxStateError(
-            f"{chain_file} is damaged: it does not describe one sandbox chain ({exc}); {RESET_HINT}"
+            f"{chain_file} is damaged: it does not describe one sandbox chain ({exc}); "
+            f"{RESET_HINT}"
         ) from exc
     payments = network.chain.payment_count
     if payments and not database.exists():
