@@ -254,6 +254,8 @@ class DashdClient(DashdRpc, LinkStatus):
         else:
             return
         self.refusal = None
+        if self.address_index is False:
+            self.address_index = None  # asked again: dashd may have been reindexed
         wall = time.time()
         if self._ever_connected:
             self.reconnects += 1

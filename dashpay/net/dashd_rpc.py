@@ -123,6 +123,7 @@ class DashdRpc:
         self._ids = 0
         self.tip_height: int | None = None
         self.address_index: bool | None = None  # None until known
+        self._index_warned = False  # the fallback's limits are logged once
         self.requests_made = 0
 
     @staticmethod
@@ -326,17 +327,25 @@ class DashdRpc:
                 found = rpc.parse_txids(mined) + [d.txid for d in rpc.parse_address_mempool(pool)]
             except rpc.AddressIndexDisabled:
                 self.address_index = False
-                log.warning(
-                    "dashd has no address index (addressindex=1 in dash.conf, then a "
-                    "reindex): rescans use scantxoutset, which sees only UNSPENT outputs of "
-                    "mined transactions: a payment already spent onwards, or still in the "
-                    "mempool, is not found by a rescan (live rawtx notifications still are)"
-                )
+                if not self._index_warned:
+                    self._index_warned = True
+                    log.warning(
+                        "dashd has no address index (addressindex=1 in dash.conf, then a "
+                        "reindex): rescans use scantxoutset, which sees only UNSPENT outputs "
+                        "of mined transactions: a payment already spent onwards, or still in "
+                        "the mempool, is not found by a rescan (live rawtx notifications "
+                        "still are)"
+                    )
             except rpc.RpcMalformed as exc:
                 raise DashdMalformed(str(exc)) from None
             else:
+                if self._index_warned and self.address_index is not True:
+                    log.info("dashd has its address index now: rescans see every payment")
                 self.address_index = True
                 return list(dict.fromkeys(found))
+        return await self._scan_txids(batch)
+
+    async def _scan_txids(self, batch: list[str]) -> list[str]:
         async with self._scan_lock:
             result = await self.call("scantxoutset", lambda i: rpc.scantxoutset(i, batch))
         try:

@@ -160,6 +160,9 @@ def test_without_the_address_index_rescans_use_scantxoutset_and_say_what_they_mi
         log = node.daemon.log()
         assert log.count("dashd has no address index") == 1
         assert "sees only UNSPENT outputs" in log and "mempool" in log
+        node.peer.address_index = True  # reindexed: asked again at the reconnect
+        node.peer.restart()
+        node.wait_log("dashd has its address index now")
 
 
 def test_wrong_rpc_credentials_keep_the_daemon_unready_and_say_so(tmp_path):
