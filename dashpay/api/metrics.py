@@ -63,6 +63,7 @@ def metric_families(
         *_receivers(status),
         *_engine(status),
         *_insight(status, now),
+        *_chain(status, now),
         *_callbacks(status),
         *_rescans(status, rescan_durations),
         *_prices(quotes, price_max_age, now),
@@ -249,6 +250,37 @@ def _insight(status: Mapping[str, Any], now: int) -> list[Family]:
         ),
     ]
     return families
+
+
+def _chain(status: Mapping[str, Any], now: int) -> list[Family]:
+    """The chain source whichever backend (``status`` "chain"), labelled by backend; the
+    ``dashpay_insight_*`` series above stay for the Insight backend's dashboards."""
+    chain = status.get("chain")
+    names = (
+        ("connected", GAUGE, "1 while the chain source's link is connected, else 0."),
+        ("tip_height", GAUGE, "The height of the chain source's best block, as last known."),
+        ("last_event_age_seconds", GAUGE, "Seconds since the chain source's last event."),
+        ("events", COUNTER, "Events received from the chain source since the daemon started."),
+        ("events_rejected", COUNTER, "Chain source events refused as malformed."),
+        ("reconnects", COUNTER, "Times the chain source's link connected again after a loss."),
+    )
+    families = {
+        name: Family(f"dashpay_chain_{name}" + ("_total" if kind == COUNTER else ""), text, kind)
+        for name, kind, text in names
+    }
+    if chain is not None:
+        backend = str(chain.get("backend"))
+        values = {
+            "connected": int(chain.get("state") == STATE_CONNECTED),
+            "tip_height": chain.get("tip_height"),
+            "last_event_age_seconds": _age(chain.get("last_event_at"), now),
+            "events": chain.get("events_received"),
+            "events_rejected": chain.get("events_rejected"),
+            "reconnects": chain.get("reconnects"),
+        }
+        for name, value in values.items():
+            _one(families[name], value, backend=backend)
+    return list(families.values())
 
 
 def _callbacks(status: Mapping[str, Any]) -> list[Family]:

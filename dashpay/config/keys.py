@@ -50,8 +50,6 @@ MAX_CALLBACKS_IN_FLIGHT = 1000
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/dashpay/dashpay.sqlite3"
 NETWORKS = ("mainnet", "testnet")
 # Where the daemon watches the Dash network (`[chain] backend`): the one list of names.
-# "dashd" is accepted by the table so that scripts can rely on the name; the loader
-# refuses it until its backend exists (config/load.py).
 CHAIN_BACKENDS = ("insight", "blockbook", "dashd")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Fiat price providers of DASH, with their public API base URLs (docs/prices.md). The
@@ -444,6 +442,34 @@ CONFIG_KEYS: dict[str, dict[str, KeySpec]] = {
             None,
             _url("http", "https", "ws", "wss", strip_slash=True),
             example="https://blockbook.example.com",
+        ),
+        **_LINK_KEYS,
+    },
+    "dashd": {
+        "rpc_url": KeySpec(
+            "http(s) URL of dashd's JSON-RPC (rpcport, 9998 on mainnet)",
+            None,
+            _url("http", "https", strip_slash=True),
+            example="http://127.0.0.1:9998",
+        ),
+        "rpc_cookie_file": KeySpec(
+            "path of dashd's .cookie file (read again whenever dashd refuses it)",
+            None,
+            _path,
+            example="/var/lib/dashcore/.cookie",
+        ),
+        "rpc_user": KeySpec("string (dash.conf's rpcauth user)", None, _string, example="dashpay"),
+        "rpc_password_file": KeySpec(
+            "path of a file holding the RPC password of rpc_user",
+            None,
+            _path,
+            example="$CREDENTIALS_DIRECTORY/dashd-rpc-password",
+        ),
+        "zmq_url": KeySpec(
+            "tcp://HOST:PORT of dashd's zmqpub* endpoint (one endpoint for every topic)",
+            None,
+            _url("tcp"),
+            example="tcp://127.0.0.1:28332",
         ),
         **_LINK_KEYS,
     },

@@ -32,6 +32,7 @@ from dashpay.config.model import (
     CallbacksConfig,
     ChainConfig,
     Config,
+    DashdConfig,
     InsightConfig,
     LoggingConfig,
     PricesConfig,
@@ -82,7 +83,7 @@ def config_from_dict(
             checkout=build_checkout(reader, base_dir),
             network=build_network(reader, env, offline),
             tls=build_tls(reader, base_dir, env, offline),
-            **_build_chain(reader),
+            **_build_chain(reader, base_dir, env, offline),
         )
     except ConfigError as exc:
         if exc.path is None:
@@ -117,6 +118,7 @@ def config_warnings(config: Config) -> list[str]:
         if caution is not None:
             warnings.append(f"[wallet] xpub: {caution}")
     warnings += loopback_through_proxy(config.network.proxies, _outbound_urls(config))
+    warnings += _zmq_outside_the_proxy(config)
     if config.http.public_url is not None and not config.http.listen:
         warnings.append(
             "[http] public_url is set but [http] listen is empty: no checkout page is "
@@ -124,6 +126,31 @@ def config_warnings(config: Config) -> list[str]:
             '["127.0.0.1:8080"]) behind your reverse proxy'
         )
     return warnings
+
+
+def _zmq_outside_the_proxy(config: Config) -> list[str]:
+    """ZMQ cannot go through an HTTP proxy: with a proxy configured, a ``zmq_url`` that
+    is not on this host or a private network probably cannot be reached directly."""
+    url = config.dashd.zmq_url
+    if config.chain.backend != "dashd" or url is None:
+        return []
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if config.network.proxies.proxy_for("http", host, parts.port or 0) is None:
+        return []
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        near = host == "localhost" or host.endswith(".localhost")
+    else:
+        near = not address.is_global
+    if near:
+        return []
+    return [
+        f"[dashd] zmq_url {url} is not on this host or a private network, and ZMQ cannot "
+        "go through [network] proxy: dashpay connects to it directly, so make sure it "
+        "can (keep dashd on this host or a private network: ZMQ is not encrypted)"
+    ]
 
 
 def _outbound_urls(config: Config) -> list[tuple[str, str]]:
@@ -134,6 +161,8 @@ def _outbound_urls(config: Config) -> list[tuple[str, str]]:
     urls += [(f"[prices.{name}] url", config.prices.url(name)) for name in config.prices.providers]
     if config.callbacks.default_url:
         urls.append(("[callbacks] default_url", config.callbacks.default_url))
+    if config.chain.backend == "dashd" and config.dashd.rpc_url:
+        urls.append(("[dashd] rpc_url", config.dashd.rpc_url))
     return urls
 
 
@@ -184,29 +213,18 @@ def _build_database(
 
 def _build_insight(reader: Reader) -> InsightConfig:
     insight = InsightConfig(**reader.section("insight"))
-    if insight.reconnect_initial > insight.reconnect_max:
-        raise reader.error(
-            "insight",
-            "reconnect_initial",
-            f"{format_duration(insight.reconnect_initial)} is longer than reconnect_max "
-            f"({format_duration(insight.reconnect_max)})",
-            "make reconnect_initial at most reconnect_max",
-        )
+    _check_reconnect(reader, "insight", insight.reconnect_initial, insight.reconnect_max)
     return insight
 
 
-def _build_chain(reader: Reader) -> dict[str, Any]:
+def _build_chain(
+    reader: Reader, base_dir: Path | None, env: Mapping[str, str], offline: OfflineCheck | None
+) -> dict[str, Any]:
     """``[chain]`` and the chosen backend's section, checked together: the backend's
     settings are required only when it is chosen."""
     chain = ChainConfig(**reader.section("chain"))
     blockbook = BlockbookConfig(**reader.section("blockbook"))
-    if chain.backend == "dashd":
-        raise reader.error(
-            "chain",
-            "backend",
-            '"dashd" is not yet implemented in this version',
-            'use backend = "insight" or "blockbook"',
-        )
+    dashd = DashdConfig(**reader.section("dashd"))
     if chain.backend == "blockbook":
         if blockbook.url is None:
             raise reader.error(
@@ -215,15 +233,88 @@ def _build_chain(reader: Reader) -> dict[str, Any]:
                 'is required with [chain] backend = "blockbook"',
                 'set it to your Blockbook server\'s base URL, e.g. "https://blockbook.example.com"',
             )
-        if blockbook.reconnect_initial > blockbook.reconnect_max:
+        _check_reconnect(reader, "blockbook", blockbook.reconnect_initial, blockbook.reconnect_max)
+    if chain.backend == "dashd":
+        dashd = _build_dashd(reader, dashd, base_dir, env, offline)
+    return {"chain": chain, "blockbook": blockbook, "dashd": dashd}
+
+
+def _check_reconnect(reader: Reader, section: str, initial: float, maximum: float) -> None:
+    if initial > maximum:
+        raise reader.error(
+            section,
+            "reconnect_initial",
+            f"{format_duration(initial)} is longer than reconnect_max ({format_duration(maximum)})",
+            "make reconnect_initial at most reconnect_max",
+        )
+
+
+def _build_dashd(
+    reader: Reader,
+    dashd: DashdConfig,
+    base_dir: Path | None,
+    env: Mapping[str, str],
+    offline: OfflineCheck | None,
+) -> DashdConfig:
+    """``[dashd]`` with backend "dashd": both URLs and exactly one credential form. The
+    password file is read now; the cookie file only by `config check` (dashd rewrites
+    it at each start, so the daemon reads it when it connects, and again on a 401)."""
+    required = {
+        "rpc_url": 'e.g. "http://127.0.0.1:9998" (dash.conf rpcport, rpcbind)',
+        "zmq_url": 'e.g. "tcp://127.0.0.1:28332" (dash.conf zmqpubrawtx=... and the others)',
+    }
+    for key, example in required.items():
+        if getattr(dashd, key) is None:
             raise reader.error(
-                "blockbook",
-                "reconnect_initial",
-                f"{format_duration(blockbook.reconnect_initial)} is longer than reconnect_max "
-                f"({format_duration(blockbook.reconnect_max)})",
-                "make reconnect_initial at most reconnect_max",
+                "dashd", key, 'is required with [chain] backend = "dashd"', f"set it, {example}"
             )
-    return {"chain": chain, "blockbook": blockbook}
+    _check_reconnect(reader, "dashd", dashd.reconnect_initial, dashd.reconnect_max)
+    if urlsplit(dashd.rpc_url or "").username is not None:
+        raise reader.error(
+            "dashd",
+            "rpc_url",
+            "carries credentials",
+            "remove them from the URL; use rpc_cookie_file or rpc_user + rpc_password_file",
+        )
+    cookie = dashd.rpc_cookie_file is not None
+    user = dashd.rpc_user is not None or dashd.rpc_password_file is not None
+    if cookie == user:
+        raise reader.error(
+            "dashd",
+            "rpc_user" if cookie else "rpc_cookie_file",
+            "give exactly one way to log in to dashd's RPC"
+            + (": rpc_cookie_file and rpc_user/rpc_password_file are both set" if cookie else ""),
+            "set rpc_cookie_file (dashd's .cookie) or rpc_user with rpc_password_file",
+        )
+    if user and (dashd.rpc_user is None or dashd.rpc_password_file is None):
+        missing = "rpc_user" if dashd.rpc_user is None else "rpc_password_file"
+        raise reader.error(
+            "dashd",
+            missing,
+            "is required with " + ("rpc_password_file" if missing == "rpc_user" else "rpc_user"),
+            "set both, or use rpc_cookie_file instead",
+        )
+    if cookie:
+        assert dashd.rpc_cookie_file is not None
+        path = dashd.rpc_cookie_file
+        if not path.is_absolute():
+            path = (base_dir if base_dir is not None else Path.cwd()) / path
+        if offline is not None:  # config check: the file must be there and readable
+            read_secret_file(
+                path, key="dashd.rpc_cookie_file", base_dir=base_dir, env=env, offline=offline,
+                what="dashd's cookie (__cookie__:password)",
+            )  # fmt: skip
+        return replace(dashd, rpc_cookie_file=path)
+    assert dashd.rpc_password_file is not None
+    path, password = read_secret_file(
+        dashd.rpc_password_file,
+        key="dashd.rpc_password_file",
+        base_dir=base_dir,
+        env=env,
+        offline=offline,
+        what="the RPC password",
+    )
+    return replace(dashd, rpc_password_file=path, rpc_password=password)
 
 
 def _build_prices(reader: Reader) -> PricesConfig:

@@ -85,6 +85,21 @@ class BlockbookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DashdConfig:
+    # rpc_url and zmq_url are required with backend "dashd", and one credential form:
+    # rpc_cookie_file, or rpc_user with rpc_password (read from rpc_password_file).
+    rpc_url: str | None = default("dashd", "rpc_url")
+    rpc_cookie_file: Path | None = default("dashd", "rpc_cookie_file")
+    rpc_user: str | None = default("dashd", "rpc_user")
+    rpc_password_file: Path | None = default("dashd", "rpc_password_file")
+    zmq_url: str | None = default("dashd", "zmq_url")
+    timeout: float = default("dashd", "timeout")
+    reconnect_initial: float = default("dashd", "reconnect_initial")
+    reconnect_max: float = default("dashd", "reconnect_max")
+    rpc_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiversConfig:
     expires_after: float = default("receivers", "expires_after")  # 0 = never
     monitor_window: float = default("receivers", "monitor_window")
@@ -254,3 +269,4 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     blockbook: BlockbookConfig = field(default_factory=BlockbookConfig)
+    dashd: DashdConfig = field(default_factory=DashdConfig)

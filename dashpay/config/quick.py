@@ -22,6 +22,7 @@ SECTIONS = frozenset(
     (
         "wallet", "database", "control", "http", "checkout", "insight", "receivers",
         "callbacks", "prices", "logging", "network", "tls", "chain", "blockbook",
+        "dashd",
     )
 )  # fmt: skip
 DEFAULT_SOCKET = "/run/dashpay/control.sock"

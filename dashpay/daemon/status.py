@@ -237,10 +237,12 @@ def health(daemon: Daemon) -> tuple[str, list[str]]:
     if sock is not None and sock.state != "connected":
         since = sock.disconnected_since
         what = "insight socket" if daemon.chain.backend == "insight" else daemon.chain.backend
+        refusal = getattr(sock, "refusal", None)  # why the source is not used (dashd)
         reasons.append(
             f"{what} {sock.state}"
             + (f" since {_iso(since)}" if since else "")
             + f" ({sock.display})"
+            + (f": {refusal}" if refusal else "")
         )
     if daemon.ownership_lost_since is not None:
         reasons.append(f"wallet lease not renewed since {_iso(daemon.ownership_lost_since)}")

@@ -1,6 +1,6 @@
 """What a chain source tells us, as values: the only way a payment enters dashpay.
 
-Every backend (``[chain] backend``: Insight, Blockbook, later dashd; the protocol is
+Every backend (``[chain] backend``: Insight, Blockbook, dashd; the protocol is
 ``net/chain.py``) reports the network in these values and nothing else, so the payment
 engine never knows which one it listens to:
 

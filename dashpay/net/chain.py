@@ -86,7 +86,8 @@ class ChainSource:
     url: str  # the configured base URL, for status
     lookups: ChainLookups
     watcher: ChainWatcher
-    # How the lookups are named in logs and messages ("Insight REST", "Blockbook").
+    # How the lookups are named in logs and messages ("Insight REST", "Blockbook",
+    # "dashd RPC").
     lookup_name: str
     # Concurrent `tx` lookups while checking confirmations or absences.
     lookup_concurrency: int
@@ -112,6 +113,8 @@ BLOCKBOOK_SETTLE_POLL = 5.0
 # Blockbook answers many requests on one websocket.
 INSIGHT_LOOKUPS = 8
 BLOCKBOOK_LOOKUPS = 64
+# dashd serves RPC with a few threads (rpcthreads, 4 by default) and queues the rest.
+DASHD_LOOKUPS = 16
 
 
 def open_chain_source(config: Config, network: str, outbound: Outbound) -> ChainSource:
@@ -158,4 +161,22 @@ def open_chain_source(config: Config, network: str, outbound: Outbound) -> Chain
             BLOCKBOOK_LOOKUPS,
             settle_poll=BLOCKBOOK_SETTLE_POLL,
         )
-    raise NotImplementedError(f'[chain] backend "{backend}" is not yet implemented')
+    if backend == "dashd":
+        from dashpay.net.dashd import DashdClient
+
+        dashd = config.dashd
+        assert dashd.rpc_url is not None and dashd.zmq_url is not None  # the loader's checks
+        node = DashdClient(
+            dashd.rpc_url,
+            dashd.zmq_url,
+            network=network,
+            cookie_file=dashd.rpc_cookie_file,
+            user=dashd.rpc_user,
+            password=dashd.rpc_password,
+            timeout=dashd.timeout,
+            reconnect_initial=dashd.reconnect_initial,
+            reconnect_max=dashd.reconnect_max,
+            outbound=outbound,
+        )
+        return ChainSource(backend, dashd.rpc_url, node, node, "dashd RPC", DASHD_LOOKUPS)
+    raise NotImplementedError(f'[chain] backend "{backend}" is not implemented')

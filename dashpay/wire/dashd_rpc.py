@@ -148,20 +148,58 @@ def read_response(method: str, status: int, body: bytes) -> Any:
         answer = decode_json(body)
     except (UnicodeDecodeError, ValueError):
         raise RpcMalformed(f"dashd {method}: HTTP {status} with a body that is not JSON") from None
-    if not isinstance(answer, dict) or "result" not in answer or "error" not in answer:
-        raise RpcMalformed(f"dashd {method}: HTTP {status}, not a JSON-RPC answer")
-    error = answer["error"]
+    error = _answer_error(method, status, answer)
     if error is not None:
-        code = error.get("code") if isinstance(error, dict) else None
-        message = error.get("message") if isinstance(error, dict) else None
-        if not _is_int(code) or not isinstance(message, str):
-            raise RpcMalformed(f"dashd {method}: error {show(error)} has no code and message")
-        if method.startswith("getaddress") and _index_is_off(code, message):
-            raise AddressIndexDisabled(method, code, message[:200])
-        raise RpcError(method, code, message[:200])
+        raise error
     if status != 200:
         raise RpcMalformed(f"dashd {method}: HTTP {status} without an error object")
     return answer["result"]
+
+
+def _answer_error(method: str, status: int, answer: object) -> RpcError | None:
+    """The typed error one JSON-RPC answer object carries, None if it has a result."""
+    if not isinstance(answer, dict) or "result" not in answer or "error" not in answer:
+        raise RpcMalformed(f"dashd {method}: HTTP {status}, not a JSON-RPC answer")
+    error = answer["error"]
+    if error is None:
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not _is_int(code) or not isinstance(message, str):
+        raise RpcMalformed(f"dashd {method}: error {show(error)} has no code and message")
+    if method.startswith("getaddress") and _index_is_off(code, message):
+        return AddressIndexDisabled(method, code, message[:200])
+    return RpcError(method, code, message[:200])
+
+
+def batch_body(requests: Sequence[bytes]) -> bytes:
+    """Several calls in one HTTP request (a JSON-RPC batch: dashd answers an array)."""
+    return b"[" + b",".join(requests) + b"]"
+
+
+def read_batch(method: str, status: int, body: bytes, ids: Sequence[int]) -> dict[int, Any]:
+    """A batch of ``method`` calls: request id -> its result or its RpcError. Every id
+    must be answered once; anything else is RpcMalformed."""
+    try:
+        answers = decode_json(body)
+    except (UnicodeDecodeError, ValueError):
+        raise RpcMalformed(
+            f"dashd {method} batch: HTTP {status} with a body that is not JSON"
+        ) from None
+    if not isinstance(answers, list):
+        read_response(method, status, body)  # one error object for the whole batch
+        raise RpcMalformed(f"dashd {method} batch: HTTP {status}, not an array of answers")
+    wanted = set(ids)
+    results: dict[int, Any] = {}
+    for answer in answers:
+        error = _answer_error(method, status, answer)
+        request_id = answer.get("id")
+        if request_id not in wanted or request_id in results:
+            raise RpcMalformed(f"dashd {method} batch: answer id {show(request_id)} unexpected")
+        results[request_id] = error if error is not None else answer["result"]
+    if len(results) != len(ids):
+        raise RpcMalformed(f"dashd {method} batch: {len(ids) - len(results)} calls unanswered")
+    return results
 
 
 def _txid(value: object, field: str) -> str:

@@ -172,7 +172,7 @@ def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):
 def test_each_chain_backend_rescans_every_receiver_and_records_every_payment(quick_results):
     results, with_mysql, _ = quick_results
     runs = _runs(_load(results, "backends"), with_mysql)
-    assert {run["backend"] for _, run in runs} == {"insight", "blockbook"}
+    assert {run["backend"] for _, run in runs} == {"insight", "blockbook", "dashd"}
     for name, run in runs:
         key = "rescan_seconds" if "rescan" in name else "payments_per_second"
         assert run[key] > 0, (name, run)  # backends.py checked every row in the database

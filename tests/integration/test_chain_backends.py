@@ -1,7 +1,8 @@
 """The payment scenarios against every chain backend, from one suite: a real daemon
 subprocess watching the same sandbox chain through Insight (socket.io + REST, the
-sandbox's server) or through Blockbook (its websocket API, ``tests/blockbook_peer.py``).
-A dashd backend joins by adding its peer to ``BACKENDS``.
+sandbox's server) or through Blockbook (its websocket API, ``tests/blockbook_peer.py``),
+or a dashd (real ZMQ PUB socket and JSON-RPC server, ``tests/dashd_peer.py``, with its
+own chain of real serialized transactions).
 
 One peer and one daemon per backend for the module (SQLite; MariaDB is covered by
 ``test_payments_e2e.py`` for the engine, which is the same whichever backend feeds it);
@@ -22,9 +23,10 @@ import pytest
 
 from tests.blockbook_peer import BlockbookPeer
 from tests.conftest import TEST_XPUB, SandboxPeer, start_daemon, write_config
+from tests.dashd_peer import DashdPeer
 
 COIN = 100_000_000
-BACKENDS = {"insight": SandboxPeer, "blockbook": BlockbookPeer}
+BACKENDS = {"insight": SandboxPeer, "blockbook": BlockbookPeer, "dashd": DashdPeer}
 # Blockbook pushes no locks: the daemon polls every 5 s, the issue's target is 15 s.
 LOCK_SETTLES_WITHIN = 15.0
 
@@ -41,6 +43,8 @@ class Harness:
         fast = {"reconnect_initial": "0.1s", "reconnect_max": "0.5s"}
         if backend == "insight":
             sections["insight"] = {"url": peer.url, **fast}
+        elif backend == "dashd":
+            sections.update(peer.sections(**fast))
         else:
             sections["blockbook"] = {"url": peer.url, **fast}
         url = f"sqlite:///{directory / 'dashpay.sqlite3'}"
@@ -185,11 +189,19 @@ def test_a_forged_notification_credits_nothing_and_hostile_messages_are_dropped(
             json.dumps({"data": {"subscribed": True}}),
             "[" * 10_000,
         )
+    if chain.backend == "dashd":
+        chain.peer.send_raw(
+            [b"rawtx", b"\x00" * 10, b"\x00\x00\x00\x00"],  # not a transaction
+            [b"rawtx", b"\x02\x00"],  # two frames
+            [b"hashblock", b"\x11" * 31, (0).to_bytes(4, "little")],  # a short hash
+            [b"rawtx", b"\x02" * 100, b"\x01\x00"],  # a 2-byte sequence
+            [b"rawtx", b"\xff" * 300_000, (7).to_bytes(4, "little")],  # garbage, large
+        )
     time.sleep(1.0)
     assert chain.show(r["receiver_id"])["received_duffs"] == 0
     status = chain.status()
     assert status["state"] == "ready"
-    if chain.backend == "blockbook":
+    if chain.backend in ("blockbook", "dashd"):
         assert status["chain"]["events_rejected"] >= 4
     txid = chain.peer.pay(r["address"], COIN, lock=False)  # the link still works
     data = chain.wait(r["receiver_id"], lambda d: d["status"] == "paid")
@@ -220,4 +232,3 @@ def test_payments_made_while_the_daemon_was_stopped_are_found_at_start(chain):
     chain.restart()
     data = chain.wait(r["receiver_id"], lambda d: d["status"] in ("paid", "settled"))
     assert data["received_duffs"] == COIN and len(data["payments"]) == 2
-

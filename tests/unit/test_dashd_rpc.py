@@ -238,3 +238,33 @@ def test_other_errors_stay_plain_rpc_errors():
 def test_non_answers_are_malformed(status, body):
     with pytest.raises(RpcMalformed):
         read_response("getblockchaininfo", status, body)
+
+
+def test_a_batch_answers_each_call_by_id_errors_included():
+    from dashpay.wire.dashd_rpc import batch_body, getrawtransaction, read_batch
+
+    body = batch_body([getrawtransaction(7, "aa" * 32), getrawtransaction(8, "bb" * 32)])
+    assert [call["id"] for call in json.loads(body)] == [7, 8]
+    tx = (FIXTURES / "rpc-getrawtransaction-testnet-88a3fe6b.json").read_text()
+    missing = '{"code": -5, "message": "No such mempool or blockchain transaction."}'
+    answers = f'[{{"result": null, "error": {missing}, "id": 8}}, {{"result": {tx}, "error": null, "id": 7}}]'
+    results = read_batch("getrawtransaction", 200, answers.encode(), [7, 8])
+    assert results[7]["txid"] == "88a3fe6bf2ab4425dbf57d75ce761efa2e45556ec36b4fd5b6af6c00f01ebd63"
+    assert isinstance(results[8], RpcError) and results[8].code == -5
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [{"result": 1, "error": None, "id": 7}],  # one call unanswered
+        [{"result": 1, "error": None, "id": 7}, {"result": 1, "error": None, "id": 7}],
+        [{"result": 1, "error": None, "id": 9}, {"result": 1, "error": None, "id": 8}],
+        {"result": 1, "error": None, "id": 7},  # not an array
+        [5, 6],
+    ],
+)
+def test_a_batch_that_does_not_answer_every_call_once_is_malformed(answers):
+    from dashpay.wire.dashd_rpc import read_batch
+
+    with pytest.raises(RpcMalformed):
+        read_batch("getrawtransaction", 200, json.dumps(answers).encode(), [7, 8])

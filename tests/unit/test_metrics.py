@@ -146,6 +146,30 @@ def test_a_disconnected_insight_that_never_sent_an_event():
     assert m["dashpay_insight_last_event_age_seconds"] == {}  # unknown: no sample
 
 
+def test_the_chain_source_series_carry_the_backend_whichever_it_is():
+    for backend in ("insight", "blockbook", "dashd"):
+        chain = {
+            "backend": backend,
+            "state": "connected",
+            "tip_height": 917286,
+            "last_event_at": "2027-01-15T07:59:59.000Z",
+            "events_received": 7,
+            "events_rejected": 2,
+            "reconnects": 1,
+        }
+        m = metrics(status(chain=chain))
+        label = (("backend", backend),)
+        assert m["dashpay_chain_connected"] == {("dashpay_chain_connected", label): 1}
+        assert m["dashpay_chain_tip_height"] == {("dashpay_chain_tip_height", label): 917286}
+        age = m["dashpay_chain_last_event_age_seconds"]
+        assert age == {("dashpay_chain_last_event_age_seconds", label): 1.0}
+        rejected = m["dashpay_chain_events_rejected"]
+        assert rejected == {("dashpay_chain_events_rejected_total", label): 2}
+    m = metrics(status(chain={"backend": "dashd", "state": "connecting", "tip_height": None}))
+    assert m["dashpay_chain_connected"] == {("dashpay_chain_connected", (("backend", "dashd"),)): 0}
+    assert m["dashpay_chain_tip_height"] == {}  # unknown: no sample
+
+
 def test_rescan_durations_by_kind_and_the_last_full_rescan():
     durations = {kind: Histogram(RESCAN_DURATION_BUCKETS) for kind in RESCAN_KINDS}
     durations["full"].observe(0.75)
