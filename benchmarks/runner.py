@@ -12,6 +12,7 @@ facts. ``report`` prints the Markdown table of the latest results, as in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -20,6 +21,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ SCENARIOS = (
     "bootstrap",
     "backends",
     "memory",
+    "cluster",
+    "takeover",
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = 3
@@ -96,6 +100,18 @@ def _scenario(name: str):
 
 def run_scenario(name: str, options: Options) -> dict[str, Any]:
     module = _scenario(name)
+    # A scenario may hold something for all its cases (``resources(options)``, a
+    # context manager), e.g. the Galera cluster of ``cluster`` and ``takeover``.
+    with getattr(module, "resources", _no_resources)(options):
+        return _run_cases(name, module, options)
+
+
+@contextlib.contextmanager
+def _no_resources(options: Options) -> Iterator[None]:
+    yield
+
+
+def _run_cases(name: str, module: Any, options: Options) -> dict[str, Any]:
     started = time.time()
     result: dict[str, Any] = {
         "scenario": name,
