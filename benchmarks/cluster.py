@@ -12,8 +12,6 @@ the report gives its median. Both servers flush commits to the OS only
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from benchmarks import galera
@@ -45,20 +43,7 @@ NOTES = [
     "cluster_to_single is the median of each run's own ratio, not the ratio of medians.",
 ]
 
-_cluster: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def resources(options: Options) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        try:
-            _cluster["url"] = stack.enter_context(galera.running_cluster())
-        except BenchError as exc:
-            _cluster["error"] = f"no Galera cluster (tests/galera-cluster): {exc}"
-        try:
-            yield
-        finally:
-            _cluster.clear()
+resources = galera.resources
 
 
 def cases(options: Options) -> list[Case]:
@@ -82,11 +67,9 @@ def cases(options: Options) -> list[Case]:
 
 
 def run(case: Case, options: Options) -> dict[str, Any]:
-    if "url" not in _cluster:
-        raise BenchError(_cluster.get("error", "no Galera cluster"))
     measure = _record if case.parameters["what"] == "record" else _create
     result: dict[str, Any] = {}
-    for name, server in (("single", options.mysql_url), ("cluster", _cluster["url"])):
+    for name, server in (("single", options.mysql_url), ("cluster", galera.cluster_url())):
         for key, value in measure(case, options, server).items():
             result[f"{name}_{key}"] = value
     result["cluster_to_single"] = round(

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from benchmarks.harness import REPO, BenchError
+from benchmarks.runner import Options
 
 SCRIPT = REPO / "tests" / "galera-cluster"
 NODES = (1, 2, 3)
@@ -64,3 +65,27 @@ def restore_node(node: int) -> None:
     """(Re)start ``node`` if it is down; it rejoins by IST."""
     if subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode != 0:
         cluster("start-node", str(node))
+
+
+_held: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def resources(options: Options) -> Iterator[None]:
+    """A scenario's ``resources``: the cluster for all its cases (``cluster_url()``)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            _held["url"] = stack.enter_context(running_cluster())
+        except BenchError as exc:
+            _held["error"] = f"no Galera cluster (tests/galera-cluster): {exc}"
+        try:
+            yield
+        finally:
+            _held.clear()
+
+
+def cluster_url() -> str:
+    """Node 1's URL of the cluster held by ``resources``; BenchError without one."""
+    if "url" not in _held:
+        raise BenchError(_held.get("error", "no Galera cluster"))
+    return _held["url"]

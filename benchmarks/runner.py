@@ -1,7 +1,8 @@
 """`benchmarks/run`: run scenarios, take medians, compare with targets, write results.
 
 Each scenario module (``ingest``, ``record``, ``latency``, ``isolated``, ``create``, ``http``,
-``checkout``, ``bootstrap``, ``memory``) declares its cases (sizes, backends, the
+``checkout``, ``bootstrap``, ``memory``; ``cluster`` and ``takeover``, on a Galera cluster,
+only when named) declares its cases (sizes, backends, the
 targets of issue 8 and the original processor's figures) and measures one run of a
 case; this module repeats runs, takes the median of every figure and writes
 ``results/<scenario>.json`` atomically (``.tmp`` then rename) with the machine's
@@ -42,6 +43,9 @@ SCENARIOS = (
     "cluster",
     "takeover",
 )
+# Run only when named: they start the Galera cluster of tests/galera-cluster (root,
+# fixed ports), which the quick run of every scenario (the suite's smoke test) must not.
+NAMED_ONLY = ("cluster", "takeover")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = 3
 
@@ -259,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios",
         nargs="*",
         metavar="scenario",
-        help=f"any of {', '.join(SCENARIOS)}, or report (default: all scenarios)",
+        help=f"any of {', '.join(SCENARIOS)}, or report (default: all but "
+        f"{' and '.join(NAMED_ONLY)})",
     )
     parser.add_argument("--runs", type=int, default=None, help="runs per case (default 3)")
     parser.add_argument(
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the JSON results"
     )
     args = parser.parse_args(argv)
-    wanted = args.scenarios or list(SCENARIOS)
+    wanted = args.scenarios or [s for s in SCENARIOS if s not in NAMED_ONLY]
     if wanted == ["report"]:
         print(report(args.results_dir))
         return 0
