@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from dashpay.domain.errors import Unavailable
 from dashpay.net.control_client import ControlClient
 from dashpay.wire.jsonrpc import RemoteError
 from tests.conftest import (
@@ -332,12 +333,62 @@ def test_a_certification_conflict_reruns_the_whole_unit_of_work(database, caplog
     finally:
         repo.close()
     assert first.hd_index == 0 and created
-    assert [r for r in caplog.records if "code=1213" in r.getMessage()]
-    assert derived == [1, 6]  # the rerun read node 2's counter
+    seen = (derived, [r.getMessage() for r in caplog.records], receiver)
+    assert [r for r in caplog.records if "code=1213" in r.getMessage()], seen
+    assert derived == [1, 6], seen  # the rerun read node 2's counter
     assert (receiver.hd_index, receiver.address) == (6, fake(6))
     assert admin(f"SELECT next_index FROM {counter}", node=3) == [(7,)]
     rows = admin(f"SELECT hd_index FROM `{database}`.receivers ORDER BY 1", node=3)
     assert rows == [(0,), (6,)]
+
+
+def test_a_node_out_of_the_primary_component_sends_the_work_to_the_next(database, caplog):
+    # Node 1 cut off from the group (gmcast.isolate) stays up but leaves the primary
+    # component: it answers 1047 ("WSREP has not yet prepared node for application
+    # use"). The repository's next unit of work moves to node 2 and succeeds; a new
+    # connection to node 1 is refused while wsrep_ready is OFF. Node 1 rejoins after.
+    from dashpay.repository.mysql import MysqlRepository
+    from tests.contract.conftest import fake_address
+
+    parts = urlsplit(cluster("url", "1"))
+    nodes = [("127.0.0.1", parts.port - 1 + n) for n in (1, 2, 3)]
+    repo = MysqlRepository(
+        host=None,
+        port=0,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+        nodes=nodes,
+        pool_size=1,
+    )
+    wallet = "c0ffee0123456789"
+    fake = fake_address(wallet, 0)
+
+    def ready(node: int) -> str:
+        return admin("SHOW STATUS LIKE 'wsrep_ready'", node=node)[0][1]
+
+    caplog.set_level(logging.WARNING, logger="dashpay.repository.mysql")
+    try:
+        repo.migrate()
+        assert repo.create_receiver(new_row(wallet), fake)[0].hd_index == 0
+        assert repo.where == f"127.0.0.1:{nodes[0][1]}"
+        admin("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'", node=1)
+        wait_for(lambda: ready(1) == "OFF", 20, "node 1 leaving the primary component")
+        receiver, _ = repo.create_receiver(new_row(wallet), fake)  # pooled conn: node 1
+        assert receiver.hd_index == 1
+        assert repo.where == f"127.0.0.1:{nodes[1][1]}"
+        assert any("database node left" in r.getMessage() for r in caplog.records)
+        with pytest.raises(Unavailable, match="not in the cluster's primary component"):
+            repo._connect_node(0)
+        rows = admin(f"SELECT hd_index FROM `{database}`.receivers ORDER BY 1", node=2)
+        assert rows == [(0,), (1,)]
+    finally:
+        repo.close()
+        admin("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'", node=1)
+    wait_for(lambda: ready(1) == "ON", 60, "node 1 back in the primary component")
+    wait_for(
+        lambda: admin("SHOW STATUS LIKE 'wsrep_cluster_size'", node=1)[0][1] == "3", 60, "3 nodes"
+    )
 
 
 def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandbox_peer):
