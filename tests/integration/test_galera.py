@@ -329,6 +329,9 @@ def test_a_certification_conflict_reruns_the_whole_unit_of_work(database, caplog
     try:
         repo.migrate()
         first, _ = repo.create_receiver(new_row(wallet), fake)  # the counter row exists now
+        # ... on node 2 too (else its UPDATE below changes nothing and nothing conflicts)
+        on_node_2 = f"SELECT next_index FROM {counter}"
+        wait_for(lambda: admin(on_node_2, node=2) == [(1,)], 10, "node 2 applying the counter")
         receiver, created = repo.create_receiver(new_row(wallet), derive)
     finally:
         repo.close()
