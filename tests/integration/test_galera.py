@@ -1,8 +1,9 @@
 """dashpay on a private 3-node MariaDB Galera cluster (tests/galera-cluster): one owner
 per wallet through the lease, takeover when the owner pauses or loses its node, the
 fence keeping a deposed owner's writes out, creates carried across a node that leaves
-and rejoins, a certification conflict rerun as a whole unit of work, and two wallets
-sharing the cluster. Checked against the payments the sandbox peer made."""
+and rejoins, a node out of the primary component (1047) left for the next, a
+certification conflict rerun as a whole unit of work, and two wallets sharing the
+cluster. Checked against the payments the sandbox peer made."""
 
 from __future__ import annotations
 
