@@ -1,7 +1,8 @@
 """`benchmarks/run`: run scenarios, take medians, compare with targets, write results.
 
 Each scenario module (``ingest``, ``record``, ``latency``, ``isolated``, ``create``, ``http``,
-``checkout``, ``bootstrap``, ``memory``) declares its cases (sizes, backends, the
+``checkout``, ``bootstrap``, ``memory``; ``cluster`` and ``takeover``, on a Galera cluster,
+only when named) declares its cases (sizes, backends, the
 targets of issue 8 and the original processor's figures) and measures one run of a
 case; this module repeats runs, takes the median of every figure and writes
 ``results/<scenario>.json`` atomically (``.tmp`` then rename) with the machine's
@@ -12,6 +13,7 @@ facts. ``report`` prints the Markdown table of the latest results, as in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -20,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,12 @@ SCENARIOS = (
     "bootstrap",
     "backends",
     "memory",
+    "cluster",
+    "takeover",
 )
+# Run only when named: they start the Galera cluster of tests/galera-cluster (root,
+# fixed ports), which the quick run of every scenario (the suite's smoke test) must not.
+NAMED_ONLY = ("cluster", "takeover")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = 3
 
@@ -96,6 +104,18 @@ def _scenario(name: str):
 
 def run_scenario(name: str, options: Options) -> dict[str, Any]:
     module = _scenario(name)
+    # A scenario may hold something for all its cases (``resources(options)``, a
+    # context manager), e.g. the Galera cluster of ``cluster`` and ``takeover``.
+    with getattr(module, "resources", _no_resources)(options):
+        return _run_cases(name, module, options)
+
+
+@contextlib.contextmanager
+def _no_resources(options: Options) -> Iterator[None]:
+    yield
+
+
+def _run_cases(name: str, module: Any, options: Options) -> dict[str, Any]:
     started = time.time()
     result: dict[str, Any] = {
         "scenario": name,
@@ -243,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios",
         nargs="*",
         metavar="scenario",
-        help=f"any of {', '.join(SCENARIOS)}, or report (default: all scenarios)",
+        help=f"any of {', '.join(SCENARIOS)}, or report (default: all but "
+        f"{' and '.join(NAMED_ONLY)})",
     )
     parser.add_argument("--runs", type=int, default=None, help="runs per case (default 3)")
     parser.add_argument(
@@ -272,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the JSON results"
     )
     args = parser.parse_args(argv)
-    wanted = args.scenarios or list(SCENARIOS)
+    wanted = args.scenarios or [s for s in SCENARIOS if s not in NAMED_ONLY]
     if wanted == ["report"]:
         print(report(args.results_dir))
         return 0

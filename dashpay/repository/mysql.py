@@ -18,9 +18,10 @@ at a time, the first of the list that answers and is in the primary component
 for application use") or stops answering makes the next unit of work reconnect to the
 next node, its idle connections are dropped, and "unavailable" is said only when no
 node answers. A certification conflict surfaces as a deadlock (1213) at COMMIT and is
-retried like one. Each new connection on a wsrep node makes one causal read
-(``wsrep_sync_wait``) before use, so after a switch of node the daemon reads
-everything that committed before, its own writes through the old node included.
+retried like one, after one causal read (``wsrep_sync_wait``) so the rerun sees the
+transaction that won. Each new connection on a wsrep node makes one causal read before
+use, so after a switch of node the daemon reads everything that committed before, its
+own writes through the old node included.
 """
 
 from __future__ import annotations
@@ -148,6 +149,15 @@ def _lost_connection(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.InterfaceError) or _error_code(exc) in _CONNECTION_LOST
 
 
+def _causal_read(cur: Any) -> None:
+    """One causal read (``wsrep_sync_wait``): the node applies every transaction the
+    cluster committed before it returns; the session's later reads do not wait."""
+    cur.execute("SET SESSION wsrep_sync_wait = 1")
+    cur.execute("SELECT 1 FROM DUAL")
+    cur.fetchall()
+    cur.execute("SET SESSION wsrep_sync_wait = 0")
+
+
 class _NodeNotReady(Exception):
     """Internal: a wsrep node answered but is not in the primary component."""
 
@@ -262,12 +272,9 @@ class MysqlRepository(SqlRepository):
                     ready = cur.fetchone()
                     if ready is None or str(plain(ready[1])).upper() != "ON":
                         raise _NodeNotReady
-                    # One causal read: this node has applied every transaction the
-                    # cluster committed before this connection, before we read anything.
-                    cur.execute("SET SESSION wsrep_sync_wait = 1")
-                    cur.execute("SELECT 1 FROM DUAL")
-                    cur.fetchall()
-                    cur.execute("SET SESSION wsrep_sync_wait = 0")
+                    # This node has applied every transaction the cluster committed
+                    # before this connection, before we read anything.
+                    _causal_read(cur)
             conn.commit()
         except _NodeNotReady:
             close_quietly(conn)
@@ -344,6 +351,7 @@ class MysqlRepository(SqlRepository):
     # -- transport hooks ---------------------------------------------------------------
     def _run(self, work: Callable[[Any], T], *, write: bool, fenced: bool = False) -> T:
         attempt = 1
+        causal = False
         while True:
             conn = self._pool.acquire()
             where = self.where
@@ -351,6 +359,12 @@ class MysqlRepository(SqlRepository):
             committing = False
             try:
                 with conn.cursor() as cur:
+                    if causal:
+                        # A certification conflict: the transaction that won it has
+                        # committed on the cluster but may not be applied on this node
+                        # yet; without this wait the rerun could read what it lost to
+                        # (a counter behind, an address taken twice).
+                        _causal_read(cur)
                     # No BEGIN: the session runs with autocommit off, so its first
                     # statement after the previous COMMIT (or ROLLBACK) opens the
                     # transaction; an explicit BEGIN was one more round trip per unit.
@@ -371,6 +385,7 @@ class MysqlRepository(SqlRepository):
                     log.warning("mysql retry attempt=%d code=%s server=%s", attempt, code, where)
                     if code in _ROLLED_BACK:
                         time.sleep(random.uniform(0, RETRY_JITTER_SECONDS * attempt))
+                        causal = self.wsrep
                     attempt += 1
                     continue
                 doing = "lost the connection while committing to" if committing else "cannot use"

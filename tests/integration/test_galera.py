@@ -1,13 +1,14 @@
 """dashpay on a private 3-node MariaDB Galera cluster (tests/galera-cluster): one owner
 per wallet through the lease, takeover when the owner pauses or loses its node, the
 fence keeping a deposed owner's writes out, creates carried across a node that leaves
-and rejoins, and two wallets sharing the cluster. Checked against the payments the
-sandbox peer made."""
+and rejoins, a node out of the primary component (1047) left for the next, a
+certification conflict rerun as a whole unit of work, and two wallets sharing the
+cluster. Checked against the payments the sandbox peer made."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import secrets
 import signal
@@ -19,6 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from dashpay.domain.errors import Unavailable
+from dashpay.net.control_client import ControlClient
+from dashpay.wire.jsonrpc import RemoteError
 from tests.conftest import (
     REPO,
     SHARED_XPUB,
@@ -110,9 +114,20 @@ def daemon_config(short_tmp, name: str, url: str, peer, xpub: str = TEST_XPUB):
     )
 
 
-def state_of(daemon) -> str | None:
-    result = daemon.cli("status", "--json", timeout=20)
-    return json.loads(result.stdout)["state"] if result.stdout else None
+def call(daemon, method: str, params: dict | None = None, timeout: float = 20) -> dict:
+    """One control-socket call. The module's polling and creating go to the socket, not
+    through `dashpay` processes: on a loaded machine those starts were most of its time
+    (the CLI itself is tested elsewhere)."""
+    with ControlClient(daemon.socket, timeout=timeout) as client:
+        return client.call(method, params or {})
+
+
+def state_of(daemon) -> str:
+    return call(daemon, "status")["state"]
+
+
+def new_receiver(daemon) -> dict:
+    return call(daemon, "receiver.create", {"amount": "1"})
 
 
 def wait_for(condition, timeout: float, what: str) -> float:
@@ -142,9 +157,13 @@ def settle(daemon, paid) -> None:
     """Every payment made is recorded exactly once on ``daemon`` (a rescan closes what
     an outage's lost events left open)."""
     deadline = time.monotonic() + 30
-    while daemon.cli("rescan", "--all-pending").code != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    while True:
+        try:
+            call(daemon, "rescan", {"all_pending": True}, timeout=60)
+            break
+        except RemoteError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
     assert_totals(daemon, paid)
 
 
@@ -174,13 +193,11 @@ def test_one_owner_a_paused_owner_fenced_out_and_another_wallet_untouched(
         assert held_by(other, other_holder)
         other_paid = {}
         for _ in range(2):
-            receiver = other.cli("receiver", "new", "--amount", "1", "--json").json()
+            receiver = new_receiver(other)
             other_paid[receiver["receiver_id"]] = [
                 (sandbox_peer.pay(receiver["address"], COIN // 4), COIN // 4)
             ]
-        receivers = [
-            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
-        ]
+        receivers = [new_receiver(owner) for _ in range(3)]
         payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
         payer.start()
         time.sleep(1.0)
@@ -225,21 +242,22 @@ def test_creates_go_on_while_a_node_leaves_and_rejoins(short_tmp, database, sand
 
     def creator(worker: int) -> None:
         i = 0
-        while not stop.is_set():
-            key = f"w{worker}-{i}"
-            deadline = time.monotonic() + 20
-            while True:  # the same idempotency key until it is answered
-                result = owner.cli(
-                    "receiver", "new", "--amount", "1", "--idempotency-key", key, "--json"
-                )
-                if result.code == 0:
-                    answers[key] = result.json()
-                    break
-                if result.code != 5 or time.monotonic() > deadline:
-                    failures.append(f"{key}: {result.code} {result.stderr}")
-                    return
-                time.sleep(0.2)
-            i += 1
+        with ControlClient(owner.socket, timeout=20) as client:
+            while not stop.is_set():
+                key = f"w{worker}-{i}"
+                deadline = time.monotonic() + 20
+                while True:  # the same idempotency key until it is answered
+                    params = {"amount": "1", "idempotency_key": key}
+                    try:
+                        answers[key] = client.call("receiver.create", params)
+                        break
+                    except RemoteError as exc:  # 5: unavailable for now, try again
+                        if exc.code != 5 or time.monotonic() > deadline:
+                            failures.append(f"{key}: {exc!r}")
+                            return
+                    time.sleep(0.2)
+                i += 1
+                time.sleep(0.02)
 
     workers = [threading.Thread(target=creator, args=(n,)) for n in range(3)]
     for worker in workers:
@@ -274,6 +292,109 @@ def test_creates_go_on_while_a_node_leaves_and_rejoins(short_tmp, database, sand
         owner.stop()
 
 
+def new_row(wallet: str):
+    from dashpay.domain.model import NewReceiver
+
+    return NewReceiver(wallet_id=wallet, chain=0, amount_duffs=1_000, created_at=1_700_000_000_000)
+
+
+def test_a_certification_conflict_reruns_the_whole_unit_of_work(database, caplog):
+    # A create through node 1 holds the HD counter row (SELECT ... FOR UPDATE) when a
+    # write of that row commits through node 2: row locks do not cross nodes, so
+    # Galera aborts the create (1213) as it applies node 2's write. The repository runs
+    # the whole unit of work again: it reads the counter anew and takes the index
+    # after node 2's, where a retried statement or COMMIT would have taken a stale one.
+    from dashpay.repository.mysql import MysqlRepository
+    from tests.contract.conftest import fake_address
+
+    parts = urlsplit(cluster("url", "1"))
+    repo = MysqlRepository(
+        host="127.0.0.1",
+        port=parts.port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+    wallet = "c0ffee0123456789"
+    fake = fake_address(wallet, 0)
+    counter = f"`{database}`.hd_counters"
+    derived = []
+
+    def derive(index: int) -> str:
+        derived.append(index)
+        if len(derived) == 1:  # inside the first attempt, the counter row locked
+            admin(f"UPDATE {counter} SET next_index = next_index + 5", node=2)
+        return fake(index)
+
+    caplog.set_level(logging.WARNING, logger="dashpay.repository.mysql")
+    try:
+        repo.migrate()
+        first, _ = repo.create_receiver(new_row(wallet), fake)  # the counter row exists now
+        # ... on node 2 too (else its UPDATE below changes nothing and nothing conflicts)
+        on_node_2 = f"SELECT next_index FROM {counter}"
+        wait_for(lambda: admin(on_node_2, node=2) == [(1,)], 10, "node 2 applying the counter")
+        receiver, created = repo.create_receiver(new_row(wallet), derive)
+    finally:
+        repo.close()
+    assert first.hd_index == 0 and created
+    seen = (derived, [r.getMessage() for r in caplog.records], receiver)
+    assert [r for r in caplog.records if "code=1213" in r.getMessage()], seen
+    assert derived == [1, 6], seen  # the rerun read node 2's counter
+    assert (receiver.hd_index, receiver.address) == (6, fake(6))
+    assert admin(f"SELECT next_index FROM {counter}", node=3) == [(7,)]
+    rows = admin(f"SELECT hd_index FROM `{database}`.receivers ORDER BY 1", node=3)
+    assert rows == [(0,), (6,)]
+
+
+def test_a_node_out_of_the_primary_component_sends_the_work_to_the_next(database, caplog):
+    # Node 1 cut off from the group (gmcast.isolate) stays up but leaves the primary
+    # component: it answers 1047 ("WSREP has not yet prepared node for application
+    # use"). The repository's next unit of work moves to node 2 and succeeds; a new
+    # connection to node 1 is refused while wsrep_ready is OFF. Node 1 rejoins after.
+    from dashpay.repository.mysql import MysqlRepository
+    from tests.contract.conftest import fake_address
+
+    parts = urlsplit(cluster("url", "1"))
+    nodes = [("127.0.0.1", parts.port - 1 + n) for n in (1, 2, 3)]
+    repo = MysqlRepository(
+        host=None,
+        port=0,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+        nodes=nodes,
+        pool_size=1,
+    )
+    wallet = "c0ffee0123456789"
+    fake = fake_address(wallet, 0)
+
+    def ready(node: int) -> str:
+        return admin("SHOW STATUS LIKE 'wsrep_ready'", node=node)[0][1]
+
+    caplog.set_level(logging.WARNING, logger="dashpay.repository.mysql")
+    try:
+        repo.migrate()
+        assert repo.create_receiver(new_row(wallet), fake)[0].hd_index == 0
+        assert repo.where == f"127.0.0.1:{nodes[0][1]}"
+        admin("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'", node=1)
+        wait_for(lambda: ready(1) == "OFF", 20, "node 1 leaving the primary component")
+        receiver, _ = repo.create_receiver(new_row(wallet), fake)  # pooled conn: node 1
+        assert receiver.hd_index == 1
+        assert repo.where == f"127.0.0.1:{nodes[1][1]}"
+        assert any("database node left" in r.getMessage() for r in caplog.records)
+        with pytest.raises(Unavailable, match="not in the cluster's primary component"):
+            repo._connect_node(0)
+        rows = admin(f"SELECT hd_index FROM `{database}`.receivers ORDER BY 1", node=2)
+        assert rows == [(0,), (1,)]
+    finally:
+        repo.close()
+        admin("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'", node=1)
+    wait_for(lambda: ready(1) == "ON", 60, "node 1 back in the primary component")
+    wait_for(
+        lambda: admin("SHOW STATUS LIKE 'wsrep_cluster_size'", node=1)[0][1] == "3", 60, "3 nodes"
+    )
+
+
 def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandbox_peer):
     # The owner knows only node 1: when it dies the owner cannot renew and the standby
     # (nodes 2 and 3) takes over, with every payment made counted once.
@@ -284,9 +405,7 @@ def test_the_owners_node_killed_hands_the_wallet_over(short_tmp, database, sandb
     stop, paid = threading.Event(), {}
     payer = None
     try:
-        receivers = [
-            owner.cli("receiver", "new", "--amount", "1", "--json").json() for _ in range(3)
-        ]
+        receivers = [new_receiver(owner) for _ in range(3)]
         payer = threading.Thread(target=stream_payments, args=(sandbox_peer, receivers, stop, paid))
         payer.start()
         time.sleep(1.0)
