@@ -20,6 +20,9 @@ exit code stay the same as with the app:
 - after the request was sent (it is never sent twice): a failed call is reported as
   the app reports it, and first, as the app would have before sending, the table's
   parsers check the parameters, so a value they refuse fails with exit 2 as always.
+
+`dashpay serve` on a config file takes this path too (``_serve``): the daemon keeps
+what it imports for as long as it runs, and the app is ~2.4 MB of its memory (issue 19).
 """
 
 from __future__ import annotations
