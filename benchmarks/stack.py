@@ -60,12 +60,14 @@ def daemon_stack(
     wait_ready: bool = True,
     http: bool = False,
     checkout: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """A ready daemon (unless ``wait_ready`` is False) watching ``pending`` receivers.
 
     ``with_insight=False`` points the daemon at a closed port: it loads its pending
     table and answers `status` but never connects (no rescan traffic). ``checkout``:
-    the HTTP API with the checkout page on (its public URL is only a name here)."""
+    the HTTP API with the checkout page on (its public URL is only a name here).
+    ``env``: variables added to the daemon's environment (``harness.bytecode_prefix``)."""
     http = http or checkout
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(workdir())
@@ -83,7 +85,7 @@ def daemon_stack(
             public_url=CHECKOUT_PUBLIC_URL if checkout else None,
         )
         prepare(config, database_url, wallet_id(), pending)
-        daemon = DaemonProcess.start(config)
+        daemon = DaemonProcess.start(config, env=env)
         stack.callback(daemon.stop)
         ready = None
         if wait_ready and with_insight:

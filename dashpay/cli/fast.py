@@ -20,6 +20,9 @@ exit code stay the same as with the app:
 - after the request was sent (it is never sent twice): a failed call is reported as
   the app reports it, and first, as the app would have before sending, the table's
   parsers check the parameters, so a value they refuse fails with exit 2 as always.
+
+`dashpay serve` on a config file takes this path too (``_serve``): the daemon keeps
+what it imports for as long as it runs, and the app is ~2.4 MB of its memory (issue 19).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def _run(argv: list[str]) -> int | None:
     options, rest = _global_options(argv)
     if options is None:
         return None
+    if rest[:1] == ["serve"]:
+        return _serve(options, rest[1:])
     words = 2 if tuple(rest[:2]) in COMMANDS and len(rest) >= 2 else 1
     found = COMMANDS.get(tuple(rest[:words]))
     if found is None:
@@ -173,6 +178,45 @@ def _converted(text: str, kind: str) -> Any:
     if kind == "int":
         return int(text) if text and all("0" <= c <= "9" for c in text) else None
     return text
+
+
+def _serve(options: dict[str, str], words: list[str]) -> int | None:
+    """`dashpay serve` on a config file (``--log-level`` its only option): the daemon
+    without the Typer app, whose modules would stay in its memory for good (~4 MB,
+    issue 19). Anything else (``--sandbox``, ``--help``, a bad level, a config file
+    the loader refuses or cannot find) is the app's to run and explain."""
+    from dashpay.daemon.logs import LEVELS
+
+    level = None
+    if words[:1] == ["--log-level"] and len(words) == 2:
+        level = words[1]
+    elif len(words) == 1 and words[0].startswith("--log-level="):
+        level = words[0].partition("=")[2]
+    elif words:
+        return None
+    if level is not None and level not in LEVELS:
+        return None
+    from dashpay.config.errors import ConfigError
+    from dashpay.config.files import resolve_config_path
+    from dashpay.config.load import load_config
+
+    try:
+        path, _ = resolve_config_path(options.get("config"))
+        if path is None:
+            return None
+        config = load_config(path)
+    except ConfigError:
+        return None
+    if options.get("socket"):
+        import dataclasses
+
+        control = dataclasses.replace(config.control, socket=Path(options["socket"]))
+        config = dataclasses.replace(config, control=control)
+    from dashpay.daemon.logs import setup_logging
+    from dashpay.daemon.root import run_daemon
+
+    setup_logging(level or config.logging.level)
+    return run_daemon(config)
 
 
 def _socket(options: dict[str, str]) -> tuple[Path, str] | None:

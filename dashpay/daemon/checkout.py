@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dashpay.api.checkout import theme_of
-from dashpay.api.http.checkout_routes import CheckoutApp
-
 if TYPE_CHECKING:
     from dashpay.daemon.root import Daemon
 
@@ -36,6 +33,10 @@ def with_checkout(daemon: Daemon, api: Callable) -> Callable:
     """The ASGI app to serve: ``api`` with ``/pay/...`` in front when the page is on."""
     if not checkout_enabled(daemon):
         return api
+    # Imported here: a daemon without the page does not keep its modules (issue 19).
+    from dashpay.api.checkout import theme_of
+    from dashpay.api.http.checkout_routes import CheckoutApp
+
     assert daemon.repo is not None
     return CheckoutApp(
         api,

@@ -16,15 +16,13 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from dashpay import __version__
 from dashpay.api.commands import Services
 from dashpay.api.dispatch import Dispatcher
-from dashpay.api.http.app import HttpApp
-from dashpay.api.http.mounts import metrics_endpoint, seed_endpoints
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.checkout import public_url, recorded_by_both, with_checkout
@@ -42,7 +40,6 @@ from dashpay.domain.wallet import Wallet
 from dashpay.engine.loop import PaymentEngine, ReceiverAdded, ReceiverChanged
 from dashpay.net.chain import ChainSource, open_chain_source
 from dashpay.net.control_server import serve_control
-from dashpay.net.http_server import serve_http
 from dashpay.net.insight_rest import InsightRest
 from dashpay.net.insight_socket import InsightSocket
 from dashpay.net.outbound import Outbound
@@ -57,6 +54,9 @@ from dashpay.services.prices.service import PriceService
 from dashpay.services.receivers import ReceiverDefaults, ReceiverService
 from dashpay.services.rescan import Reconciler, recheck_interval
 from dashpay.services.verify import Verifier
+
+if TYPE_CHECKING:
+    from dashpay.api.http.app import HttpApp
 
 log = logging.getLogger("dashpay.daemon")
 
@@ -297,6 +297,9 @@ class Daemon:
         )
         log.info("control socket listening path=%s", path)
         if self.config.http.listen:
+            # The HTTP API's modules (hypercorn, the app) only when it is on (issue 19).
+            from dashpay.net.http_server import serve_http
+
             app = with_checkout(self, self.http_app())
             self.http_urls = await nursery.start(serve_http, app, self.config.http)
 
@@ -311,6 +314,9 @@ class Daemon:
 
     def http_app(self) -> HttpApp:
         """The HTTP API over the same dispatcher as the control socket."""
+        from dashpay.api.http.app import HttpApp
+        from dashpay.api.http.mounts import metrics_endpoint, seed_endpoints
+
         return HttpApp(
             dispatch=self.handle,
             config=self.config.http,

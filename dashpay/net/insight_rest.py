@@ -34,11 +34,11 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
-import httpx
 import trio
 
 from dashpay import __version__
@@ -163,7 +163,7 @@ class InsightRest:
         self._not_before = float("-inf")  # trio clock; shared pause after a 429
         self._random = random.Random()
         # The base URL without credentials (they go in an Authorization header).
-        self._base = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        self._base = f"{url.scheme}://{url.netloc}{url.path}"
         self._headers = [
             ("User-Agent", _USER_AGENT),
             ("Accept", "application/json"),
@@ -564,21 +564,39 @@ async def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _check_base_url(base_url: str) -> httpx.URL:
-    """Parse the configured Insight URL; keep its path prefix and make it end in "/"."""
+@dataclass(frozen=True, slots=True)
+class _BaseUrl:
+    scheme: str
+    netloc: str  # host[:port], no credentials; an IPv6 host in brackets
+    path: str  # ends with "/"
+    username: str
+    password: str
+
+
+def _check_base_url(base_url: str) -> _BaseUrl:
+    """Parse the configured Insight URL; keep its path prefix and make it end in "/"
+    (the stdlib's parser: httpx's would be the daemon's only use of httpx)."""
     try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"Insight URL is not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme not in ("http", "https") or not host:
         raise ValueError(
             "Insight URL must look like http(s)://HOST[:PORT]/insight-api, "
-            f"got scheme {url.scheme or '(none)'!r}"
+            f"got scheme {scheme or '(none)'!r}"
         )
-    if url.query or url.fragment:
+    if parts.query or parts.fragment or base_url.rstrip().endswith(("?", "#")):
         raise ValueError("Insight URL must not have a query (?...) or fragment (#...)")
-    path = url.path if url.path.endswith("/") else url.path + "/"
-    return url.copy_with(path=path)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        netloc += f":{port}"
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return _BaseUrl(
+        scheme, netloc, path, unquote(parts.username or ""), unquote(parts.password or "")
+    )
 
 
 def _parse_pages(

@@ -12,11 +12,11 @@ and agree on which connection goes through which proxy.
   private CA is ADDED, nothing is replaced. ALPN offers http/1.1 only (REST, prices,
   callbacks and the websocket upgrade all speak HTTP/1.1).
 - **Proxies** (``wire/proxy.ProxySettings``): ``open_stream`` connects directly or
-  through an HTTP CONNECT tunnel (``tunnel``), the proxy resolving the target's name;
-  httpx clients get ``httpx_transport``, which asks the same decision per request and
-  hands the request to httpx's own proxy support (CONNECT for https, absolute-form
-  forwarding for http). The callback poster uses ``proxy_for`` and ``tunnel`` itself,
-  to tunnel to the address its SSRF guard checked (``net/http_post.py``).
+  through an HTTP CONNECT tunnel (``tunnel``), the proxy resolving the target's name.
+  The HTTP/1.1 client of the callbacks, Insight REST and the price providers
+  (``net/http_post.py``) uses ``proxy_for`` and ``tunnel`` itself, so the callback
+  poster tunnels to the address its SSRF guard checked; http and https alike go through
+  a CONNECT tunnel.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
 import trio
 
 from dashpay.config.model import Config
@@ -123,12 +122,6 @@ class Outbound:
             raise
         return stream
 
-    def httpx_transport(self) -> httpx.AsyncBaseTransport:
-        """An httpx transport that verifies with ``tls_context`` and sends each request
-        directly or through the proxy ``proxy_for`` names for its URL (the price
-        providers' client; Insight REST and callbacks use net/http_post.py)."""
-        return _RoutingTransport(self, httpx.Limits())
-
 
 @functools.cache
 def default_outbound() -> Outbound:
@@ -181,40 +174,3 @@ async def tunnel(stream: trio.abc.Stream, proxy: ProxyURL, host: str, port: int)
         raise ProxyError(
             f"proxy {proxy.display} (CONNECT {authority(host, port)}): connection lost: {cause}"
         ) from exc
-
-
-class _RoutingTransport(httpx.AsyncBaseTransport):
-    """Direct, or httpx's proxy transport of the proxy ``Outbound.proxy_for`` names."""
-
-    def __init__(self, outbound: Outbound, limits: httpx.Limits) -> None:
-        self._outbound = outbound
-        self._limits = limits
-        self._direct = self._transport(None)
-        self._proxied: dict[ProxyURL, httpx.AsyncHTTPTransport] = {}
-
-    def _transport(self, proxy: ProxyURL | None) -> httpx.AsyncHTTPTransport:
-        via = None
-        if proxy is not None:
-            credentials = (proxy.username, proxy.password) if proxy.authorization else None
-            via = httpx.Proxy(
-                f"{proxy.scheme}://{authority(proxy.host, proxy.port)}",
-                auth=credentials,
-                ssl_context=self._outbound.tls_context if proxy.tls else None,
-            )
-        return httpx.AsyncHTTPTransport(
-            verify=self._outbound.tls_context, trust_env=False, limits=self._limits, proxy=via
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        proxy = self._outbound.proxy_for(url.scheme, url.host, url.port)
-        if proxy is None:
-            return await self._direct.handle_async_request(request)
-        transport = self._proxied.get(proxy)
-        if transport is None:
-            transport = self._proxied[proxy] = self._transport(proxy)
-        return await transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for transport in (self._direct, *self._proxied.values()):
-            await transport.aclose()

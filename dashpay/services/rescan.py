@@ -29,7 +29,7 @@ import trio
 
 from dashpay.domain.accounting import payment_final, source_reset_suspected
 from dashpay.domain.clock import now_ms
-from dashpay.domain.errors import NotFound, Unavailable
+from dashpay.domain.errors import DashpayError, NotFound, Unavailable
 from dashpay.domain.model import Payment, PaymentObservation, ReceiverResult, ReceiverWork
 from dashpay.domain.observations import BlockObserved, SourceError, TxObserved
 from dashpay.domain.status import ARRIVALS, CHANGE_DROPPED, CHANGE_MISSING
@@ -43,6 +43,9 @@ log = logging.getLogger("dashpay.rescan")
 # Receivers per history request batch handed to the engine at once; the REST client
 # batches addresses itself, this bounds memory for a 100k-receiver rescan.
 RESCAN_CHUNK = 2_000
+# Chunks in flight at once: two chunks' address batches (1,000 addresses each) keep the
+# REST client's four requests busy while a finished chunk is being recorded.
+RESCAN_PIPELINE = 2
 # The re-check timer runs every drop_after / RECHECK_PER_DROP_AFTER, within these bounds:
 # an unlocked payment that vanished is dropped at most a fifth of drop_after late.
 RECHECK_PER_DROP_AFTER = 5
@@ -196,11 +199,8 @@ class Reconciler:
         summary = RescanSummary(started_at=time.time())
         started = time.monotonic()
         self.running += 1
-        absent: list[tuple[int, str]] = []
         try:
-            for start in range(0, len(targets), RESCAN_CHUNK):
-                chunk = targets[start : start + RESCAN_CHUNK]
-                absent += await self._rescan_chunk(chunk, summary)
+            absent = await self._rescan_chunks(targets, summary)
             if absent:
                 await self._report_absent(absent, summary)
         finally:
@@ -222,6 +222,35 @@ class Reconciler:
             summary.complete,
         )
         return summary
+
+    async def _rescan_chunks(
+        self, targets: list[tuple[int, str]], summary: RescanSummary
+    ) -> list[tuple[int, str]]:
+        """``_rescan_chunk`` over ``targets`` in chunks, RESCAN_PIPELINE of them at once:
+        while one chunk's history is read, the one before it is recorded, so the
+        lookups never wait for the database (issue 19: 100k receivers at startup).
+        The first failure cancels the other chunks and is raised as itself."""
+        chunks = [targets[i : i + RESCAN_CHUNK] for i in range(0, len(targets), RESCAN_CHUNK)]
+        if len(chunks) <= 1:
+            return await self._rescan_chunk(chunks[0], summary) if chunks else []
+        absent: list[tuple[int, str]] = []
+        failures: list[DashpayError] = []
+        limiter = trio.CapacityLimiter(RESCAN_PIPELINE)
+
+        async def one(chunk: list[tuple[int, str]]) -> None:
+            async with limiter:
+                try:
+                    absent.extend(await self._rescan_chunk(chunk, summary))
+                except DashpayError as exc:
+                    failures.append(exc)
+                    nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for chunk in chunks:
+                nursery.start_soon(one, chunk)
+        if failures:
+            raise failures[0]
+        return absent
 
     async def _rescan_chunk(
         self, targets: list[tuple[int, str]], summary: RescanSummary

@@ -332,8 +332,8 @@ async def test_plain_http_goes_through_the_proxy_tunnelled(lab):
     assert await try_rest(insight + "/insight-api", outbound) is None
     assert await try_socket(insight, outbound) is None
     where = f"insight.proxied.test:{lab.peer.port}"
-    # Insight REST (our HTTP/1.1 client, as callbacks) and the websocket both tunnel;
-    # only the price providers' httpx forwards an http request (absolute-form).
+    # Insight REST (our HTTP/1.1 client, as callbacks and the price providers) and the
+    # websocket both tunnel, http targets too.
     assert lab.proxy.targets() == [f"CONNECT {where}", f"CONNECT {where}"]
 
 
@@ -478,8 +478,8 @@ def test_a_daemon_whose_only_way_out_is_the_proxy_becomes_ready_and_records_paym
     where = f"CONNECT insight.proxied.test:{lab.insight_front.port}"
     assert where in lab.proxy.targets()
     # The price refresher went the same way (write_config points the providers at the
-    # discard port, http: forwarded); nothing else left the host.
-    assert set(lab.proxy.targets()) <= {where, "GET 127.0.0.1:9"}
+    # discard port, http: tunnelled); nothing else left the host.
+    assert set(lab.proxy.targets()) <= {where, "CONNECT 127.0.0.1:9"}
 
 
 # -- the real socket.io 2.4.1 server (what Insight runs) through the proxy -------------------

@@ -111,6 +111,11 @@ def test_anything_but_plain_goes_to_the_app(declared, words) -> None:
         ["--config"],
         ["--config", "a", "--config", "b", "status"],
         ["serve"],
+        ["serve", "--sandbox"],
+        ["--config", "/nonexistent/dashpay.toml", "serve"],
+        ["serve", "--log-level", "loud"],
+        ["serve", "--log-level"],
+        ["serve", "--help"],
         ["wallet", "derive"],
         ["rescan"],  # its words need the app's PREPARE step
         ["price", "USD"],

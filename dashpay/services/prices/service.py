@@ -12,7 +12,8 @@ last good quote in the database, and uses it only while it is younger than
 Two layers:
 - pure functions: each provider's ``parse`` (decoded JSON -> a reading or an error),
   ``decode_json``, ``sane_price``, ``fiat_to_duffs`` and ``convert``;
-- ``PriceService``: one shared httpx client on trio, one fetch at a time per currency
+- ``PriceService``: one shared HTTP/1.1 client on trio (``net/http_post.py``, as Insight
+  REST and the callbacks: no httpx in the daemon, issue 19), one fetch at a time per currency
   (callers that arrive meanwhile share its result), the in-memory view of the cache, the
   refresher task and the ``price.get`` control handler. ``quote`` never waits on the
   network while a cached quote is younger than ``max_age``.
@@ -21,12 +22,13 @@ Two layers:
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
 import trio
 
 from dashpay.config.durations import format_duration
@@ -35,7 +37,13 @@ from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import DashpayError, InvalidParams, PriceUnavailable
 from dashpay.domain.money import fiat_code
 from dashpay.domain.views import iso_time
-from dashpay.net.http_post import describe_error
+from dashpay.net.http_post import (
+    ConnectFailed,
+    HttpPoster,
+    HttpPostError,
+    TlsFailed,
+    describe_error,
+)
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.repository.base import Repository
 from dashpay.services.prices.convert import (
@@ -86,6 +94,22 @@ class _TooLarge(Exception):
     pass
 
 
+class _CutShort(HttpPostError):
+    """The answer's body ended early (the connection broke or the body was too slow)."""
+
+
+# How a failure is named in messages (the names httpx used, which operators know).
+_FAILURE_NAMES: dict[type, str] = {ConnectFailed: "ConnectError", TlsFailed: "ConnectError"}
+# Headers of every price request: never spend CPU inflating an answer.
+_HEADERS = (
+    ("User-Agent", _USER_AGENT),
+    ("Accept", "application/json"),
+    ("Accept-Encoding", "identity"),
+)
+# Idle keep-alive connections kept per provider.
+_IDLE_PER_PROVIDER = 2
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     provider: str
@@ -125,22 +149,20 @@ class PriceService:
         config: PricesConfig,
         *,
         clock: Callable[[], int] = now_ms,
-        transport: httpx.AsyncBaseTransport | None = None,
         providers: tuple[Provider, ...] | None = None,
         outbound: Outbound | None = None,
     ) -> None:
-        """``outbound``: the trust store and proxies (default: the environment's);
-        ``transport`` (tests) replaces it."""
+        """``outbound``: the trust store and proxies (default: the environment's)."""
         self.repo = repo
         self.config = config
         self.clock = clock
         # `providers`: the sandbox's own fixed rate instead of the configured ones.
         self.providers = make_providers(config) if providers is None else providers
-        self._transport = transport
         self._outbound = outbound
         # Made at the first request: a daemon that never converts a fiat amount does not
-        # pay its TLS context and connection pool (~3 MB).
-        self._client: httpx.AsyncClient | None = None
+        # pay its connection pool.
+        self._client: HttpPoster | None = None
+        self._plain: set[tuple[str, int]] = set()
         self._quotes: dict[str, Quote] = {}
         self._failures: dict[str, _Failure] = {}
         self._inflight: dict[str, _Flight] = {}
@@ -270,18 +292,36 @@ class PriceService:
         if self._client is not None:
             await self._client.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> HttpPoster:
         if self._client is None:
-            transport = self._transport
-            if transport is None:
-                transport = (self._outbound or default_outbound()).httpx_transport()
-            self._client = httpx.AsyncClient(
-                transport=transport,
-                timeout=httpx.Timeout(self.config.timeout),
-                follow_redirects=False,
-                headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            self._outbound = self._outbound or default_outbound()
+            # (host, port) of the providers reached over plain http: the proxy rules
+            # differ by scheme, and the pool asks for addresses by host and port only.
+            for provider in self.providers:
+                parts = urlsplit(provider.base_url)
+                if parts.scheme.lower() == "http" and parts.hostname:
+                    self._plain.add((parts.hostname.lower(), parts.port or 80))
+            self._client = HttpPoster(
+                self._addresses,
+                outbound=self._outbound,
+                max_body=MAX_RESPONSE_BYTES,
+                body_seconds=self.config.timeout,
+                max_idle_per_origin=_IDLE_PER_PROVIDER,
             )
         return self._client
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """Where to connect: through a proxy the name itself (the proxy resolves it),
+        else its addresses here (a configured provider: no SSRF rules, as for Insight)."""
+        assert self._outbound is not None
+        scheme = "http" if (host, port) in self._plain else "https"
+        if self._outbound.proxy_for(scheme, host, port) is not None:
+            return [host]
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConnectFailed(f"cannot resolve {host}: {exc}") from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     # -- cache --------------------------------------------------------------------------
     async def _load_cache(self) -> None:
@@ -573,9 +613,10 @@ class PriceService:
         try:
             with trio.move_on_after(timeout) as scope:
                 status, headers, body = await self._get(url, params)
-        except httpx.RequestError as exc:
+        except (HttpPostError, OSError, ValueError) as exc:
             detail = excerpt(with_trust_hint(describe_error(exc)), 300)
-            raise ProviderError(f"{type(exc).__name__}: {detail}") from None
+            kind = _FAILURE_NAMES.get(type(exc), "ReadError")
+            raise ProviderError(f"{kind}: {detail}") from None
         except _TooLarge:
             raise BadAnswer(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes") from None
         if scope.cancelled_caught:
@@ -601,20 +642,20 @@ class PriceService:
                 )
         return price
 
-    async def _get(self, url: str, params: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+    async def _get(self, url: str, params: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """One GET; reads at most ``MAX_RESPONSE_BYTES`` of the body."""
-        async with self._http().stream("GET", url, params=params) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params)
+        response = await self._http().request("GET", url, _HEADERS)
+        declared = response.header(b"content-length") or ""
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise _TooLarge
+        if not response.complete:
+            if len(response.body) >= MAX_RESPONSE_BYTES:
                 raise _TooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise _TooLarge
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
+            raise _CutShort("the answer's body was cut short")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
+        return response.status, headers, response.body
 
     # -- messages -----------------------------------------------------------------------
     def _unavailable(self, currency: str, reasons: Mapping[str, str], now: int) -> PriceUnavailable:
