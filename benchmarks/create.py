@@ -48,6 +48,7 @@ from benchmarks.harness import (
     child_env,
     median,
     mysql_connect,
+    proc_cpu_seconds,
     query_one,
 )
 from benchmarks.runner import Case, Options, Target
@@ -58,11 +59,14 @@ from dashpay.repository.schema import NEW_RECEIVER_FIELDS
 
 DESCRIPTION = "receiver.create with 16 concurrent clients; `dashpay receiver new` wall time"
 SHOWN = (
-    "creates_per_second", "floor_creates_per_second", "floor_ratio", "reused",
+    "creates_per_second", "floor_creates_per_second", "floor_ratio", "daemon_cpu_us_per_create",
+    "reused",
     "cli_as_is_ms", "cli_compiled_ms", "cli_floor_ms", "cli_as_is_ratio", "cli_compiled_ratio",
 )  # fmt: skip
 UNITS = {
-    "creates_per_second": "/s", "floor_creates_per_second": "/s", "cli_as_is_ms": "ms",
+    "creates_per_second": "/s", "floor_creates_per_second": "/s", "daemon_cpu_us_per_create": "us",
+    "floor_cpu_us_per_create": "us",
+    "cli_as_is_ms": "ms",
     "cli_compiled_ms": "ms", "cli_floor_ms": "ms", "cli_floor_compiled_ms": "ms",
 }  # fmt: skip
 # The CLI's floor, measured in the same run: the bare interpreter's start.
@@ -191,12 +195,15 @@ def control_creates(stack: Stack, clients: int, total: int) -> dict[str, Any]:
     first: the figures of one measurement, and the answers under ``"answers"``."""
     for _ in range(clients):  # warm-up: connections, caches, the first transactions
         stack.daemon.call("receiver.create", {"amount": AMOUNT})
+    cpu_before = proc_cpu_seconds(stack.daemon.pid)
     created, _, elapsed = in_parallel(
         clients,
         total // clients,
         lambda _: control_session(stack.daemon.socket, "receiver.create", {"amount": AMOUNT}),
     )
-    return {"answers": created, "seconds": elapsed, "rate": len(created) / elapsed}
+    cpu_after = proc_cpu_seconds(stack.daemon.pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return {"answers": created, "seconds": elapsed, "rate": len(created) / elapsed, "cpu": cpu}
 
 
 def reuse(stack: Stack, created: list[dict[str, Any]]) -> dict[str, Any]:
@@ -224,8 +231,8 @@ def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
         measured = control_creates(stack, clients, total)
         reused = reuse(stack, measured["answers"])
         made = len(measured["answers"])
-        floor = floor_rate(stack.database_url, made, multirow=False)
-        floor_multirow = floor_rate(stack.database_url, made, multirow=True)
+        floor, floor_cpu = floor_rate(stack.database_url, made, multirow=False)
+        floor_multirow, _ = floor_rate(stack.database_url, made, multirow=True)
     return {
         "receivers": len(measured["answers"]),
         "clients": clients,
@@ -235,6 +242,14 @@ def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
         "floor_ratio": round(measured["rate"] / floor, 3),
         "floor_multirow_creates_per_second": round(floor_multirow, 1),
         "floor_multirow_ratio": round(measured["rate"] / floor_multirow, 3),
+        # The daemon's CPU (user + system, /proc) per create: steadier than the rate on
+        # a shared machine, where the rate follows the CPU share the daemon gets.
+        "daemon_cpu_us_per_create": None
+        if measured["cpu"] is None
+        else round(measured["cpu"] / made * 1e6, 1),
+        # The floor loop's own CPU per receiver (on SQLite all of it; on MariaDB the
+        # client side only).
+        "floor_cpu_us_per_create": round(floor_cpu * 1e6, 1),
         **reused,
     }
 
@@ -242,12 +257,13 @@ def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
 _FLOOR_COLUMNS = ("hd_index", "address", "status", "updated_at", *NEW_RECEIVER_FIELDS)
 
 
-def floor_rate(database_url: str, count: int, *, multirow: bool) -> float:
+def floor_rate(database_url: str, count: int, *, multirow: bool) -> tuple[float, float]:
     """Receivers per second of the bare create loop (see the module docstring) writing
     ``count`` receivers into the benchmark's database under a wallet of its own: one
-    INSERT per receiver, or with ``multirow`` one INSERT per commit."""
+    INSERT per receiver, or with ``multirow`` one INSERT per commit. Also the loop's
+    CPU seconds per receiver (this thread's)."""
     wallet = "floor" + secrets.token_hex(6)
-    addresses = synthetic_addresses(count, seed=19)
+    addresses = synthetic_addresses(count, seed=secrets.randbits(32))
     now = time.time_ns() // 1_000_000
     fixed = {"wallet_id": wallet, "chain": 0, "amount_duffs": 10_000_000, "status": "pending"}
     fixed |= {"created_at": now, "updated_at": now}
@@ -279,7 +295,7 @@ def floor_rate(database_url: str, count: int, *, multirow: bool) -> float:
 
     try:
         execute("INSERT INTO hd_counters (wallet_id, chain, next_index) VALUES (?, 0, 0)", [wallet])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         for start in range(0, count, FLOOR_PER_COMMIT):
             chunk = rows[start : start + FLOOR_PER_COMMIT]
             execute(begin)
@@ -291,10 +307,10 @@ def floor_rate(database_url: str, count: int, *, multirow: bool) -> float:
                     execute(insert + marks, values)
             execute(bump, (first + len(chunk), wallet))
             execute("COMMIT")
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
     finally:
         close()
-    return count / elapsed
+    return count / elapsed, cpu / count
 
 
 def _cli_command(config: Path) -> list[str]:
