@@ -23,7 +23,10 @@ counter past them, then commits; as many receivers as the daemon made, under a w
 of its own. ``floor_creates_per_second`` inserts one row per statement, as issue 19's
 floor did (20,026 / 2,294 per s: on MariaDB a round trip per row); ``floor_ratio`` is
 the daemon's rate over it, the figure the goal names. ``floor_multirow_*`` is the
-tighter floor of one multi-row INSERT per commit (what the daemon sends).
+tighter floor of one multi-row INSERT per commit (what the daemon sends). Last, the
+control socket alone (``benchmarks/control_floor.py``: the daemon's control server with
+a handler answering a fixed receiver view at once), driven like the creates: its rate
+and CPU per request are what the transport costs, of the daemon's CPU per create.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from benchmarks.harness import (
     PYTHON,
     BenchError,
     child_env,
+    floor_server,
     median,
     mysql_connect,
     proc_cpu_seconds,
@@ -60,12 +64,13 @@ from dashpay.repository.schema import NEW_RECEIVER_FIELDS
 DESCRIPTION = "receiver.create with 16 concurrent clients; `dashpay receiver new` wall time"
 SHOWN = (
     "creates_per_second", "floor_creates_per_second", "floor_ratio", "daemon_cpu_us_per_create",
-    "reused",
+    "control_alone_cpu_us_per_request", "reused",
     "cli_as_is_ms", "cli_compiled_ms", "cli_floor_ms", "cli_as_is_ratio", "cli_compiled_ratio",
 )  # fmt: skip
 UNITS = {
     "creates_per_second": "/s", "floor_creates_per_second": "/s", "daemon_cpu_us_per_create": "us",
-    "floor_cpu_us_per_create": "us",
+    "floor_cpu_us_per_create": "us", "control_alone_per_second": "/s",
+    "control_alone_cpu_us_per_request": "us",
     "cli_as_is_ms": "ms",
     "cli_compiled_ms": "ms", "cli_floor_ms": "ms", "cli_floor_compiled_ms": "ms",
 }  # fmt: skip
@@ -233,6 +238,7 @@ def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
         made = len(measured["answers"])
         floor, floor_cpu = floor_rate(stack.database_url, made, multirow=False)
         floor_multirow, _ = floor_rate(stack.database_url, made, multirow=True)
+        alone = control_alone(stack.directory / "floor.sock", clients, total)
     return {
         "receivers": len(measured["answers"]),
         "clients": clients,
@@ -250,8 +256,32 @@ def _run_concurrent(case: Case, options: Options) -> dict[str, Any]:
         # The floor loop's own CPU per receiver (on SQLite all of it; on MariaDB the
         # client side only).
         "floor_cpu_us_per_create": round(floor_cpu * 1e6, 1),
+        # The control socket alone (benchmarks/control_floor.py), driven the same way:
+        # what the transport costs of the daemon's CPU per create.
+        "control_alone_per_second": round(alone["rate"], 1),
+        "control_alone_cpu_us_per_request": alone["cpu_us"],
         **reused,
     }
+
+
+def control_alone(socket: Path, clients: int, total: int) -> dict[str, Any]:
+    """``benchmarks/control_floor.py`` at ``socket`` driven like the creates: its rate
+    and its CPU per request."""
+    # This tree's control server, also when the daemon runs from --source: one
+    # reference for both sides of a comparison.
+    env = child_env({"PYTHONPATH": str(harness.REPO)})
+    with floor_server("benchmarks.control_floor", str(socket), env=env) as (line, pid):
+        if line != "ready":
+            raise BenchError(f"benchmarks.control_floor did not start (printed {line!r})")
+        before = proc_cpu_seconds(pid)
+        answers, _, elapsed = in_parallel(
+            clients,
+            total // clients,
+            lambda _: control_session(socket, "receiver.create", {"amount": AMOUNT}),
+        )
+        after = proc_cpu_seconds(pid)
+    cpu = None if before is None or after is None else (after - before) / len(answers)
+    return {"rate": len(answers) / elapsed, "cpu_us": None if cpu is None else round(cpu * 1e6, 1)}
 
 
 _FLOOR_COLUMNS = ("hd_index", "address", "status", "updated_at", *NEW_RECEIVER_FIELDS)
