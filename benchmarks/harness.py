@@ -767,6 +767,33 @@ class CallbackSink:
         self._listener.close()
 
 
+@contextlib.contextmanager
+def floor_server(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """``python -m <module> args...``, a floor server (``benchmarks/*_floor.py``, serving
+    until its stdin closes): its first line of stdout and its pid; stopped on exit
+    (stdin closed, killed after 10 s)."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", module, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env() if env is None else env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().decode().strip(), proc.pid
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # -- databases ------------------------------------------------------------------------------
 
 

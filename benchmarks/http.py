@@ -28,16 +28,19 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks import harness
 from benchmarks.create import AMOUNT, Call, in_parallel, reuse
-from benchmarks.harness import PYTHON, BenchError, child_env, percentile, proc_cpu_seconds
+from benchmarks.harness import (
+    BenchError,
+    floor_server,
+    percentile,
+    proc_cpu_seconds,
+)
 from benchmarks.runner import Case, Options, Target
 from benchmarks.stack import daemon_stack
 
@@ -242,16 +245,7 @@ def _reading(key: str, ids: list[int], offset: int) -> Callable[[LeanHttp], Call
 
 def server_alone(clients: int, per_client: int) -> dict[str, Any]:
     """The floor: ``benchmarks/http_floor.py`` driven like the creates."""
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "benchmarks.http_floor"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=child_env(),
-        cwd=harness.REPO,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        url = proc.stdout.readline().decode().strip()
+    with floor_server("benchmarks.http_floor") as (url, pid):
         if not url.startswith("http://"):
             raise BenchError(f"benchmarks.http_floor did not start (printed {url!r})")
 
@@ -262,15 +256,7 @@ def server_alone(clients: int, per_client: int) -> dict[str, Any]:
         with http_session(url, answering) as warm:
             for _ in range(clients):
                 warm()
-        return _measured(proc.pid, clients, per_client, lambda _: http_session(url, answering))
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        return _measured(pid, clients, per_client, lambda _: http_session(url, answering))
 
 
 def _measured(

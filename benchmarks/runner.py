@@ -6,8 +6,9 @@ only when named) declares its cases (sizes, backends, the
 targets of issue 8 and the original processor's figures) and measures one run of a
 case; this module repeats runs, takes the median of every figure and writes
 ``results/<scenario>.json`` atomically (``.tmp`` then rename) with the machine's
-facts. ``report`` prints the Markdown table of the latest results, as in
-``benchmarks/README.md``.
+facts. ``report`` prints the Markdown table of issue 19's figures (``figures.py``:
+now, the floor of the same run, the ratio, the goal); ``report --cases`` the table of
+every case against its targets, as in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from benchmarks.figures import figures_report
 
 SCENARIOS = (
     "ingest",
@@ -257,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="benchmarks/run",
         description="Run dashpay's benchmarks and write benchmarks/results/<scenario>.json. "
         "`benchmarks/run peer [--port N]` serves a benchmark Insight peer instead; "
-        "`benchmarks/run report` prints the table of the latest results.",
+        "`benchmarks/run report` prints the figures of issue 19 (now, floor, ratio, goal) "
+        "from the latest results; `report --cases` every case against its targets.",
     )
     parser.add_argument(
         "scenarios",
@@ -292,11 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where to write the JSON results"
     )
+    parser.add_argument(
+        "--cases",
+        action="store_true",
+        help="with report: every case's medians against its targets, instead of the "
+        "figures of issue 19 against their floors",
+    )
     args = parser.parse_args(argv)
     wanted = args.scenarios or [s for s in SCENARIOS if s not in NAMED_ONLY]
     if wanted == ["report"]:
-        print(report(args.results_dir))
+        print(report(args.results_dir) if args.cases else figures_report(args.results_dir))
         return 0
+    if args.cases:
+        parser.error("--cases goes with report: benchmarks/run report --cases")
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {SCENARIOS}")

@@ -11,10 +11,7 @@ idle connections cannot lock the others out. Only when every connection is answe
 request is a new client refused, with one ``unavailable`` line. Warnings a peer can
 trigger per connection go through ``ThrottledLog``: one line per second per kind.
 
-The socket file is created atomically with its final mode (bound under a temporary name,
-chmod-ed, then hard-linked into place, which fails if the name is taken), so there is no
-moment when it is reachable with looser permissions, and two daemons cannot both claim
-the same path.
+The socket file is claimed and removed by ``control_socket.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import fcntl
 import logging
 import os
 import socket as stdlib_socket
-import stat
 import struct
 import termios
 from collections.abc import Awaitable, Callable
@@ -36,14 +32,19 @@ from typing import Any
 
 import trio
 
-from dashpay.domain.errors import INTERNAL, INVALID_PARAMS, UNAVAILABLE, DashpayError
+from dashpay.domain.errors import INTERNAL, UNAVAILABLE, DashpayError
 from dashpay.domain.limits import (
     CONTROL_PRESSURE_IDLE_TIMEOUT,
     MAX_CONTROL_CONNECTIONS,
-    MAX_UNIX_SOCKET_PATH_BYTES,
 )
 from dashpay.domain.throttle import ThrottledLog
 from dashpay.net.control_admission import UNKNOWN_UID, Admission, Seat
+from dashpay.net.control_socket import (
+    ControlSocketInUse,
+    ControlSocketPathError,
+    bind_socket,
+    remove_if_ours,
+)
 from dashpay.wire.jsonrpc import (
     DEFAULT_REQUEST_TIMEOUT,
     IDLE_TIMEOUT,
@@ -58,6 +59,9 @@ from dashpay.wire.jsonrpc import (
     parse_request,
 )
 
+# The socket file's errors are raised by serve_control: importable from here too.
+__all__ = ["ControlSocketInUse", "ControlSocketPathError", "serve_control"]
+
 log = logging.getLogger("dashpay.control")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -67,20 +71,9 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 # hold a connection task and the memory of its unread answers.
 SEND_TIMEOUT = 10.0
 
-# How long the start-up check waits for an existing socket to accept a connection. A
-# live daemon accepts in microseconds; one that is wedged with a full backlog is still
-# "in use" and must not be replaced.
-LIVENESS_PROBE_TIMEOUT = 2.0
-
 # Bytes read per receive: a whole typical request, small enough that one receive never
 # overshoots the line limit by much.
 RECEIVE_CHUNK = 16 * 1024
-
-# Unix socket paths are limited by sockaddr_un.sun_path: 108 bytes on Linux, including
-# the terminating NUL.
-MAX_SOCKET_PATH_BYTES = MAX_UNIX_SOCKET_PATH_BYTES
-
-LISTEN_BACKLOG = 128
 
 # accept() errors that mean "out of resources right now", not "the listener is broken";
 # like trio.serve_listeners, we pause and try again instead of dying.
@@ -92,31 +85,6 @@ _SO_PEERCRED = getattr(stdlib_socket, "SO_PEERCRED", None)
 _UCRED = struct.Struct("3i")
 # The int FIONREAD (SIOCINQ) writes: bytes waiting in a socket's receive queue.
 _UNREAD = struct.Struct("i")
-
-
-class ControlSocketInUse(DashpayError):
-    """Another process is serving on our socket path."""
-
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(
-            UNAVAILABLE,
-            f"another dashpay daemon is already serving on {path}; stop it first or use a "
-            "different [control] socket",
-            path=str(path),
-        )
-        self.path = Path(path)
-
-
-class ControlSocketPathError(DashpayError):
-    """The socket path cannot be used (not a socket, too long, no permission)."""
-
-    def __init__(self, path: Path | str, problem: str) -> None:
-        super().__init__(
-            INVALID_PARAMS,
-            f"cannot use {path} as the control socket: {problem}",
-            path=str(path),
-        )
-        self.path = Path(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +129,7 @@ async def serve_control(
         send_timeout,
         pressure_timeout,
     )
-    sock, identity = await _bind(socket_path, mode, group)
+    sock, identity = await bind_socket(socket_path, mode, group)
     try:
         listener = trio.SocketListener(sock)
         log.info("control socket bound path=%s mode=%o group=%s", socket_path, mode, group)
@@ -170,117 +138,7 @@ async def serve_control(
             await _Server(handler, limits).accept_loop(listener, nursery)
     finally:
         sock.close()
-        _remove_if_ours(socket_path, identity)
-
-
-# -- socket file ----------------------------------------------------------------------
-
-
-async def _bind(
-    path: Path, mode: int, group: int | None
-) -> tuple[trio.socket.SocketType, tuple[int, int]]:
-    """A listening socket at ``path`` with ``mode`` (and ``group``), and its (dev, inode)."""
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        raise ControlSocketPathError(
-            path,
-            f"the path is {len(os.fsencode(path))} bytes; Unix sockets allow at most "
-            f"{MAX_SOCKET_PATH_BYTES}: choose a shorter [control] socket path",
-        )
-    _ensure_parent(path.parent)
-    await _clear_stale(path)
-
-    temporary = path.parent / f".{path.name[:16]}.{os.getpid()}.tmp"
-    if len(os.fsencode(temporary)) > MAX_SOCKET_PATH_BYTES:
-        temporary = path.parent / f".dp{os.getpid()}"
-    _unlink_quietly(temporary)
-    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-    try:
-        try:
-            await sock.bind(os.fspath(temporary))
-            if group is not None:
-                os.chown(temporary, -1, group)
-            os.chmod(temporary, mode)
-            sock.listen(LISTEN_BACKLOG)
-            os.link(temporary, path)
-        finally:
-            _unlink_quietly(temporary)
-        info = os.lstat(path)
-    except FileExistsError:
-        sock.close()
-        raise ControlSocketInUse(path) from None  # someone bound it since our check
-    except PermissionError as exc:
-        sock.close()
-        raise ControlSocketPathError(path, f"permission denied ({exc.strerror})") from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock, (info.st_dev, info.st_ino)
-
-
-def _ensure_parent(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    try:
-        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-        os.chmod(directory, 0o750)  # mkdir's mode is filtered by the umask
-    except OSError as exc:
-        raise ControlSocketPathError(
-            directory, f"cannot create its directory ({exc.strerror})"
-        ) from None
-
-
-async def _clear_stale(path: Path) -> None:
-    """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ControlSocketPathError(
-            path, "it exists and is not a socket; move it away or set another [control] socket"
-        )
-    if await _answers(path):
-        raise ControlSocketInUse(path)
-    log.info("removing stale control socket path=%s", path)
-    _unlink_quietly(path)
-
-
-async def _answers(path: Path) -> bool:
-    probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-    with probe:
-        with trio.move_on_after(LIVENESS_PROBE_TIMEOUT):
-            try:
-                await probe.connect(os.fspath(path))
-            except ConnectionRefusedError:
-                return False
-            except PermissionError:
-                raise ControlSocketPathError(
-                    path, "permission denied while checking whether a daemon is serving on it"
-                ) from None
-            except OSError as exc:
-                log.warning("cannot probe control socket path=%s error=%s", path, exc)
-                return False
-            return True
-        return True  # no verdict in time: something holds the socket; do not steal it
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _remove_if_ours(path: Path, identity: tuple[int, int]) -> None:
-    try:
-        info = os.lstat(path)
-        if (info.st_dev, info.st_ino) == identity:
-            os.unlink(path)
-            log.info("control socket removed path=%s", path)
-        else:
-            log.warning("control socket was replaced by another file; leaving path=%s", path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot remove control socket path=%s error=%s", path, exc)
+        remove_if_ours(socket_path, identity)
 
 
 # -- connections ----------------------------------------------------------------------
@@ -418,6 +276,7 @@ class _Server:
         assert stream is not None
         buffer = LineBuffer(MAX_MESSAGE_BYTES)
         line_started = 0.0  # when the first byte of the unfinished line arrived
+        answered = False  # since the last receive: a pipelined request waits for a checkpoint
         log.debug("control connection opened conn=%d uid=%d", number, connection.uid)
         try:
             while True:
@@ -435,8 +294,11 @@ class _Server:
                 if line is not None:
                     if not line.strip():
                         continue  # a blank line (say, from a human on socat) is not a request
+                    if answered:
+                        await trio.lowlevel.checkpoint()
                     self.table.busy(connection)
                     reply = await self._answer(line, number)
+                    answered = True
                     if reply is not None and not await _send(stream, reply, limits):
                         self.warn.warning(
                             "not_reading",
@@ -491,6 +353,7 @@ class _Server:
                 if not buffer.pending:
                     line_started = trio.current_time()
                 buffer.feed(data)
+                answered = False
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("control connection broken conn=%d error=%s", number, exc)
 
@@ -593,8 +456,18 @@ async def _refuse(stream: trio.SocketStream, reason: str) -> None:
 
 
 async def _send(stream: trio.SocketStream, data: bytes, limits: _Limits) -> bool:
-    """Write ``data``; False if the client did not take it within the send timeout."""
+    """Write ``data``; False if the client did not take it within the send timeout. What
+    the socket's buffer takes goes in one non-blocking write, with no cancel scope and
+    no scheduler round trip (see ``_serve``); only a remainder waits, under the timeout."""
+    try:
+        sent = os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:  # EPIPE, ECONNRESET, EBADF: what send_all reports as broken
+        raise trio.BrokenResourceError(f"control connection: {exc}") from exc
+    if sent == len(data):
+        return True
     with trio.move_on_after(limits.send_timeout):
-        await stream.send_all(data)
+        await stream.send_all(memoryview(data)[sent:])
         return True
     return False

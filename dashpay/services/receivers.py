@@ -249,7 +249,11 @@ class ReceiverService:
     async def _written(self, new: NewReceiver) -> tuple[Receiver, bool]:
         """Queue ``new`` for the writer and wait for its outcome."""
         request = _CreateRequest(new)
-        await self._queue.send(request)
+        try:
+            # No checkpoint here when the queue has room: the wait below is the one.
+            self._queue.send_nowait(request)
+        except trio.WouldBlock:
+            await self._queue.send(request)
         try:
             await request.done.wait()
         except BaseException:

@@ -64,6 +64,27 @@ def test_a_deposed_owner_writes_nothing(store, two):
     second.create_receivers([new_receiver("k2")], fake_address(WALLET, 0))  # the new owner writes
 
 
+def test_the_fence_covers_a_grouped_create_as_one_transaction(store, two):
+    """The receiver writer's batches (several creates, one transaction with the HD
+    counter): a deposed owner's batch writes no row and moves no counter; the new
+    owner's batch continues the counter, so no index is given twice."""
+    first, second = two
+    a, b = WalletLease(first, WALLET, 5), WalletLease(second, WALLET, 5)
+    assert a.try_acquire()
+    first.ensure_counter(WALLET, 0)
+    first.create_receivers([new_receiver("k1"), new_receiver("k2")], fake_address(WALLET, 0))
+    expire(store)
+    assert b.try_acquire()
+    batch = [new_receiver(f"late{i}") for i in range(3)]
+    with pytest.raises(Unavailable, match="no longer owns wallet"):
+        first.create_receivers(batch, fake_address(WALLET, 0))
+    assert store.execute("SELECT COUNT(*) FROM receivers") == [(2,)]
+    assert store.execute("SELECT next_index FROM hd_counters") == [(2,)]
+    made = second.create_receivers(batch, fake_address(WALLET, 0))
+    assert [receiver.hd_index for receiver, created in made if created] == [2, 3, 4]
+    assert store.execute("SELECT COUNT(DISTINCT hd_index), COUNT(*) FROM receivers") == [(5, 5)]
+
+
 def test_every_write_renews_and_release_hands_over_at_once(store, two):
     first, second = two
     a, b = WalletLease(first, WALLET, 60), WalletLease(second, WALLET, 60)

@@ -114,6 +114,9 @@ def test_concurrent_creates_never_reuse_an_address(quick_results):
     for run in concurrent:
         assert run["reused"] == 0
         assert run["table_distinct_addresses"] == run["table_rows"] >= run["receivers"]
+        # The bare insert loop of the same run (the floor), and the ratio to it.
+        assert run["floor_creates_per_second"] > 0 and run["floor_ratio"] > 0
+        assert run["control_alone_per_second"] > 0  # the control socket alone
     cli = [r for n, r in _runs(_load(results, "create"), with_mysql) if "invocations" in r]
     assert cli and cli[0]["cli_as_is_ms"] > 0 and cli[0]["cli_compiled_ms"] > 0
     # The floor of the same run, and the ratios to it.
@@ -181,7 +184,7 @@ def test_each_chain_backend_rescans_every_receiver_and_records_every_payment(qui
 def test_report_prints_a_table_row_for_every_scenario(quick_results):
     results, _, _ = quick_results
     proc = subprocess.run(
-        [str(REPO / "benchmarks" / "run"), "report", "--results-dir", str(results)],
+        [str(REPO / "benchmarks" / "run"), "report", "--cases", "--results-dir", str(results)],
         capture_output=True,
         text=True,
         env=cli_env(),
