@@ -48,6 +48,10 @@ class DuplicateAddress(Exception):
     """Internal: the derived address already belongs to another receiver."""
 
 
+class DuplicateToken(Exception):
+    """Internal: the new receiver's public (checkout) token is another receiver's."""
+
+
 class BatchRefused(Exception):
     """Internal: a unique key refused one of the rows of a multi-row insert."""
 
@@ -237,6 +241,9 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
                     winner = self._receiver_where(cur, "idempotency_key = ?", key)
                     if winner is not None:
                         return winner, False
+                token = new.public_token
+                if token is not None and self._receiver_where(cur, "public_token = ?", token):
+                    raise DuplicateToken from exc
                 raise DuplicateAddress(address, index) from exc
             receiver_id = int(cur.lastrowid)
             self._execute(
@@ -248,6 +255,11 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
 
         try:
             return self._write(work)
+        except DuplicateToken:
+            raise Conflict(
+                "the receiver's checkout token is already another receiver's; nothing was "
+                "written: create it again (a new token is drawn per request)"
+            ) from None
         except DuplicateAddress as exc:
             address, index = exc.args
             raise Conflict(

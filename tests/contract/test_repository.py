@@ -197,7 +197,7 @@ def test_a_value_that_is_not_a_token_finds_nothing(repo: Repository, hostile: ob
 def test_public_tokens_are_unique(repo: Repository) -> None:
     token = new_public_token()
     create(repo, public_token=token)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match="checkout token is already another receiver's"):
         repo.create_receiver(new(public_token=token), derive)
     assert repo.next_index(WALLET, CHAIN) == 1
 
