@@ -9,8 +9,9 @@ for the payment engine: ``TxObserved``, ``BlockObserved``, and ``SocketConnected
 missed while we were away).
 
 The protocol decisions (what to send, when to ping, when the link is dead) live in
-``eio.py``, the websocket framing and handshake in ``wsframe.py`` and the payload checks
-in ``events.py``; this module only moves bytes, keeps time and retries. Wire facts:
+``wire/engineio.py``, the websocket framing and handshake in ``wire/websocket.py`` and
+the payload checks in ``wire/insight.py``; this module only moves bytes, keeps time and
+retries. Wire facts:
 ``docs/insight-protocol.md`` sections 1 and 2.
 
 The receive path is built for floods: one task reads the raw trio stream (256 KiB at a
@@ -473,7 +474,10 @@ class InsightSocket(LinkStatus):
         Every message one read completes is handled before the next read, and events
         go to the engine with ``send_nowait``: no task switch per message. Only when the
         engine's channel is full does the reader wait (back-pressure: it stops reading,
-        so TCP flow control slows the server).
+        so TCP flow control slows the server). A tx event that pays nobody (nearly all
+        of them) costs an orjson decode, the payload checks and an ``in`` test per
+        output (``event_array``, ``tx_pays_none``); those of one read are counted
+        together, before anything else of the read that may wait.
         """
         limit = self._max_message_bytes
         receive = machine.receive
@@ -488,6 +492,8 @@ class InsightSocket(LinkStatus):
                 if messages:  # each one counts as a sign of life at ``now``
                     machine.note_alive(now)
                 watched = self.watched if self.unmatched is not None else None
+                if watched is not None:
+                    pending, announced = watched
                 dropped = 0  # events that paid nobody, not counted yet
                 for message in messages:
                     if (
@@ -498,7 +504,7 @@ class InsightSocket(LinkStatus):
                         and (array := event_array(message)) is not None
                         and len(array) == 2
                         and (array[0] == "tx" or array[0] == "txlock")
-                        and tx_pays_none(array[1], *watched)
+                        and tx_pays_none(array[1], pending, announced)
                     ):  # the flood: a decode, the checks and a lookup, nothing built
                         dropped += 1
                         continue
