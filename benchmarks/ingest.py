@@ -61,7 +61,7 @@ NOTES = [
     "Events are counted once their outputs were looked up in the pending table "
     "(engine.events), i.e. after socket, Engine.IO decode, JSON parse and payload "
     "checks; an event that pays no watched address is counted at the socket "
-    "(InsightSocket._read: event_array + tx_pays_none, tested with `in` against the "
+    "(InsightSocket._read: tx_frame_pays_none, outputs tested with `in` against the "
     "engine's watched_addresses), with no Frame, outputs dict or observation built and "
     "without the channel to the engine.",
     "floor_cpu_us_per_event: a minimal trio reader of the same frames from the same "

@@ -59,14 +59,13 @@ from dashpay.wire.engineio import (
     EventFrame,
     MalformedFrame,
     OpenFrame,
-    event_array,
 )
 from dashpay.wire.insight import (
     EventError,
     observed_tx,
     parse_block_payload,
+    tx_frame_pays_none,
     tx_payload_outputs,
-    tx_pays_none,
 )
 
 log = logging.getLogger("dashpay.insight.socketio")
@@ -476,7 +475,7 @@ class InsightSocket(LinkStatus):
         engine's channel is full does the reader wait (back-pressure: it stops reading,
         so TCP flow control slows the server). A tx event that pays nobody (nearly all
         of them) costs an orjson decode, the payload checks and an ``in`` test per
-        output (``event_array``, ``tx_pays_none``); those of one read are counted
+        output (``tx_frame_pays_none``); those of one read are counted
         together, before anything else of the read that may wait.
         """
         limit = self._max_message_bytes
@@ -500,11 +499,7 @@ class InsightSocket(LinkStatus):
                         watched is not None
                         and type(message) is str
                         and len(message) <= limit
-                        and message.startswith('42["tx')
-                        and (array := event_array(message)) is not None
-                        and len(array) == 2
-                        and (array[0] == "tx" or array[0] == "txlock")
-                        and tx_pays_none(array[1], pending, announced)
+                        and tx_frame_pays_none(message, pending, announced)
                     ):  # the flood: a decode, the checks and a lookup, nothing built
                         dropped += 1
                         continue

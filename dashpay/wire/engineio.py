@@ -367,21 +367,6 @@ def _decode_message(frame: str) -> Frame:
     return ErrorFrame(namespace, data)
 
 
-def event_array(frame: str) -> list | None:
-    """The JSON array of a plain event frame (``42[...]``: no namespace, no ack id), as
-    ``decode_frame`` would read it, or None for any other frame and for one orjson does
-    not take (``decode_frame`` then decodes it or says what is wrong). No ``Frame``
-    value is built: the hot path of events that pay nobody, which are looked at and
-    dropped."""
-    if not frame.startswith("42[") or len(frame) > MAX_FRAME_CHARS:
-        return None
-    try:
-        data = orjson.loads(frame[2:])
-    except orjson.JSONDecodeError:
-        return None
-    return data if type(data) is list else None
-
-
 def decode_frame(frame: str) -> Frame:
     """Decode one websocket text message. Raises MalformedFrame naming what is wrong."""
     if not isinstance(frame, str):

@@ -40,7 +40,6 @@ from dashpay.wire.engineio import (
     encode_open,
     encode_ping,
     encode_pong,
-    event_array,
 )
 from dashpay.wire.insight import EventError, parse_tx_payload
 
@@ -268,49 +267,6 @@ def test_event_json_decodes_exactly_as_the_stdlib_decoder(value):
     payload = json.dumps(["x", value])
     frame = decode_frame("42" + payload)
     assert repr(frame.args) == repr(tuple(json.loads(payload)[1:]))
-
-
-# --- event_array: the hot path's decode, with decode_frame's answers ----------------------
-
-
-@pytest.mark.parametrize(
-    "frame",
-    [
-        '42["tx",{"txid":"ab","vout":[]}]',
-        '42["txlock",{}]',
-        '42["x"]',
-        '42["x",1,2,[3]]',
-        '42[""]',
-        '42["tx",{"a":"\u00e9\u20ac"}]',
-    ],
-)
-def test_event_array_is_the_array_decode_frame_reads(frame):
-    decoded = decode_frame(frame)
-    array = event_array(frame)
-    assert isinstance(decoded, EventFrame) and decoded.ack_id is None
-    assert array is not None and [decoded.name, *decoded.args] == array
-
-
-@pytest.mark.parametrize(
-    "frame",
-    [
-        '42/nsp,["tx",{}]',  # a namespace
-        '4212["tx",{}]',  # an ack id
-        '43["tx",{}]',  # an ACK
-        "40",
-        "2",
-        '0{"sid":"a"}',
-        '42{"tx":1}',  # an object: decode_frame refuses it
-        '42["tx",{"txid":',  # truncated
-        '42["x","\ud800"]',  # orjson refuses, the stdlib decoder takes it: decode_frame's
-        '42["x",1e400]',
-        '42["x",NaN]',
-        "42[" + "[" * 100_000,
-        "42[1," + " " * MAX_FRAME_CHARS + "1]",  # over the frame limit
-    ],
-)
-def test_event_array_leaves_every_other_frame_to_decode_frame(frame):
-    assert event_array(frame) is None
 
 
 def test_a_tx_amount_past_64_bits_is_still_refused():

@@ -19,14 +19,14 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
-from dashpay.wire.engineio import decode_frame
+from dashpay.wire.engineio import MAX_FRAME_CHARS, EventFrame, MalformedFrame, decode_frame
 from dashpay.wire.insight import (
     MAX_OUTPUTS_PER_TX,
     EventError,
     parse_block_payload,
     parse_tx_payload,
+    tx_frame_pays_none,
     tx_payload_outputs,
-    tx_pays_none,
 )
 from dashpay.wire.insight_rest import decode_json, parse_tx
 
@@ -192,19 +192,72 @@ def test_hostile_excerpt_in_error_message_is_short():
 # --- the hot path: a checked tx that pays nobody, without building anything -------------
 
 
-@pytest.mark.parametrize(("bad", "message"), BAD_TX.values(), ids=BAD_TX.keys())
+def tx_frame(value: object, name: str = "tx") -> str:
+    return "42" + json.dumps([name, value], ensure_ascii=False)
+
+
+def full_path_pays_none(frame: str, watched, also_watched) -> bool:
+    """What the full path makes of ``frame``: True when it is a tx/txlock event whose
+    payload the parser takes and that pays no watched address."""
+    try:
+        decoded = decode_frame(frame)
+    except MalformedFrame:
+        return False
+    if type(decoded) is not EventFrame or decoded.namespace != "/" or decoded.ack_id is not None:
+        return False
+    if decoded.name not in ("tx", "txlock") or len(decoded.args) != 1:
+        return False
+    try:
+        _, outputs = tx_payload_outputs(decoded.args[0])
+    except EventError:
+        return False
+    return not any(a in watched or a in also_watched for a in outputs)
+
+
+JSON_BAD_TX = {k: v for k, v in BAD_TX.items() if k != "address not a string"}  # JSON keys
+
+
+@pytest.mark.parametrize(("bad", "message"), JSON_BAD_TX.values(), ids=JSON_BAD_TX.keys())
 def test_a_malformed_payload_never_passes_as_paying_nobody(bad, message):
-    assert tx_pays_none(bad, set(), set()) is False  # the full path then refuses it
+    assert tx_frame_pays_none(tx_frame(bad), set(), set()) is False  # the full path refuses it
+    assert tx_frame_pays_none(tx_frame(bad, "txlock"), set(), set()) is False
 
 
 def test_a_good_payload_pays_nobody_unless_an_output_is_watched_in_either_container():
-    good = payload({ADDRESS: 5}, {OTHER: 0})
-    assert tx_pays_none(good, set(), {}) is True
-    assert tx_pays_none(good, {ADDRESS}, {}) is False
-    assert tx_pays_none(good, set(), {OTHER: 1}) is False
-    assert tx_pays_none(payload(), {ADDRESS}) is True  # no address outputs at all
-    assert tx_pays_none(payload({ADDRESS: MAX_DUFFS}), set()) is True
-    assert tx_pays_none(payload(txid=TXID.upper()), set()) is True
+    good = tx_frame(payload({ADDRESS: 5}, {OTHER: 0}))
+    assert tx_frame_pays_none(good, set(), {}) is True
+    assert tx_frame_pays_none(good.replace('["tx"', '["txlock"'), set(), {}) is True
+    assert tx_frame_pays_none(good, {ADDRESS}, {}) is False
+    assert tx_frame_pays_none(good, set(), {OTHER: 1}) is False
+    assert tx_frame_pays_none(tx_frame(payload()), {ADDRESS}) is True  # no address outputs
+    assert tx_frame_pays_none(tx_frame(payload({ADDRESS: MAX_DUFFS})), set()) is True
+    assert tx_frame_pays_none(tx_frame(payload(txid=TXID.upper())), set()) is True
+    assert tx_frame_pays_none(FRAMES["tx"], set()) is True  # socket.io 2.4.1's own frames
+    assert tx_frame_pays_none(FRAMES["txlock"], set()) is True
+    assert tx_frame_pays_none(FRAMES["tx"], {ADDRESS}) is False
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '42/nsp,["tx",{}]',  # a namespace
+        "4212" + tx_frame(payload())[2:],  # an ack id
+        "43" + tx_frame(payload())[2:],  # an ACK
+        tx_frame(payload()).replace('["tx"', '["txs"'),  # another event name
+        tx_frame(payload())[:-1] + ",1]",  # two arguments
+        '42["tx"]',  # none
+        tx_frame(payload())[:-2],  # truncated
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":"\\ud800"}]',  # orjson refuses it
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":1e400}]',  # ... the stdlib takes it
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":NaN}]',
+        '42["tx",' + "[" * 100_000,
+        '42["tx",' + json.dumps(payload()) + " " * MAX_FRAME_CHARS + "]",  # over the limit
+        "40",
+        "2",
+    ],
+)
+def test_every_other_frame_is_left_to_the_full_path(frame):
+    assert tx_frame_pays_none(frame, set()) is False
 
 
 @pytest.mark.parametrize(
@@ -221,7 +274,7 @@ def test_a_good_payload_pays_nobody_unless_an_output_is_watched_in_either_contai
 )
 def test_txid_lookalikes_are_not_taken_by_the_hot_path(txid):
     assert len(txid) == 64
-    assert tx_pays_none(payload(txid=txid), set()) is False
+    assert tx_frame_pays_none(tx_frame(payload(txid=txid)), set()) is False
     with pytest.raises(EventError, match="not 64 hex"):
         tx_payload_outputs(payload(txid=txid))
 
@@ -255,7 +308,7 @@ _txids = st.one_of(
     st.one_of(
         st.text(alphabet="0123456789abcdef", min_size=63, max_size=65),
         st.text(alphabet="0123456789abcdef \u0663g_x", min_size=64, max_size=64),
-        st.sampled_from([None, 5, TXID.encode()]),
+        st.sampled_from([None, 5, 1.5, ["x"]]),
     ),
 )
 _payloads = st.one_of(
@@ -270,17 +323,18 @@ _payloads = st.one_of(
 
 
 @settings(max_examples=2000, deadline=None)
-@given(_payloads, st.sets(_addresses, max_size=2), st.sets(_addresses, max_size=1))
-def test_the_hot_path_agrees_with_the_full_parser(value, watched, announced):
-    """``tx_pays_none`` is True exactly when the full parser takes the payload and no
+@given(
+    _payloads,
+    st.sampled_from(["tx", "txlock"]),
+    st.sets(_addresses, max_size=2),
+    st.sets(_addresses, max_size=1),
+)
+def test_the_hot_path_agrees_with_the_full_path(value, name, watched, also_watched):
+    """``tx_frame_pays_none`` is True exactly when the full path takes the event and no
     output address is watched: it may never drop a payment or hide a malformed event."""
-    try:
-        _, outputs = tx_payload_outputs(value)
-    except EventError:
-        expected = False
-    else:
-        expected = not any(a in watched or a in announced for a in outputs)
-    assert tx_pays_none(value, watched, announced) is expected
+    frame = tx_frame(value, name)
+    expected = full_path_pays_none(frame, watched, also_watched)
+    assert tx_frame_pays_none(frame, watched, also_watched) is expected
 
 
 @pytest.mark.parametrize(
