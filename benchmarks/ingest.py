@@ -50,7 +50,12 @@ SHOWN = (
     "ready_seconds",
 )
 # Shown in the report table besides the targets.
-REPORT_EXTRA = ("events_per_cpu_second", "cpu_us_per_event", "floor_cpu_us_per_event")
+REPORT_EXTRA = (
+    "events_per_cpu_second",
+    "cpu_us_per_event",
+    "floor_cpu_us_per_event",
+    "cpu_to_floor",
+)
 UNITS = {
     "events_per_second": "/s",
     "events_per_cpu_second": "/s",
