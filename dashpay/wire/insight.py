@@ -6,7 +6,9 @@ by the REST path (address history, ``tx/<txid>``) and by the sandbox.
 The socket payloads are parsed here (``parse_tx_payload``, ``parse_block_payload``):
 they come from a server we do not control, so every field is checked and a bad one is
 refused with an ``EventError`` that says what is wrong, rather than let a wrong amount
-reach the payment engine. Shapes are in ``docs/insight-protocol.md`` section 2.
+reach the payment engine. ``tx_frame_pays_none`` is the same checks on the hot path:
+it tells the socket, from the frame, that a tx event is sound and pays nobody watched,
+so it can be dropped with nothing built. Shapes are in ``docs/insight-protocol.md`` section 2.
 """
 
 from __future__ import annotations
