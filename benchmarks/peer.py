@@ -16,8 +16,9 @@ What it serves, on one port:
   TCP socket (back-pressure), so no event is ever dropped and the rate measured is the
   rate the reader absorbs;
 - ``/bench/...``: the control API the scenarios use (JSON in, JSON out):
-  ``GET /bench/info``; ``POST /bench/flood {"count", "outputs"}`` (non-matching ``tx``
-  events to random addresses, not recorded on the chain); ``POST /bench/pay
+  ``GET /bench/info``; ``POST /bench/flood {"count", "outputs"[, "session"]}``
+  (non-matching ``tx`` events to random addresses, not recorded on the chain; to the
+  one session ``session`` names, its ``sid``, when given); ``POST /bench/pay
   {"payments": [[address, duffs], ...]}`` (real sandbox payments, one ``tx`` event
   each, written as one burst); ``GET /bench/job/<id>`` (per subscriber: frames written,
   ``time.monotonic()`` of the first write and of the end; CLOCK_MONOTONIC is one clock
@@ -257,6 +258,7 @@ class BenchPeer:
             return _reply(
                 {
                     "subscribed": len(self.sessions),
+                    "sessions": sorted(session.sid for session in self.sessions),
                     "height": self.network.chain.height,
                     "jobs": len(self.jobs),
                 }
@@ -270,7 +272,11 @@ class BenchPeer:
             body = _body(request)
             count = _int(body.get("count"), "count", 1, MAX_FLOOD)
             outputs = _int(body.get("outputs", 2), "outputs", 1, MAX_FLOOD_OUTPUTS)
-            return _reply(self._start("flood", flood_frames(count, outputs, self._rng)).as_dict())
+            session = body.get("session")
+            if session is not None and not any(s.sid == session for s in self.sessions):
+                raise _BadRequest(f"no subscribed session {session!r}")
+            frames = flood_frames(count, outputs, self._rng)
+            return _reply(self._start("flood", frames, session).as_dict())
         if request.method == "POST" and route == ["pay"]:
             return _reply(self._pay(_body(request)).as_dict())
         return _reply({"error": f"no route {request.method} {path}"}, 404)
@@ -292,17 +298,21 @@ class BenchPeer:
         job.txids = txids
         return job
 
-    def _start(self, kind: str, frames: list[str]) -> Job:
+    def _start(self, kind: str, frames: list[str], session: str | None = None) -> Job:
+        """Queue ``frames`` for every subscribed session, or only the one ``session``
+        names (a floor reader measured beside a daemon that must not see its flood)."""
         job = Job(self._next_job, kind, frames)
         job.frame_chars = round(sum(map(len, frames)) / len(frames)) if frames else 0
         self._next_job += 1
         self.jobs[job.job_id] = job
         if len(self.jobs) > MAX_JOBS:
             self.jobs.pop(next(iter(self.jobs)))
-        for session in list(self.sessions):
-            delivery = Delivery(session.sid)
+        for subscriber in list(self.sessions):
+            if session is not None and subscriber.sid != session:
+                continue
+            delivery = Delivery(subscriber.sid)
             try:
-                session.jobs_send.send_nowait((job, delivery))
+                subscriber.jobs_send.send_nowait((job, delivery))
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 delivery.error = "session closed or too many queued jobs"
             job.deliveries.append(delivery)

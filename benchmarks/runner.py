@@ -225,7 +225,10 @@ def report(results_dir: Path) -> str:
                 continue
             module = _scenario(name)
             targets = case.get("targets") or [{"metric": m} for m in module.SHOWN[:1]]
-            extra = [{"metric": m} for m in getattr(module, "REPORT_EXTRA", ())]
+            targeted = {target["metric"] for target in targets}
+            extra = [
+                {"metric": m} for m in getattr(module, "REPORT_EXTRA", ()) if m not in targeted
+            ]
             for target in targets + [e for e in extra if e["metric"] in case["median"]]:
                 metric = target["metric"]
                 unit = units.get(metric, "")

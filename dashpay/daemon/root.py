@@ -263,7 +263,7 @@ class Daemon:
         engine.verify = self.verifier.claim
         chain.watcher.track(lambda: [address for _, address in engine.watched()])
         if self.insight is not None:  # events that pay nobody stop at the socket
-            self.insight.watched = engine.watches
+            self.insight.watched = engine.watched_addresses()
             self.insight.unmatched = engine.unmatched
         nursery.start_soon(self._rescan_loop)
         nursery.start_soon(self._settlement_loop)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -204,6 +204,13 @@ class PaymentEngine:
         address is announced before ``receiver.create`` answers, so no payment to it
         is ever skipped."""
         return self.table.get(address) is not None or address in self._announced
+
+    def watched_addresses(self) -> tuple[Container[str], Container[str]]:
+        """``watches`` as two live containers, an address being watched when it is in
+        either (the pending table's index and the announced addresses, both updated in
+        place): the socket tests every output of a flood of events with ``in``, which
+        costs a fifth of a call to ``watches``."""
+        return self.table.addresses, self._announced
 
     def unmatched(self, count: int = 1) -> None:
         """Events the socket found paying nothing ``watches`` names: counted as seen."""

@@ -18,7 +18,7 @@ payment that is not yet settled. A tick then costs what is due, not the table si
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dashpay.domain.model import Payment, PaymentObservation, PendingRow, Receiver
@@ -162,6 +162,12 @@ class PendingTable:
 
     def get(self, address: str) -> PendingReceiver | None:
         return self._by_address.get(address)
+
+    @property
+    def addresses(self) -> Mapping[str, PendingReceiver]:
+        """The address index itself, live (updated in place, never replaced): for a
+        membership test per output on the socket's hot path."""
+        return self._by_address
 
     def by_id(self, receiver_id: int) -> PendingReceiver | None:
         return self._by_id.get(receiver_id)

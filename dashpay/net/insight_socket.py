@@ -9,8 +9,9 @@ for the payment engine: ``TxObserved``, ``BlockObserved``, and ``SocketConnected
 missed while we were away).
 
 The protocol decisions (what to send, when to ping, when the link is dead) live in
-``eio.py``, the websocket framing and handshake in ``wsframe.py`` and the payload checks
-in ``events.py``; this module only moves bytes, keeps time and retries. Wire facts:
+``wire/engineio.py``, the websocket framing and handshake in ``wire/websocket.py`` and
+the payload checks in ``wire/insight.py``; this module only moves bytes, keeps time and
+retries. Wire facts:
 ``docs/insight-protocol.md`` sections 1 and 2.
 
 The receive path is built for floods: one task reads the raw trio stream (256 KiB at a
@@ -26,7 +27,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -59,7 +60,13 @@ from dashpay.wire.engineio import (
     MalformedFrame,
     OpenFrame,
 )
-from dashpay.wire.insight import EventError, observed_tx, parse_block_payload, tx_payload_outputs
+from dashpay.wire.insight import (
+    EventError,
+    observed_tx,
+    parse_block_payload,
+    tx_frame_pays_none,
+    tx_payload_outputs,
+)
 
 log = logging.getLogger("dashpay.insight.socketio")
 
@@ -322,10 +329,12 @@ class InsightSocket(LinkStatus):
         self._ssl_context = ssl_context or self._outbound.tls_context
         super().__init__()
         self.events_ignored = 0
-        # Set by the daemon (the engine's ``watches`` and ``unmatched``): a tx event
-        # whose outputs pay no watched address is checked as always, then counted and
+        # Set by the daemon, both or neither: ``watched`` holds two live containers of
+        # addresses (the engine's ``watched_addresses``: an address is watched when it
+        # is in either), ``unmatched`` counts events for the engine. A tx event whose
+        # outputs pay no watched address is checked as always, then counted and
         # dropped here, without an observation or a trip through the engine's channel.
-        self.watched: Callable[[str], bool] | None = None
+        self.watched: tuple[Container[str], Container[str]] | None = None
         self.unmatched: Callable[[int], None] | None = None
 
         self._failures = 0  # consecutive attempts that did not get subscribed
@@ -464,7 +473,10 @@ class InsightSocket(LinkStatus):
         Every message one read completes is handled before the next read, and events
         go to the engine with ``send_nowait``: no task switch per message. Only when the
         engine's channel is full does the reader wait (back-pressure: it stops reading,
-        so TCP flow control slows the server).
+        so TCP flow control slows the server). A tx event that pays nobody (nearly all
+        of them) costs an orjson decode, the payload checks and an ``in`` test per
+        output (``tx_frame_pays_none``); those of one read are counted
+        together, before anything else of the read that may wait.
         """
         limit = self._max_message_bytes
         receive = machine.receive
@@ -475,7 +487,25 @@ class InsightSocket(LinkStatus):
             if data:
                 now = current_time()
                 delivered = self.events_received
-                for message in receive_data(data):
+                messages = receive_data(data)
+                if messages:  # each one counts as a sign of life at ``now``
+                    machine.note_alive(now)
+                watched = self.watched if self.unmatched is not None else None
+                if watched is not None:
+                    pending, announced = watched
+                dropped = 0  # events that paid nobody, not counted yet
+                for message in messages:
+                    if (
+                        watched is not None
+                        and type(message) is str
+                        and len(message) <= limit
+                        and tx_frame_pays_none(message, pending, announced)
+                    ):  # the flood: a decode, the checks and a lookup, nothing built
+                        dropped += 1
+                        continue
+                    if dropped:  # counted in order, before anything that may wait
+                        self._dropped(dropped)
+                        dropped = 0
                     if type(message) is not str:
                         if not await self._on_control(message, reader, machine, link, now):
                             return
@@ -504,6 +534,8 @@ class InsightSocket(LinkStatus):
                         link.wake.set()
                     if link.connected_at is None and machine.phase == CONNECTED:
                         await self._on_subscribed(machine, link, send)
+                if dropped:
+                    self._dropped(dropped)
                 if self.events_received != delivered:
                     self.last_event_at = time.time()
             try:
@@ -514,6 +546,12 @@ class InsightSocket(LinkStatus):
             if not data:
                 link.end("server closed the connection without a websocket close frame")
                 return
+
+    def _dropped(self, count: int) -> None:
+        """``count`` checked tx events that paid no watched address: seen, not handed on."""
+        self.events_received += count
+        if self.unmatched is not None:
+            self.unmatched(count)
 
     async def _on_control(
         self,
@@ -589,12 +627,12 @@ class InsightSocket(LinkStatus):
                 txid, outputs = tx_payload_outputs(args[0])  # every check, as always
                 watched = self.watched
                 if watched is not None and self.unmatched is not None:
+                    pending, announced = watched
                     for address in outputs:
-                        if watched(address):
+                        if address in pending or address in announced:
                             break
-                    else:  # pays nobody we watch: a decode, the checks and a lookup
-                        self.events_received += 1
-                        self.unmatched(1)
+                    else:  # pays nobody we watch (the hot path in ``_read`` missed it)
+                        self._dropped(1)
                         return False
                 value = observed_tx(txid, outputs, name == "txlock")
             elif name == "block":

@@ -337,10 +337,55 @@ async def test_an_event_that_pays_nobody_stops_at_the_socket_and_bad_ones_are_st
     await server.serve(nursery)
     socket, receive = start_client(nursery, f"ws://127.0.0.1:{server.port}")
     unmatched: list[int] = []
-    socket.watched = lambda address: address == watched_address
+    socket.watched = ({watched_address}, ())
     socket.unmatched = unmatched.append
     assert isinstance(await next_of(receive), SocketConnected)
     paid = await next_of(receive)
     assert paid.txid == "c" * 64 and dict(paid.outputs) == {watched_address: 7}
     assert unmatched == [1]
     assert socket.events_received == 2 and socket.events_rejected == 1
+
+
+async def test_a_read_of_many_events_is_one_pass_that_drops_counts_and_hands_over_in_order(
+    nursery,
+):
+    pending_address = "yQtw3ZQ8v8KDHfKaVudJGUTgkdVGKhV8Gy"
+    announced_address = "yTJd2uBq5UDKLmqcbFo3Hge8RMmwQnXiNR"
+    other_address = "yMeNHpXFSbH6Mz3c5QWYZNTHDhHYAJtcBn"
+
+    def event(name: str, address: str, duffs: object, txid: str, ack: str = "") -> bytes:
+        body = json.dumps([name, {"txid": txid, "vout": [{other_address: 1}, {address: duffs}]}])
+        return text("42" + ack + body)
+
+    async def events(peer: Peer) -> None:
+        await peer.subscribed()
+        await peer.stream.send_all(
+            event("tx", other_address, 5, "a" * 64)  # pay nobody: dropped at the socket
+            + event("tx", other_address, 6, "b" * 64)
+            + event("txlock", other_address, 7, "c" * 64)
+            + event("tx", other_address, 8, "d" * 64, ack="12")  # pays nobody, the long way
+            + event("txlock", pending_address, 9, "e" * 64)  # a pending receiver's
+            + event("tx", other_address, 1.5, "f" * 64)  # pays nobody, malformed: refused
+            + event("tx", announced_address, 10, "0" * 64)  # one being created
+            + event("tx", other_address, 11, "1" * 64)
+        )
+        await trio.sleep_forever()
+
+    server = WireServer([events])
+    await server.serve(nursery)
+    socket, receive = start_client(nursery, f"ws://127.0.0.1:{server.port}")
+    unmatched: list[int] = []
+    socket.watched = ({pending_address: object()}, {announced_address: 1})
+    socket.unmatched = unmatched.append
+    assert isinstance(await next_of(receive), SocketConnected)
+    locked = await next_of(receive)
+    assert (locked.txid, locked.instant_locked) == ("e" * 64, True)
+    assert dict(locked.outputs) == {other_address: 1, pending_address: 9}
+    created = await next_of(receive)
+    assert created.txid == "0" * 64 and dict(created.outputs)[announced_address] == 10
+    with trio.fail_after(STEP):
+        while sum(unmatched) < 5:
+            await trio.sleep(0.01)
+    assert sum(unmatched) == 5 and all(count >= 1 for count in unmatched)
+    assert socket.events_received == 7 and socket.events_rejected == 1
+    assert socket.last_event_at is not None

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashpay.domain.money import MAX_DUFFS
 from dashpay.domain.observations import (
@@ -17,12 +19,14 @@ from dashpay.domain.observations import (
     SocketDisconnected,
     TxObserved,
 )
-from dashpay.wire.engineio import decode_frame
+from dashpay.wire.engineio import MAX_FRAME_CHARS, EventFrame, MalformedFrame, decode_frame
 from dashpay.wire.insight import (
     MAX_OUTPUTS_PER_TX,
     EventError,
     parse_block_payload,
     parse_tx_payload,
+    tx_frame_pays_none,
+    tx_payload_outputs,
 )
 from dashpay.wire.insight_rest import decode_json, parse_tx
 
@@ -183,6 +187,154 @@ def test_hostile_excerpt_in_error_message_is_short():
     with pytest.raises(EventError) as info:
         parse_tx_payload(payload() | {"txid": "x" * 100_000}, instant_locked=False)
     assert len(str(info.value)) < 200
+
+
+# --- the hot path: a checked tx that pays nobody, without building anything -------------
+
+
+def tx_frame(value: object, name: str = "tx") -> str:
+    return "42" + json.dumps([name, value], ensure_ascii=False)
+
+
+def full_path_pays_none(frame: str, watched, also_watched) -> bool:
+    """What the full path makes of ``frame``: True when it is a tx/txlock event whose
+    payload the parser takes and that pays no watched address."""
+    try:
+        decoded = decode_frame(frame)
+    except MalformedFrame:
+        return False
+    if type(decoded) is not EventFrame or decoded.namespace != "/" or decoded.ack_id is not None:
+        return False
+    if decoded.name not in ("tx", "txlock") or len(decoded.args) != 1:
+        return False
+    try:
+        _, outputs = tx_payload_outputs(decoded.args[0])
+    except EventError:
+        return False
+    return not any(a in watched or a in also_watched for a in outputs)
+
+
+JSON_BAD_TX = {k: v for k, v in BAD_TX.items() if k != "address not a string"}  # JSON keys
+
+
+@pytest.mark.parametrize(("bad", "message"), JSON_BAD_TX.values(), ids=JSON_BAD_TX.keys())
+def test_a_malformed_payload_never_passes_as_paying_nobody(bad, message):
+    assert tx_frame_pays_none(tx_frame(bad), set(), set()) is False  # the full path refuses it
+    assert tx_frame_pays_none(tx_frame(bad, "txlock"), set(), set()) is False
+
+
+def test_a_good_payload_pays_nobody_unless_an_output_is_watched_in_either_container():
+    good = tx_frame(payload({ADDRESS: 5}, {OTHER: 0}))
+    assert tx_frame_pays_none(good, set(), {}) is True
+    assert tx_frame_pays_none(good.replace('["tx"', '["txlock"'), set(), {}) is True
+    assert tx_frame_pays_none(good, {ADDRESS}, {}) is False
+    assert tx_frame_pays_none(good, set(), {OTHER: 1}) is False
+    assert tx_frame_pays_none(tx_frame(payload()), {ADDRESS}) is True  # no address outputs
+    assert tx_frame_pays_none(tx_frame(payload({ADDRESS: MAX_DUFFS})), set()) is True
+    assert tx_frame_pays_none(tx_frame(payload(txid=TXID.upper())), set()) is True
+    assert tx_frame_pays_none(FRAMES["tx"], set()) is True  # socket.io 2.4.1's own frames
+    assert tx_frame_pays_none(FRAMES["txlock"], set()) is True
+    assert tx_frame_pays_none(FRAMES["tx"], {ADDRESS}) is False
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '42/nsp,["tx",{}]',  # a namespace
+        "4212" + tx_frame(payload())[2:],  # an ack id
+        "43" + tx_frame(payload())[2:],  # an ACK
+        tx_frame(payload()).replace('["tx"', '["txs"'),  # another event name
+        tx_frame(payload())[:-1] + ",1]",  # two arguments
+        '42["tx"]',  # none
+        tx_frame(payload())[:-2],  # truncated
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":"\\ud800"}]',  # orjson refuses it
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":1e400}]',  # ... the stdlib takes it
+        '42["tx",' + json.dumps(payload())[:-1] + ',"x":NaN}]',
+        '42["tx",' + "[" * 100_000,
+        '42["tx",' + json.dumps(payload()) + " " * MAX_FRAME_CHARS + "]",  # over the limit
+        "40",
+        "2",
+    ],
+)
+def test_every_other_frame_is_left_to_the_full_path(frame):
+    assert tx_frame_pays_none(frame, set()) is False
+
+
+@pytest.mark.parametrize(
+    "txid",
+    [
+        TXID[:-2] + " a",  # 64 characters, but whitespace: fromhex would skip it
+        " " + TXID[:-1],
+        TXID[:-1] + "\n",
+        TXID[:-1] + "\u0663",  # a digit, but not an ASCII one
+        TXID[:-2] + "0x",
+        TXID[:-1] + "_",
+        "+" + TXID[1:],
+    ],
+)
+def test_txid_lookalikes_are_not_taken_by_the_hot_path(txid):
+    assert len(txid) == 64
+    assert tx_frame_pays_none(tx_frame(payload(txid=txid)), set()) is False
+    with pytest.raises(EventError, match="not 64 hex"):
+        tx_payload_outputs(payload(txid=txid))
+
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# Each piece is mostly well-formed, so that whole payloads are taken often enough, and
+# otherwise off by one thing: a length, a character, a type.
+_addresses = st.one_of(
+    st.sampled_from([ADDRESS, OTHER]),
+    st.text(alphabet=_BASE58, min_size=25, max_size=36),
+    st.text(alphabet=_BASE58, min_size=23, max_size=38),
+    st.text(alphabet=_BASE58 + "0OIl+/ é\u0663\x00", min_size=25, max_size=36),
+    st.text(alphabet=_BASE58 + "0OIl+/ é\u0663\x00", min_size=0, max_size=38),
+)
+_amounts = st.one_of(
+    st.integers(min_value=0, max_value=MAX_DUFFS),
+    st.integers(min_value=-2, max_value=MAX_DUFFS + 2),
+    st.sampled_from([0, MAX_DUFFS, MAX_DUFFS // 2 + 1, True, False, 1.0, "5", None]),
+)
+_entries = st.one_of(
+    st.dictionaries(_addresses, _amounts, min_size=1, max_size=1),
+    st.dictionaries(_addresses, _amounts, min_size=1, max_size=1),
+    st.one_of(
+        st.dictionaries(_addresses, _amounts, min_size=0, max_size=2),
+        st.sampled_from([[ADDRESS, 1], "x", 5, None]),
+    ),
+)
+_txids = st.one_of(
+    st.just(TXID),
+    st.text(alphabet="0123456789abcdefABCDEF", min_size=64, max_size=64),
+    st.one_of(
+        st.text(alphabet="0123456789abcdef", min_size=63, max_size=65),
+        st.text(alphabet="0123456789abcdef \u0663g_x", min_size=64, max_size=64),
+        st.sampled_from([None, 5, 1.5, ["x"]]),
+    ),
+)
+_payloads = st.one_of(
+    st.fixed_dictionaries({"txid": _txids, "vout": st.lists(_entries, max_size=3)}),
+    st.fixed_dictionaries({"txid": _txids, "vout": st.lists(_entries, max_size=3)}),
+    st.one_of(
+        st.fixed_dictionaries({"txid": _txids, "vout": st.sampled_from([None, {}, "x"])}),
+        st.fixed_dictionaries({"vout": st.lists(_entries, max_size=2)}),
+        st.sampled_from([None, [], "tx", 5]),
+    ),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    _payloads,
+    st.sampled_from(["tx", "txlock"]),
+    st.sets(_addresses, max_size=2),
+    st.sets(_addresses, max_size=1),
+)
+def test_the_hot_path_agrees_with_the_full_path(value, name, watched, also_watched):
+    """``tx_frame_pays_none`` is True exactly when the full path takes the event and no
+    output address is watched: it may never drop a payment or hide a malformed event."""
+    frame = tx_frame(value, name)
+    expected = full_path_pays_none(frame, watched, also_watched)
+    assert tx_frame_pays_none(frame, watched, also_watched) is expected
 
 
 @pytest.mark.parametrize(
