@@ -196,9 +196,12 @@ def _figures() -> tuple[Figure, ...]:
                 {"invocations": PRESENT},
                 (f"cli_{kind}_ms",),
                 "ms",
-                _goal_now("<=", 50),
+                # The 50 ms is 3.1x its 15.9 ms `python -c pass`: judged as that
+                # ratio, since on a shared machine both walls grow with the load.
+                Goal(RATIO, "<=", 3.1),
                 floor=(f"{floor}_ms",),
                 ratio=(f"cli_{kind}_ratio",),
+                floor_name="`python -c pass`",
             )
         )
     for pending, label in ((10_000, "10k"), (100_000, "100k")):
