@@ -223,6 +223,10 @@ def _figures() -> tuple[Figure, ...]:
             ("ready_seconds",),
             "s",
             _goal_now("<=", 2),
+            # The rescan cannot be quicker than the peer answering it: its CPU while
+            # the daemon started (it checks every address it is asked for).
+            floor=("peer_cpu_seconds",),
+            floor_name="the peer's CPU",
         ),
         Figure(
             "RSS idle",
