@@ -18,13 +18,18 @@ paid) and an outbox INSERT (a payload the size of the run's mean callback body),
 receivers of a wallet of its own (seeded just before, outside the timing).
 ``floor_payments_per_second`` is its rate, ``floor_ratio`` the burst's rate over it
 (the figure the goal names), ``floor_cpu_ms_per_payment`` its CPU per payment (this
-thread's; on MariaDB the client side only), to set beside the daemon's.
+thread's; on MariaDB the client side only), to set beside the daemon's. On MariaDB,
+when the server runs on this machine, ``mysqld_cpu_ms_per_payment`` is the server's CPU
+per payment over the burst (the settling pause before it included: the server is
+idle then) and ``floor_mysqld_cpu_ms_per_payment`` over the floor's timed loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.create import FLOOR_PER_COMMIT
@@ -42,6 +47,8 @@ SHOWN = (
     "floor_ratio",
     "cpu_ms_per_payment_to_callback",
     "floor_cpu_ms_per_payment",
+    "mysqld_cpu_ms_per_payment",
+    "floor_mysqld_cpu_ms_per_payment",
     "payments_per_cpu_second",
     "outbox_per_second",
     "callbacks_per_second",
@@ -63,6 +70,8 @@ UNITS = {
     "floor_payments_per_second": "/s",
     "cpu_ms_per_payment_to_callback": "ms",
     "floor_cpu_ms_per_payment": "ms",
+    "mysqld_cpu_ms_per_payment": "ms",
+    "floor_mysqld_cpu_ms_per_payment": "ms",
     "payments_per_cpu_second": "/s",
     "outbox_per_second": "/s",
     "callbacks_per_second": "/s",
@@ -137,16 +146,32 @@ def callback_grace(options: Options) -> float:
 
 
 def run(case: Case, options: Options) -> dict[str, Any]:
+    # isolated.py imports this module (callback_grace): its server probe is imported here.
+    from benchmarks.isolated import _Server
+
     pending, count = case.parameters["pending"], case.parameters["payments"]
-    with daemon_stack(
-        case.parameters["backend"],
-        pending,
-        mysql_url=options.mysql_url,
-        insight_url=options.insight_url,
-        callbacks=True,
-    ) as stack:
+    with contextlib.ExitStack() as exits:
+        stack = exits.enter_context(
+            daemon_stack(
+                case.parameters["backend"],
+                pending,
+                mysql_url=options.mysql_url,
+                insight_url=options.insight_url,
+                callbacks=True,
+            )
+        )
+        server = None
+        if case.parameters["backend"] == "mysql":
+            server = _Server(stack.database_url)
+            exits.callback(server.close)
+        server_cpu = server.cpu if server is not None and server.pid is not None else None
         targets = receivers_to_pay(stack.database_url, count)
+        server_before = server_cpu() if server_cpu else None
         result = pay_burst(stack, targets, options)
+        if server_cpu is not None and server_before is not None:
+            result["mysqld_cpu_ms_per_payment"] = round(
+                (server_cpu() - server_before) / count * 1000, 4
+            )
         (outbox_rows,) = query_one(stack.database_url, "SELECT COUNT(*) FROM callback_outbox")
         (payment_rows,) = query_one(stack.database_url, "SELECT COUNT(*) FROM payments")
         (paid,) = query_one(
@@ -161,7 +186,11 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         (payload_chars,) = query_one(
             stack.database_url, "SELECT ROUND(AVG(LENGTH(payload))) FROM callback_outbox"
         )
-        floor, floor_cpu = floor_rate(stack.database_url, count, int(payload_chars))
+        floor, floor_cpu, floor_server = floor_rate(
+            stack.database_url, count, int(payload_chars), server_cpu
+        )
+    if floor_server is not None:
+        result["floor_mysqld_cpu_ms_per_payment"] = round(floor_server * 1000, 4)
     result["payload_chars"] = int(payload_chars)
     result["floor_payments_per_second"] = round(floor, 1)
     result["floor_ratio"] = round(result["payments_per_second"] / floor, 3)
@@ -169,10 +198,16 @@ def run(case: Case, options: Options) -> dict[str, Any]:
     return result
 
 
-def floor_rate(database_url: str, count: int, payload_chars: int) -> tuple[float, float]:
+def floor_rate(
+    database_url: str,
+    count: int,
+    payload_chars: int,
+    server_cpu: Callable[[], float | None] | None = None,
+) -> tuple[float, float, float | None]:
     """Payments per second of the bare record loop (see the module docstring) paying
-    ``count`` new receivers of a wallet of its own in the benchmark's database, and the
-    loop's CPU seconds per payment (this thread's)."""
+    ``count`` new receivers of a wallet of its own in the benchmark's database, the
+    loop's CPU seconds per payment (this thread's) and, with ``server_cpu`` (the
+    database server's CPU seconds so far), the server's per payment."""
     wallet = "floor" + secrets.token_hex(6)
     addresses = synthetic_addresses(count, seed=secrets.randbits(32))
     payload = "x" * payload_chars
@@ -190,6 +225,7 @@ def floor_rate(database_url: str, count: int, payload_chars: int) -> tuple[float
             (wallet,),
         ).fetchall()
         now = time.time_ns() // 1_000_000
+        server_before = server_cpu() if server_cpu else None
         started, cpu_started = time.perf_counter(), time.thread_time()
         for start in range(0, count, FLOOR_PER_COMMIT):
             db.execute(db.begin)
@@ -210,9 +246,13 @@ def floor_rate(database_url: str, count: int, payload_chars: int) -> tuple[float
                 )
             db.execute("COMMIT")
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
+        server_after = server_cpu() if server_cpu else None
     finally:
         db.close()
-    return count / elapsed, cpu / count
+    server = None
+    if server_before is not None and server_after is not None:
+        server = (server_after - server_before) / count
+    return count / elapsed, cpu / count, server
 
 
 def pay_burst(stack: Stack, targets: list[tuple[int, str]], options: Options) -> dict[str, Any]:
