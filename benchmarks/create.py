@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -42,16 +41,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from benchmarks import harness
 from benchmarks.harness import (
     PYTHON,
     BenchError,
+    FloorConnection,
     child_env,
     floor_server,
     median,
-    mysql_connect,
     proc_cpu_seconds,
     query_one,
 )
@@ -305,24 +303,9 @@ def floor_rate(database_url: str, count: int, *, multirow: bool) -> tuple[float,
     insert = f"INSERT INTO receivers ({', '.join(_FLOOR_COLUMNS)}) VALUES "
     counter = "SELECT next_index FROM hd_counters WHERE wallet_id = ? AND chain = 0"
     bump = "UPDATE hd_counters SET next_index = ? WHERE wallet_id = ? AND chain = 0"
-    if database_url.startswith("sqlite:"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")  # the daemon's settings (WAL is the file's)
-        conn.execute("PRAGMA foreign_keys=ON")
-        begin, lock, close = "BEGIN IMMEDIATE", counter, conn.close
-
-        def execute(sql: str, params: tuple = ()) -> Any:
-            return conn.execute(sql, params)
-    else:
-        parts = urlsplit(database_url)
-        conn = mysql_connect(parts._replace(path="").geturl(), parts.path.strip("/"))
-        cursor = conn.cursor()
-        begin, lock, close = "BEGIN", counter + " FOR UPDATE", conn.close
-
-        def execute(sql: str, params: tuple = ()) -> Any:
-            cursor.execute(sql.replace("?", "%s"), params)
-            return cursor
-
+    db = FloorConnection(database_url)
+    execute, begin = db.execute, db.begin
+    lock = counter if db.sqlite else counter + " FOR UPDATE"
     try:
         execute("INSERT INTO hd_counters (wallet_id, chain, next_index) VALUES (?, 0, 0)", [wallet])
         started, cpu_started = time.perf_counter(), time.thread_time()
@@ -339,7 +322,7 @@ def floor_rate(database_url: str, count: int, *, multirow: bool) -> tuple[float,
             execute("COMMIT")
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
     finally:
-        close()
+        db.close()
     return count / elapsed, cpu / count
 
 

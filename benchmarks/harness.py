@@ -895,3 +895,42 @@ def query_one(database_url: str, sql: str) -> tuple:
             return cur.fetchone()
     finally:
         conn.close()
+
+
+class FloorConnection:
+    """A connection of a bare floor loop to the benchmark's database, with the daemon's
+    settings (SQLite: synchronous=NORMAL, foreign keys on; WAL is the file's own). SQL
+    is written with ``?`` marks on both backends; ``begin`` is the statement that opens
+    a write transaction (SQLite takes its write lock at once, as the daemon does)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.sqlite = database_url.startswith("sqlite:")
+        if self.sqlite:
+            self._conn: Any = sqlite3.connect(
+                database_url.removeprefix("sqlite:///"), isolation_level=None
+            )
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._cursor: Any = None
+            self.begin = "BEGIN IMMEDIATE"
+        else:
+            parts = urlsplit(database_url)
+            self._conn = mysql_connect(parts._replace(path="").geturl(), parts.path.strip("/"))
+            self._cursor = self._conn.cursor()
+            self.begin = "BEGIN"
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        """Run one statement; a cursor to fetch from."""
+        if self._cursor is None:
+            return self._conn.execute(sql, params)
+        self._cursor.execute(sql.replace("?", "%s"), params)
+        return self._cursor
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if self._cursor is None:
+            self._conn.executemany(sql, rows)
+        else:
+            self._cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def close(self) -> None:
+        self._conn.close()

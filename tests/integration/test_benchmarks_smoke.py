@@ -103,8 +103,15 @@ def test_record_and_latency_measure_every_payment_to_the_outbox_or_the_callback(
             assert run["payments"] > 0
     for _, run in _runs(_load(results, "record"), with_mysql):
         assert run["payments_per_second"] > 0 and run["outbox_per_second"] > 0
+        # The bare 100-per-commit record loop of the same run (the floor), and the ratio.
+        assert run["floor_payments_per_second"] > 0 and run["floor_ratio"] > 0
     for _, run in _runs(_load(results, "latency"), with_mysql):
         assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+        # The floor of the same run: one REST round trip plus one commit.
+        assert run["latency_floor_ms"] == pytest.approx(
+            run["rest_round_trip_ms"] + run["commit_ms"], abs=0.002
+        )
+        assert run["p99_to_p50"] >= 1
 
 
 def test_concurrent_creates_never_reuse_an_address(quick_results):
