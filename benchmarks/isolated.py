@@ -70,6 +70,9 @@ REPORT_EXTRA = (
     "latency_floor_ms",
     "readback_floor_ms",
     "p50_minus_readback_floor_ms",
+    "fsyncs_per_commit",
+    "fsyncs_to_floor",
+    "mysqld_cpu_to_floor",
 )
 UNITS = {
     "cpu_ms_per_payment": "ms",

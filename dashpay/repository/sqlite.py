@@ -17,14 +17,13 @@ otherwise the engine hops as before. The one slow part of a WAL commit is the
 checkpoint SQLite runs in the committing thread once the WAL passes 1,000 pages (it
 syncs the database file), so once the inline path is in use that automatic
 checkpoint is off and a thread of this repository (``_Checkpointer``) runs a PASSIVE
-checkpoint, which never blocks the writer, on a connection of its own when the WAL
-passes the same size.
+checkpoint, which never blocks the writer, on a connection of its own, at most once a
+second after commits.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -51,9 +50,12 @@ T = TypeVar("T")
 # transactions last milliseconds; 5 s only runs out when something is badly stuck.
 BUSY_TIMEOUT_MS = 5000
 DIRECTORY_MODE = 0o700  # the database holds callback URLs and settings: owner only
-# The WAL size past which the checkpointer copies it back (SQLite's own automatic
-# checkpoint: 1,000 pages of 4 KiB).
-WAL_CHECKPOINT_BYTES = 1000 * 4096
+# The checkpointer copies the WAL back at most this often, after a commit. Not by the
+# WAL file's size: a PASSIVE checkpoint does not shrink the file, so once it has grown
+# its size says nothing (a size rule then checkpointed, and synced, after every
+# commit). A second of writes is a few hundred pages between payments, and bounded by
+# the engine's batches in a burst.
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 # How long close() waits for a checkpoint in progress to end.
 CHECKPOINT_JOIN_SECONDS = 10.0
 
@@ -108,7 +110,6 @@ class SqliteRepository(SqlRepository):
         if not self.wal:
             log.warning("sqlite journal_mode=%s path=%s (WAL is not available here)", mode, path)
         self._conn: sqlite3.Connection | None = conn
-        self._wal_path = str(self.path) + "-wal"
         # Started by the first try_transaction (the daemon's engine), stopped by close.
         self._checkpointer: _Checkpointer | None = None
 
@@ -158,7 +159,7 @@ class SqliteRepository(SqlRepository):
             raise
         conn.commit()
         if self._checkpointer is not None:
-            self._checkpointer.check(self._wal_path)
+            self._checkpointer.committed()
         return result
 
     def try_transaction(self, fn: Callable[[Any], T]) -> tuple[bool, T | None]:
@@ -270,32 +271,26 @@ class SqliteRepository(SqlRepository):
 
 class _Checkpointer:
     """A thread with its own connection that runs ``PRAGMA wal_checkpoint(PASSIVE)``
-    when the WAL has grown past ``WAL_CHECKPOINT_BYTES`` (the repository asks after
-    each commit: one stat of the WAL file). PASSIVE copies what no reader still needs
-    and never waits for, or blocks, the writer; a failed checkpoint is logged and tried
-    again after the next commit that finds the WAL still too big."""
+    after commits, at most every ``CHECKPOINT_INTERVAL_SECONDS`` (the repository tells
+    it of each commit: setting an event). PASSIVE copies what no reader still needs
+    and never waits for, or blocks, the writer; a failed checkpoint is logged and
+    tried again after the next commit."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._wanted = threading.Event()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="dashpay-sqlite-checkpoint", daemon=True
         )
         self._thread.start()
 
-    def check(self, wal: str) -> None:
-        if self._wanted.is_set():
-            return
-        try:
-            size = os.stat(wal).st_size
-        except OSError:
-            return
-        if size > WAL_CHECKPOINT_BYTES:
+    def committed(self) -> None:
+        if not self._wanted.is_set():
             self._wanted.set()
 
     def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         self._wanted.set()
         self._thread.join(CHECKPOINT_JOIN_SECONDS)
 
@@ -308,12 +303,14 @@ class _Checkpointer:
         try:
             while True:
                 self._wanted.wait()
-                if self._stopping:
+                if self._stopping.is_set():
                     return
+                self._wanted.clear()
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:
                     log.warning("sqlite checkpoint failed path=%s: %s", self._path, exc)
-                self._wanted.clear()
+                if self._stopping.wait(CHECKPOINT_INTERVAL_SECONDS):
+                    return
         finally:
             conn.close()

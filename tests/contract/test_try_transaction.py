@@ -92,10 +92,10 @@ def test_a_connection_busy_in_a_worker_thread_makes_it_decline(store, repo):
 
 def test_the_checkpointer_copies_a_grown_wal_back(store, repo, monkeypatch):
     """Once units run here SQLite's own checkpoint is off; the checkpointer thread
-    copies the WAL into the database file when it passes the size."""
+    copies the WAL into the database file after commits."""
     if store.backend != "sqlite":
         pytest.skip("SQLite's WAL")
-    monkeypatch.setattr(sqlite_module, "WAL_CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_SECONDS", 0.05)
     assert repo.try_transaction(_set("e", "0"))[0]
     [(autocheckpoint,)] = repo._read(
         lambda cur: cur.execute("PRAGMA wal_autocheckpoint").fetchall()
