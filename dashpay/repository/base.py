@@ -178,6 +178,13 @@ class Repository(Protocol):
         rolled the first run back), so ``fn`` must keep no state between runs. Units
         of work: ``dashpay.engine.record.record_batch`` and ``cancel_receiver``."""
 
+    def try_transaction(self, fn: Callable[[Transaction], T]) -> tuple[bool, T | None]:
+        """``transaction(fn)`` on the calling thread, only if it cannot block there
+        (SQLite in WAL mode with its connection free and no other process writing; a
+        network server never): ``(True, result)``, else ``(False, None)`` without
+        running ``fn``. The payment engine asks this for a small unit of work before
+        hopping to a worker thread."""
+
     def list_outbox(
         self, *, receiver_id: int | None = None, status: str | None = None, limit: int = 100
     ) -> list[OutboxEvent]:

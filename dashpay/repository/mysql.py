@@ -39,10 +39,12 @@ import pymysql
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Unavailable
 from dashpay.domain.model import AttemptOutcome
+from dashpay.repository.locks import ownership_lost
 from dashpay.repository.pool import Pool, close_quietly
 from dashpay.repository.schema import (
     RECEIVER_UPDATE_FIELDS,
     SCHEMA_MIGRATIONS_DDL,
+    UPDATE_RECEIVER,
     load_migrations,
     padded_chunks,
     plain,
@@ -55,21 +57,44 @@ log = logging.getLogger("dashpay.repository.mysql")
 
 # Receivers updated by one statement at most (9 values each; far below any packet limit).
 MAX_UPDATE_ROWS = 256
+# The server's clock in epoch milliseconds (the lease's expiry is never the daemons').
+_SERVER_NOW_MS = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
 
 
 @functools.cache
-def receiver_updates_sql(count: int) -> str:
+def receiver_updates_sql(count: int, fenced: bool = False) -> str:
     """One UPDATE for ``count`` rows of new values, as a derived table joined on the
     receiver id. Callers pad ``count`` to a power of two by repeating their last row
-    (the same id with the same values sets the same thing), so few texts exist."""
+    (the same id with the same values sets the same thing), so few texts exist.
+    ``fenced``: also the transaction's fence (``SqlRepository._fence``'s condition and
+    renewal): the lease row is joined where it still names the owner at its epoch. A
+    lease taken over matches nothing, so 0 rows change (the caller raises
+    ``ownership_lost``); else the lease row always does (expires_at strictly grows).
+    Parameters after the values: wallet id, owner, epoch, the lease in ms."""
     columns = ("receiver_id", *RECEIVER_UPDATE_FIELDS)
     first = "SELECT " + ", ".join(f"? AS {name}" for name in columns)
     other = " UNION ALL SELECT " + ", ".join("?" * len(columns))
     assignments = ", ".join(f"r.{name} = v.{name}" for name in RECEIVER_UPDATE_FIELDS)
+    lease = ""
+    if fenced:
+        lease = " JOIN wallet_leases l ON l.wallet_id = ? AND l.owner = ? AND l.epoch = ?"
+        assignments += f", l.expires_at = GREATEST(l.expires_at + 1, {_SERVER_NOW_MS} + ?)"
     return (
         f"UPDATE receivers r JOIN ({first}{other * (count - 1)}) v"
-        f" ON r.receiver_id = v.receiver_id SET {assignments}"
+        f" ON r.receiver_id = v.receiver_id{lease} SET {assignments}"
     )
+
+
+# One receiver's new values (a lone payment's) by primary key, without the derived
+# table (a temporary table on the server); fenced as above. Parameters: wallet id,
+# owner, epoch, the values, the lease in ms, the receiver id.
+UPDATE_ONE_RECEIVER_FENCED = (
+    "UPDATE receivers r JOIN wallet_leases l"
+    " ON l.wallet_id = ? AND l.owner = ? AND l.epoch = ? SET "
+    + ", ".join(f"r.{name} = ?" for name in RECEIVER_UPDATE_FIELDS)
+    + f", l.expires_at = GREATEST(l.expires_at + 1, {_SERVER_NOW_MS} + ?)"
+    " WHERE r.receiver_id = ?"
+)
 
 
 # Outbox rows updated by one statement at most, after a batch of attempts (7 values each).
@@ -168,7 +193,7 @@ class MysqlRepository(SqlRepository):
     # Same reason as SQLite's NOT INDEXED: a range on the clustered key, never an
     # index merge sorted again for every chunk of iter_pending.
     _primary_key_scan = " FORCE INDEX (PRIMARY)"
-    _server_now_ms = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+    _server_now_ms = _SERVER_NOW_MS
 
     def __init__(
         self,
@@ -425,14 +450,37 @@ class MysqlRepository(SqlRepository):
         cursor.execute(self._pyformat(sql), tuple(params))
         return cursor
 
-    def _write_receiver_updates(self, cur: Any, updates: Sequence[tuple[int, Any]]) -> None:
+    def _write_receiver_updates(
+        self, cur: Any, updates: Sequence[tuple[int, Any]], *, fence: bool = False
+    ) -> bool:
         # One statement per chunk instead of one per receiver: a round trip each saved.
+        # With ``fence`` the first statement is the fence too: a lone payment is then
+        # four statements (SELECT, payment INSERT, this UPDATE, outbox INSERT) + COMMIT.
+        lease = self.fence if fence else None
+        if len(updates) == 1:
+            [(rid, update)] = updates
+            values = [getattr(update, name) for name in RECEIVER_UPDATE_FIELDS]
+            if lease is None:
+                self._execute(cur, UPDATE_RECEIVER, [*values, rid])
+                return False
+            params = [lease.wallet_id, lease.owner, lease.epoch, *values, lease.lease_ms, rid]
+            if self._execute(cur, UPDATE_ONE_RECEIVER_FENCED, params).rowcount < 1:
+                raise ownership_lost(lease)
+            return True
+        folded = False
         for chunk in padded_chunks(updates, MAX_UPDATE_ROWS):
             params: list[Any] = []
             for rid, update in chunk:  # a repeated last row sets the same values again
                 params.append(rid)
                 params.extend(getattr(update, name) for name in RECEIVER_UPDATE_FIELDS)
-            self._execute(cur, receiver_updates_sql(len(chunk)), params)
+            if lease is None:
+                self._execute(cur, receiver_updates_sql(len(chunk)), params)
+                continue
+            params += (lease.wallet_id, lease.owner, lease.epoch, lease.lease_ms)
+            if self._execute(cur, receiver_updates_sql(len(chunk), True), params).rowcount < 1:
+                raise ownership_lost(lease)
+            folded, lease = True, None
+        return folded
 
     def _update_after_attempts(
         self, cur: Any, accepted: Sequence[tuple[str, AttemptOutcome]]

@@ -454,17 +454,40 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
         everything and re-raise if it raises. MySQL may run ``fn`` again on a fresh
         connection after a deadlock or a connection lost before COMMIT (the server
         rolled the first run back), so ``fn`` must not keep state between runs."""
-        return self._write(lambda cur: fn(SqlTransaction(self, cur)))
+        return self._write(self._transaction_work(fn), fenced=False)
+
+    def try_transaction(self, fn: Callable[[SqlTransaction], T]) -> tuple[bool, T | None]:
+        """``transaction(fn)`` on the calling thread when that cannot block:
+        ``(True, result)``; else ``(False, None)`` without running ``fn`` (the caller
+        hops to a worker thread). A network server always blocks: here, always the
+        latter (SQLite overrides it)."""
+        return False, None
+
+    def _transaction_work(self, fn: Callable[[SqlTransaction], T]) -> Callable[[Any], T]:
+        """``fn`` as a cursor's unit of work, fenced by its own statement unless one of
+        its writes already was (``SqlTransaction.fenced``)."""
+
+        def work(cur: Any) -> T:
+            tx = SqlTransaction(self, cur)
+            result = fn(tx)
+            if not tx.fenced:  # else the receivers' UPDATE renewed the lease already
+                self._fence(cur)
+            return result
+
+        return work
 
     def _write_receiver_updates(
-        self, cur: Any, updates: Sequence[tuple[int, ReceiverUpdate]]
-    ) -> None:
+        self, cur: Any, updates: Sequence[tuple[int, ReceiverUpdate]], *, fence: bool = False
+    ) -> bool:
         """Write each receiver's new state: one executemany of the UPDATE here (the
         driver loops in C); MySQL overrides this with one statement per chunk, which
-        saves a round trip per receiver."""
+        saves a round trip per receiver. With ``fence`` a backend may fold the
+        transaction's fence into the same statement (MySQL does): it returns True
+        when it did, and the transaction then needs no fence statement of its own."""
         self._executemany(
             cur, UPDATE_RECEIVER, [(*update_values(update), rid) for rid, update in updates]
         )
+        return False
 
     # Settings --------------------------------------------------------------------
     def get_setting(self, name: str) -> str | None:

@@ -46,11 +46,14 @@ class SqlTransaction:
     """One write transaction of ``repo`` on cursor ``cur``. Valid only inside the
     ``transaction`` call that made it."""
 
-    __slots__ = ("_repo", "_cur", "_execute", "_receiver_from_row", "_payment_from_row")
+    __slots__ = ("_repo", "_cur", "_execute", "_receiver_from_row", "_payment_from_row", "fenced")
 
     def __init__(self, repo: SqlRepository, cur: Any) -> None:
         self._repo = repo
         self._cur = cur
+        # Whether a statement of this transaction already checked and renewed the
+        # wallet's lease (``SqlRepository._fence``): then it needs no fence of its own.
+        self.fenced = False
         self._execute = repo._execute
         self._receiver_from_row = repo._receiver_from_row
         self._payment_from_row = repo._payment_from_row
@@ -177,9 +180,11 @@ class SqlTransaction:
 
     def write_receivers(self, updates: Sequence[tuple[int, ReceiverUpdate]]) -> None:
         """Write each receiver's new state (ascending id, one entry per receiver), in
-        as few statements as the backend allows."""
+        as few statements as the backend allows; on MySQL the first of them is also
+        the transaction's fence (a payment's transaction saves that statement)."""
         if updates:
-            self._repo._write_receiver_updates(self._cur, updates)
+            folded = self._repo._write_receiver_updates(self._cur, updates, fence=not self.fenced)
+            self.fenced = self.fenced or folded
 
     def enqueue(self, events: Sequence[OutboxEvent]) -> None:
         """Insert the outbox rows in one multi-row INSERT, in order (their seq follows

@@ -592,7 +592,8 @@ class CallbackSender:
         else:
             self._outcomes.append((job, outcome))
             self._outcomes_ready.set()
-        self._wakeup.set()  # the slot is free for the next delivery
+        if self._ready or self._look:
+            self._wakeup.set()  # the slot is free for a delivery that waits for one
 
     # -- outcomes: written by the recorder, or carried by the engine ----------------------
     def ride(self) -> _Ride | None:
