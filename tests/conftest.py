@@ -175,6 +175,7 @@ ONE_WORKER_MODULES = frozenset(
         "tests/integration/test_benchmarks_smoke.py",
         "tests/integration/test_chain_backends.py",  # a daemon and a peer per backend
         "tests/integration/test_checkout_browser.py",
+        "tests/integration/test_dashd_backend.py",  # one dashd peer and daemon, in order
         "tests/integration/test_galera.py",  # a 3-node cluster on fixed ports
         "tests/interop/test_wallet_dashcore_lib.py",
     }
