@@ -92,6 +92,8 @@ def figures(section: dict[str, Any] | None, skip: tuple[str, ...] = ()) -> str |
 
 
 # Shown in rows of their own, so left out of the section's figures.
+# dashd's address index, as `status` shows it (None: not dashd, or not asked yet).
+_INDEX = {True: "yes", False: "no (scantxoutset)"}
 _OWN_ROWS = ("error", "last_error", "url", "socket_url", "state", "last_event_at", "at")
 
 
@@ -123,6 +125,7 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
         ("chain", _joined(chain.get("backend"), chain.get("state"), chain.get("endpoint"))),
         ("tip height", chain.get("tip_height")),
         ("last chain event", _age(chain.get("last_event_age_seconds"))),
+        ("address index", _INDEX.get(chain.get("address_index"))),
         ("insight", _joined(insight.get("state"), insight.get("socket_url"))),
         ("insight events", figures(insight, _OWN_ROWS)),
         ("last insight event", insight.get("last_event_at")),
@@ -142,7 +145,7 @@ def status(result: dict[str, Any], opts: dict[str, Any]) -> int | None:
 
 
 def _outbound_line(outbound: dict[str, Any] | None) -> str | None:
-    """"direct" or the proxy settings' sources, and the extra CA file."""
+    """The proxy settings' sources (or "direct"), and the extra CA file."""
     if not outbound:
         return None
     line = "; ".join(outbound.get("sources") or []) or "direct"

@@ -104,6 +104,12 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
                 )
     if daemon.chain is not None:
         result["chain"] = chain_view(daemon)
+        if result["chain"].get("address_index") is False:
+            result["warnings"].append(
+                "dashd has no address index: rescans use scantxoutset, which sees only "
+                "unspent outputs and no mempool payments (set addressindex=1 in dash.conf "
+                "and reindex; see README 'Running against your own dashd')"
+            )
     if daemon.insight is not None:
         sock = daemon.insight
         result["insight"] = {
@@ -187,7 +193,7 @@ def chain_view(daemon: Daemon) -> dict[str, Any]:
     assert chain is not None
     watcher = chain.watcher
     last = watcher.last_event_at
-    return {
+    view: dict[str, Any] = {
         "backend": chain.backend,
         "url": chain.url,
         "endpoint": watcher.display,
@@ -201,6 +207,10 @@ def chain_view(daemon: Daemon) -> dict[str, Any]:
         "events_rejected": watcher.events_rejected,
         "reconnects": watcher.reconnects,
     }
+    # dashd: whether its address index answers (None until a rescan asked).
+    if hasattr(chain.lookups, "address_index"):
+        view["address_index"] = chain.lookups.address_index
+    return view
 
 
 def _source_name(daemon: Daemon) -> str:

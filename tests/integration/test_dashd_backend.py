@@ -167,9 +167,15 @@ def test_without_the_address_index_rescans_use_scantxoutset_and_say_what_they_mi
         log = node.daemon.log()
         assert log.count("dashd has no address index") == 1
         assert "sees only UNSPENT outputs" in log and "mempool" in log
+        status = node.status()
+        assert status["chain"]["address_index"] is False
+        assert any("dashd has no address index" in w for w in status["warnings"])
         node.peer.address_index = True  # reindexed: asked again at the reconnect
         node.peer.restart()
         node.wait_log("dashd has its address index now")
+        status = node.status()
+        assert status["chain"]["address_index"] is True
+        assert not any("address index" in w for w in status["warnings"])
 
 
 def test_wrong_rpc_credentials_keep_the_daemon_unready_and_say_so(tmp_path):
