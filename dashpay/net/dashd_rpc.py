@@ -25,8 +25,7 @@ from urllib.parse import urlsplit
 import trio
 
 from dashpay.domain.observations import SourceError, TxObserved
-from dashpay.net.http_post import HttpPoster, HttpPostError, describe_error
-from dashpay.net.insight_rest import _resolve
+from dashpay.net.http_post import HttpPoster, HttpPostError, configured_addresses, describe_error
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire import dashd_rpc as rpc
 from dashpay.wire.insight import ADDRESS
@@ -146,9 +145,7 @@ class DashdRpc:
         return self._basic(cookie)
 
     async def _addresses(self, host: str, port: int) -> list[str]:
-        if self._outbound.proxy_for(self._scheme, host, port) is not None:
-            return [host]
-        return await _resolve(host, port)
+        return await configured_addresses(self._outbound, self._scheme, host, port)
 
     async def _post(self, method: str, body: bytes, auth: str) -> tuple[int, bytes]:
         headers = [

@@ -389,7 +389,9 @@ class HttpPoster:
         the tunnel is the bare socket)."""
         errors: list[str] = []
         for address in addresses:
-            proxy_addresses = await _resolve_proxy(proxy)
+            proxy_addresses = await resolve_configured(
+                proxy.host, proxy.port, f"the proxy {proxy.display}"
+            )
             sock = await _open_first(
                 proxy_addresses, proxy.port, f"{proxy.display} has no addresses"
             )
@@ -503,13 +505,24 @@ async def _open_first(addresses: Sequence[str], port: int, none: str) -> socket.
     raise ConnectFailed("; ".join(dict.fromkeys(errors)) or none)
 
 
-async def _resolve_proxy(proxy: ProxyURL) -> list[str]:
-    """The proxy's addresses. Not judged by the guard: the operator configured it."""
+async def resolve_configured(host: str, port: int, what: str | None = None) -> list[str]:
+    """The addresses of a host the operator configured (a proxy, Insight, dashd, a price
+    provider), in the resolver's order: not judged by the guard, which is for callback
+    targets. ``what`` names it in the error (default: the host)."""
     try:
-        infos = await trio.socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise ConnectFailed(f"cannot resolve the proxy {proxy.display}: {exc}") from None
+        raise ConnectFailed(f"cannot resolve {what or host}: {exc}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def configured_addresses(outbound: Outbound, scheme: str, host: str, port: int) -> list[str]:
+    """An ``HttpPoster`` address source for a configured host: through a proxy the name
+    itself (the proxy resolves it, and may be the only one that can), else its
+    addresses here."""
+    if outbound.proxy_for(scheme, host, port) is not None:
+        return [host]
+    return await resolve_configured(host, port)
 
 
 def _close_socket(sock: socket.socket) -> None:

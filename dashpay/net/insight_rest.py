@@ -31,7 +31,6 @@ import base64
 import json
 import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,13 @@ import trio
 from dashpay import __version__
 from dashpay.domain.backoff import exponential_delay, jittered
 from dashpay.domain.observations import TxObserved
-from dashpay.net.http_post import ConnectFailed, HttpPoster, HttpPostError, TlsFailed
+from dashpay.net.http_post import (
+    ConnectFailed,
+    HttpPoster,
+    HttpPostError,
+    TlsFailed,
+    configured_addresses,
+)
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
 from dashpay.wire.http1 import BodyTooLarge, retry_after_seconds
 from dashpay.wire.insight_rest import (
@@ -201,9 +206,7 @@ class InsightRest:
     async def _addresses(self, host: str, port: int) -> list[str]:
         """Where to connect: through a proxy the name itself (the proxy resolves it, and
         may be the only one that can), else its addresses here."""
-        if self._outbound.proxy_for(self._scheme, host, port) is not None:
-            return [host]
-        return await _resolve(host, port)
+        return await configured_addresses(self._outbound, self._scheme, host, port)
 
     # --- public calls -------------------------------------------------------------------
 
@@ -552,16 +555,6 @@ _FAILURE_NAMES: dict[type, str] = {
     TlsFailed: "ConnectError",
     _NoAnswer: "Timeout",
 }
-
-
-async def _resolve(host: str, port: int) -> list[str]:
-    """The addresses of the configured Insight host (the operator's choice: no SSRF
-    rules here, unlike callback targets)."""
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConnectFailed(f"cannot resolve {host}: {exc}") from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True, slots=True)

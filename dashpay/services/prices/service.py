@@ -22,7 +22,6 @@ Two layers:
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -42,6 +41,7 @@ from dashpay.net.http_post import (
     HttpPoster,
     HttpPostError,
     TlsFailed,
+    configured_addresses,
     describe_error,
 )
 from dashpay.net.outbound import Outbound, default_outbound, with_trust_hint
@@ -315,13 +315,7 @@ class PriceService:
         else its addresses here (a configured provider: no SSRF rules, as for Insight)."""
         assert self._outbound is not None
         scheme = "http" if (host, port) in self._plain else "https"
-        if self._outbound.proxy_for(scheme, host, port) is not None:
-            return [host]
-        try:
-            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ConnectFailed(f"cannot resolve {host}: {exc}") from None
-        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+        return await configured_addresses(self._outbound, scheme, host, port)
 
     # -- cache --------------------------------------------------------------------------
     async def _load_cache(self) -> None:
