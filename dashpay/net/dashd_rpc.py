@@ -181,8 +181,8 @@ class DashdRpc:
     async def _exchange(self, method: str, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` with the credentials; a 401 with the cookie re-reads it once."""
         for attempt in (1, 2):
-            if self._auth is None:
-                self._auth = self._read_cookie()
+            if self._auth is None:  # the cookie, read off the trio thread (a file read)
+                self._auth = await trio.to_thread.run_sync(self._read_cookie)
             try:
                 status, answer = await self._post(method, body, self._auth)
             except (HttpPostError, OSError, ValueError) as exc:
