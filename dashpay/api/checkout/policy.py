@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 from collections.abc import Iterable
 
 from dashpay.api.checkout.state import CheckoutState
@@ -111,9 +110,3 @@ class PageRateLimiter(TokenBuckets):
             return False
         self.take(client, now)
         return True
-
-    def retry_after(self, client: str, now: float) -> int:  # type: ignore[override]
-        """Whole seconds until ``client`` may ask again (0 when it may now; for a 429's
-        Retry-After)."""
-        wait = super().retry_after(client, now)
-        return 0 if wait <= 0 else max(1, math.ceil(wait))

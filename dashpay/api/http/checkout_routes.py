@@ -100,8 +100,8 @@ class CheckoutApp:
         client = client_address(peer, headers, self.config)
         now = trio.current_time()
         if not self.limiter.allow(client, now):
-            wait = self.limiter.retry_after(client, now)
-            await _answer(send, 429, b"too many requests\n", [("Retry-After", str(wait))])
+            wait = self.limiter.retry_after_header(client, now)
+            await _answer(send, 429, b"too many requests\n", [("Retry-After", wait)])
             return
         receiver = await trio.to_thread.run_sync(self.repo.get_receiver_by_token, parts[0])
         if receiver is None or receiver.public_token is None:
