@@ -57,7 +57,7 @@ from dashpay.net.insight_socket import (
     is_refusal,
     open_websocket,
 )
-from dashpay.net.link_status import STATE_CONNECTED, STATE_DISCONNECTED, LinkStatus
+from dashpay.net.link_status import LinkStatus
 from dashpay.net.outbound import Outbound, default_outbound
 from dashpay.wire import blockbook as bb
 from dashpay.wire import websocket as wsframe
@@ -130,7 +130,6 @@ class BlockbookClient(LinkStatus):
         self._send: trio.MemorySendChannel | None = None
         self._nursery: trio.Nursery | None = None
         self._started: set[int] = set()
-        self._ever_connected = False
         self._ever_up: set[int] = set()  # slots subscribed at least once
         self._complete = False  # every slot has been subscribed at once
         self._rescan_owed = False  # a (re)subscription since the last SocketConnected
@@ -274,9 +273,7 @@ class BlockbookClient(LinkStatus):
                     lasted,
                 )
                 wall = time.time()
-                self.state = STATE_DISCONNECTED
-                self.connected_since = None
-                self.disconnected_since = wall
+                self.link_down(wall)
                 assert self._send is not None
                 await self._send.send(SocketDisconnected(at=wall, reason=connection.reason or ""))
                 down_logged = False
@@ -359,9 +356,6 @@ class BlockbookClient(LinkStatus):
                     self._reject("getInfo answer", str(exc), info.data)
         connection.connected_at = trio.current_time()
         wall = time.time()
-        if self._ever_connected:
-            self.reconnects += 1
-        self._ever_connected = True
         log.info(
             "blockbook connection %d subscribed url=%s addresses=%d",
             connection.index,
@@ -378,9 +372,7 @@ class BlockbookClient(LinkStatus):
             self._nursery.start_soon(self._catch_up, list(connection.subscribed), [])
         self._ever_up.add(connection.index)
         if all(i in self._connections for i in self._started):
-            self.state = STATE_CONNECTED
-            self.connected_since = self.connected_since or wall
-            self.disconnected_since = None
+            self.link_up(wall)
             self._complete = True
             if self._rescan_owed:
                 self._rescan_owed = False

@@ -60,7 +60,7 @@ from dashpay.net.dashd_rpc import (
     check_zmq_url,
 )
 from dashpay.net.insight_socket import excerpt
-from dashpay.net.link_status import STATE_CONNECTED, STATE_DISCONNECTED, LinkStatus
+from dashpay.net.link_status import LinkStatus
 from dashpay.net.outbound import Outbound
 from dashpay.wire import zmq_dashd as zmqwire
 
@@ -118,7 +118,6 @@ class DashdClient(DashdRpc, LinkStatus):
         self._nursery: trio.Nursery | None = None
         self._verified = False  # the RPC answered on the right network since the connect
         self._linked = False  # the ZMQ link is up
-        self._ever_connected = False
         self._link_epoch = 0
         self._tip_wanted = trio.Event()
         self._warn = ThrottledLog(log)
@@ -222,9 +221,7 @@ class DashdClient(DashdRpc, LinkStatus):
         log.warning(
             "dashd link lost url=%s reason=%r connected_for=%.1fs", self.display, reason, lasted
         )
-        self.state = STATE_DISCONNECTED
-        self.connected_since = None
-        self.disconnected_since = wall
+        self.link_down(wall)
         assert self._send is not None
         await self._send.send(SocketDisconnected(at=wall, reason=reason))
 
@@ -257,13 +254,8 @@ class DashdClient(DashdRpc, LinkStatus):
         if self.address_index is False:
             self.address_index = None  # asked again: dashd may have been reindexed
         wall = time.time()
-        if self._ever_connected:
-            self.reconnects += 1
-        self._ever_connected = True
         self._verified = True
-        self.state = STATE_CONNECTED
-        self.connected_since = wall
-        self.disconnected_since = None
+        self.link_up(wall)
         log.info("dashd connected url=%s tip=%s", self.display, self.tip_height)
         assert self._send is not None
         await self._send.send(SocketConnected(at=wall))

@@ -340,7 +340,6 @@ class InsightSocket(LinkStatus):
         self._failures = 0  # consecutive attempts that did not get subscribed
         self._down_since: float | None = None  # wall time; None while connected
         self._last_down_log = -math.inf  # trio clock
-        self._ever_connected = False
         self._reject_window_start = -math.inf
         self._reject_logged = 0
         self._reject_suppressed = 0
@@ -374,9 +373,7 @@ class InsightSocket(LinkStatus):
             reason = link.reason or "connection ended"
             if link.connected_at is not None:
                 wall = time.time()
-                self.state = STATE_DISCONNECTED
-                self.connected_since = None
-                self.disconnected_since = wall
+                self.link_down(wall)
                 self._down_since = wall
                 self._last_down_log = now
                 self._failures = 0
@@ -588,12 +585,7 @@ class InsightSocket(LinkStatus):
     ) -> None:
         link.connected_at = trio.current_time()
         wall = time.time()
-        if self._ever_connected:
-            self.reconnects += 1
-        self._ever_connected = True
-        self.state = STATE_CONNECTED
-        self.connected_since = wall
-        self.disconnected_since = None
+        self.link_up(wall)
         opened = machine.open
         details = ""
         if self._down_since is not None:

@@ -20,3 +20,20 @@ class LinkStatus:
         self.reconnects = 0
         self.events_received = 0
         self.events_rejected = 0
+
+    def link_up(self, wall: float) -> None:
+        """The link is up at ``wall`` (epoch seconds): subscribed, events flow. Coming
+        back from ``disconnected`` counts a reconnect; already up, nothing changes."""
+        if self.state == STATE_CONNECTED:
+            return
+        if self.state == STATE_DISCONNECTED:
+            self.reconnects += 1
+        self.state = STATE_CONNECTED
+        self.connected_since = wall
+        self.disconnected_since = None
+
+    def link_down(self, wall: float) -> None:
+        """The link was lost at ``wall``; the watcher retries."""
+        self.state = STATE_DISCONNECTED
+        self.connected_since = None
+        self.disconnected_since = wall
