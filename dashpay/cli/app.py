@@ -141,16 +141,9 @@ def serve(
         code = run_sandbox_daemon(config, socket=g.socket, send_callbacks=send_callbacks)
         raise typer.Exit(code)
     config = _load_config(ctx.obj, required=True)
-    if ctx.obj.socket:
-        import dataclasses
+    from dashpay.daemon.root import serve as serve_config
 
-        config = dataclasses.replace(
-            config, control=dataclasses.replace(config.control, socket=Path(ctx.obj.socket))
-        )
-    setup_logging(log_level or config.logging.level)
-    from dashpay.daemon.root import run_daemon
-
-    raise typer.Exit(run_daemon(config))
+    raise typer.Exit(serve_config(config, socket=ctx.obj.socket, log_level=log_level))
 
 
 # -- offline tools --------------------------------------------------------------------

@@ -207,16 +207,9 @@ def _serve(options: dict[str, str], words: list[str]) -> int | None:
         config = load_config(path)
     except ConfigError:
         return None
-    if options.get("socket"):
-        import dataclasses
+    from dashpay.daemon.root import serve
 
-        control = dataclasses.replace(config.control, socket=Path(options["socket"]))
-        config = dataclasses.replace(config, control=control)
-    from dashpay.daemon.logs import setup_logging
-    from dashpay.daemon.root import run_daemon
-
-    setup_logging(level or config.logging.level)
-    return run_daemon(config)
+    return serve(config, socket=options.get("socket"), log_level=level)
 
 
 def _socket(options: dict[str, str]) -> tuple[Path, str] | None:

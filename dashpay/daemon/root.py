@@ -462,6 +462,21 @@ def run_main(main: Callable[[], Awaitable[int]]) -> int:
         raise
 
 
+def serve(config: Config, *, socket: str | None = None, log_level: str | None = None) -> int:
+    """`dashpay serve` on a loaded config (the CLI app and its fast path both end here):
+    ``socket`` (--socket) over ``[control] socket``, ``log_level`` (--log-level) over
+    ``[logging] level``, then the daemon; the process exit code."""
+    import dataclasses
+
+    from dashpay.daemon.logs import setup_logging
+
+    if socket:
+        control = dataclasses.replace(config.control, socket=Path(socket))
+        config = dataclasses.replace(config, control=control)
+    setup_logging(log_level or config.logging.level)
+    return run_daemon(config)
+
+
 def run_daemon(config: Config) -> int:
     """Run until SIGTERM/SIGINT; the process exit code."""
     daemon = Daemon(config)
