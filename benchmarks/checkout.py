@@ -19,8 +19,10 @@ one set of them its amount, measured as record measures a burst (first frame wri
 1 and 4 (issue 17: within 10%, >= 0.9); the ``cpu_ratio_*`` the same from the daemon's
 CPU per payment, and ``cpu_us_per_delivery`` burst 3's extra CPU per frame delivered.
 Each stream's change -> seen latency is the time its second frame arrived (the watcher
-process's CLOCK_MONOTONIC) minus the time the daemon's log line for that receiver's
-committed change arrived (the harness's, same clock); the daemon writes the line right
+process's wall clock) minus the time stamped on the daemon's log line for that
+receiver's committed change (its own stamp, to the ms: when the harness read the line
+depends on its reader thread getting a CPU, which under load came after the frames
+themselves); the daemon writes the line right
 after the commit that also tells the page's hub, so this is the page's delay after
 the payment is recorded (the burst's own recording time is what record measures).
 """
@@ -226,7 +228,7 @@ def run(case: Case, options: Options) -> dict[str, Any]:
             seen = watchers.stop()
         last = pay_burst(stack, _targets(after), options)
         hub = stack.daemon.status()["checkout"]
-        committed = {i: stack.daemon.first_event[i].at for i, _ in _targets(watched)}
+        committed = {i: stack.daemon.first_event[i].logged_at for i, _ in _targets(watched)}
     delays = [
         at - committed[receiver["receiver_id"]]
         for at, receiver in zip(seen["seen"], streams_of, strict=True)

@@ -96,6 +96,7 @@ QUICK_SETTLE_SECONDS = 0.05
 # How long a daemon gets to stop on SIGTERM before it is killed.
 STOP_TIMEOUT = 20.0
 
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 _EVENT_LINE = re.compile(r" event id=(\S+) receiver=(\d+) event=(\S+)")
 _READY_LINE = re.compile(r" ready receivers=(\d+) rescan_seconds=([0-9.]+)")
 
@@ -344,6 +345,18 @@ class SeenEvent:
     event_id: str
     receiver_id: int
     event: str
+    # When the daemon wrote the line (its own stamp, epoch seconds to the ms): unlike
+    # ``at``, not delayed by this process's reader thread waiting for a CPU or the GIL.
+    logged_at: float | None = None
+
+
+def _logged_at(line: str) -> float | None:
+    """The epoch time of a daemon log line's ``<local time>,<ms>`` stamp."""
+    match = _STAMP.match(line)
+    if match is None:
+        return None
+    second = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+    return second + int(match[2]) / 1000
 
 
 @dataclass
@@ -394,7 +407,7 @@ class DaemonProcess:
                 line = raw.decode("utf-8", "replace")
                 match = _EVENT_LINE.search(line)
                 if match is not None:
-                    seen = SeenEvent(now, match[1], int(match[2]), match[3])
+                    seen = SeenEvent(now, match[1], int(match[2]), match[3], _logged_at(line))
                     with self._cond:
                         self.events.append(seen)
                         self.first_event.setdefault(seen.receiver_id, seen)

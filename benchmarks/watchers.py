@@ -5,8 +5,8 @@ One trio task and one raw socket per stream, no HTTP library: each sends the GET
 `/pay/<token>/events` from its own loopback source address (the page's rate limit is
 per client, as it would be for customers), then only counts the `event: state` frames
 that arrive. The first frame is the page's current state; the time of the second is
-when that page saw the receiver change (CLOCK_MONOTONIC, the clock the harness stamps
-the daemon's commits with, so the two subtract).
+when that page saw the receiver change (wall-clock epoch seconds, the clock of the
+daemon's own log stamps, so the two subtract on one machine).
 
 Protocol with the harness, one JSON line each way at a time: stdin
 ``{"streams": [[token, source_address], ...]}``; stdout ``{"opened": n, "failed":
@@ -97,7 +97,7 @@ async def _read(watcher: Watcher, stream: trio.SocketStream, opened: trio.Event)
                 continue
             watcher.frames += found
             if watcher.seen_at is None and watcher.frames >= 2:
-                watcher.seen_at = time.monotonic()
+                watcher.seen_at = time.time()
             opened.set()
 
 

@@ -332,6 +332,9 @@ class CliResult:
     stderr: str
 
     def json(self):
+        """The answer on stdout; a failed command says its exit code and stderr (a
+        JSONDecodeError on an empty stdout would hide why)."""
+        assert self.stdout or self.code == 0, f"exit {self.code}: {self.stderr[-2000:]}"
         return json.loads(self.stdout)
 
 
