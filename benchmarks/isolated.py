@@ -25,6 +25,12 @@ on scratch tables of the run's database: SQLite WAL with synchronous=NORMAL as t
 daemon opens it, MariaDB as the server is configured), its median wall and its CPU
 (this process's thread, plus the server's on MariaDB). The latency floor is the REST
 round trip plus the commit; every figure is reported with its floor and the ratio.
+
+A second CPU floor, since the daemon's figure also pays for the read-back and the
+callback: the lone payment's I/O done with the least code trio allows
+(``benchmarks/pipeline_floor.py``: the read-back, one record unit commit, one signed
+callback POST, spaced as the loop was), ``pipeline_floor_cpu_ms``, and
+``cpu_to_pipeline_floor``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import http.client
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +52,7 @@ from benchmarks.harness import (
     percentile,
     proc_cpu_seconds,
 )
+from benchmarks.pipeline_floor import pipeline_floor
 from benchmarks.record import callback_grace
 from benchmarks.runner import Case, Options, Target
 from benchmarks.seed import AMOUNT_DUFFS
@@ -64,6 +72,8 @@ SHOWN = (
 # Shown in the report table besides the targets (each target is shown once already).
 REPORT_EXTRA = (
     "cpu_to_floor",
+    "pipeline_floor_cpu_ms",
+    "cpu_to_pipeline_floor",
     "questions_per_payment",
     "p50_ms",
     "p99_ms",
@@ -78,6 +88,7 @@ UNITS = {
     "cpu_ms_per_payment": "ms",
     "mysqld_cpu_ms_per_payment": "ms",
     "record_unit_cpu_ms": "ms",
+    "pipeline_floor_cpu_ms": "ms",
     "p50_ms": "ms",
     "p99_ms": "ms",
     "latency_floor_ms": "ms",
@@ -201,7 +212,12 @@ def run(case: Case, options: Options) -> dict[str, Any]:
             after = server.counters() if server else None
             redelivered = sink.redeliveries()
             floors = _floors(
-                stack.database_url, peer.insight_url, warm["txids"][0], warm_address, server
+                stack.database_url,
+                peer.insight_url,
+                warm["txids"][0],
+                warm_address,
+                server,
+                pipeline=(sink.url, spacing),
             )
         finally:
             if server is not None:
@@ -219,6 +235,9 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         **floors,
     }
     result["cpu_to_floor"] = round(result["cpu_ms_per_payment"] / floors["record_unit_cpu_ms"], 2)
+    result["cpu_to_pipeline_floor"] = round(
+        result["cpu_ms_per_payment"] / floors["pipeline_floor_cpu_ms"], 2
+    )
     result["p50_minus_floor_ms"] = round(result["p50_ms"] - floors["latency_floor_ms"], 3)
     result["p50_minus_readback_floor_ms"] = round(result["p50_ms"] - floors["readback_floor_ms"], 3)
     result["p50_to_floor"] = round(result["p50_ms"] / floors["latency_floor_ms"], 2)
@@ -289,23 +308,45 @@ class _Server:
 
 
 def _floors(
-    database_url: str, insight_url: str, txid: str, address: str, server: _Server | None
+    database_url: str,
+    insight_url: str,
+    txid: str,
+    address: str,
+    server: _Server | None,
+    pipeline: tuple[str, float] | None = None,
 ) -> dict:
     """The run's floors: one REST round trip, one record unit commit (see the module
-    docstring)."""
+    docstring); with ``pipeline`` (the callback receiver's URL and the loop's spacing)
+    also the lone payment's I/O done by the least code (``benchmarks/pipeline_floor.py``)."""
     rest = _rest_round_trip(insight_url, "GET", f"tx/{txid}", None)
     history = json.dumps({"addrs": address, "from": 0, "to": 50}).encode()
     readback = _rest_round_trip(insight_url, "POST", f"addrs/txs?{HISTORY_QUERY}", history)
     floor_fsyncs = 0.0
     if database_url.startswith("sqlite:"):
         path = Path(database_url.removeprefix("sqlite:///")).with_name("floor.sqlite3")
-        commit_wall, client_cpu, server_cpu = _sqlite_record_unit(path)
+        unit = _sqlite_unit(path)
     else:
         assert server is not None
-        before = server.counters()
-        commit_wall, client_cpu, server_cpu = _mysql_record_unit(server)
-        after = server.counters()
-        floor_fsyncs = (after["Innodb_data_fsyncs"] - before["Innodb_data_fsyncs"]) / FLOOR_REPEATS
+        unit = _mysql_unit(server)
+    with unit as commit:
+        before = server.counters() if server is not None else None
+        commit_wall, client_cpu, server_cpu = _record_unit(commit, server)
+        if server is not None and before is not None:
+            after = server.counters()
+            floor_fsyncs = (
+                after["Innodb_data_fsyncs"] - before["Innodb_data_fsyncs"]
+            ) / FLOOR_REPEATS
+        least = None
+        if pipeline is not None:
+            sink_url, spacing = pipeline
+            least = pipeline_floor(
+                insight_url,
+                sink_url,
+                address,
+                lambda i: commit(FLOOR_REPEATS + i),
+                FLOOR_REPEATS,
+                spacing,
+            )
     floors: dict[str, Any] = {
         "rest_round_trip_ms": _ms(rest),
         "commit_ms": _ms(commit_wall),
@@ -314,6 +355,9 @@ def _floors(
         "readback_round_trip_ms": _ms(readback),
         "readback_floor_ms": _ms(readback + commit_wall),
     }
+    if least is not None:
+        floors["pipeline_floor_cpu_ms"] = least["cpu_ms"]
+        floors["pipeline_floor_wall_ms"] = least["wall_ms"]
     if server_cpu is not None:
         floors["record_unit_mysqld_cpu_ms"] = round(server_cpu * 1000, 4)
     if server is not None:
@@ -366,7 +410,10 @@ def _unit_params(i: int) -> tuple[tuple, tuple, tuple]:
     return (f"{i:064x}", i), (i,), (f"evt_{i:032x}", FLOOR_PAYLOAD, i)
 
 
-def _sqlite_record_unit(path: Path) -> tuple[float, float, None]:
+@contextlib.contextmanager
+def _sqlite_unit(path: Path) -> Iterator[Callable[[int], None]]:
+    """Scratch tables in ``path`` (WAL, synchronous=NORMAL, as the daemon opens its
+    database) and a function committing record unit ``i`` on them."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -374,22 +421,22 @@ def _sqlite_record_unit(path: Path) -> tuple[float, float, None]:
         for ddl in _FLOOR_TABLES:
             conn.execute(ddl.format(auto=""))
         conn.execute("INSERT INTO floor_receivers VALUES (1, 0, 'pending', 0)")
-        walls = []
-        cpu_started = time.thread_time()
-        for i in range(FLOOR_REPEATS):
-            started = time.monotonic()
+
+        def commit(i: int) -> None:
             conn.execute("BEGIN IMMEDIATE")
             for sql, params in zip(_FLOOR_UNIT, _unit_params(i), strict=True):
                 conn.execute(sql, params)
             conn.execute("COMMIT")
-            walls.append(time.monotonic() - started)
-        cpu = (time.thread_time() - cpu_started) / FLOOR_REPEATS
+
+        yield commit
     finally:
         conn.close()
-    return median(walls) or 0.0, cpu, None
 
 
-def _mysql_record_unit(server: _Server) -> tuple[float, float, float | None]:
+@contextlib.contextmanager
+def _mysql_unit(server: _Server) -> Iterator[Callable[[int], None]]:
+    """Scratch tables on the run's server (dropped afterwards) and a function committing
+    record unit ``i`` on them."""
     conn = server.conn
     conn.autocommit(False)
     units = [sql.replace("?", "%s") for sql in _FLOOR_UNIT]
@@ -399,21 +446,35 @@ def _mysql_record_unit(server: _Server) -> tuple[float, float, float | None]:
                 cur.execute(ddl.format(auto="AUTO_INCREMENT"))
             cur.execute("INSERT INTO floor_receivers VALUES (1, 0, 'pending', 0)")
             conn.commit()
-            walls = []
-            server_before = server.cpu()
-            cpu_started = time.thread_time()
-            for i in range(FLOOR_REPEATS):
-                started = time.monotonic()
+
+            def commit(i: int) -> None:
                 for sql, params in zip(units, _unit_params(i), strict=True):
                     cur.execute(sql, params)
                 conn.commit()
-                walls.append(time.monotonic() - started)
-            cpu = (time.thread_time() - cpu_started) / FLOOR_REPEATS
-            server_after = server.cpu()
-            for table in ("floor_outbox", "floor_payments", "floor_receivers"):
-                cur.execute(f"DROP TABLE {table}")
+
+            try:
+                yield commit
+            finally:
+                for table in ("floor_outbox", "floor_payments", "floor_receivers"):
+                    cur.execute(f"DROP TABLE {table}")
     finally:
         conn.autocommit(True)
+
+
+def _record_unit(
+    commit: Callable[[int], None], server: _Server | None
+) -> tuple[float, float, float | None]:
+    """Median wall and mean CPU (this thread's, and the server's when it runs here) of
+    FLOOR_REPEATS record unit commits."""
+    walls = []
+    server_before = server.cpu() if server is not None else None
+    cpu_started = time.thread_time()
+    for i in range(FLOOR_REPEATS):
+        started = time.monotonic()
+        commit(i)
+        walls.append(time.monotonic() - started)
+    cpu = (time.thread_time() - cpu_started) / FLOOR_REPEATS
+    server_after = server.cpu() if server is not None else None
     server_cpu = None
     if server_before is not None and server_after is not None:
         server_cpu = (server_after - server_before) / FLOOR_REPEATS

@@ -6,7 +6,10 @@ a closed Insight port so no rescan runs (its buffers would be counted as receive
 once `status` shows the N receivers watched, (RSS(N) - RSS(0)) / N. RSS is VmRSS from
 /proc after a short settle; the peak (VmHWM) is reported too: loading the table must
 not need much more memory than the table itself. The floor, in the same run: the RSS of
-the same interpreter started bare (`python -c`), and the idle daemon's ratio to it.
+the same interpreter started bare (`python -c`), and the idle daemon's ratio to it;
+and the runtime floor, the same interpreter having imported only the libraries every
+daemon runs on (trio, which imports ssl at its own import, sqlite3, orjson, decimal),
+``runtime_floor_rss_mb``, with what the daemon holds over it.
 Idle is measured twice: as is (this environment sets PYTHONDONTWRITEBYTECODE=1 and the
 tree has no bytecode, so dashpay's modules are compiled at start) and compiled
 (``rss_mb_compiled``: bytecode in a private PYTHONPYCACHEPREFIX, as a packaged install).
@@ -39,8 +42,13 @@ UNITS = {
     "bytes_per_receiver": "B",
     "peak_mb": "MB",
     "floor_rss_mb": "MB",
+    "runtime_floor_rss_mb": "MB",
+    "rss_over_runtime_floor_mb": "MB",
 }
-REPORT_EXTRA = ("floor_rss_mb",)
+REPORT_EXTRA = ("floor_rss_mb", "runtime_floor_rss_mb", "rss_over_runtime_floor_mb")
+# The libraries every daemon runs on, whatever it is configured for: trio (which
+# imports ssl, so OpenSSL, at its own import), sqlite3, orjson and decimal.
+RUNTIME_IMPORTS = ("trio", "sqlite3", "orjson", "decimal")
 # Issue 19: idle <= 35 MB where the bare interpreter takes 8.7 MB: <= 4.0x the floor.
 IDLE_GOAL_MB = 35
 IDLE_GOAL_RATIO = 4.0
@@ -78,6 +86,7 @@ def run(case: Case, options: Options) -> dict[str, Any]:
             _idle(options, writing)  # writes the bytecode of every module the daemon loads
             compiled, _ = _idle(options, reading)
         floor = _interpreter_rss()
+        runtime = _interpreter_rss(RUNTIME_IMPORTS)
         return {
             "rss_mb": _mb(rss),
             "peak_mb": _mb(peak),
@@ -85,6 +94,8 @@ def run(case: Case, options: Options) -> dict[str, Any]:
             "floor_rss_mb": _mb(floor),
             "rss_ratio": round(rss / floor, 2),
             "rss_ratio_compiled": round(compiled / floor, 2),
+            "runtime_floor_rss_mb": _mb(runtime),
+            "rss_over_runtime_floor_mb": _mb(rss - runtime),
         }
     base_rss, _ = _offline(0, options)
     rss, peak = _offline(pending, options)
@@ -132,9 +143,11 @@ def _rss(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
 
 
-def _interpreter_rss() -> int:
-    """The floor: RSS of the daemon's interpreter started bare (same environment)."""
-    code = "print(open('/proc/self/status').read())"
+def _interpreter_rss(imports: tuple[str, ...] = ()) -> int:
+    """The floor: RSS of the daemon's interpreter started bare (same environment), or
+    having imported only ``imports``."""
+    code = "".join(f"import {name}; " for name in imports)
+    code += "print(open('/proc/self/status').read())"
     proc = subprocess.run(
         [PYTHON, "-c", code], capture_output=True, text=True, env=child_env(), check=True
     )

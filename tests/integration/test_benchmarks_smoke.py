@@ -176,6 +176,11 @@ def test_bootstrap_reaches_ready_and_memory_is_measured(quick_results):
     idle = [run for _, run in memory if "bytes_per_receiver" not in run]
     assert idle and all(0 < run["floor_rss_mb"] < run["rss_mb"] for run in idle)
     assert all(run["rss_ratio"] > 1 for run in idle)
+    # The runtime floor imports trio and friends: above the bare interpreter, and the
+    # daemon holds more than its libraries.
+    assert all(
+        run["floor_rss_mb"] < run["runtime_floor_rss_mb"] < run["rss_mb"] for run in idle
+    )
     assert any("bytes_per_receiver" in run for _, run in memory)
 
 
@@ -201,3 +206,29 @@ def test_report_prints_a_table_row_for_every_scenario(quick_results):
     assert proc.returncode == 0, proc.stderr
     for scenario in SCENARIOS:
         assert f"| {scenario} |" in proc.stdout
+
+
+def test_pipeline_floor_reads_back_commits_and_posts_each_payment(tmp_path):
+    """isolated's least-code floor does the whole I/O of each lone payment, in order:
+    the read-back from the peer, one record unit commit, one callback the receiver got."""
+    from benchmarks.harness import CallbackSink, open_peer
+    from benchmarks.isolated import _sqlite_unit
+    from benchmarks.pipeline_floor import pipeline_floor
+    from benchmarks.seed import synthetic_addresses
+
+    sink = CallbackSink()
+    committed: list[int] = []
+    try:
+        with open_peer(None) as peer, _sqlite_unit(tmp_path / "floor.sqlite3") as commit:
+
+            def counted(i: int) -> None:
+                commit(i)
+                committed.append(i)
+
+            address = synthetic_addresses(1)[0]
+            result = pipeline_floor(peer.insight_url, sink.url, address, counted, 20, 0.001)
+    finally:
+        sink.close()
+    assert committed == list(range(20))
+    assert [c.delivery for c in sink.received] == [f"floor-{i}" for i in range(20)]
+    assert result["cpu_ms"] > 0 and result["wall_ms"] > 0
