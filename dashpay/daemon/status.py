@@ -84,7 +84,11 @@ async def status_view(daemon: Daemon) -> dict[str, Any]:
             )
 
         try:
-            by_status, next_index, gap = await trio.to_thread.run_sync(counts)
+            if daemon.receivers is not None:  # the gap kept in memory by the creates
+                next_index, gap = await daemon.receivers.unpaid_gap()
+                by_status = await trio.to_thread.run_sync(repo.count_by_status, wallet.wallet_id)
+            else:
+                by_status, next_index, gap = await trio.to_thread.run_sync(counts)
         except DashpayError as exc:
             result["database"]["error"] = exc.message
             result["reasons"].append(f"database error: {exc.message}")

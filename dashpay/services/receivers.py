@@ -347,8 +347,22 @@ class ReceiverService:
         await self._created([result])
         request.answer(result)
 
-    async def _load_gap(self) -> None:
-        """Read the gap from the database (at the first create, and after a drop)."""
+    async def unpaid_gap(self) -> tuple[int, int]:
+        """The wallet chain's next index and unpaid gap, as ``status`` shows them: from
+        memory, read from the database first when unknown (then kept, so a status
+        poll of a big wallet does not scan its receivers each time)."""
+        read = None
+        if self.gap.stale:
+            read = await self._load_gap()
+        if self.gap.stale:  # a drop since the read: its values are the newest known
+            assert read is not None
+            return read
+        assert self.gap.next_index is not None
+        return self.gap.next_index, self.gap.value
+
+    async def _load_gap(self) -> tuple[int, int]:
+        """Read the gap from the database (at the first create or status, and after a
+        drop); the last read's next index and gap."""
         wallet_id, chain = self.wallet.wallet_id, self.wallet.chain
 
         def read() -> tuple[int, int]:
@@ -360,7 +374,8 @@ class ReceiverService:
             # A drop recorded during the read may be missing from it: read again, and
             # after a few tries take the last read (the next drop corrects it).
             if self.gap.load(next_index, gap, token, force=attempt == GAP_READ_ATTEMPTS):
-                return
+                break
+        return next_index, gap
 
     async def _created(self, results: Sequence[tuple[Receiver, bool]]) -> None:
         """After a commit: count the new receivers in the gap, warn, log them and hand

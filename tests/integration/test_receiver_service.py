@@ -274,6 +274,28 @@ async def test_the_gap_is_read_from_the_database_and_a_drop_is_noticed(repo):
     assert isinstance(refused, Conflict) and "3 receivers in a row" in str(refused)
 
 
+async def test_the_status_gap_is_kept_in_memory_and_follows_payments_and_drops(repo):
+    """``unpaid_gap`` (what `status` shows) is read from the database once, then moved
+    by creates and recorded payments; a drop makes it read again, and every answer is
+    what the database says at that moment."""
+    engine, svc = watched(repo, gap_limit_max=10)
+    stored = (WALLET.wallet_id, WALLET.chain)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await nursery.start(svc.run)
+        assert await svc.unpaid_gap() == (0, 0)
+        views = await create_all(svc, [{"amount": "1"} for _ in range(3)])
+        assert await svc.unpaid_gap() == (3, 3) and repo.unpaid_gap(*stored) == 3
+        middle = next(v for v in views if v["hd_index"] == 1)
+        await paid_and_recorded(repo, engine, middle, locked=False)
+        assert await svc.unpaid_gap() == (3, 1) and repo.unpaid_gap(*stored) == 1
+        await engine.apply([ReceiverWork(middle["receiver_id"], dropped_txids=(TXID,))])
+        assert svc.gap.stale  # the drop took the newest paid receiver back to zero
+        assert await svc.unpaid_gap() == (3, 3) and repo.unpaid_gap(*stored) == 3
+        assert not svc.gap.stale
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_restarted_service_starts_from_the_stored_gap(repo):
     for _ in range(3):
         repo.create_receiver(
