@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from dashpay.config.keys import PRICE_PROVIDERS
 from dashpay.net.control_client import ControlClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -303,6 +304,9 @@ def write_config(
         "insight": {"url": insight_url, "reconnect_initial": "0.2s", "reconnect_max": "2s"},
         "callbacks": {"secret": CALLBACK_SECRET},
         "logging": {"level": log_level},
+        # Benchmarks stay on loopback: the price providers' default hosts would be looked
+        # up in DNS at each refresh. Nothing listens on port 9 (discard).
+        **{f"prices.{name}": {"url": "http://127.0.0.1:9"} for name in PRICE_PROVIDERS},
     }
     if socket_url is not None:
         sections["insight"]["socket_url"] = socket_url
