@@ -64,13 +64,17 @@ async def own_wallet(
 
 
 async def watch_ownership(daemon: Daemon, lock: Any) -> None:
-    """Renew the lease every third of it (the owner's write transactions renew it
-    too). When a renewal fails, try to take the lease back: if nobody else took it
+    """Renew the lease a third of it after it was last renewed: the owner's write
+    transactions renew it (their fence), so a busy owner adds no transaction for it.
+    When a renewal fails, try to take the lease back: if nobody else took it
     meanwhile (the database was unreachable) we carry on; if a standby owns the
     wallet now, we stop. Nothing a deposed owner writes lands in between: the fence
     fails its transactions."""
     while True:
-        await trio.sleep(lock.renew_interval)
+        if daemon.ownership_lost_since is None:
+            await trio.sleep(max(lock.renewal_due_in(), 0.0))
+        else:  # renewing failed: try again an interval later, as before the failure
+            await trio.sleep(lock.renew_interval)
         if await trio.to_thread.run_sync(lock.alive):
             daemon.ownership_lost_since = None
             continue

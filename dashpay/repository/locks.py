@@ -182,6 +182,7 @@ class WalletLease:
             return False
         previous = self.fence
         repo.fence = Fence(wallet_id, owner, epoch, self.lease_ms)
+        repo.fence_renewed_at = time.monotonic()  # taken (or renewed) for a whole lease
         self.lost = False
         if previous is None or previous.epoch != epoch:
             log.info("wallet lease taken wallet=%s epoch=%d owner=%s", wallet_id, epoch, owner)
@@ -190,11 +191,26 @@ class WalletLease:
     def holder(self) -> str:
         return f"the daemon holding the wallet's lease: {self._holder}"
 
+    def renewal_due_in(self) -> float:
+        """Seconds until the lease wants renewing: ``renew_interval`` after the last
+        fenced statement renewed it (0 or less: now). The owner's watcher sleeps this
+        long, so the lease is renewed at least every ``renew_interval`` however the
+        writes fall."""
+        return self.renew_interval - (time.monotonic() - self._repo.fence_renewed_at)
+
     def alive(self) -> bool:
-        """Renew the lease (an empty fenced write transaction). False when a standby
-        took it over (``lost``) or the database cannot be reached."""
+        """Renew the lease (an empty fenced write transaction), unless a write renewed
+        it within the last ``renew_interval`` (``renewal_due_in``). False when a standby
+        took it over (``lost``) or the database cannot be reached.
+
+        A busy owner's own transactions renew the lease (their fence), so it writes no
+        transaction for the lease alone. A fenced statement whose COMMIT then failed
+        counts as a renewal here: the watcher then renews an interval after it, still
+        within the lease (three intervals long)."""
         if self.fence is None:
             return False
+        if self.renewal_due_in() > 0:
+            return True
         try:
             self._repo._write(lambda cur: None)
         except Unavailable as exc:

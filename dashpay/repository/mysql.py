@@ -38,7 +38,6 @@ import pymysql
 from dashpay.domain.clock import now_ms
 from dashpay.domain.errors import Unavailable
 from dashpay.domain.model import AttemptOutcome
-from dashpay.repository.locks import ownership_lost
 from dashpay.repository.mysql_sql import (
     MAX_ATTEMPT_ROWS,
     MAX_UPDATE_ROWS,
@@ -405,7 +404,8 @@ class MysqlRepository(SqlRepository):
                 return False
             params = [lease.wallet_id, lease.owner, lease.epoch, *values, lease.lease_ms, rid]
             if self._execute(cur, UPDATE_ONE_RECEIVER_FENCED, params).rowcount < 1:
-                raise ownership_lost(lease)
+                raise self._lease_lost(lease)
+            self.fence_renewed_at = time.monotonic()
             return True
         folded = False
         for chunk in padded_chunks(updates, MAX_UPDATE_ROWS):
@@ -418,7 +418,8 @@ class MysqlRepository(SqlRepository):
                 continue
             params += (lease.wallet_id, lease.owner, lease.epoch, lease.lease_ms)
             if self._execute(cur, receiver_updates_sql(len(chunk), True), params).rowcount < 1:
-                raise ownership_lost(lease)
+                raise self._lease_lost(lease)
+            self.fence_renewed_at = time.monotonic()
             folded, lease = True, None
         return folded
 

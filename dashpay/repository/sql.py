@@ -7,10 +7,11 @@ the price cache and the API keys are mixins of their own files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from dashpay.domain.errors import Conflict, InvalidParams
+from dashpay.domain.errors import Conflict, InvalidParams, Unavailable
 from dashpay.domain.model import NewReceiver, Payment, PendingRow, Receiver, ReceiverUpdate
 from dashpay.domain.status import PENDING, STATUSES
 from dashpay.domain.tokens import is_public_token
@@ -94,6 +95,9 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
     # Set while this process owns a wallet's lease (WalletLease): every write
     # transaction then ends with the fence (see _fence).
     fence: Fence | None = None
+    # When a fenced statement last renewed the lease (time.monotonic(); 0: never):
+    # ``WalletLease.alive`` needs no transaction of its own while writes renew it.
+    fence_renewed_at: float = 0.0
 
     # Hooks -----------------------------------------------------------------------
     def _read(self, work: Callable[[Any], T]) -> T:
@@ -127,7 +131,14 @@ class SqlRepository(OutboxMixin, PriceCacheMixin, ApiKeysMixin):
             )
         params = (fence.lease_ms, fence.wallet_id, fence.owner, fence.epoch)
         if self._execute(cur, sql, params).rowcount != 1:
-            raise ownership_lost(fence)
+            raise self._lease_lost(fence)
+        self.fence_renewed_at = time.monotonic()
+
+    def _lease_lost(self, fence: Fence) -> Unavailable:
+        """The error of a fenced write that found the lease taken over; the next
+        ``alive`` asks the database again."""
+        self.fence_renewed_at = 0.0
+        return ownership_lost(fence)
 
     _fence_sql: str | None = None
 

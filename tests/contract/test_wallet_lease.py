@@ -99,6 +99,27 @@ def test_every_write_renews_and_release_hands_over_at_once(store, two):
     assert b.try_acquire() and second.fence.epoch == 2
 
 
+def test_an_owner_that_writes_adds_no_transaction_for_its_lease(store, two):
+    """Writes renew the lease (their fence), so ``alive`` renews it only after an
+    interval without one; a write that finds the lease taken makes it ask again."""
+    first, second = two
+    a, b = WalletLease(first, WALLET, 60), WalletLease(second, WALLET, 60)
+    assert a.try_acquire()
+    first.set_setting_if_absent("x", "1")
+    [(renewed,)] = store.execute("SELECT expires_at FROM wallet_leases")
+    assert a.alive()  # renewed by that write a moment ago: nothing written
+    assert store.execute("SELECT expires_at FROM wallet_leases") == [(renewed,)]
+    first.fence_renewed_at -= a.renew_interval  # an interval without writes
+    assert a.alive()
+    [(later,)] = store.execute("SELECT expires_at FROM wallet_leases")
+    assert later > renewed
+    expire(store)
+    assert b.try_acquire()
+    with pytest.raises(Unavailable, match="no longer owns wallet"):
+        first.set_setting_if_absent("y", "1")
+    assert not a.alive() and a.lost  # asked the database, found the new owner
+
+
 @pytest.mark.mysql
 def test_a_write_in_flight_during_the_takeover_is_rolled_back(store, two):
     if store.backend != "mysql":
