@@ -121,7 +121,10 @@ class Reconciler:
         self.source = source
         self.engine = engine
         self.wallet_id = wallet_id
-        self._full: trio.Event | None = None
+        # Full rescans one at a time (FIFO), numbered as they start; the newest done.
+        self._full_lock = trio.Lock()
+        self._full_started = 0
+        self._full_done = 0
         self._full_result: RescanSummary | None = None
         self.last_full: RescanSummary | None = None
         self.last_full_at: float | None = None
@@ -173,21 +176,26 @@ class Reconciler:
 
     # -- rescans ------------------------------------------------------------------------
     async def rescan_all_pending(self) -> RescanSummary:
-        """Rescan every watched receiver; joins a full rescan that is already running."""
-        if self._full is not None:
-            event = self._full
-            await event.wait()
-            assert self._full_result is not None
-            return self._full_result
-        self._full = trio.Event()
-        try:
+        """Rescan every watched receiver, reading each history after this call: a
+        request that comes while a full rescan runs waits for it (that one may have
+        read an address before a payment this caller knows of) and then shares the
+        next one with every request that came meanwhile. A failed rescan fails only
+        its own caller; the next waiter runs one itself."""
+        wanted = self._full_started + 1  # the first rescan to start after this call
+        async with self._full_lock:
+            if self._full_done >= wanted:  # one started after this call and finished
+                assert self._full_result is not None
+                return self._full_result
+            self._full_started += 1
+            number = self._full_started
             summary = await self.rescan(self.engine.watched(), kind=RESCAN_FULL)
-            self._full_result = summary
+            self._full_done, self._full_result = number, summary
             self.last_full, self.last_full_at = summary, time.time()
             return summary
-        finally:
-            event, self._full = self._full, None
-            event.set()
+
+    @property
+    def full_running(self) -> bool:
+        return self._full_lock.locked()
 
     async def rescan(
         self, targets: list[tuple[int, str]], *, quiet: bool = False, kind: str = RESCAN_SELECTED
@@ -389,7 +397,7 @@ class Reconciler:
         while True:
             await trio.sleep(interval)
             targets = self.engine.table.to_recheck()
-            if not targets or self._full is not None:
+            if not targets or self.full_running:
                 continue
             try:
                 await self.rescan(targets, quiet=True, kind=RESCAN_RECHECK)

@@ -81,3 +81,54 @@ async def test_only_receivers_with_history_or_payments_reach_the_engine(repo, pe
     assert repo.holding_payments([r.receiver_id for r in (paid, holding, *quiet)]) == {
         paid.receiver_id, holding.receiver_id,
     }  # fmt: skip
+
+
+async def test_a_full_rescan_asked_for_during_another_reads_after_the_request(repo, peer) -> None:
+    """`rescan` while a full rescan runs must not hand back that one's result: it read
+    the address before the payment the caller knows of. It waits and gets the next
+    rescan, which records the payment; two requests that come meanwhile share it."""
+    # Chain 1: an address the module's other test (chain 0, same peer) never paid.
+    wallet = Wallet(TEST_XPUB, "testnet", chain=1)
+    news = [NewReceiver(wallet_id=WALLET, chain=1, amount_duffs=AMOUNT, created_at=NOW)]
+    [(receiver, _)] = repo.create_receivers(news, wallet.address)
+    engine = PaymentEngine(repo, accounting.Rules(), monitor_window_ms=3_600_000, tick_seconds=None)
+    engine.load(repo.iter_pending(WALLET, NOW, 3_600_000))
+    async with trio.open_nursery() as nursery, InsightRest(peer.url) as rest:
+        await nursery.start(engine.run)
+        source = ChainSource("insight", peer.url, rest, None, "Insight REST", INSIGHT_LOOKUPS)  # type: ignore[arg-type]
+        reconciler = Reconciler(repo, source, engine, WALLET)
+        history, read, release = rest.address_history, trio.Event(), trio.Event()
+        reads = 0
+
+        async def held_after_the_first_read(addresses, **kwargs):
+            nonlocal reads
+            reads += 1
+            result = await history(addresses, **kwargs)
+            if reads == 1:
+                read.set()
+                await release.wait()
+            return result
+
+        rest.address_history = held_after_the_first_read  # type: ignore[method-assign]
+        summaries: dict[str, object] = {}
+
+        async def ask(name: str) -> None:
+            summaries[name] = await reconciler.rescan_all_pending()
+
+        with trio.fail_after(20):
+            nursery.start_soon(ask, "running")
+            await read.wait()  # the running rescan has read the address: nothing there
+            txid = await trio.to_thread.run_sync(peer.pay, receiver.address, AMOUNT)
+            nursery.start_soon(ask, "second")
+            nursery.start_soon(ask, "third")
+            await trio.sleep(0.05)
+            assert reconciler.full_running and not summaries
+            release.set()
+            while len(summaries) < 3:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert summaries["running"].payments_new == 0  # type: ignore[attr-defined]
+    assert summaries["second"] is summaries["third"]  # one rescan for both
+    assert summaries["second"].payments_new == 1  # type: ignore[attr-defined]
+    assert reads == 2
+    assert [p.txid for p in repo.list_payments(receiver.receiver_id)] == [txid]
