@@ -164,7 +164,17 @@ def settle(daemon, paid) -> None:
         except RemoteError:
             assert time.monotonic() < deadline
             time.sleep(0.3)
-    assert_totals(daemon, paid)
+    try:
+        assert_totals(daemon, paid)
+    except AssertionError as exc:  # what the daemon saw, for a failure that is rare
+        lines = [
+            line
+            for line in daemon.log().splitlines()
+            if any(word in line for word in ("rescan", "insight", "lease", "WARNING", "ERROR"))
+        ]
+        raise AssertionError(
+            f"{exc}\n--- daemon log (excerpt):\n" + "\n".join(lines[-80:])
+        ) from exc
 
 
 def test_one_owner_a_paused_owner_fenced_out_and_another_wallet_untouched(
