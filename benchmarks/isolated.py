@@ -55,7 +55,7 @@ from benchmarks.harness import (
     percentile,
     proc_cpu_seconds,
 )
-from benchmarks.pipeline_floor import pipeline_floor
+from benchmarks.pipeline_floor import HISTORY_QUERY, pipeline_floor
 from benchmarks.record import callback_grace
 from benchmarks.runner import Case, Options, Target
 from benchmarks.seed import AMOUNT_DUFFS
@@ -123,8 +123,6 @@ COUNTERS = (
     "Innodb_dblwr_writes",
 )
 DATA_STATEMENTS = ("Com_select", "Com_insert", "Com_update", "Com_update_multi", "Com_delete")
-# The read-back's query string, as the daemon sends it (net/insight_rest.py).
-HISTORY_QUERY = "noAsm=1&noScriptSig=1&noSpent=1"
 # A payload the size of a callback body (~1.2 kB) for the record unit floor.
 FLOOR_PAYLOAD = "x" * 1200
 

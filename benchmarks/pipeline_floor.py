@@ -26,14 +26,16 @@ import hmac
 import time
 from collections.abc import Callable
 from statistics import median
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import trio
 
 from benchmarks.harness import BenchError
+from dashpay.net import insight_rest
 
-HISTORY_QUERY = "noAsm=1&noScriptSig=1&noSpent=1"
+# The read-back's query string, as the daemon sends it.
+HISTORY_QUERY = urlencode(insight_rest.HISTORY_QUERY)
 CALLBACK_BODY_SIZE = 1200
 SECRET = b"pipeline-floor-secret"
 MAX_HEAD = 64 * 1024

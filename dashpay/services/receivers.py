@@ -170,6 +170,9 @@ class ReceiverService:
         self.on_created = on_created
         self.on_cancelled = on_cancelled
         self.gap = UnpaidGap()
+        # One read of the gap at a time (the writer's and `status`'s): ``UnpaidGap``
+        # tracks the payments recorded during one read, not during two overlapping.
+        self._gap_read = trio.Lock()
         self._creates_since_warning: int | None = None  # None: not warned in this gap
         self._queue, self._queued = trio.open_memory_channel[_CreateRequest](CREATE_QUEUE_SIZE)
 
@@ -368,14 +371,18 @@ class ReceiverService:
         def read() -> tuple[int, int]:
             return self.repo.next_index(wallet_id, chain), self.repo.unpaid_gap(wallet_id, chain)
 
-        for attempt in range(1, GAP_READ_ATTEMPTS + 1):
-            token = self.gap.loading()
-            next_index, gap = await trio.to_thread.run_sync(read)
-            # A drop recorded during the read may be missing from it: read again, and
-            # after a few tries take the last read (the next drop corrects it).
-            if self.gap.load(next_index, gap, token, force=attempt == GAP_READ_ATTEMPTS):
-                break
-        return next_index, gap
+        async with self._gap_read:
+            if not self.gap.stale:  # read by the caller it waited for
+                assert self.gap.next_index is not None
+                return self.gap.next_index, self.gap.value
+            for attempt in range(1, GAP_READ_ATTEMPTS + 1):
+                token = self.gap.loading()
+                next_index, gap = await trio.to_thread.run_sync(read)
+                # A drop recorded during the read may be missing from it: read again,
+                # and after a few tries take the last read (the next drop corrects it).
+                if self.gap.load(next_index, gap, token, force=attempt == GAP_READ_ATTEMPTS):
+                    break
+            return next_index, gap
 
     async def _created(self, results: Sequence[tuple[Receiver, bool]]) -> None:
         """After a commit: count the new receivers in the gap, warn, log them and hand

@@ -124,8 +124,7 @@ class Reconciler:
         # Full rescans one at a time (FIFO), numbered as they start; the newest done.
         self._full_lock = trio.Lock()
         self._full_started = 0
-        self._full_done = 0
-        self._full_result: RescanSummary | None = None
+        self._full_done = 0  # the number of the one ``last_full`` is
         self.last_full: RescanSummary | None = None
         self.last_full_at: float | None = None
         self.running = 0
@@ -184,12 +183,12 @@ class Reconciler:
         wanted = self._full_started + 1  # the first rescan to start after this call
         async with self._full_lock:
             if self._full_done >= wanted:  # one started after this call and finished
-                assert self._full_result is not None
-                return self._full_result
+                assert self.last_full is not None
+                return self.last_full
             self._full_started += 1
             number = self._full_started
             summary = await self.rescan(self.engine.watched(), kind=RESCAN_FULL)
-            self._full_done, self._full_result = number, summary
+            self._full_done = number
             self.last_full, self.last_full_at = summary, time.time()
             return summary
 
