@@ -22,6 +22,17 @@ thread's; on MariaDB the client side only), to set beside the daemon's. On Maria
 when the server runs on this machine, ``mysqld_cpu_ms_per_payment`` is the server's CPU
 per payment over the burst (the settling pause before it included: the server is
 idle then) and ``floor_mysqld_cpu_ms_per_payment`` over the floor's timed loop.
+
+Every payment of the burst is also read back over REST and has its callback POSTed,
+which the bare record loop does not do. The burst's pipeline floor adds that I/O done
+with the least code (``benchmarks/pipeline_floor.py``: ``burst_io_floor``, after the
+bare loop, on the same peer and callback receiver, for the burst's own addresses):
+``pipeline_floor_payments_per_second`` is the payments over the three parts' wall time
+one after another (bare loop, read-back, POSTs), ``pipeline_floor_ratio`` the burst's
+rate over it, ``pipeline_floor_cpu_ms_per_payment`` the three parts' CPU (this thread's)
+per payment, ``readback_floor_cpu_ms_per_payment`` and ``post_floor_cpu_ms_per_payment``
+two of them, and ``cpu_to_pipeline_floor`` the daemon's CPU per payment to the callback
+over it.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from typing import Any
 
 from benchmarks.create import FLOOR_PER_COMMIT
 from benchmarks.harness import BenchError, FloorConnection, query_one, settle
+from benchmarks.pipeline_floor import burst_io_floor
 from benchmarks.runner import Case, Options, Target
 from benchmarks.seed import _COLUMNS, AMOUNT_DUFFS, _rows, receivers_to_pay, synthetic_addresses
 from benchmarks.stack import Stack, daemon_stack
@@ -49,6 +61,10 @@ SHOWN = (
     "floor_cpu_ms_per_payment",
     "mysqld_cpu_ms_per_payment",
     "floor_mysqld_cpu_ms_per_payment",
+    "pipeline_floor_payments_per_second",
+    "pipeline_floor_ratio",
+    "pipeline_floor_cpu_ms_per_payment",
+    "cpu_to_pipeline_floor",
     "payments_per_cpu_second",
     "outbox_per_second",
     "callbacks_per_second",
@@ -72,6 +88,10 @@ UNITS = {
     "floor_cpu_ms_per_payment": "ms",
     "mysqld_cpu_ms_per_payment": "ms",
     "floor_mysqld_cpu_ms_per_payment": "ms",
+    "pipeline_floor_payments_per_second": "/s",
+    "pipeline_floor_cpu_ms_per_payment": "ms",
+    "readback_floor_cpu_ms_per_payment": "ms",
+    "post_floor_cpu_ms_per_payment": "ms",
     "payments_per_cpu_second": "/s",
     "outbox_per_second": "/s",
     "callbacks_per_second": "/s",
@@ -188,6 +208,23 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         )
         floor, floor_cpu, floor_server = floor_rate(
             stack.database_url, count, int(payload_chars), server_cpu
+        )
+        assert stack.peer is not None and stack.sink is not None
+        io = burst_io_floor(
+            stack.peer.insight_url, stack.sink.url, [address for _, address in targets]
+        )
+    io_wall = io["readback_wall_s"] + io["post_wall_s"]
+    io_cpu = io["readback_cpu_s"] + io["post_cpu_s"]
+    pipeline_rate = count / (count / floor + io_wall)
+    result["pipeline_floor_payments_per_second"] = round(pipeline_rate, 1)
+    result["pipeline_floor_ratio"] = round(result["payments_per_second"] / pipeline_rate, 3)
+    result["pipeline_floor_cpu_ms_per_payment"] = round((floor_cpu + io_cpu / count) * 1000, 4)
+    result["readback_floor_cpu_ms_per_payment"] = round(io["readback_cpu_s"] / count * 1000, 4)
+    result["post_floor_cpu_ms_per_payment"] = round(io["post_cpu_s"] / count * 1000, 4)
+    daemon_cpu = result.get("cpu_ms_per_payment_to_callback")
+    if daemon_cpu is not None and result["measured_to"] == STAGE_CALLBACK:
+        result["cpu_to_pipeline_floor"] = round(
+            daemon_cpu / result["pipeline_floor_cpu_ms_per_payment"], 2
         )
     if floor_server is not None:
         result["floor_mysqld_cpu_ms_per_payment"] = round(floor_server * 1000, 4)

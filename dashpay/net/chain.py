@@ -94,6 +94,9 @@ class ChainSource:
     # Seconds between lock polls of unsettled payments; None: the watcher pushes locks.
     settle_poll: float | None = None
     tip_height: int | None = None  # last known, for status (the watcher's if it has one)
+    # Addresses per read-back request (services/verify.py), the batches read side by
+    # side and each recorded as soon as it is read; None: all of them in one call.
+    readback_batch: int | None = None
 
     @property
     def name(self) -> str:
@@ -122,7 +125,7 @@ def open_chain_source(config: Config, network: str, outbound: Outbound) -> Chain
     every connection it makes leaves through ``outbound`` (proxies, trust store)."""
     backend = config.chain.backend
     if backend == "insight":
-        from dashpay.net.insight_rest import MAX_ADDRESS_BATCH, InsightRest
+        from dashpay.net.insight_rest import MAX_ADDRESS_BATCH, MAX_PAGE_SIZE, InsightRest
         from dashpay.net.insight_socket import InsightSocket
 
         insight = config.insight
@@ -138,7 +141,13 @@ def open_chain_source(config: Config, network: str, outbound: Outbound) -> Chain
             reconnect_max=insight.reconnect_max,
             outbound=outbound,
         )
-        return ChainSource(backend, insight.url, rest, socket, "Insight REST", INSIGHT_LOOKUPS)
+        # A read-back reads addresses that each claim a tx, so one page's worth of them
+        # is usually one request: Insight looks up every address of a request for each
+        # of its pages, and a burst's 1,000 read in one batch made it do so 20 times.
+        return ChainSource(
+            backend, insight.url, rest, socket, "Insight REST", INSIGHT_LOOKUPS,
+            readback_batch=MAX_PAGE_SIZE,
+        )  # fmt: skip
     if backend == "blockbook":
         from dashpay.net.blockbook import BlockbookClient
 

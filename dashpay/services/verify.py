@@ -16,7 +16,11 @@ gives the engine what REST says:
   go to the engine directly: the transaction is known to exist.
 
 Claims are batched: while one read is in flight the next ones gather, so a burst of
-1,000 payments costs a few history requests, not 1,000. A transaction REST does not
+1,000 payments costs a few history requests, not 1,000. The addresses of a batch are
+read ``ChainSource.readback_batch`` at a time (Insight: 50, one page of history for
+addresses that each claim a tx), up to ``lookup_concurrency`` reads side by side, and
+each read's payments go to the engine as soon as it is checked: a burst's first
+payments are recorded while the rest are still being read. A transaction REST does not
 show yet is asked for again (``NOT_FOUND_RETRIES``), then given up with a warning (a
 real one is found by the next rescan). While REST fails, claims wait and are retried.
 """
@@ -141,28 +145,70 @@ class Verifier:
                 claims, self._waiting = list(self._waiting.values()), {}
                 if not claims:
                     continue
-                try:
-                    await self._verify(claims)
-                except SourceError as exc:
-                    self.stats.rest_errors += 1
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "tx events wait for %s claims=%d retry_in=%.1fs error=%s",
-                        self.source.lookup_name,
-                        len(claims),
-                        delay,
-                        exc,
-                    )
-                    self._requeue(claims)
-                    await trio.sleep(delay)
-                    self._wake.set()
-                else:
+                failed, error = await self._verify_all(claims)
+                if error is None:
                     backoff.reset()
+                    continue
+                self.stats.rest_errors += 1
+                delay = backoff.next_delay()
+                log.warning(
+                    "tx events wait for %s claims=%d retry_in=%.1fs error=%s",
+                    self.source.lookup_name,
+                    len(failed),
+                    delay,
+                    error,
+                )
+                self._requeue(failed)
+                await trio.sleep(delay)
+                self._wake.set()
 
     def _requeue(self, claims: list[Claim]) -> None:
         for claim in claims:
             key = (claim.receiver_id, claim.seen.txid)
             self._waiting.setdefault(key, claim)
+
+    async def _verify_all(self, claims: list[Claim]) -> tuple[list[Claim], SourceError | None]:
+        """Read back ``claims`` in groups (see the module docstring). Returns the claims
+        of the groups whose read failed, to be asked again, and the last such error."""
+        groups = self._groups(claims)
+        failed: list[Claim] = []
+        error: SourceError | None = None
+
+        async def one(group: list[Claim], limiter: trio.CapacityLimiter | None) -> None:
+            nonlocal error
+            try:
+                if limiter is None:
+                    await self._verify(group)
+                else:
+                    async with limiter:
+                        await self._verify(group)
+            except SourceError as exc:
+                failed.extend(group)
+                error = exc
+
+        if len(groups) == 1:  # a lone payment, or one batch: no tasks to spawn
+            await one(groups[0], None)
+        else:
+            limiter = trio.CapacityLimiter(self.source.lookup_concurrency)
+            async with trio.open_nursery() as nursery:
+                for group in groups:
+                    nursery.start_soon(one, group, limiter)
+        return failed, error
+
+    def _groups(self, claims: list[Claim]) -> list[list[Claim]]:
+        """``claims`` split by ``readback_batch`` addresses; the claims of txs read back
+        already come first, in a group of their own that needs no read."""
+        known = [c for c in claims if c.seen.txid in self._verified]
+        by_address: dict[str, list[Claim]] = {}
+        for claim in claims:
+            if claim.seen.txid not in self._verified:
+                by_address.setdefault(claim.address, []).append(claim)
+        size = self.source.readback_batch or len(by_address) or 1
+        addresses = list(by_address)
+        groups = [known] if known else []
+        for start in range(0, len(addresses), size):
+            groups.append([c for a in addresses[start : start + size] for c in by_address[a]])
+        return groups
 
     async def _verify(self, claims: list[Claim]) -> None:
         unknown = [c for c in claims if c.seen.txid not in self._verified]
