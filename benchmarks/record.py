@@ -77,6 +77,9 @@ SHOWN = (
 # wall-clock rate (they still slow each instruction down: caches, stolen time).
 REPORT_EXTRA = (
     "floor_payments_per_second",
+    "pipeline_floor_ratio",
+    "pipeline_floor_payments_per_second",
+    "cpu_to_pipeline_floor",
     "payments_per_cpu_second",
     "outbox_per_second",
     "callbacks_redelivered",

@@ -49,8 +49,9 @@ MAX_CONFIRMATIONS = 576
 MAX_CALLBACKS_IN_FLIGHT = 1000
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/dashpay/dashpay.sqlite3"
 NETWORKS = ("mainnet", "testnet")
-# Where the daemon watches the Dash network (`[chain] backend`): the one list of names.
-CHAIN_BACKENDS = ("insight", "blockbook", "dashd")
+# Where the daemon watches the Dash network (`[chain] backend`): the one list of names,
+# each with the name people call it by in messages ("Insight", "Blockbook").
+CHAIN_BACKENDS = {"insight": "Insight", "blockbook": "Blockbook", "dashd": "dashd"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Fiat price providers of DASH, with their public API base URLs (docs/prices.md). The
 # adapters live in dashpay.services.prices.providers; this is the one list of their names.

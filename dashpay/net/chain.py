@@ -28,6 +28,7 @@ from typing import Protocol
 
 import trio
 
+from dashpay.config.keys import CHAIN_BACKENDS
 from dashpay.config.model import Config
 from dashpay.domain.observations import TxObserved
 from dashpay.net.outbound import Outbound
@@ -101,14 +102,13 @@ class ChainSource:
     @property
     def name(self) -> str:
         """The backend as people call it, in messages: "Insight", "Blockbook"."""
-        return BACKEND_NAMES.get(self.backend, self.backend)
+        return CHAIN_BACKENDS.get(self.backend, self.backend)
 
     def known_tip(self) -> int | None:
         height = getattr(self.watcher, "tip_height", None)
         return height if height is not None else self.tip_height
 
 
-BACKEND_NAMES = {"insight": "Insight", "blockbook": "Blockbook", "dashd": "dashd"}
 # Blockbook pushes no locks: with a poll every 5 s and the read-back before it, a lock
 # settles a receiver within 15 s (the issue's target).
 BLOCKBOOK_SETTLE_POLL = 5.0
