@@ -134,6 +134,15 @@ def median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: _round(median([r[k] for r in runs if _is_number(r.get(k))])) for k in keys}
 
 
+def ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    """``numerator / denominator`` rounded, or None when either is missing or the
+    denominator is 0 (a CPU figure from /proc moves in 10 ms ticks: a quick run's can
+    be 0)."""
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

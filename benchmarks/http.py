@@ -40,6 +40,7 @@ from benchmarks.harness import (
     floor_server,
     percentile,
     proc_cpu_seconds,
+    ratio,
 )
 from benchmarks.runner import Case, Options, Target
 from benchmarks.stack import daemon_stack
@@ -280,12 +281,6 @@ def _measured(
     }
 
 
-def _ratio(numerator: int | None, denominator: int | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return round(numerator / denominator, 3)
-
-
 def run(case: Case, options: Options) -> dict[str, Any]:
     clients, total = case.parameters["clients"], case.parameters["receivers"]
     per_client = total // clients
@@ -330,7 +325,7 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         "http_creates_per_second": round(http["rate"], 1),
         "control_creates_per_second": round(control["rate"], 1),
         "http_to_control_ratio": round(http["rate"] / control["rate"], 3),
-        "daemon_cpu_ratio": _ratio(control["daemon_cpu_us"], http["daemon_cpu_us"]),
+        "daemon_cpu_ratio": ratio(control["daemon_cpu_us"], http["daemon_cpu_us"]),
         "http_daemon_cpu_us_per_create": http["daemon_cpu_us"],
         "control_daemon_cpu_us_per_create": control["daemon_cpu_us"],
         "http_server_alone_cpu_us_per_request": alone["daemon_cpu_us"],

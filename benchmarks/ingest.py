@@ -35,6 +35,7 @@ from benchmarks.harness import (
     Peer,
     child_env,
     proc_cpu_seconds,
+    ratio,
     settle,
 )
 from benchmarks.runner import Case, Options, Target
@@ -160,7 +161,7 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         "peer_write_seconds": round(all_written - first_write, 4),
         "cpu_us_per_event": round(cpu_us, 2),
         # What one core would absorb if the daemon had it to itself (robust to sharing).
-        "events_per_cpu_second": round(events / (cpu_after - cpu_before), 1),
+        "events_per_cpu_second": ratio(events, cpu_after - cpu_before, 1),
         "daemon_cpu_share": round((cpu_after - cpu_before) / elapsed, 3),
         "ready_seconds": round(stack.ready_seconds or 0, 3),
         "rss_mb_after": round(rss / 1e6, 1) if rss else None,
@@ -170,10 +171,10 @@ def run(case: Case, options: Options) -> dict[str, Any]:
         "rejected": status["insight"]["events_rejected"],
         "floor_cpu_us_per_event": floor["cpu_us_per_event"],
         "floor_events_per_second": floor["events_per_second"],
-        "cpu_to_floor": round(cpu_us / floor["cpu_us_per_event"], 2),
+        "cpu_to_floor": ratio(cpu_us, floor["cpu_us_per_event"], 2),
         "status_cpu_ms": round(status_cpu * 1000, 1),
         "cpu_us_per_event_net": round(net_us, 2),
-        "net_cpu_to_floor": round(net_us / floor["cpu_us_per_event"], 2),
+        "net_cpu_to_floor": ratio(net_us, floor["cpu_us_per_event"], 2),
     }
     if peer_cpu is not None and peer_cpu_before is not None:
         result["peer_cpu_us_per_event"] = round((peer_cpu - peer_cpu_before) / events * 1e6, 2)

@@ -69,7 +69,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from benchmarks.harness import load_average, machine_info, median
+from benchmarks.harness import load_average, machine_info, median, ratio
 from benchmarks.peer import WRITE_BATCH, flood_frames
 from dashpay.net.insight_socket import HARD_LIMIT_FACTOR, RECEIVE_BUFFER_BYTES, SOCKET_IO_PATH
 from dashpay.wire import websocket as wsframe
@@ -336,12 +336,6 @@ def run_client(variant: str, port: int, goal: dict) -> dict[str, Any]:
 # --- the driver ---------------------------------------------------------------------------
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return round(numerator / denominator, 3)
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     medians: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
@@ -360,20 +354,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     floor = cpu.get("floor")
     codec = {v: round(cpu[v] - floor, 4) for v in ("wsframe", "wsproto") if v in cpu and floor}
-    ratio = _ratio(cpu.get("wsproto"), cpu.get("wsframe"))
+    whole = ratio(cpu.get("wsproto"), cpu.get("wsframe"))
     return {
         "medians": medians,
         "cpu_us_per_message": cpu,
         "codec_cpu_us_per_message": codec,  # the loop's figure minus the floor's
-        "ratio_wsproto_over_wsframe": ratio,
+        "ratio_wsproto_over_wsframe": whole,
         "ratio_paired_median": round(median(paired), 3) if paired else None,
-        "ratio_codec_only": _ratio(codec.get("wsproto"), codec.get("wsframe")),
+        "ratio_codec_only": ratio(codec.get("wsproto"), codec.get("wsframe")),
         "extra_us_per_message_with_wsproto": (
-            round(cpu["wsproto"] - cpu["wsframe"], 4) if ratio is not None else None
+            round(cpu["wsproto"] - cpu["wsframe"], 4) if whole is not None else None
         ),
         "rule": {
             "factor": RULE_FACTOR,
-            "wsproto_within": None if ratio is None else ratio <= RULE_FACTOR,
+            "wsproto_within": None if whole is None else whole <= RULE_FACTOR,
         },
     }
 
