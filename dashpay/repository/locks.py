@@ -154,9 +154,12 @@ class WalletLease:
             holder, epoch, expired, left_ms = row
             holder = str(holder.decode() if isinstance(holder, bytes | bytearray) else holder)
             if holder == owner:  # ours (a lost connection, a commit we did not see)
+                # expires_at strictly grows, as in the fence: MySQL counts a row whose
+                # value did not change as not affected, so a renewal in the same
+                # millisecond as the last one would read as "taken meanwhile".
                 sql = (
-                    f"UPDATE wallet_leases SET expires_at = {now} + ?"
-                    " WHERE wallet_id = ? AND owner = ?"
+                    f"UPDATE wallet_leases SET expires_at = {repo._greatest}(expires_at + 1,"
+                    f" {now} + ?) WHERE wallet_id = ? AND owner = ?"
                 )
                 params: tuple[Any, ...] = (self.lease_ms, wallet_id, owner)
             elif expired:

@@ -46,6 +46,20 @@ def test_one_owner_and_a_takeover_raises_the_epoch(store, two):
     assert store.execute("SELECT owner, epoch FROM wallet_leases") == [(b.owner, 2)]
 
 
+def test_the_owner_taking_its_lease_again_always_changes_the_row(store, two):
+    # MySQL counts a row an UPDATE leaves as it was as not affected: a renewal in the
+    # same millisecond as the last one would set the same expires_at and read as
+    # "taken meanwhile". Like the fence, taking our own lease again moves expires_at
+    # forward by at least 1, here from a value no clock reaches.
+    first, _ = two
+    lease = WalletLease(first, WALLET, 5)
+    assert lease.try_acquire()
+    far = 10**15
+    store.execute("UPDATE wallet_leases SET expires_at = ? WHERE wallet_id = ?", (far, WALLET))
+    assert lease.try_acquire()
+    assert store.execute("SELECT expires_at, epoch FROM wallet_leases") == [(far + 1, 1)]
+
+
 def test_a_deposed_owner_writes_nothing(store, two):
     first, second = two
     a, b = WalletLease(first, WALLET, 5), WalletLease(second, WALLET, 5)
