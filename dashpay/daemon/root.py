@@ -26,6 +26,7 @@ from dashpay.api.dispatch import Dispatcher
 from dashpay.config.load import config_warnings
 from dashpay.config.model import Config
 from dashpay.daemon.checkout import public_url, recorded_by_both, with_checkout
+from dashpay.daemon.malloc import trim_free_memory
 from dashpay.daemon.openfiles import ensure_open_files
 from dashpay.daemon.ownership import own_wallet
 from dashpay.daemon.status import READY, STARTING, STOPPING, health, status_view
@@ -361,6 +362,9 @@ class Daemon:
                         summary.receivers,
                         summary.duration_seconds,
                     )
+                # The rescan's buffers (and at start the configuration, the migrations
+                # and the pending table's load) are freed by now: hand their pages back.
+                trim_free_memory()
                 break
 
     async def _settlement_loop(self) -> None:
@@ -445,8 +449,10 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def run_main(main: Callable[[], Awaitable[int]]) -> int:
     """Run a daemon's trio main; turn start-up refusals into an exit code and a log line."""
+    from dashpay.daemon.malloc import one_arena
     from dashpay.net.control_server import ControlSocketInUse
 
+    one_arena()  # before any thread of trio's starts
     try:
         return trio.run(main)
     except BaseException as exc:  # noqa: BLE001 - re-raised unless it is a known refusal

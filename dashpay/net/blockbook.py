@@ -112,7 +112,7 @@ class BlockbookClient(LinkStatus):
         self._timeout = timeout
         self._reconnect = (reconnect_initial, reconnect_max)
         self._outbound = outbound or default_outbound()  # proxies and the trust store
-        self._ssl_context = ssl_context or self._outbound.tls_context
+        self._ssl_context = ssl_context  # else the outbound's, built on first use
         self._max_message_bytes = max_message_bytes
         super().__init__()
         self.tip_height: int | None = None

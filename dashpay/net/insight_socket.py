@@ -326,7 +326,7 @@ class InsightSocket(LinkStatus):
             raise ValueError(f"max_message_bytes must be 1..{MAX_FRAME_CHARS}")
         self._max_message_bytes = max_message_bytes
         self._subscriptions = tuple(subscriptions)
-        self._ssl_context = ssl_context or self._outbound.tls_context
+        self._ssl_context = ssl_context  # else the outbound's, built on first use
         super().__init__()
         self.events_ignored = 0
         # Set by the daemon, both or neither: ``watched`` holds two live containers of

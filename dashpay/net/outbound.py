@@ -6,11 +6,13 @@ take an ``Outbound``; the daemon builds one from the configuration
 and agree on which connection goes through which proxy.
 
 - **Trust** (``client_tls_context``, the one place an ``ssl.SSLContext`` is made for a
-  client): certificates and host names verified; trusted are the system store
-  (OpenSSL's default paths, which ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` move), certifi's
-  bundle (what httpx trusted before) and ``[tls] ca_file``, all three together: a
-  private CA is ADDED, nothing is replaced. ALPN offers http/1.1 only (REST, prices,
-  callbacks and the websocket upgrade all speak HTTP/1.1).
+  client; built on the first TLS connection that needs it, so a daemon whose peers are
+  all plain http never holds the stores, ~2.6 MB): certificates and host names
+  verified; trusted are the system store (OpenSSL's default paths, which
+  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` move), certifi's bundle (what httpx trusted
+  before) and ``[tls] ca_file``, all three together: a private CA is ADDED, nothing is
+  replaced. ALPN offers http/1.1 only (REST, prices, callbacks and the websocket
+  upgrade all speak HTTP/1.1).
 - **Proxies** (``wire/proxy.ProxySettings``): ``open_stream`` connects directly or
   through an HTTP CONNECT tunnel (``tunnel``), the proxy resolving the target's name.
   The HTTP/1.1 client of the callbacks, Insight REST and the price providers
@@ -26,7 +28,6 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import trio
 
@@ -78,10 +79,29 @@ def with_trust_hint(message: str) -> str:
     return message
 
 
-@dataclass(frozen=True, eq=False)
 class Outbound:
-    proxies: ProxySettings
-    tls_context: ssl.SSLContext
+    """The proxies and the trust store every outbound client shares. ``tls_context``
+    is the given context, else ``client_tls_context(ca_pem)`` built on first use
+    (``[tls] ca_file`` was already read and checked when the configuration loaded)."""
+
+    __slots__ = ("_ca_pem", "_tls_context", "proxies")
+
+    def __init__(
+        self,
+        proxies: ProxySettings,
+        tls_context: ssl.SSLContext | None = None,
+        *,
+        ca_pem: str | None = None,
+    ) -> None:
+        self.proxies = proxies
+        self._tls_context = tls_context
+        self._ca_pem = ca_pem
+
+    @property
+    def tls_context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = client_tls_context(self._ca_pem)
+        return self._tls_context
 
     @classmethod
     def from_config(cls, config: Config) -> Outbound:
@@ -93,7 +113,7 @@ class Outbound:
             config.tls.ca_file,
             config.tls.ca_certificates,
         )
-        return cls(proxies, client_tls_context(config.tls.ca_pem))
+        return cls(proxies, ca_pem=config.tls.ca_pem)
 
     @classmethod
     def from_environment(
@@ -101,7 +121,7 @@ class Outbound:
     ) -> Outbound:
         """The standard variables alone (no config file)."""
         environ = os.environ if environ is None else environ
-        return cls(settings_from(None, None, environ), client_tls_context(ca_pem))
+        return cls(settings_from(None, None, environ), ca_pem=ca_pem)
 
     def proxy_for(self, scheme: str, host: str, port: int | None = None) -> ProxyURL | None:
         if port is None:
@@ -126,7 +146,8 @@ class Outbound:
 @functools.cache
 def default_outbound() -> Outbound:
     """For clients built without one (tests, tools): the environment's proxies and the
-    default trust store. Built once: loading the stores costs tens of milliseconds."""
+    default trust store. Built once: loading the stores costs tens of milliseconds and
+    ~2.6 MB."""
     return Outbound.from_environment()
 
 

@@ -94,7 +94,7 @@ def test_two_migrations_with_one_number_are_refused(tmp_path, monkeypatch):
     for name in ("0001_initial", "0002_one", "0002_other"):
         for dialect in ("sqlite", "mysql"):
             (folder / f"{name}.{dialect}.sql").write_text("SELECT 1;\n")
-    monkeypatch.setattr(schema.resources, "files", lambda package: tmp_path)
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", folder)
     with pytest.raises(RuntimeError, match="migration 2 for .* exists twice"):
         schema.load_migrations("sqlite")
 

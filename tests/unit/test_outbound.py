@@ -53,6 +53,23 @@ def test_ca_file_is_added_to_the_store_not_put_in_its_place(tmp_path, monkeypatc
     assert not outbound.proxies.any
 
 
+def test_the_trust_store_is_built_on_first_use_and_once(tmp_path, monkeypatch):
+    """A daemon whose peers are all http never loads the stores (~2.6 MB); the first TLS
+    connection builds them, with [tls] ca_file added, and every later one shares them."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    outbound = Outbound.from_environment({}, ca_pem=make_ca(tmp_path).read_text())
+    assert outbound._tls_context is None
+    first = outbound.tls_context
+    assert first.cert_store_stats()["x509_ca"] == certifi_count() + 1
+    assert outbound.tls_context is first
+
+
+def test_a_given_context_is_used_as_it_is():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    assert Outbound(Outbound.from_environment({}).proxies, context).tls_context is context
+
+
 def warnings_for(**sections: dict) -> list[str]:
     data = {"wallet": {"xpub": TEST_XPUB}, **sections}
     return [w for w in config_warnings(config_from_dict(data, env={})) if "proxy" in w]
